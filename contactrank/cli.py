@@ -1,0 +1,210 @@
+"""`contactrank` command line (CONTRACT.md §3). The only module that prints.
+
+Every command exits 0 on success and non-zero with a one-line reason on stderr on failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from contactrank.dates import parse_date, validate_id
+from contactrank.errors import ContactrankError
+from contactrank.settings import Settings, load_settings
+
+
+def _date(value: str) -> date:
+    try:
+        return parse_date(value)
+    except ContactrankError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _print_json(obj: Any) -> None:
+    print(json.dumps(obj, indent=2, default=str, sort_keys=True))
+
+
+def _progress():
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[step]}"),
+        transient=False,
+    )
+
+
+def cmd_simulate(s: Settings, a: argparse.Namespace) -> Any:
+    from features.simulate import simulate
+
+    return simulate(Path(a.landing) if a.landing else s.landing, a.start, a.days, persons=a.persons, seed=a.seed, fmt=a.format)
+
+
+def cmd_step(step: str):
+    def run(s: Settings, a: argparse.Namespace) -> Any:
+        from contactrank.pipeline import run_step
+
+        return run_step(step, s, a.date, Path(a.landing) if getattr(a, "landing", None) else None)
+
+    return run
+
+
+def cmd_train(s: Settings, a: argparse.Namespace) -> Any:
+    from ml.registry import gate
+    from ml.train import train
+
+    out = train(s, a.date, force=a.force)
+    if out.get("status") == "trained":
+        out["gate"] = gate(s, a.date)
+    return out
+
+
+def cmd_run(s: Settings, a: argparse.Namespace) -> Any:
+    from contactrank.pipeline import STEPS, run_date
+
+    landing = Path(a.landing) if a.landing else None
+    with _progress() as progress:
+        task = progress.add_task(f"run {a.date}", total=len(STEPS), step="")
+
+        def on_step(step: str) -> None:
+            progress.update(task, step=step, completed=STEPS.index(step))
+
+        out = run_date(s, a.date, landing, on_step=on_step)
+        progress.update(task, completed=len(STEPS), step="done")
+    return out
+
+
+def cmd_backfill(s: Settings, a: argparse.Namespace) -> Any:
+    from contactrank.pipeline import STEPS, backfill
+
+    if a.end < a.start:
+        raise ContactrankError(f"--end {a.end} is before --start {a.start}")
+    days = (a.end - a.start).days + 1
+    landing = Path(a.landing) if a.landing else None
+    with _progress() as progress:
+        task = progress.add_task("backfill", total=days * len(STEPS), step="")
+
+        def on_step(d: date, step: str) -> None:
+            done = (d - a.start).days * len(STEPS) + STEPS.index(step)
+            progress.update(task, completed=done, step=f"{d} {step}")
+
+        out = backfill(s, a.start, a.end, landing, on_step=on_step)
+        progress.update(task, completed=days * len(STEPS), step="done")
+    return {"days": days, "last": out[a.end.isoformat()]}
+
+
+def cmd_tune(s: Settings, a: argparse.Namespace) -> Any:
+    from ml.tune import tune
+
+    return tune(s, a.date, trials=a.trials)
+
+
+def cmd_promote(s: Settings, a: argparse.Namespace) -> Any:
+    from ml.registry import promote
+
+    return promote(s, a.version)
+
+
+def cmd_erase(s: Settings, a: argparse.Namespace) -> Any:
+    from contactrank.erase import erase
+
+    return erase(s, validate_id(a.person_id, "person id"))
+
+
+def cmd_report(s: Settings, a: argparse.Namespace) -> Any:
+    from ml.report import report
+
+    return {"report": str(report(s, a.date))}
+
+
+def cmd_evaluate_policy(s: Settings, a: argparse.Namespace) -> Any:
+    from ml.policy_eval import evaluate_policy
+
+    return evaluate_policy(s, a.start, a.end, policy=a.policy)
+
+
+def cmd_import(s: Settings, a: argparse.Namespace) -> Any:
+    from features.importers import import_dataset
+
+    return import_dataset(a.dataset, Path(a.path), Path(a.landing) if a.landing else s.landing)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="contactrank", description=__doc__.splitlines()[0])
+    p.add_argument("--config", help="settings file (default: $CONTACTRANK_CONFIG or ./contactrank.toml)")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def add(name: str, func, help_: str, date_arg: bool = True, landing: bool = False):
+        sp = sub.add_parser(name, help=help_)
+        if date_arg:
+            sp.add_argument("--date", type=_date, required=True, help="business date YYYY-MM-DD")
+        if landing:
+            sp.add_argument("--landing", help="landing directory (default: $CONTACTRANK_HOME/landing)")
+        sp.set_defaults(func=func)
+        return sp
+
+    sp = add("simulate", cmd_simulate, "write a simulated world's landing files", date_arg=False, landing=True)
+    sp.add_argument("--start", type=_date, required=True)
+    sp.add_argument("--days", type=int, required=True)
+    sp.add_argument("--persons", type=int, default=20_000)
+    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--format", choices=["csv", "parquet"], default="csv")
+    add("run", cmd_run, "every step for one date, in order", landing=True)
+    add("ingest", cmd_step("ingest"), "landing -> lake (bad rows to quarantine)", landing=True)
+    add("features", cmd_step("features"), "lake -> features at the end of DATE")
+    sp = add("train", cmd_train, "retrain when due; challenger -> gate -> champion")
+    sp.add_argument("--force", action="store_true", help="train even when not due")
+    add("score", cmd_step("score"), "the champion scores the candidates of DATE")
+    add("publish", cmd_step("publish"), "atomic export of the priority files")
+    add("report", cmd_report, "the daily HTML report")
+    sp = add("backfill", cmd_backfill, "run every date from --start to --end", date_arg=False, landing=True)
+    sp.add_argument("--start", type=_date, required=True)
+    sp.add_argument("--end", type=_date, required=True)
+    sp = add("tune", cmd_tune, "Optuna study; best params used by the next training")
+    sp.add_argument("--trials", type=int, default=20)
+    sp = add("promote", cmd_promote, "point the champion alias at a version (rollback)", date_arg=False)
+    sp.add_argument("--version", type=int, required=True)
+    sp = add("erase", cmd_erase, "GDPR erasure of a person everywhere", date_arg=False)
+    sp.add_argument("--person-id", required=True)
+    sp = add("evaluate-policy", cmd_evaluate_policy, "off-policy value (IPS/SNIPS) from logged exports", date_arg=False)
+    sp.add_argument("--start", type=_date, required=True)
+    sp.add_argument("--end", type=_date, required=True)
+    sp.add_argument("--policy", default="model", help="policy to evaluate: model, random, last_success")
+    sp = add("import", cmd_import, "map a public dataset to landing files", date_arg=False, landing=True)
+    sp.add_argument("dataset", choices=["bank-marketing"])
+    sp.add_argument("path")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        settings = load_settings(args.config)
+        result = args.func(settings, args)
+    except ContactrankError as exc:
+        print(f"contactrank {args.command}: {exc}", file=sys.stderr)
+        return 1
+    except (ValueError, FileNotFoundError, PermissionError, OSError) as exc:
+        print(f"contactrank {args.command}: {type(exc).__name__}: {exc}".splitlines()[0], file=sys.stderr)
+        return 1
+    if result is not None:
+        _print_json(result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,82 @@
+"""The daily pipeline as plain function calls: what `contactrank run` and `backfill` execute.
+
+The Airflow DAG `contact_daily` calls the same stage functions, one task each.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from contactrank.dates import date_range
+from contactrank.settings import Settings
+
+log = logging.getLogger(__name__)
+
+STEPS = ("ingest", "features", "train", "gate", "score", "publish", "report")
+
+
+def run_step(step: str, settings: Settings, d: date, landing: Path | None = None) -> dict[str, Any]:
+    """Run one named step for date ``d`` (imports lazily: each stage pulls its own libraries)."""
+    if step == "ingest":
+        from features.ingest import ingest
+
+        return ingest(settings, d, landing=landing)
+    if step == "features":
+        from features.features import build_features
+
+        return build_features(settings, d)
+    if step == "train":
+        from ml.train import train
+
+        return train(settings, d)
+    if step == "gate":
+        from ml.registry import gate
+
+        return gate(settings, d)
+    if step == "score":
+        from ml.score import score
+
+        return score(settings, d)
+    if step == "publish":
+        from ml.publish import publish
+
+        return publish(settings, d)
+    if step == "report":
+        from ml.report import report
+
+        return {"report": str(report(settings, d))}
+    raise ValueError(f"unknown step {step!r}")
+
+
+def run_date(
+    settings: Settings,
+    d: date,
+    landing: Path | None = None,
+    on_step: Callable[[str], None] | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Every step for one date, in order; stops at the first failure (the exception propagates)."""
+    results: dict[str, dict[str, Any]] = {}
+    for step in STEPS:
+        if on_step:
+            on_step(step)
+        log.info("%s: %s", d, step)
+        results[step] = run_step(step, settings, d, landing)
+    return results
+
+
+def backfill(
+    settings: Settings,
+    start: date,
+    end: date,
+    landing: Path | None = None,
+    on_step: Callable[[date, str], None] | None = None,
+) -> dict[str, dict[str, dict[str, Any]]]:
+    """``run_date`` for every date from start to end, in order (a day depends on the day before)."""
+    out = {}
+    for d in date_range(start, end):
+        out[d.isoformat()] = run_date(settings, d, landing, on_step=(lambda s, d=d: on_step(d, s)) if on_step else None)
+    return out

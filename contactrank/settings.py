@@ -1,0 +1,188 @@
+"""One frozen, typed settings object: defaults < contactrank.toml < CONTACTRANK_* env < overrides.
+
+The TOML file may group keys in tables (``[gate]``, ``[scoring]``...) for readability; tables are
+flattened, so ``[gate] auc_margin = 0.01`` and a top-level ``auc_margin = 0.01`` mean the same.
+Environment variables are the upper-cased field names: ``CONTACTRANK_HOME``,
+``CONTACTRANK_EXPLORE_SHARE``, ``CONTACTRANK_LABEL``...
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+ENV_PREFIX = "CONTACTRANK_"
+
+
+@dataclass(frozen=True)
+class Settings:
+    # --- where things live -------------------------------------------------------------
+    home: Path = Path(".contactrank")
+    landing_dir: Path | None = None  # default: <home>/landing
+    mlflow_tracking_uri: str | None = None  # default: sqlite:///<home>/mlflow.db (MLFLOW_TRACKING_URI wins)
+    model_name: str = "contactrank"
+    experiment_name: str = "contactrank"
+
+    # --- ingest ---------------------------------------------------------------------------
+    quarantine_threshold: float = 0.05  # fail the step when more than this share of rows is quarantined
+    time_tolerance_hours: float = 6.0  # attempted_at may lie this far outside its business date
+    local_timezone: str = "America/Sao_Paulo"  # for timestamps given without an offset: local hour
+    default_country_code: str = "55"  # E.164 country code for national phone numbers
+    max_string_length: int = 512  # longer values are quarantined
+
+    # --- features -------------------------------------------------------------------------
+    feature_engine: Literal["duckdb"] = "duckdb"
+    duckdb_memory_limit: str = "4GB"
+    duckdb_threads: int = 2
+    prior_strength: float = 5.0  # pseudo-attempts of the empirical-Bayes prior
+
+    # --- model ----------------------------------------------------------------------------
+    label: Literal["reach", "conversion"] = "reach"
+    objective: Literal["binary", "lambdarank"] = "binary"
+    train_window_days: int = 90
+    valid_days: int = 3
+    min_train_days: int = 7  # fewer labelled days than this: no training yet
+    retrain_every_days: int = 1
+    seed: int = 42
+    num_threads: int = 2
+    num_boost_round: int = 500
+    early_stopping_rounds: int = 30
+
+    # --- promotion gate --------------------------------------------------------------------
+    gate_auc_margin: float = 0.005  # challenger AUC may be at most this much below the champion's
+    gate_slice_drop: float = 0.02  # no channel slice may lose more AUC than this
+    gate_ece_cap: float = 0.05
+    gate_auc_floor: float = 0.55
+    drift_psi_threshold: float = 0.25
+    drift_label_rate_ratio: float = 2.0
+
+    # --- scoring and publishing -------------------------------------------------------------
+    hours_start: int = 8  # first allowed local hour (inclusive)
+    hours_end: int = 21  # last allowed local hour (inclusive)
+    channel_hours: dict[str, list[int]] = field(default_factory=dict)  # per-channel [start, end] override
+    invalid_policy: Literal["drop", "last"] = "drop"
+    cap_person_7d: int = 7
+    cap_address_day: int = 1
+    explore_share: float = 0.05
+    explore_max_attempts: int = 2  # an address with at most this many attempts counts as untested
+    score_batch_rows: int = 1_000_000
+    pseudonymise_exports: bool = False
+    hmac_key_env: str = "CONTACTRANK_HMAC_KEY"
+
+    # --- derived paths -----------------------------------------------------------------------
+    @property
+    def landing(self) -> Path:
+        return Path(self.landing_dir) if self.landing_dir else self.home / "landing"
+
+    @property
+    def lake(self) -> Path:
+        return self.home / "lake"
+
+    @property
+    def exports(self) -> Path:
+        return self.home / "exports"
+
+    @property
+    def tracking_uri(self) -> str:
+        if os.environ.get("MLFLOW_TRACKING_URI"):
+            return os.environ["MLFLOW_TRACKING_URI"]
+        if self.mlflow_tracking_uri:
+            return self.mlflow_tracking_uri
+        return f"sqlite:///{(self.home / 'mlflow.db').resolve()}"
+
+    @property
+    def artifact_location(self) -> str:
+        return (self.home / "mlartifacts").resolve().as_uri()
+
+    def allowed_hours(self, channel: str | None = None) -> list[int]:
+        start, end = self.channel_hours.get(channel or "", [self.hours_start, self.hours_end])
+        return list(range(int(start), int(end) + 1))
+
+    def replace(self, **changes: Any) -> Settings:
+        return load_settings(base=self, **changes)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(self).items()}
+
+    def config_hash(self) -> str:
+        """Stable hash of every setting, recorded in manifests and MLflow runs."""
+        blob = json.dumps(self.as_dict(), sort_keys=True, default=str).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
+
+
+def _coerce(name: str, value: Any) -> Any:
+    """Convert a TOML/env value to the declared type of field ``name``; raise ValueError naming it."""
+    hint = typing.get_type_hints(Settings)[name]
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    try:
+        if hint is Path or (Path in args):
+            return None if value in (None, "") else Path(value)
+        if origin is Literal:
+            if value not in args:
+                raise ValueError(f"must be one of {list(args)}")
+            return value
+        if hint is bool:
+            if isinstance(value, bool):
+                return value
+            if str(value).lower() in {"1", "true", "yes", "on"}:
+                return True
+            if str(value).lower() in {"0", "false", "no", "off"}:
+                return False
+            raise ValueError("must be a boolean")
+        if hint is int:
+            return int(value)
+        if hint is float:
+            return float(value)
+        if origin is dict:
+            return json.loads(value) if isinstance(value, str) else dict(value)
+        if str in (hint, *args):
+            return None if value is None else str(value)
+    except (TypeError, ValueError, json.JSONDecodeError) as exc:
+        raise ValueError(f"setting {name!r}: {value!r} is invalid ({exc})") from None
+    return value
+
+
+def _flatten(table: dict[str, Any]) -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in table.items():
+        if isinstance(value, dict) and key not in _FIELDS:
+            flat.update(_flatten(value))
+        else:
+            flat[key] = value
+    return flat
+
+
+def load_settings(config_file: Path | str | None = None, base: Settings | None = None, **overrides: Any) -> Settings:
+    """Build the settings. ``config_file`` defaults to $CONTACTRANK_CONFIG or ./contactrank.toml."""
+    values: dict[str, Any] = {}
+    if base is None:
+        path = Path(config_file or os.environ.get(f"{ENV_PREFIX}CONFIG", "contactrank.toml"))
+        if path.is_file():
+            with path.open("rb") as fh:
+                values.update(_flatten(tomllib.load(fh)))
+        elif config_file:
+            raise FileNotFoundError(f"settings file {path} does not exist")
+        for name in _FIELDS:
+            env = os.environ.get(ENV_PREFIX + name.upper())
+            if env is not None:
+                values[name] = env
+        if "landing" in values and "landing_dir" not in values:
+            values["landing_dir"] = values.pop("landing")
+    else:
+        values.update(dataclasses.asdict(base))
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    unknown = sorted(set(values) - set(_FIELDS))
+    if unknown:
+        raise ValueError(f"unknown setting(s): {', '.join(unknown)}")
+    return Settings(**{k: _coerce(k, v) for k, v in values.items()})

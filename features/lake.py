@@ -1,0 +1,159 @@
+"""The Parquet lake: one folder per kind and business date, written as transactions.
+
+Layout (under ``settings.lake``)::
+
+    attempts/date=D/part-0.parquet          validated attempts of D (see features.schema)
+    contacts/date=D/part-0.parquet          validated contact upserts delivered for D
+    contacts_state/date=D/part-0.parquet    current state of every address at the end of D
+    suppressions/date=D/part-0.parquet      suppressions learned on D (files, opt-outs, erasures)
+    persons/date=D/part-0.parquet           person attribute upserts delivered for D
+    quarantine/<kind>/date=D/part-0.parquet rejected rows with source file, row number and reason
+    daily_agg/date=D/part-0.parquet         per (contact, hour bucket) aggregates of D
+    features/date=D/part-0.parquet          feature state at the end of D, one row per candidate
+    training/date=D/part-0.parquet          the attempts of D joined with the features of D-1
+    scores/date=D/part-0.parquet            ranked, scored candidates of D (before publishing)
+
+Every write goes to a hidden staging folder that is renamed into place; a previous version is
+moved aside first and removed after, and is restored if a crash left the target missing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from datetime import date
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from contactrank.settings import Settings
+
+log = logging.getLogger(__name__)
+
+DATA_FILE = "part-0.parquet"
+
+
+def partition_dir(settings: Settings, kind: str, d: date) -> Path:
+    """``<lake>/<kind>/date=YYYY-MM-DD`` (kind may contain a slash, e.g. ``quarantine/attempts``)."""
+    return settings.lake / kind / f"date={d.isoformat()}"
+
+
+def _recover(target: Path) -> None:
+    """Undo a swap that a crash interrupted: restore the moved-aside version, drop stale staging."""
+    parent = target.parent
+    if not parent.is_dir():
+        return
+    olds = sorted(parent.glob(f".old-{target.name}-*"))
+    if olds and not target.exists():
+        os.replace(olds[-1], target)
+        log.warning("restored %s after an interrupted write", target)
+        olds = olds[:-1]
+    for stale in [*olds, *parent.glob(f".staging-{target.name}-*")]:
+        shutil.rmtree(stale, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def atomic_dir(target: Path) -> Iterator[Path]:
+    """Yield a staging folder; on success it replaces ``target`` (readers see old or new, whole).
+
+    On an exception the staging folder is removed and ``target`` is left as it was.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    _recover(target)
+    token = uuid.uuid4().hex[:8]
+    staging = target.parent / f".staging-{target.name}-{token}"
+    staging.mkdir()
+    try:
+        yield staging
+        _fsync_dir(staging)
+        old = target.parent / f".old-{target.name}-{token}"
+        if target.exists():
+            os.replace(target, old)
+        os.replace(staging, target)
+        _fsync_dir(target.parent)
+        shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def _fsync_dir(path: Path) -> None:
+    for child in path.iterdir() if path.is_dir() else []:
+        if child.is_file():
+            with open(child, "rb") as fh:
+                os.fsync(fh.fileno())
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _to_table(data: pa.Table | object) -> pa.Table:
+    if isinstance(data, pa.Table):
+        return data
+    return pa.Table.from_pandas(data, preserve_index=False)  # type: ignore[arg-type]
+
+
+def write_partition(
+    settings: Settings,
+    kind: str,
+    d: date,
+    data: pa.Table | object,
+    extra_files: dict[str, bytes] | None = None,
+) -> Path:
+    """Write one partition (a table or DataFrame) atomically, replacing any previous version."""
+    target = partition_dir(settings, kind, d)
+    with atomic_dir(target) as staging:
+        pq.write_table(_to_table(data), staging / DATA_FILE, compression="zstd")
+        for name, blob in (extra_files or {}).items():
+            (staging / name).write_bytes(blob)
+    return target
+
+
+def read_partition(settings: Settings, kind: str, d: date, columns: list[str] | None = None) -> pa.Table | None:
+    """The table of one partition, or None when it does not exist."""
+    target = partition_dir(settings, kind, d)
+    _recover(target)
+    path = target / DATA_FILE
+    if not path.is_file():
+        return None
+    return pq.read_table(path, columns=columns)
+
+
+def partition_dates(settings: Settings, kind: str) -> list[date]:
+    """Sorted dates that have a partition of ``kind``."""
+    root = settings.lake / kind
+    if not root.is_dir():
+        return []
+    out = []
+    for child in root.iterdir():
+        if child.name.startswith("date=") and (child / DATA_FILE).is_file():
+            with contextlib.suppress(ValueError):
+                out.append(date.fromisoformat(child.name[5:]))
+    return sorted(out)
+
+
+def parquet_glob(settings: Settings, kind: str) -> str:
+    """Glob of every data file of ``kind``, for DuckDB's ``read_parquet(..., hive_partitioning=true)``."""
+    return str(settings.lake / kind / "date=*" / DATA_FILE)
+
+
+def duckdb_connect(settings: Settings):  # -> duckdb.DuckDBPyConnection
+    """An in-memory DuckDB connection bounded by the settings (spills under <home>/tmp)."""
+    import duckdb
+
+    spill = settings.home / "tmp" / "duckdb"
+    spill.mkdir(parents=True, exist_ok=True)
+    con = duckdb.connect()
+    con.execute(f"SET memory_limit='{settings.duckdb_memory_limit}'")
+    con.execute(f"SET threads={int(settings.duckdb_threads)}")
+    con.execute(f"SET temp_directory='{spill}'")
+    con.execute("SET preserve_insertion_order=false")
+    return con

@@ -1,0 +1,99 @@
+"""The scoring model as one object: LightGBM booster + fixed categories + optional calibrator.
+
+``ContactModel`` is what training produces, what MLflow stores (wrapped in ``ContactPyfunc``) and
+what scoring loads back through the ``champion`` alias. It owns the feature contract: the
+ordered feature names, the categories of every categorical feature (frozen at training time so
+scoring encodes them identically), and the calibrator that turns raw scores into probabilities.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+
+from features.schema import FEATURE_PREFIX
+
+
+class Calibrator(Protocol):
+    def predict(self, x: np.ndarray) -> np.ndarray: ...
+
+
+def feature_columns(df: pd.DataFrame) -> list[str]:
+    """The model features of a frame: every column named ``f_*``, in frame order."""
+    return [c for c in df.columns if c.startswith(FEATURE_PREFIX)]
+
+
+def categorical_columns(df: pd.DataFrame, features: list[str]) -> list[str]:
+    """Features that are strings, booleans-as-strings or already categorical."""
+    out = []
+    for c in features:
+        dtype = df[c].dtype
+        if isinstance(dtype, pd.CategoricalDtype) or pd.api.types.is_string_dtype(dtype) or dtype == object:
+            out.append(c)
+    return out
+
+
+def freeze_categories(df: pd.DataFrame, categorical: list[str]) -> dict[str, list[str]]:
+    """The sorted category list of each categorical feature, as seen in the training data."""
+    return {c: sorted(str(v) for v in pd.unique(df[c].dropna().astype(str))) for c in categorical}
+
+
+@dataclass
+class ContactModel:
+    booster: lgb.Booster
+    features: list[str]
+    categories: dict[str, list[str]]
+    calibrator: Calibrator | None = None
+    label: str = "reach"
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def prepare(self, df: pd.DataFrame) -> pd.DataFrame:
+        """The model's input matrix: ordered features, fixed categories, missing → NaN, ±inf → NaN."""
+        out = {}
+        n = len(df)
+        for c in self.features:
+            if c in self.categories:
+                values = df[c].astype("string") if c in df.columns else pd.Series([pd.NA] * n, dtype="string")
+                out[c] = pd.Categorical(values, categories=self.categories[c])
+            else:
+                col = pd.to_numeric(df[c], errors="coerce") if c in df.columns else np.full(n, np.nan)
+                arr = np.asarray(col, dtype="float64")
+                arr[~np.isfinite(arr)] = np.nan
+                out[c] = arr
+        return pd.DataFrame(out, index=df.index)
+
+    def raw_score(self, df: pd.DataFrame, num_threads: int = 0) -> np.ndarray:
+        """Uncalibrated model output (probability for ``binary``, a score for ``lambdarank``)."""
+        return np.asarray(self.booster.predict(self.prepare(df), num_threads=num_threads), dtype="float64")
+
+    def predict_proba(self, df: pd.DataFrame, num_threads: int = 0) -> np.ndarray:
+        """Calibrated probability of success, always finite and within [0, 1]."""
+        raw = self.raw_score(df, num_threads=num_threads)
+        p = self.calibrator.predict(raw) if self.calibrator is not None else raw
+        p = np.asarray(p, dtype="float64")
+        return np.clip(np.nan_to_num(p, nan=0.0, posinf=1.0, neginf=0.0), 0.0, 1.0)
+
+    def contributions(self, df: pd.DataFrame, num_threads: int = 0) -> pd.DataFrame:
+        """Per-row SHAP contributions (LightGBM ``pred_contrib``), one column per feature + bias."""
+        contrib = self.booster.predict(self.prepare(df), pred_contrib=True, num_threads=num_threads)
+        return pd.DataFrame(np.asarray(contrib), columns=[*self.features, "bias"], index=df.index)
+
+
+def _pyfunc_base():
+    import mlflow.pyfunc
+
+    return mlflow.pyfunc.PythonModel
+
+
+class ContactPyfunc(_pyfunc_base()):  # type: ignore[misc]
+    """MLflow pyfunc flavour: ``predict`` returns the calibrated probability of each row."""
+
+    def __init__(self, model: ContactModel):
+        self.model = model
+
+    def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> np.ndarray:  # noqa: ARG002
+        return self.model.predict_proba(model_input)

@@ -1,0 +1,29 @@
+"""Shared fixtures: every test gets its own CONTACTRANK_HOME and MLflow store in a temp dir."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from contactrank.settings import Settings, load_settings
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No test reads the developer's contactrank.toml, env or MLflow server."""
+    for key in list(os.environ):
+        if key.startswith("CONTACTRANK_") or key == "MLFLOW_TRACKING_URI":
+            monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("CONTACTRANK_CONFIG", str(tmp_path / "absent.toml"))
+    monkeypatch.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    monkeypatch.setenv("GIT_PYTHON_REFRESH", "quiet")
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    """Settings whose home (lake, MLflow store, exports) is a fresh temp dir."""
+    return load_settings(home=tmp_path / "home")
