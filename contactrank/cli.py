@@ -198,8 +198,11 @@ def main(argv: list[str] | None = None) -> int:
     except ContactrankError as exc:
         print(f"contactrank {args.command}: {exc}", file=sys.stderr)
         return 1
-    except (ValueError, FileNotFoundError, PermissionError, OSError) as exc:
-        print(f"contactrank {args.command}: {type(exc).__name__}: {exc}".splitlines()[0], file=sys.stderr)
+    except Exception as exc:  # noqa: BLE001 - the contract: any failure is one line and a non-zero exit
+        if args.verbose:
+            logging.getLogger(__name__).exception("%s failed", args.command)
+        reason = (str(exc).strip().splitlines() or [""])[0]
+        print(f"contactrank {args.command}: {type(exc).__name__}: {reason}", file=sys.stderr)
         return 1
     if result is not None:
         _print_json(result)

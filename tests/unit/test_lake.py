@@ -1,0 +1,70 @@
+"""Lake partitions are transactions: replaced whole, never appended, recovered after a crash."""
+
+from __future__ import annotations
+
+import os
+from datetime import date
+
+import pyarrow as pa
+import pytest
+
+from contactrank.dates import date_range, parse_date, validate_id
+from contactrank.errors import InputError
+from features import lake
+
+D = date(2026, 1, 5)
+
+
+def test_write_then_rewrite_replaces(settings) -> None:
+    lake.write_partition(settings, "attempts", D, pa.table({"x": [1, 2, 3]}))
+    lake.write_partition(settings, "attempts", D, pa.table({"x": [9]}))
+    assert lake.read_partition(settings, "attempts", D).column("x").to_pylist() == [9]
+    assert lake.partition_dates(settings, "attempts") == [D]
+    leftovers = [p.name for p in (settings.lake / "attempts").iterdir() if p.name.startswith(".")]
+    assert leftovers == []
+
+
+def test_failed_write_leaves_previous_version(settings) -> None:
+    lake.write_partition(settings, "features", D, pa.table({"x": [1]}))
+    target = lake.partition_dir(settings, "features", D)
+    with pytest.raises(RuntimeError), lake.atomic_dir(target) as staging:
+        (staging / "part-0.parquet").write_bytes(b"half a file")
+        raise RuntimeError("killed")
+    assert lake.read_partition(settings, "features", D).column("x").to_pylist() == [1]
+
+
+def test_interrupted_swap_is_recovered(settings) -> None:
+    """A crash between moving the old version aside and renaming the new one in: the old comes back."""
+    lake.write_partition(settings, "scores", D, pa.table({"x": [7]}))
+    target = lake.partition_dir(settings, "scores", D)
+    os.replace(target, target.parent / f".old-{target.name}-deadbeef")
+    assert lake.read_partition(settings, "scores", D).column("x").to_pylist() == [7]
+
+
+def test_missing_partition_reads_none(settings) -> None:
+    assert lake.read_partition(settings, "attempts", D) is None
+    assert lake.partition_dates(settings, "nothing") == []
+
+
+def test_duckdb_reads_hive_partitions(settings) -> None:
+    for i, d in enumerate(date_range(D, date(2026, 1, 7))):
+        lake.write_partition(settings, "attempts", d, pa.table({"x": [i, i]}))
+    con = lake.duckdb_connect(settings)
+    rows = con.sql(
+        f"select date, sum(x) from read_parquet('{lake.parquet_glob(settings, 'attempts')}', hive_partitioning=true) group by 1 order by 1"
+    ).fetchall()
+    assert rows == [(date(2026, 1, 5), 0), (date(2026, 1, 6), 2), (date(2026, 1, 7), 4)]
+
+
+@pytest.mark.parametrize("bad", ["../../etc", "2026-13-01", "2026-1-5", "", "2026-01-05; rm -rf /"])
+def test_parse_date_refuses_non_dates(bad: str) -> None:
+    with pytest.raises(InputError):
+        parse_date(bad)
+
+
+def test_parse_date_and_ids() -> None:
+    assert parse_date("2026-01-05") == D
+    assert validate_id("12345678900") == "12345678900"
+    for bad in ["../x", "a/b", "", "..", "x\x00y"]:
+        with pytest.raises(InputError):
+            validate_id(bad)
