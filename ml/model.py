@@ -32,7 +32,7 @@ def categorical_columns(df: pd.DataFrame, features: list[str]) -> list[str]:
     out = []
     for c in features:
         dtype = df[c].dtype
-        if isinstance(dtype, pd.CategoricalDtype) or pd.api.types.is_string_dtype(dtype) or dtype == object:
+        if isinstance(dtype, pd.CategoricalDtype) or pd.api.types.is_string_dtype(dtype) or pd.api.types.is_object_dtype(dtype):
             out.append(c)
     return out
 

@@ -1,0 +1,167 @@
+"""`make demo`: a simulated world through the real pipeline, the last days through Airflow.
+
+1. simulate N days of landing files (default 60 days, 20k persons);
+2. run the early days with the library (the same functions the DAG calls), with a progress bar;
+3. run the last days through `airflow dags test contact_daily <date>` (real Airflow, SQLite metadata);
+4. print a summary: rows published, persons, model version, AUC vs baselines and oracle, share
+   explored, where the files are, and the commands that open the Airflow and MLflow UIs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from datetime import date, timedelta
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from contactrank.dates import parse_date
+from contactrank.settings import Settings, load_settings
+
+ROOT = Path(__file__).resolve().parents[1]
+console = Console()
+
+
+def airflow_env(settings: Settings, airflow_home: Path) -> dict[str, str]:
+    """Environment for the `airflow` CLI: this project's DAGs/plugins, SQLite metadata under the home."""
+    env = dict(os.environ)
+    bindir = str(Path(sys.executable).parent)
+    env.update(
+        {
+            "PATH": f"{bindir}:{env.get('PATH', '')}",
+            "AIRFLOW_HOME": str(airflow_home),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
+            "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__PARALLELISM": "2",
+            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
+            "CONTACTRANK_HOME": str(settings.home.resolve()),
+            "CONTACTRANK_LANDING_DIR": str(settings.landing.resolve()),
+            "PYTHONPATH": f"{ROOT}:{env.get('PYTHONPATH', '')}",
+        }
+    )
+    return env
+
+
+def _run_airflow_days(settings: Settings, days: list[date]) -> None:
+    airflow_home = settings.home / "airflow"
+    airflow_home.mkdir(parents=True, exist_ok=True)
+    env = airflow_env(settings, airflow_home)
+    airflow = shutil.which("airflow", path=env["PATH"]) or "airflow"
+    with console.status("airflow db migrate"):
+        subprocess.run([airflow, "db", "migrate"], env=env, check=True, capture_output=True)
+    for d in days:
+        t0 = time.perf_counter()
+        with console.status(f"airflow dags test contact_daily {d}"):
+            proc = subprocess.run(
+                [airflow, "dags", "test", "contact_daily", d.isoformat()], env=env, capture_output=True, text=True
+            )
+        log = airflow_home / f"dags-test-{d}.log"
+        log.write_text(proc.stdout + proc.stderr)
+        if proc.returncode != 0 or "state=failed" in proc.stdout + proc.stderr:
+            raise SystemExit(f"airflow dags test contact_daily {d} failed; log: {log}")
+        console.print(f"[green]✓[/] Airflow contact_daily {d} ({time.perf_counter() - t0:.0f} s, log {log})")
+
+
+def _summary(settings: Settings, last: date, truth: bool) -> None:
+    import pyarrow.parquet as pq
+
+    export = settings.exports / "priority" / f"date={last}"
+    manifest = json.loads((export / "_manifest.json").read_text())
+    table = pq.read_table(export / "priority.parquet").to_pandas()
+    rank1 = table[table["rank"] == 1]
+    t = Table(title=f"contactrank demo — export of {last} (valid from {manifest.get('valid_from')})")
+    t.add_column("figure")
+    t.add_column("value", justify="right")
+    t.add_row("rows published", f"{len(table):,}")
+    t.add_row("persons", f"{table['person_id'].nunique():,}")
+    for key, value in sorted(manifest.items()):
+        if key.startswith("persons_left_out") or key.startswith("left_out"):
+            t.add_row(key.replace("_", " "), str(value))
+    t.add_row("model version", str(manifest.get("model_version") or manifest.get("model", {}).get("version")))
+    t.add_row("share explored (rank 1)", f"{rank1['explore'].mean():.1%}")
+    metrics = _champion_metrics(settings)
+    for key in sorted(k for k in metrics if "auc" in k.lower() and "/" not in k and not k.startswith("channel")):
+        t.add_row(key, f"{metrics[key]:.4f}")
+    console.print(t)
+    console.print(f"Exports:  {export}")
+    console.print(f"Report:   {settings.exports / 'reports' / f'date={last}' / 'report.html'}")
+    if truth:
+        console.print(f"Truth:    {settings.landing / 'truth.parquet'}")
+    bindir = Path(sys.executable).parent
+    console.print("\nOpen the UIs on the same stores:")
+    console.print(
+        f"  [bold]MLflow[/]:  {bindir}/mlflow ui --backend-store-uri {settings.tracking_uri} --port 5000"
+    )
+    console.print(
+        f"  [bold]Airflow[/]: PATH={bindir}:$PATH AIRFLOW_HOME={(settings.home / 'airflow').resolve()} "
+        f"AIRFLOW__CORE__DAGS_FOLDER={ROOT / 'dags'} AIRFLOW__CORE__PLUGINS_FOLDER={ROOT / 'plugins'} "
+        f"AIRFLOW__CORE__LOAD_EXAMPLES=False CONTACTRANK_HOME={settings.home.resolve()} airflow standalone"
+    )
+
+
+def _champion_metrics(settings: Settings) -> dict[str, float]:
+    try:
+        import mlflow
+        from ml.registry import load_champion
+        from ml.tracking import configure
+
+        configure(settings)
+        _, info = load_champion(settings)
+        return dict(mlflow.tracking.MlflowClient().get_run(info["run_id"]).data.metrics)
+    except Exception as exc:  # noqa: BLE001 - a summary must not fail the demo
+        console.print(f"[yellow]no champion metrics: {exc}[/]")
+        return {}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--days", type=int, default=60)
+    p.add_argument("--persons", type=int, default=20_000)
+    p.add_argument("--start", default="2026-09-01")
+    p.add_argument("--airflow-days", type=int, default=2, help="how many of the last days run through Airflow")
+    p.add_argument("--retrain-every", type=int, default=7, help="retrain cadence during the CLI backfill (days)")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+
+    from features.simulate import simulate
+
+    from contactrank.pipeline import STEPS, run_date
+
+    t_start = time.perf_counter()
+    settings = load_settings()
+    start = parse_date(args.start)
+    last = start + timedelta(days=args.days - 1)
+    console.rule(f"contactrank demo: {args.days} days x {args.persons:,} persons, home {settings.home.resolve()}")
+    with console.status("simulating the world"):
+        figures = simulate(settings.landing, start, args.days, persons=args.persons, seed=args.seed)
+    console.print(f"[green]✓[/] simulated: {json.dumps(figures, default=str)[:300]}")
+
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    cli_days = [start + timedelta(days=i) for i in range(args.days - args.airflow_days)]
+    backfill_settings = settings.replace(retrain_every_days=args.retrain_every)
+    with Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total} days"),
+        TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[step]}"), console=console,
+    ) as progress:
+        task = progress.add_task("backfill (CLI)", total=len(cli_days), step="")
+        for d in cli_days:
+            run_date(backfill_settings, d, on_step=lambda s, d=d: progress.update(task, step=f"{d} {s}"))
+            progress.advance(task)
+    console.print(f"[green]✓[/] {len(cli_days)} days through the library ({', '.join(STEPS)})")
+    _run_airflow_days(settings, [cli_days[-1] + timedelta(days=i + 1) for i in range(args.airflow_days)])
+    _summary(settings, last, truth=True)
+    console.print(f"\nDemo finished in {time.perf_counter() - t_start:.0f} s.")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
