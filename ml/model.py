@@ -42,6 +42,40 @@ def freeze_categories(df: pd.DataFrame, categorical: list[str]) -> dict[str, lis
     return {c: sorted(str(v) for v in pd.unique(df[c].dropna().astype(str))) for c in categorical}
 
 
+def encode(
+    df: pd.DataFrame,
+    features: list[str],
+    categories: dict[str, list[str]],
+    out: np.ndarray | None = None,
+    row: int = 0,
+) -> np.ndarray:
+    """Encode ``df`` into a float32 matrix (column-major), or into ``out[row:row+len(df)]``.
+
+    Numeric features become float32 with ±inf → NaN; categorical features become the index of
+    their value in the frozen category list (NaN when missing or unseen). Training builds its
+    LightGBM dataset with this function and scoring predicts through it, so both see the same
+    bytes; filling a preallocated ``out`` day by day keeps training memory to one matrix.
+    """
+    n = len(df)
+    if out is None:
+        out = np.empty((n, len(features)), dtype=np.float32, order="F")
+        row = 0
+    for j, c in enumerate(features):
+        if c in categories:
+            if c in df.columns:
+                codes = pd.Categorical(df[c].astype("string"), categories=categories[c]).codes
+                col = np.where(codes >= 0, codes, np.nan).astype(np.float32)
+            else:
+                col = np.full(n, np.nan, dtype=np.float32)
+        elif c in df.columns:
+            col = pd.to_numeric(df[c], errors="coerce").to_numpy(dtype="float64", na_value=np.nan).astype(np.float32)
+            col[~np.isfinite(col)] = np.nan
+        else:
+            col = np.full(n, np.nan, dtype=np.float32)
+        out[row : row + n, j] = col
+    return out
+
+
 @dataclass
 class ContactModel:
     booster: lgb.Booster
@@ -61,14 +95,20 @@ class ContactModel:
                 out[c] = pd.Categorical(values, categories=self.categories[c])
             else:
                 col = pd.to_numeric(df[c], errors="coerce") if c in df.columns else np.full(n, np.nan)
-                arr = np.asarray(col, dtype="float64")
+                arr = np.array(col, dtype="float64")  # a copy: pandas 3 hands out read-only views
                 arr[~np.isfinite(arr)] = np.nan
                 out[c] = arr
         return pd.DataFrame(out, index=df.index)
 
+    def matrix(self, df: pd.DataFrame) -> np.ndarray:
+        """The booster's input as training saw it: float32, categories as codes (NaN = missing/unknown)."""
+        return encode(df, self.features, self.categories)
+
     def raw_score(self, df: pd.DataFrame, num_threads: int = 0) -> np.ndarray:
         """Uncalibrated model output (probability for ``binary``, a score for ``lambdarank``)."""
-        return np.asarray(self.booster.predict(self.prepare(df), num_threads=num_threads), dtype="float64")
+        if len(df) == 0:
+            return np.zeros(0, dtype="float64")
+        return np.asarray(self.booster.predict(self.matrix(df), num_threads=num_threads), dtype="float64")
 
     def predict_proba(self, df: pd.DataFrame, num_threads: int = 0) -> np.ndarray:
         """Calibrated probability of success, always finite and within [0, 1]."""
@@ -79,7 +119,7 @@ class ContactModel:
 
     def contributions(self, df: pd.DataFrame, num_threads: int = 0) -> pd.DataFrame:
         """Per-row SHAP contributions (LightGBM ``pred_contrib``), one column per feature + bias."""
-        contrib = self.booster.predict(self.prepare(df), pred_contrib=True, num_threads=num_threads)
+        contrib = self.booster.predict(self.matrix(df), pred_contrib=True, num_threads=num_threads)
         return pd.DataFrame(np.asarray(contrib), columns=[*self.features, "bias"], index=df.index)
 
 

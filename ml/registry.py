@@ -1,0 +1,194 @@
+"""Model registry: the promotion gate, manual promotion (rollback) and loading the champion.
+
+Aliases of ``settings.model_name``: ``challenger`` (set by every training) and ``champion``
+(the version scoring uses). The gate re-scores the champion on the challenger's test day so
+both are judged on the same attempts, records the decision and every reason as tags on the
+challenger's run and version, and moves ``champion`` only when every check passes.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any
+
+import numpy as np
+
+from contactrank.errors import InputError, NotReady
+from contactrank.settings import Settings
+
+log = logging.getLogger(__name__)
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+TAG_DECISION = "contactrank.gate.decision"
+
+
+@dataclass
+class Scorecard:
+    """What the gate compares: overall AUC, ECE, and AUC per channel slice."""
+
+    auc: float
+    ece: float
+    channels: dict[str, float] = field(default_factory=dict)
+
+
+def decide(settings: Settings, challenger: Scorecard, champion: Scorecard | None) -> tuple[bool, list[str]]:
+    """Apply the gate's rules; return (promote?, every reason, each prefixed ``ok:`` or ``fail:``).
+
+    Floors (always): AUC >= ``gate_auc_floor`` and ECE <= ``gate_ece_cap``. Against a champion
+    (not for the first model): AUC not below the champion's by more than ``gate_auc_margin``,
+    and no channel slice losing more than ``gate_slice_drop`` AUC.
+    """
+    reasons: list[str] = []
+
+    def check(ok: bool, text: str) -> None:
+        reasons.append(("ok: " if ok else "fail: ") + text)
+
+    auc_ok = bool(np.isfinite(challenger.auc)) and challenger.auc >= settings.gate_auc_floor
+    check(auc_ok, f"auc {challenger.auc:.4f} vs floor {settings.gate_auc_floor:.4f}")
+    ece_ok = bool(np.isfinite(challenger.ece)) and challenger.ece <= settings.gate_ece_cap
+    check(ece_ok, f"ece {challenger.ece:.4f} vs cap {settings.gate_ece_cap:.4f}")
+    if champion is None:
+        reasons.append("ok: first model, floors only")
+    else:
+        need = champion.auc - settings.gate_auc_margin
+        check(
+            challenger.auc >= need,
+            f"auc {challenger.auc:.4f} vs champion {champion.auc:.4f} (margin {settings.gate_auc_margin:.4f})",
+        )
+        for ch in sorted(set(challenger.channels) & set(champion.channels)):
+            a, b = challenger.channels[ch], champion.channels[ch]
+            check(a >= b - settings.gate_slice_drop, f"slice {ch}: auc {a:.4f} vs champion {b:.4f} (max drop {settings.gate_slice_drop:.4f})")
+    return all(r.startswith("ok:") for r in reasons), reasons
+
+
+def _alias(client, settings: Settings, alias: str):
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_model_version_by_alias(settings.model_name, alias)
+    except MlflowException:
+        return None
+
+
+def load_version(settings: Settings, version: int | str):
+    """The ContactModel of one registered version (loaded through its MLflow pyfunc)."""
+    import mlflow.pyfunc
+
+    from ml.tracking import configure
+
+    configure(settings)
+    pyfunc = mlflow.pyfunc.load_model(f"models:/{settings.model_name}/{version}")
+    return pyfunc.unwrap_python_model().model
+
+
+def load_champion(settings: Settings) -> tuple[Any, dict[str, Any]]:
+    """(ContactModel, info with name, version, run_id) of the version behind alias ``champion``."""
+    from ml.tracking import client as mlflow_client
+
+    client = mlflow_client(settings)
+    mv = _alias(client, settings, CHAMPION)
+    if mv is None:
+        raise NotReady(
+            f"model {settings.model_name!r} has no {CHAMPION!r} version yet (train and gate first, or promote --version N)"
+        )
+    model = load_version(settings, mv.version)
+    info = {"name": settings.model_name, "version": int(mv.version), "run_id": mv.run_id, "uri": f"models:/{settings.model_name}/{mv.version}"}
+    return model, info
+
+
+def _scorecard(settings: Settings, model, df, label: str) -> Scorecard:
+    from ml import evaluate as ev
+
+    y = df[label].astype(int).to_numpy()
+    p = model.predict_proba(df, num_threads=settings.num_threads)
+    m = ev.binary_metrics(y, p)
+    return Scorecard(auc=m["auc"], ece=m["ece"], channels=ev.channel_auc(y, p, df["channel"].astype(str).to_numpy()))
+
+
+def gate(settings: Settings, d: date) -> dict[str, Any]:
+    """Challenger vs champion on the challenger's test day; promote when every rule passes."""
+    from ml.tracking import client as mlflow_client
+    from ml.train import TAG_TEST_DAY, _labelled, _read_day, label_column
+
+    client = mlflow_client(settings)
+    challenger = _alias(client, settings, CHALLENGER)
+    champion = _alias(client, settings, CHAMPION)
+    if challenger is None:
+        return {"status": "skipped", "reason": "no challenger registered"}
+    if champion is not None and int(challenger.version) <= int(champion.version):
+        return {
+            "status": "skipped",
+            "reason": f"no challenger newer than the champion (champion v{champion.version}, challenger v{challenger.version})",
+        }
+    done = (challenger.tags or {}).get(TAG_DECISION)
+    if done:
+        return {"status": "skipped", "reason": f"challenger v{challenger.version} already gated: {done}"}
+
+    test_day = date.fromisoformat(challenger.tags[TAG_TEST_DAY])
+    label = label_column(settings)
+    df = _labelled(_read_day(settings, test_day), label)
+    ch_model = load_version(settings, challenger.version)
+    ch_card = _scorecard(settings, ch_model, df, label)
+    cp_card = None
+    if champion is not None:
+        cp_card = _scorecard(settings, load_version(settings, champion.version), df, label)
+    promote_it, reasons = decide(settings, ch_card, cp_card)
+    decision = "promoted" if promote_it else "rejected"
+
+    tags = {
+        TAG_DECISION: decision,
+        "contactrank.gate.date": d.isoformat(),
+        "contactrank.gate.test_day": test_day.isoformat(),
+        "contactrank.gate.champion_version": str(champion.version) if champion is not None else "none",
+        **{f"contactrank.gate.reason.{i:02d}": r for i, r in enumerate(reasons)},
+    }
+    for k, v in tags.items():
+        client.set_tag(challenger.run_id, k, v)
+        client.set_model_version_tag(settings.model_name, challenger.version, k, v)
+    metrics = {"gate_challenger_auc": ch_card.auc, "gate_challenger_ece": ch_card.ece}
+    if cp_card is not None:
+        metrics["gate_champion_auc"] = cp_card.auc
+        metrics["gate_champion_ece"] = cp_card.ece
+    for k, v in metrics.items():
+        if np.isfinite(v):
+            client.log_metric(challenger.run_id, k, float(v))
+    if promote_it:
+        client.set_registered_model_alias(settings.model_name, CHAMPION, challenger.version)
+    log.info("gate %s: challenger v%s %s (%s)", d, challenger.version, decision, "; ".join(reasons))
+    return {
+        "status": decision,
+        "decision": decision,
+        "challenger": int(challenger.version),
+        "champion": int(challenger.version) if promote_it else (int(champion.version) if champion is not None else None),
+        "previous_champion": int(champion.version) if champion is not None else None,
+        "test_day": test_day.isoformat(),
+        "reasons": reasons,
+        "challenger_auc": round(ch_card.auc, 6),
+        "champion_auc": round(cp_card.auc, 6) if cp_card is not None else None,
+    }
+
+
+def promote(settings: Settings, version: int) -> dict[str, Any]:
+    """Point ``champion`` at ``version`` (any registered version: this is also the rollback)."""
+    from mlflow.exceptions import MlflowException
+
+    from ml.tracking import client as mlflow_client
+
+    client = mlflow_client(settings)
+    try:
+        mv = client.get_model_version(settings.model_name, str(int(version)))
+    except MlflowException:
+        raise InputError(f"model {settings.model_name!r} has no version {version}") from None
+    previous = _alias(client, settings, CHAMPION)
+    client.set_registered_model_alias(settings.model_name, CHAMPION, mv.version)
+    client.set_model_version_tag(settings.model_name, mv.version, "contactrank.promoted", "manual")
+    log.info("champion -> v%s (was %s)", mv.version, previous.version if previous else "none")
+    return {
+        "status": "promoted",
+        "version": int(mv.version),
+        "previous": int(previous.version) if previous is not None else None,
+        "run_id": mv.run_id,
+    }
