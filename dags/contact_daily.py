@@ -1,0 +1,161 @@
+"""contact_daily: the daily contactrank pipeline, one task per library step (see docs/airflow.md)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from airflow.sdk import CronDataIntervalTimetable, Param, PokeReturnValue, dag, task
+from contactrank_airflow import (
+    EXPORT_ASSET,
+    FEATURES_ASSET,
+    business_date,
+    default_args,
+    load_settings,
+    push_links,
+    small,
+)
+
+DOC = """
+### contact_daily
+
+Runs the steps of `contactrank run` for one **business date D**, one task per step:
+`wait_for_attempts` → `ingest` → `features` → `train` → `gate` → `score` → `publish` → `report`.
+
+* **Date**: the logical date of the run (the run for D starts when D is over: data-interval
+  timetable `0 0 * * *` UTC). A run without a logical date (manual trigger with no date) processes
+  the day before it was queued; the `date` param (`YYYY-MM-DD`) overrides both.
+* **Wait**: `wait_for_attempts` pokes `<landing>/attempts/date=D/` every 5 minutes in reschedule
+  mode (no worker slot held) and gives up after 20 hours.
+* **Order**: `max_active_runs=1` and catchup: a day depends on the lake and model of the day
+  before, so backfills (`airflow backfill create --dag-id contact_daily ...`) run oldest first.
+* **Train** retrains only when due (`retrain_every_days`); the **gate** decides whether the
+  challenger becomes champion.
+* **Assets**: `features` updates `contactrank_features`, `publish` updates `contactrank_export`
+  with `{"ds", "model_version", "rows", "path"}` in the event extra: schedule downstream DAGs on it.
+* Every step is idempotent for its date: clearing a task or re-running a date is safe.
+* Extra links (plugin `contactrank`): **MLflow run** and **Published export**.
+
+Settings come from the environment (`CONTACTRANK_HOME`, `MLFLOW_TRACKING_URI`, ...); the `landing`
+param overrides the landing directory for one run.
+"""
+
+PARAMS = {
+    "date": Param(None, type=["null", "string"], format="date", description="business date YYYY-MM-DD (default: the run's)"),
+    "landing": Param(None, type=["null", "string"], description="landing directory (default: settings)"),
+}
+
+
+@dag(
+    dag_id="contact_daily",
+    schedule=CronDataIntervalTimetable("0 0 * * *", timezone="UTC"),
+    start_date=datetime(2026, 1, 1, tzinfo=UTC),
+    catchup=True,
+    max_active_runs=1,
+    default_args=default_args(retries=2),
+    dagrun_timeout=timedelta(hours=23),
+    params=PARAMS,
+    tags=["contactrank", "daily", "ml"],
+    doc_md=DOC,
+)
+def contact_daily():
+    @task.sensor(poke_interval=300, timeout=20 * 3600, mode="reschedule")
+    def wait_for_attempts(**context) -> PokeReturnValue:
+        """Done when the day's attempts folder holds at least one data file."""
+        from contactrank_airflow import attempts_ready
+
+        settings = load_settings(context)
+        d = business_date(context)
+        files = attempts_ready(settings.landing, d)
+        return PokeReturnValue(is_done=bool(files), xcom_value={"ds": d.isoformat(), "files": len(files)})
+
+    @task
+    def ingest(**context) -> dict:
+        from features.ingest import ingest as run
+
+        settings = load_settings(context)
+        d = business_date(context)
+        return {"ds": d.isoformat(), **small(run(settings, d, landing=settings.landing))}
+
+    @task(outlets=[FEATURES_ASSET])
+    def features(**context) -> dict:
+        from features.features import build_features
+
+        settings = load_settings(context)
+        d = business_date(context)
+        out = {"ds": d.isoformat(), **small(build_features(settings, d))}
+        context["outlet_events"][FEATURES_ASSET].extra = {"ds": d.isoformat(), "rows": out.get("rows")}
+        return out
+
+    @task
+    def train(**context) -> dict:
+        from ml.train import train as run
+
+        settings = load_settings(context)
+        d = business_date(context)
+        out = {"ds": d.isoformat(), **small(run(settings, d))}
+        push_links(
+            context,
+            mlflow_run_id=out.get("run_id"),
+            mlflow_experiment_id=out.get("experiment_id"),
+            model_version=out.get("version") or out.get("model_version"),
+        )
+        return out
+
+    @task
+    def gate(**context) -> dict:
+        from ml.registry import gate as run
+
+        settings = load_settings(context)
+        d = business_date(context)
+        out = {"ds": d.isoformat(), **small(run(settings, d))}
+        push_links(
+            context,
+            mlflow_run_id=out.get("run_id"),
+            model_version=out.get("champion_version") or out.get("model_version") or out.get("version"),
+        )
+        return out
+
+    @task
+    def score(**context) -> dict:
+        from ml.score import score as run
+
+        settings = load_settings(context)
+        d = business_date(context)
+        out = {"ds": d.isoformat(), **small(run(settings, d))}
+        push_links(context, model_version=out.get("model_version"))
+        return out
+
+    @task(outlets=[EXPORT_ASSET])
+    def publish(**context) -> dict:
+        from contactrank_airflow import export_facts
+        from ml.publish import publish as run
+
+        settings = load_settings(context)
+        d = business_date(context)
+        out = {"ds": d.isoformat(), **small(run(settings, d))}
+        facts = export_facts(settings, d, out)
+        context["outlet_events"][EXPORT_ASSET].extra = facts
+        push_links(context, model_version=facts["model_version"], export_path=facts["path"])
+        return {**out, **facts}
+
+    @task
+    def report(**context) -> dict:
+        from ml.report import report as run
+
+        settings = load_settings(context)
+        d = business_date(context)
+        return {"ds": d.isoformat(), "report": str(run(settings, d))}
+
+    (
+        wait_for_attempts()
+        >> ingest()
+        >> features()
+        >> train()
+        >> gate()
+        >> score()
+        >> publish()
+        >> report()
+    )
+
+
+contact_daily()
