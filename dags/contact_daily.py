@@ -40,7 +40,12 @@ param overrides the landing directory for one run.
 """
 
 PARAMS = {
-    "date": Param(None, type=["null", "string"], format="date", description="business date YYYY-MM-DD (default: the run's)"),
+    "date": Param(
+        None,
+        type=["null", "string"],
+        format="date",
+        description="business date YYYY-MM-DD (default: the run's)",
+    ),
     "landing": Param(None, type=["null", "string"], description="landing directory (default: settings)"),
 }
 
@@ -128,6 +133,7 @@ def contact_daily():
     @task(outlets=[EXPORT_ASSET])
     def publish(**context) -> dict:
         from contactrank_airflow import export_facts
+
         from ml.publish import publish as run
 
         settings = load_settings(context)
@@ -146,16 +152,7 @@ def contact_daily():
         d = business_date(context)
         return {"ds": d.isoformat(), "report": str(run(settings, d))}
 
-    (
-        wait_for_attempts()
-        >> ingest()
-        >> features()
-        >> train()
-        >> gate()
-        >> score()
-        >> publish()
-        >> report()
-    )
+    (wait_for_attempts() >> ingest() >> features() >> train() >> gate() >> score() >> publish() >> report())
 
 
 contact_daily()

@@ -20,8 +20,12 @@ log = logging.getLogger("contactrank.airflow")
 
 # --- Assets: a downstream DAG schedules on these (``schedule=[EXPORT_ASSET]``) --------------------------
 # The URIs name the location inside CONTACTRANK_HOME, not a host: every worker mounts the same volume.
-FEATURES_ASSET = Asset(name="contactrank_features", uri="file:///contactrank/lake/features", group="contactrank")
-EXPORT_ASSET = Asset(name="contactrank_export", uri="file:///contactrank/exports/priority", group="contactrank")
+FEATURES_ASSET = Asset(
+    name="contactrank_features", uri="file:///contactrank/lake/features", group="contactrank"
+)
+EXPORT_ASSET = Asset(
+    name="contactrank_export", uri="file:///contactrank/exports/priority", group="contactrank"
+)
 
 # XCom key under which tasks store what the plugin's extra links need (see contactrank_links.py).
 LINKS_XCOM_KEY = "contactrank_links"

@@ -28,14 +28,20 @@ def _run(run_after: datetime) -> SimpleNamespace:
 
 
 def test_business_date_is_the_logical_date() -> None:
-    ctx = {"logical_date": datetime(2026, 11, 20, tzinfo=UTC), "dag_run": _run(datetime(2026, 11, 21, tzinfo=UTC))}
+    ctx = {
+        "logical_date": datetime(2026, 11, 20, tzinfo=UTC),
+        "dag_run": _run(datetime(2026, 11, 21, tzinfo=UTC)),
+    }
     assert business_date(ctx) == date(2026, 11, 20)
 
 
 def test_business_date_is_taken_in_utc() -> None:
     # 2026-11-20 22:00 at UTC-3 is already the 21st in UTC, the timetable's zone.
     brt = timezone(timedelta(hours=-3))
-    ctx = {"logical_date": datetime(2026, 11, 20, 22, 0, tzinfo=brt), "dag_run": _run(datetime(2026, 11, 22, tzinfo=UTC))}
+    ctx = {
+        "logical_date": datetime(2026, 11, 20, 22, 0, tzinfo=brt),
+        "dag_run": _run(datetime(2026, 11, 22, tzinfo=UTC)),
+    }
     assert business_date(ctx) == date(2026, 11, 21)
 
 
@@ -68,7 +74,16 @@ def test_bad_date_param_is_refused(bad: str) -> None:
 
 
 def test_small_keeps_only_scalars() -> None:
-    out = small({"rows": 10, "auc": float("nan"), "path": Path("/x/y"), "table": [1, 2], "frame": object(), "ok": True})
+    out = small(
+        {
+            "rows": 10,
+            "auc": float("nan"),
+            "path": Path("/x/y"),
+            "table": [1, 2],
+            "frame": object(),
+            "ok": True,
+        }
+    )
     assert out == {"rows": 10, "auc": None, "path": "/x/y", "ok": True}
     json.dumps(out)
     assert small(Path("/r.html")) == {"path": "/r.html"}
@@ -89,7 +104,9 @@ def test_attempts_ready(tmp_path: Path) -> None:
     assert attempts_ready(tmp_path, date(2026, 11, 21)) == []
 
 
-def test_sensor_pokes_the_landing_folder_of_the_run(dagbag, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_sensor_pokes_the_landing_folder_of_the_run(
+    dagbag, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The sensor body itself, called with a run context: not done, then done once a file lands."""
     monkeypatch.setenv("CONTACTRANK_HOME", str(tmp_path / "home"))
     sensor = dagbag.dags["contact_daily"].get_task("wait_for_attempts")
@@ -122,7 +139,9 @@ def test_export_facts_without_manifest_fall_back_to_the_result(settings) -> None
 
 
 def test_failure_callback_logs_one_clear_line(caplog: pytest.LogCaptureFixture) -> None:
-    ti = SimpleNamespace(dag_id="contact_daily", task_id="score", run_id="scheduled__2026-11-20", try_number=3)
+    ti = SimpleNamespace(
+        dag_id="contact_daily", task_id="score", run_id="scheduled__2026-11-20", try_number=3
+    )
     ctx = {
         "ti": ti,
         "logical_date": datetime(2026, 11, 20, tzinfo=UTC),
@@ -162,5 +181,7 @@ def test_links(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     export = tmp_path / "exports" / "priority" / "date=2026-11-20"
     assert export_link({"export_path": str(export)}) == export.resolve().as_uri() + "/"
     monkeypatch.setenv("CONTACTRANK_EXPORT_URL", "https://files.example/exports")
-    assert export_link({"export_path": str(export)}) == "https://files.example/exports/priority/date=2026-11-20/"
+    assert (
+        export_link({"export_path": str(export)}) == "https://files.example/exports/priority/date=2026-11-20/"
+    )
     assert export_link({}) == ""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from airflow_testenv import DAG_FILES
 
 DAG_IDS = [p.stem for p in DAG_FILES]
@@ -27,7 +26,9 @@ def test_conventions(dagbag, dag_id: str) -> None:
     assert dag.max_active_runs == 1
     for t in dag.tasks:
         assert t.retries >= 2, f"{dag_id}.{t.task_id} has retries={t.retries}"
-        assert t.retry_exponential_backoff and t.retry_exponential_backoff > 1, f"{dag_id}.{t.task_id}: no backoff"
+        assert t.retry_exponential_backoff and t.retry_exponential_backoff > 1, (
+            f"{dag_id}.{t.task_id}: no backoff"
+        )
         assert t.max_retry_delay is not None
         assert t.on_failure_callback, f"{dag_id}.{t.task_id} has no failure callback"
         assert t.owner == "contactrank"

@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from airflow_testenv import DAG_FILES, PLUGINS, ROOT, airflow_env
 
 LIBRARY = ("contactrank", "features", "ml")
