@@ -1,0 +1,148 @@
+"""Off-policy evaluation of a ranking policy from the logged priority files (IPS and SNIPS).
+
+Log: for every published date X in [start, end] and every person, the rank-1 row of
+``priority/date=X`` (the logged action ``a``, with the logging ``propensity`` p(a|x)).
+Outcome: the attempts made on X+1 (the day the file was valid for) on that address: reward 1 if
+any reached the person (right_party/converted/opt_out; converted only with label
+``conversion``), 0 if it was attempted without reaching. Persons whose rank-1 address was not
+attempted on X+1 give no feedback and are left out (the estimate assumes the campaign followed
+the file for the persons it called).
+
+Target policies, each a probability pi(a|x) over the person's listed addresses:
+
+- ``model``: the greedy model ranking without exploration (top score, valid before invalid,
+  ``contact_id`` tie-break): pi = 1 for that address;
+- ``random``: uniform over the listed addresses;
+- ``logging``: the logged policy itself (pi = propensity; a sanity check: equals the on-policy mean);
+- ``last_success``: the address with the most recent reach in ``features/date=X``
+  (``f_c_days_since_reach``), ties and never-reached persons by greedy order.
+
+IPS = mean(w r) with w = pi/p; SNIPS = sum(w r) / sum(w). Confidence intervals are normal
+approximations: var(w r)/n for IPS, the delta method for SNIPS.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from datetime import date, timedelta
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+
+from contactrank.dates import date_range
+from contactrank.errors import InputError, NotReady
+from contactrank.settings import Settings
+from features.lake import read_partition
+from features.schema import CONVERSION_OUTCOMES, REACH_OUTCOMES
+
+log = logging.getLogger(__name__)
+
+POLICIES = ("model", "random", "logging", "last_success")
+
+
+def estimate(reward: np.ndarray, propensity: np.ndarray, target: np.ndarray, z: float = 1.96) -> dict:
+    """IPS and SNIPS of a target policy with normal-approximation confidence intervals.
+
+    ``reward`` r_i of the logged action, ``propensity`` p_i = logging probability of it (> 0),
+    ``target`` pi_i = probability the evaluated policy takes the same action.
+    """
+    r = np.asarray(reward, dtype=np.float64)
+    p = np.asarray(propensity, dtype=np.float64)
+    pi = np.asarray(target, dtype=np.float64)
+    n = len(r)
+    if n == 0:
+        return {"n": 0, "ips": None, "ips_ci": [None, None], "snips": None, "snips_ci": [None, None], "ess": 0.0}
+    if np.any(p <= 0) or np.any(p > 1):
+        raise ValueError("logged propensities must lie in (0, 1]")
+    w = pi / p
+    wr = w * r
+    ips = float(wr.mean())
+    ips_se = float(wr.std(ddof=1) / math.sqrt(n)) if n > 1 else float("nan")
+    sw = float(w.sum())
+    if sw > 0:
+        snips = float(wr.sum() / sw)
+        # Delta method for a ratio of means: var ≈ mean(w² (r - V)²) / (n mean(w)²).
+        snips_se = float(math.sqrt(np.mean(w**2 * (r - snips) ** 2) / n) / w.mean()) if n > 1 else float("nan")
+    else:
+        snips, snips_se = None, float("nan")
+    ess = float(sw**2 / np.sum(w**2)) if np.sum(w**2) > 0 else 0.0
+    return {
+        "n": n,
+        "ips": ips,
+        "ips_ci": [ips - z * ips_se, ips + z * ips_se],
+        "snips": snips,
+        "snips_ci": [None, None] if snips is None else [snips - z * snips_se, snips + z * snips_se],
+        "ess": ess,
+        "on_policy_mean": float(r.mean()),
+    }
+
+
+def target_probability(rows: pd.DataFrame, policy: str) -> pd.Series:
+    """pi(row | person) for every listed row of one day's file (rows of all persons)."""
+    if policy == "logging":
+        return rows["propensity"].astype("float64")
+    if policy == "random":
+        return 1.0 / rows.groupby("person_id")["contact_id"].transform("size")
+    if policy in ("model", "last_success"):
+        invalid = rows["_invalid"] if "_invalid" in rows.columns else pd.Series(False, index=rows.index)
+        key = rows.assign(_inv=invalid.astype(bool))
+        sort_cols, asc = ["person_id", "_inv", "score", "contact_id"], [True, True, False, True]
+        if policy == "last_success":
+            key["_dsr"] = key["f_c_days_since_reach"].astype("float64").fillna(np.inf)
+            sort_cols, asc = ["person_id", "_inv", "_dsr", "score", "contact_id"], [True, True, True, False, True]
+        top = key.sort_values(sort_cols, ascending=asc, kind="stable").groupby("person_id").head(1).index
+        return pd.Series(rows.index.isin(top).astype("float64"), index=rows.index)
+    raise InputError(f"unknown policy {policy!r}: expected one of {', '.join(POLICIES)}")
+
+
+def _outcomes(settings: Settings, day: date) -> pd.DataFrame:
+    table = read_partition(settings, "attempts", day, columns=["person_id", "contact_id", "outcome"])
+    if table is None:
+        return pd.DataFrame(columns=["person_id", "contact_id", "reward"])
+    df = table.to_pandas()
+    good = CONVERSION_OUTCOMES if settings.label == "conversion" else REACH_OUTCOMES
+    df["reward"] = df["outcome"].isin(good).astype("float64")
+    return df.groupby(["person_id", "contact_id"], as_index=False)["reward"].max()
+
+
+def evaluate_policy(settings: Settings, start: date, end: date, policy: str = "model") -> dict:
+    """Estimate the value (reach rate of the rank-1 attempt) of ``policy`` over [start, end]."""
+    if policy not in POLICIES:
+        raise InputError(f"unknown policy {policy!r}: expected one of {', '.join(POLICIES)}")
+    logs = []
+    days = 0
+    for x in date_range(start, end):
+        folder = settings.exports / "priority" / f"date={x.isoformat()}"
+        if not (folder / "_SUCCESS").is_file():
+            continue
+        manifest = json.loads((folder / "_manifest.json").read_text())
+        if manifest.get("pseudonymised"):
+            raise InputError(f"{folder} holds pseudonymised ids: they cannot be joined to the attempts")
+        rows = pq.read_table(folder / "priority.parquet").to_pandas()
+        if rows.empty:
+            continue
+        internal = read_partition(settings, "scores", x, columns=["person_id", "contact_id", "_invalid"])
+        if internal is not None:  # valid-before-invalid is part of the greedy order
+            rows = rows.merge(internal.to_pandas(), on=["person_id", "contact_id"], how="left")
+            rows["_invalid"] = rows["_invalid"].fillna(False).astype(bool)
+        if policy == "last_success":
+            feats = read_partition(settings, "features", x, columns=["person_id", "contact_id", "f_c_days_since_reach"])
+            if feats is None:
+                raise NotReady(f"policy last_success needs features/date={x}")
+            rows = rows.merge(feats.to_pandas(), on=["person_id", "contact_id"], how="left")
+        rows["_pi"] = target_probability(rows, policy).to_numpy()
+        logged = rows[rows["rank"] == 1]
+        outcomes = _outcomes(settings, x + timedelta(days=1))
+        joined = logged.merge(outcomes, on=["person_id", "contact_id"], how="inner")
+        joined["date"] = x.isoformat()
+        logs.append(joined[["date", "person_id", "contact_id", "propensity", "_pi", "reward"]])
+        days += 1
+    if not logs:
+        raise NotReady(f"no published priority file with outcomes between {start} and {end}")
+    log_df = pd.concat(logs, ignore_index=True)
+    log_df = log_df[log_df["propensity"] > 0]
+    out = estimate(log_df["reward"].to_numpy(), log_df["propensity"].to_numpy(), log_df["_pi"].to_numpy())
+    return {"policy": policy, "start": start.isoformat(), "end": end.isoformat(), "days": days, **out}

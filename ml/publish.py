@@ -1,0 +1,153 @@
+"""Publish the priority files of CONTRACT.md §2, atomically.
+
+``<exports>/priority/date=D/`` holds ``priority.parquet``, ``priority.csv``, ``_manifest.json`` and
+``_SUCCESS`` (written last). Everything is written into a hidden staging folder that
+``features.lake.atomic_dir`` renames into place, so a reader sees the previous directory, the
+new one, or none, never a partial one; a rerun replaces the date the same way.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import os
+import re
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from contactrank.errors import InputError
+from contactrank.settings import Settings
+from features.lake import atomic_dir
+from ml.score import CONTRACT_COLUMNS, read_report, read_scores
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = "1"
+PRIORITY_SCHEMA = pa.schema(
+    [
+        ("person_id", pa.string()),
+        ("contact_id", pa.string()),
+        ("channel", pa.string()),
+        ("rank", pa.int32()),
+        ("score", pa.float64()),
+        ("best_hour", pa.int32()),
+        ("reason", pa.string()),
+        ("explore", pa.bool_()),
+        ("propensity", pa.float64()),
+        ("model_version", pa.string()),
+    ]
+)
+assert PRIORITY_SCHEMA.names == CONTRACT_COLUMNS
+
+# A spreadsheet evaluates a cell that starts with = @ + - (and tab / CR); "+5511..." and "-1.5" are
+# data, so + and - are escaped only when a non-digit follows.
+_FORMULA = re.compile(r"^(?:[=@\t\r]|[+\-](?!\d)).*", re.DOTALL)
+_FORMULA_PATTERN = r"^([=@\t\r]|[+\-]([^0-9]|$))"
+
+
+def export_dir(settings: Settings, d: date) -> Path:
+    """``<exports>/priority/date=D``."""
+    return settings.exports / "priority" / f"date={d.isoformat()}"
+
+
+def escape_cell(value: str | None) -> str | None:
+    """Prefix ``'`` to a cell a spreadsheet would run as a formula."""
+    if value is None or not _FORMULA.match(value):
+        return value
+    return "'" + value
+
+
+def escape_formulas(table: pa.Table) -> pa.Table:
+    """The table with every string column escaped against CSV formula injection."""
+    cols = []
+    for name in table.column_names:
+        col = table.column(name)
+        if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
+            hit = pc.fill_null(pc.match_substring_regex(col, _FORMULA_PATTERN), False)
+            col = pc.if_else(hit, pc.binary_join_element_wise("'", col, ""), col)
+        cols.append(col)
+    return pa.table(cols, names=table.column_names)
+
+
+def _hmac_key(settings: Settings) -> bytes:
+    key = os.environ.get(settings.hmac_key_env)
+    if not key:
+        raise InputError(f"pseudonymise_exports is on but the key variable {settings.hmac_key_env} is not set")
+    return key.encode()
+
+
+def pseudonymise(table: pa.Table, key: bytes, columns: tuple[str, ...] = ("person_id", "contact_id")) -> pa.Table:
+    """Replace the id columns by their HMAC-SHA256 (hex) under ``key``."""
+    for name in columns:
+        i = table.column_names.index(name)
+        values = [None if v is None else hmac.new(key, v.encode(), hashlib.sha256).hexdigest() for v in table.column(name).to_pylist()]
+        table = table.set_column(i, name, pa.array(values, type=pa.string()))
+    return table
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _write_parquet(table: pa.Table, path: Path) -> None:
+    pq.write_table(table, path, compression="zstd")
+
+
+def _write_csv(table: pa.Table, path: Path) -> None:
+    pacsv.write_csv(escape_formulas(table), path, write_options=pacsv.WriteOptions(quoting_style="needed"))
+
+
+def publish(settings: Settings, d: date) -> dict:
+    """Export ``scores/date=D`` as the priority directory of D; return the manifest."""
+    scores = read_scores(settings, d)
+    report = read_report(settings, d)
+    table = scores.select(CONTRACT_COLUMNS).cast(PRIORITY_SCHEMA)
+    if settings.pseudonymise_exports:
+        table = pseudonymise(table, _hmac_key(settings))
+    model = report.get("model") or {}
+    target = export_dir(settings, d)
+    with atomic_dir(target) as staging:
+        _write_parquet(table, staging / "priority.parquet")
+        _write_csv(table, staging / "priority.csv")
+        files = {
+            name: {"sha256": _sha256(staging / name), "bytes": (staging / name).stat().st_size}
+            for name in ("priority.parquet", "priority.csv")
+        }
+        persons = pc.count_distinct(table.column("person_id")).as_py() if table.num_rows else 0
+        manifest = {
+            "schema_version": SCHEMA_VERSION,
+            "date": d.isoformat(),
+            "valid_from": (d + timedelta(days=1)).isoformat(),
+            "model": {"name": model.get("name", settings.model_name), "version": model.get("version"), "run_id": model.get("run_id")},
+            "rows": table.num_rows,
+            "persons": persons,
+            "persons_left_out": {
+                "cap": int(report.get("persons_left_out_cap", 0)),
+                "suppression": int(report.get("persons_left_out_suppression", 0)),
+            },
+            "addresses_left_out": {
+                "cap": int(report.get("addresses_capped", 0)),
+                "suppression": int(report.get("addresses_suppressed", 0)),
+                "invalid": int(report.get("addresses_invalid_dropped", 0)),
+            },
+            "explored_persons": int(report.get("explored_persons", 0)),
+            "pseudonymised": bool(settings.pseudonymise_exports),
+            "files": files,
+            "config_hash": settings.config_hash(),
+            "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        }
+        (staging / "_manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
+        (staging / "_SUCCESS").write_text("")
+    log.info("%s: published %d rows for %d persons -> %s", d, manifest["rows"], persons, target)
+    return {**manifest, "path": str(target)}

@@ -1,0 +1,386 @@
+"""Score the candidates of date D with the champion: best hour, calibrated score, rank, reasons.
+
+Candidates of D = rows of ``features/date=D`` whose address is active and consented in
+``contacts_state/date=D``, minus suppressions, minus ``invalid`` addresses (policy ``drop``), minus
+frequency-capped persons and addresses. See docs/scoring.md for every rule and the figures.
+
+Memory is bounded: candidate selection runs in DuckDB, features stream in record batches of
+``settings.score_batch_rows // n_hours`` candidates (so one batch is at most
+``score_batch_rows`` model rows of candidate x hour), and only a few small columns per candidate
+are kept for ranking.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import date, timedelta
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from contactrank.errors import FailClosed, NotReady
+from contactrank.settings import Settings
+from features.lake import DATA_FILE, partition_dir, partition_dates, read_partition, write_partition
+from features.schema import CHANNELS
+from ml import explore, reasons
+from ml.model import ContactModel
+
+log = logging.getLogger(__name__)
+
+KEY = ["person_id", "contact_id"]
+CONTRACT_COLUMNS = [
+    "person_id",
+    "contact_id",
+    "channel",
+    "rank",
+    "score",
+    "best_hour",
+    "reason",
+    "explore",
+    "propensity",
+    "model_version",
+]
+SCORES_SCHEMA = pa.schema(
+    [
+        ("person_id", pa.string()),
+        ("contact_id", pa.string()),
+        ("channel", pa.string()),
+        ("rank", pa.int32()),
+        ("score", pa.float64()),
+        ("best_hour", pa.int32()),
+        ("reason", pa.string()),
+        ("explore", pa.bool_()),
+        ("propensity", pa.float64()),
+        ("model_version", pa.string()),
+        ("_invalid", pa.bool_()),
+        ("_n_attempts", pa.int64()),
+        ("_greedy_rank", pa.int32()),
+    ]
+)
+REPORT_FILE = "_score_report.json"
+CAP_WINDOW_DAYS = 7
+
+
+def read_suppressions(settings: Settings, d: date) -> pd.DataFrame:
+    """Every suppression in force for the file of D (partitions <= D, effective_from <= D+1).
+
+    Fail closed: any partition folder that cannot be read, or lacks a required column, raises
+    FailClosed, so nothing is scored or published on a partial view of who must not be contacted.
+    """
+    root = settings.lake / "suppressions"
+    valid_from = d + timedelta(days=1)
+    frames = []
+    try:
+        if root.exists() and not root.is_dir():
+            raise FailClosed(f"suppressions: {root} is not a directory")
+        folders = sorted(p for p in root.iterdir() if p.name.startswith("date=")) if root.is_dir() else []
+    except OSError as exc:
+        raise FailClosed(f"suppressions: cannot list {root}: {exc}") from None
+    for folder in folders:
+        try:
+            part = date.fromisoformat(folder.name[5:])
+        except ValueError:
+            raise FailClosed(f"suppressions: unexpected partition folder {folder}") from None
+        if part > d:
+            continue
+        try:
+            table = read_partition(settings, "suppressions", part)
+        except Exception as exc:  # noqa: BLE001 - any read error must stop the step
+            raise FailClosed(f"suppressions: cannot read {folder / DATA_FILE}: {type(exc).__name__}: {exc}") from None
+        if table is None:
+            raise FailClosed(f"suppressions: {folder / DATA_FILE} is missing")
+        missing = {"person_id", "contact_id", "reason"} - set(table.column_names)
+        if missing:
+            raise FailClosed(f"suppressions: {folder / DATA_FILE} lacks column(s) {sorted(missing)}")
+        df = table.to_pandas()
+        if "effective_from" not in df.columns:
+            df["effective_from"] = part
+        eff = pd.to_datetime(df["effective_from"], errors="coerce").dt.date
+        df["effective_from"] = eff.where(eff.notna(), part)
+        frames.append(df[["person_id", "contact_id", "reason", "effective_from"]])
+    if not frames:
+        return pd.DataFrame({c: pd.Series(dtype="object") for c in ["person_id", "contact_id", "reason", "effective_from"]})
+    out = pd.concat(frames, ignore_index=True)
+    return out[out["effective_from"] <= valid_from].reset_index(drop=True)
+
+
+def _attempt_files(settings: Settings, d: date) -> list[str]:
+    first = d - timedelta(days=CAP_WINDOW_DAYS - 1)
+    return [
+        str(partition_dir(settings, "attempts", x) / DATA_FILE)
+        for x in partition_dates(settings, "attempts")
+        if first <= x <= d
+    ]
+
+
+def _load_model(settings: Settings, model: ContactModel | None, model_info: dict | None) -> tuple[ContactModel, dict]:
+    if model is None:
+        from ml.registry import load_champion
+
+        model, model_info = load_champion(settings)
+    info = {"name": settings.model_name, "version": None, "run_id": None, **(model_info or {})}
+    info["version"] = None if info["version"] is None else str(info["version"])
+    return model, info
+
+
+def _select(settings: Settings, d: date, con, suppressions: pd.DataFrame) -> dict[str, Any]:
+    """Build the ``cand`` table (keys of the scored candidates) in DuckDB; return the figures."""
+    feats = partition_dir(settings, "features", d) / DATA_FILE
+    state = partition_dir(settings, "contacts_state", d) / DATA_FILE
+    if not feats.is_file():
+        raise NotReady(f"no features for {d}: {feats} does not exist (run `contactrank features --date {d}`)")
+    if not state.is_file():
+        raise NotReady(f"no contact state for {d}: {state} does not exist (run `contactrank ingest --date {d}`)")
+    supp = suppressions.astype({"person_id": "object", "contact_id": "object", "reason": "object"})[
+        ["person_id", "contact_id", "reason"]
+    ]
+    con.register("supp_df", supp)
+    files = _attempt_files(settings, d)
+    if files:
+        con.execute(
+            f"""CREATE TEMP TABLE att AS SELECT person_id, contact_id,
+                CAST(attempted_at AS DATE) AS _day_utc, filename AS _file
+                FROM read_parquet({files!r}, filename=true)"""
+        )
+    else:
+        con.execute("CREATE TEMP TABLE att (person_id VARCHAR, contact_id VARCHAR, _day_utc DATE, _file VARCHAR)")
+    day_file = str(partition_dir(settings, "attempts", d) / DATA_FILE)
+    cap_p = int(settings.cap_person_7d)
+    cap_a = int(settings.cap_address_day)
+    drop_invalid = settings.invalid_policy == "drop"
+    con.execute(
+        f"""
+        CREATE TEMP TABLE base AS
+        SELECT f.person_id, f.contact_id, f.last_outcome = 'invalid' AS _invalid
+        FROM read_parquet('{feats}') f
+        JOIN read_parquet('{state}') s USING (person_id, contact_id)
+        WHERE coalesce(s.active, true) AND coalesce(s.consent, true)
+        """
+    )
+    con.execute(
+        """
+        CREATE TEMP TABLE flagged AS
+        SELECT b.*,
+          (b.person_id IN (SELECT person_id FROM supp_df WHERE contact_id IS NULL AND person_id IS NOT NULL)
+           OR b.person_id IN (SELECT person_id FROM supp_df WHERE reason = 'deceased' AND person_id IS NOT NULL)
+           OR b.person_id IN (SELECT b2.person_id FROM base b2 JOIN supp_df s2 ON b2.contact_id = s2.contact_id
+                              WHERE s2.reason = 'deceased' AND s2.person_id IS NULL)
+           OR b.contact_id IN (SELECT contact_id FROM supp_df WHERE contact_id IS NOT NULL)) AS _suppressed
+        FROM base b
+        """
+    )
+    con.execute(
+        f"""
+        CREATE TEMP TABLE capped AS
+        SELECT f.*,
+          ({cap_p} > 0 AND f.person_id IN
+              (SELECT person_id FROM att GROUP BY person_id HAVING count(*) >= {cap_p})) AS _cap_person,
+          ({cap_a} > 0 AND f.contact_id IN
+              (SELECT contact_id FROM att WHERE _file = '{day_file}' GROUP BY contact_id HAVING count(*) >= {cap_a})) AS _cap_address,
+          ({'_invalid' if drop_invalid else 'false'}) AS _drop_invalid
+        FROM flagged f
+        """
+    )
+    fig = con.execute(
+        """
+        WITH p AS (
+          SELECT person_id,
+            bool_or(NOT _suppressed) AS any_unsuppressed,
+            bool_or(NOT _suppressed AND NOT _drop_invalid) AS any_valid,
+            bool_or(NOT _suppressed AND NOT _drop_invalid AND NOT _cap_person AND NOT _cap_address) AS any_kept
+          FROM capped GROUP BY person_id)
+        SELECT
+          (SELECT count(*) FROM capped) AS eligible_addresses,
+          (SELECT count(*) FROM p) AS eligible_persons,
+          (SELECT count(*) FILTER (WHERE _suppressed) FROM capped) AS addresses_suppressed,
+          (SELECT count(*) FILTER (WHERE NOT any_unsuppressed) FROM p) AS persons_suppressed,
+          (SELECT count(*) FILTER (WHERE NOT _suppressed AND _drop_invalid) FROM capped) AS addresses_invalid_dropped,
+          (SELECT count(*) FILTER (WHERE any_unsuppressed AND NOT any_valid) FROM p) AS persons_invalid_only,
+          (SELECT count(*) FILTER (WHERE NOT _suppressed AND NOT _drop_invalid AND (_cap_person OR _cap_address)) FROM capped) AS addresses_capped,
+          (SELECT count(*) FILTER (WHERE any_valid AND NOT any_kept) FROM p) AS persons_capped,
+          (SELECT count(*) FILTER (WHERE any_kept) FROM p) AS persons,
+          (SELECT count(*) FILTER (WHERE NOT _suppressed AND NOT _drop_invalid AND NOT _cap_person AND NOT _cap_address) FROM capped) AS candidates
+        """
+    ).fetchall()[0]
+    names = [
+        "eligible_addresses",
+        "eligible_persons",
+        "addresses_suppressed",
+        "persons_left_out_suppression",
+        "addresses_invalid_dropped",
+        "persons_invalid_only",
+        "addresses_capped",
+        "persons_left_out_cap",
+        "persons",
+        "candidates",
+    ]
+    con.execute(
+        """CREATE TEMP TABLE cand AS SELECT person_id, contact_id, _invalid FROM capped
+           WHERE NOT _suppressed AND NOT _drop_invalid AND NOT _cap_person AND NOT _cap_address"""
+    )
+    return {k: int(v) for k, v in zip(names, fig, strict=True)}
+
+
+def _hours(settings: Settings, channels: pd.Series) -> tuple[list[int], np.ndarray]:
+    """All allowed hours, and a (rows x hours) mask of the hours allowed for each row's channel."""
+    per_channel = {c: set(settings.allowed_hours(c)) for c in set(CHANNELS) | set(channels.dropna().unique())}
+    default = set(settings.allowed_hours(None))
+    all_hours = sorted(set().union(*per_channel.values(), default))
+    ch = channels.to_numpy(dtype=object)
+    mask = np.zeros((len(ch), len(all_hours)), dtype=bool)
+    for j, h in enumerate(all_hours):
+        ok = {c for c, hs in per_channel.items() if h in hs}
+        mask[:, j] = pd.Series(ch).isin(ok).to_numpy() | (pd.isna(ch) & (h in default))
+    return all_hours, mask
+
+
+def score_frame(
+    settings: Settings,
+    d: date,
+    model: ContactModel,
+    df: pd.DataFrame,
+    explainer: reasons.PathExplainer | None = None,
+) -> pd.DataFrame:
+    """Score one batch of candidates (features rows): best hour, score and reason codes."""
+    from features.features import add_context
+
+    valid_from = d + timedelta(days=1)
+    hours, allowed = _hours(settings, df["channel"])
+    n = len(df)
+    probs = np.full((n, len(hours)), -1.0)
+    frames = []
+    cols = []
+    for j, h in enumerate(hours):
+        rows = np.flatnonzero(allowed[:, j])
+        if len(rows) == 0:
+            continue
+        frames.append(add_context(df.iloc[rows], day=valid_from, hour=h))
+        cols.append((j, rows))
+    if frames:
+        stacked = pd.concat(frames, ignore_index=True)
+        p = model.predict_proba(stacked, num_threads=settings.num_threads)
+        offset = 0
+        for j, rows in cols:
+            probs[rows, j] = p[offset : offset + len(rows)]
+            offset += len(rows)
+    best = probs.argmax(axis=1)  # first maximum: the earliest hour wins a tie
+    best_hour = np.asarray(hours, dtype=np.int64)[best]
+    best_p = probs[np.arange(n), best]
+    reason = [reasons.BASELINE_CODE] * n
+    if frames and n:
+        # The model input at each row's best hour: pick the rows back out of the stacked frame.
+        starts = {}
+        offset = 0
+        for j, rows in cols:
+            starts[j] = (offset, rows)
+            offset += len(rows)
+        take = np.empty(n, dtype=np.int64)
+        for j, (off, rows) in starts.items():
+            sel = best[rows] == j
+            take[rows[sel]] = off + np.flatnonzero(sel)
+        at_best = stacked.iloc[take]
+        contrib = (explainer or reasons.PathExplainer(model)).contributions(at_best, num_threads=settings.num_threads)
+        reason = reasons.codes(contrib, best_hour)
+    out = pd.DataFrame(
+        {
+            "person_id": df["person_id"].to_numpy(dtype=object),
+            "contact_id": df["contact_id"].to_numpy(dtype=object),
+            "channel": df["channel"].to_numpy(dtype=object),
+            "score": np.clip(best_p, 0.0, 1.0),
+            "best_hour": best_hour.astype("int32"),
+            "reason": reason,
+            "_invalid": (df["last_outcome"].astype("string") == "invalid").fillna(False).to_numpy(dtype=bool),
+            "_n_attempts": pd.to_numeric(df["n_attempts"], errors="coerce").fillna(0).to_numpy(dtype=np.int64),
+        }
+    )
+    no_hour = ~allowed.any(axis=1)
+    if no_hour.any():  # a channel with no allowed hour cannot be recommended at all
+        out = out[~no_hour].reset_index(drop=True)
+    return out
+
+
+def score(settings: Settings, d: date, model: ContactModel | None = None, model_info: dict | None = None) -> dict:
+    """Score the candidates of ``d`` and write ``scores/date=D``; return the figures."""
+    from features.lake import duckdb_connect
+
+    suppressions = read_suppressions(settings, d)  # first: fail closed before any other work
+    model, info = _load_model(settings, model, model_info)
+    con = duckdb_connect(settings)
+    try:
+        figures = _select(settings, d, con, suppressions)
+        feats = partition_dir(settings, "features", d) / DATA_FILE
+        n_hours = max(1, len(_hours(settings, pd.Series(list(CHANNELS)))[0]))
+        batch = max(1, int(settings.score_batch_rows) // n_hours)
+        explainer = reasons.PathExplainer(model)
+        parts = []
+        reader = con.sql(
+            f"""SELECT f.* FROM read_parquet('{feats}') f
+                SEMI JOIN cand c ON f.person_id = c.person_id AND f.contact_id = c.contact_id"""
+        ).to_arrow_reader(batch)
+        n_batches = 0
+        for rb in reader:
+            if rb.num_rows == 0:
+                continue
+            df = rb.to_pandas()
+            parts.append(score_frame(settings, d, model, df, explainer))
+            n_batches += 1
+            log.info("%s: scored batch %d (%d candidates)", d, n_batches, rb.num_rows)
+    finally:
+        con.close()
+    scored = pd.concat(parts, ignore_index=True) if parts else score_frame_empty()
+    ranked = explore.apply(scored, settings, d)
+    ranked["model_version"] = info["version"]
+    table = pa.Table.from_pandas(ranked[[f.name for f in SCORES_SCHEMA]], schema=SCORES_SCHEMA, preserve_index=False)
+    report = {
+        "date": d.isoformat(),
+        "valid_from": (d + timedelta(days=1)).isoformat(),
+        "model": {k: info.get(k) for k in ("name", "version", "run_id")},
+        **figures,
+        "rows": table.num_rows,
+        "persons": int(ranked["person_id"].nunique()),
+        "explored_persons": int(ranked["explore"].sum()),
+        "batches": n_batches,
+        "cap_person_7d": int(settings.cap_person_7d),
+        "cap_address_day": int(settings.cap_address_day),
+        "invalid_policy": settings.invalid_policy,
+        "explore_share": float(settings.explore_share),
+    }
+    path = write_partition(settings, "scores", d, table, extra_files={REPORT_FILE: json.dumps(report, indent=2).encode()})
+    log.info("%s: %d rows for %d persons -> %s", d, report["rows"], report["persons"], path)
+    return report
+
+
+def score_frame_empty() -> pd.DataFrame:
+    """An empty scored frame with the columns ``explore.apply`` expects."""
+    return pd.DataFrame(
+        {
+            "person_id": pd.Series(dtype="object"),
+            "contact_id": pd.Series(dtype="object"),
+            "channel": pd.Series(dtype="object"),
+            "score": pd.Series(dtype="float64"),
+            "best_hour": pd.Series(dtype="int32"),
+            "reason": pd.Series(dtype="object"),
+            "_invalid": pd.Series(dtype="bool"),
+            "_n_attempts": pd.Series(dtype="int64"),
+        }
+    )
+
+
+def read_report(settings: Settings, d: date) -> dict:
+    """The figures ``score`` recorded beside ``scores/date=D``."""
+    path = partition_dir(settings, "scores", d) / REPORT_FILE
+    if not path.is_file():
+        raise NotReady(f"no scores for {d}: {path} does not exist (run `contactrank score --date {d}`)")
+    return json.loads(path.read_text())
+
+
+def read_scores(settings: Settings, d: date) -> pa.Table:
+    """The scored candidates of ``d``."""
+    path = partition_dir(settings, "scores", d) / DATA_FILE
+    if not path.is_file():
+        raise NotReady(f"no scores for {d}: {path} does not exist (run `contactrank score --date {d}`)")
+    return pq.read_table(path)
