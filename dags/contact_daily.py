@@ -98,12 +98,7 @@ def contact_daily():
         settings = load_settings(context)
         d = business_date(context)
         out = {"ds": d.isoformat(), **small(run(settings, d))}
-        push_links(
-            context,
-            mlflow_run_id=out.get("run_id"),
-            mlflow_experiment_id=out.get("experiment_id"),
-            model_version=out.get("version") or out.get("model_version"),
-        )
+        push_links(context, mlflow_run_id=out.get("run_id"), model_version=out.get("version"))
         return out
 
     @task
@@ -113,11 +108,7 @@ def contact_daily():
         settings = load_settings(context)
         d = business_date(context)
         out = {"ds": d.isoformat(), **small(run(settings, d))}
-        push_links(
-            context,
-            mlflow_run_id=out.get("run_id"),
-            model_version=out.get("champion_version") or out.get("model_version") or out.get("version"),
-        )
+        push_links(context, model_version=out.get("champion"))
         return out
 
     @task
@@ -127,7 +118,7 @@ def contact_daily():
         settings = load_settings(context)
         d = business_date(context)
         out = {"ds": d.isoformat(), **small(run(settings, d))}
-        push_links(context, model_version=out.get("model_version"))
+        push_links(context, mlflow_run_id=out.get("model_run_id"), model_version=out.get("model_version"))
         return out
 
     @task(outlets=[EXPORT_ASSET])
@@ -141,7 +132,12 @@ def contact_daily():
         out = {"ds": d.isoformat(), **small(run(settings, d))}
         facts = export_facts(settings, d, out)
         context["outlet_events"][EXPORT_ASSET].extra = facts
-        push_links(context, model_version=facts["model_version"], export_path=facts["path"])
+        push_links(
+            context,
+            mlflow_run_id=out.get("model_run_id"),
+            model_version=facts["model_version"],
+            export_path=facts["path"],
+        )
         return {**out, **facts}
 
     @task

@@ -34,6 +34,7 @@ OWNER = "contactrank"
 
 _SCALARS = (str, int, float, bool, type(None))
 _MAX_TEXT = 500
+_MAX_ITEMS = 20
 
 
 def on_failure(context: dict[str, Any]) -> None:
@@ -117,21 +118,40 @@ def load_settings(context: dict[str, Any] | None = None):
 
 
 def small(result: Any) -> dict[str, Any]:
-    """Only the small scalar figures of a stage result go to XCom (paths become strings)."""
+    """Only the small figures of a stage result go to XCom.
+
+    Scalars pass (paths become strings, long text is cut); a nested dict of scalars is flattened one
+    level (``{"model": {"version": 3}}`` -> ``model_version``); a short list of scalars passes; frames,
+    arrays and anything bigger are left out (they live in the lake and in MLflow).
+    """
     if isinstance(result, os.PathLike):
         return {"path": os.fspath(result)}
     if not isinstance(result, dict):
         return {"result": _scalar(result)}
     out: dict[str, Any] = {}
     for key, value in result.items():
-        if isinstance(value, os.PathLike):
-            value = os.fspath(value)
-        if isinstance(value, _SCALARS):
-            out[str(key)] = _scalar(value)
+        if isinstance(value, dict):
+            for sub, inner in value.items():
+                if _is_small(inner) and not isinstance(inner, list | tuple):
+                    out[f"{key}_{sub}"] = _scalar(inner)
+        elif _is_small(value):
+            out[str(key)] = [_scalar(v) for v in value] if isinstance(value, list | tuple) else _scalar(value)
     return out
 
 
+def _is_small(value: Any) -> bool:
+    if isinstance(value, (os.PathLike, *_SCALARS)):
+        return True
+    return (
+        isinstance(value, list | tuple)
+        and len(value) <= _MAX_ITEMS
+        and all(isinstance(v, _SCALARS) for v in value)
+    )
+
+
 def _scalar(value: Any) -> Any:
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
     if isinstance(value, float) and value != value:  # NaN is not JSON
         return None
     if isinstance(value, str) and len(value) > _MAX_TEXT:
@@ -174,8 +194,9 @@ def export_facts(settings: Any, d: date, published: dict[str, Any]) -> dict[str,
         manifest = json.loads((path / "_manifest.json").read_text())
     except (OSError, ValueError):
         log.warning("export manifest %s is missing or unreadable", path / "_manifest.json")
-    version = manifest.get("model_version") or published.get("model_version")
-    rows = manifest.get("row_count", manifest.get("rows", published.get("rows")))
+    model = manifest.get("model") if isinstance(manifest.get("model"), dict) else {}
+    version = model.get("version") or published.get("model_version")
+    rows = manifest.get("rows", published.get("rows"))
     return {
         "ds": d.isoformat(),
         "model_version": None if version is None else str(version),

@@ -73,18 +73,28 @@ def test_bad_date_param_is_refused(bad: str) -> None:
         business_date({"params": {"date": bad}, "dag_run": _run(datetime(2026, 11, 21, tzinfo=UTC))})
 
 
-def test_small_keeps_only_scalars() -> None:
+def test_small_keeps_only_small_figures() -> None:
     out = small(
         {
             "rows": 10,
             "auc": float("nan"),
             "path": Path("/x/y"),
-            "table": [1, 2],
+            "reasons": ["auc ok", "ece ok"],
+            "big": list(range(100)),
             "frame": object(),
             "ok": True,
+            "model": {"version": 3, "run_id": "r1", "params": {"lr": 0.1}},
         }
     )
-    assert out == {"rows": 10, "auc": None, "path": "/x/y", "ok": True}
+    assert out == {
+        "rows": 10,
+        "auc": None,
+        "path": "/x/y",
+        "reasons": ["auc ok", "ece ok"],
+        "ok": True,
+        "model_version": 3,
+        "model_run_id": "r1",
+    }
     json.dumps(out)
     assert small(Path("/r.html")) == {"path": "/r.html"}
     assert len(small({"msg": "x" * 5000})["msg"]) < 600
@@ -128,7 +138,9 @@ def test_export_facts_read_the_manifest(settings) -> None:
     d = date(2026, 11, 20)
     folder = settings.exports / "priority" / "date=2026-11-20"
     folder.mkdir(parents=True)
-    (folder / "_manifest.json").write_text(json.dumps({"model_version": 3, "row_count": 1234}))
+    (folder / "_manifest.json").write_text(
+        json.dumps({"model": {"name": "contactrank", "version": 3, "run_id": "r"}, "rows": 1234})
+    )
     facts = export_facts(settings, d, {"model_version": "2"})
     assert facts == {"ds": "2026-11-20", "model_version": "3", "rows": 1234, "path": str(folder.resolve())}
 
