@@ -277,16 +277,8 @@ def build_matrix(
 # --------------------------------------------------------------------------------------------
 # fitting
 # --------------------------------------------------------------------------------------------
-def fit_booster(
-    settings: Settings,
-    params: dict[str, Any],
-    train: Matrix,
-    valid: Matrix,
-    features: list[str],
-    categorical: list[str],
-    callbacks: list | None = None,
-):
-    """LightGBM with early stopping on the validation days; returns the booster at its best iteration."""
+def make_datasets(params: dict[str, Any], train: Matrix, valid: Matrix, features: list[str], categorical: list[str]):
+    """LightGBM datasets of the train and validation days (built once; reusable across trials)."""
     import lightgbm as lgb
 
     lambdarank = params.get("objective") == "lambdarank"
@@ -297,13 +289,20 @@ def fit_booster(
         feature_name=features,
         categorical_feature=categorical,
         free_raw_data=True,
-        params={"max_bin": params.get("max_bin", 255), "verbose": -1},
+        params=params,
     )
     dvalid = lgb.Dataset(
         valid.X, label=valid.y, group=valid.group_sizes if lambdarank else None, reference=dtrain, free_raw_data=True
     )
+    return dtrain, dvalid
+
+
+def fit(settings: Settings, params: dict[str, Any], dtrain, dvalid, callbacks: list | None = None):
+    """LightGBM with early stopping on the validation days; the booster keeps its best iteration."""
+    import lightgbm as lgb
+
     cbs = [lgb.early_stopping(settings.early_stopping_rounds, first_metric_only=True, verbose=False)]
-    booster = lgb.train(
+    return lgb.train(
         params,
         dtrain,
         num_boost_round=settings.num_boost_round,
@@ -311,7 +310,20 @@ def fit_booster(
         valid_names=["valid"],
         callbacks=cbs + list(callbacks or []),
     )
-    return booster
+
+
+def fit_booster(
+    settings: Settings,
+    params: dict[str, Any],
+    train: Matrix,
+    valid: Matrix,
+    features: list[str],
+    categorical: list[str],
+    callbacks: list | None = None,
+):
+    """Build the datasets and :func:`fit` once."""
+    dtrain, dvalid = make_datasets(params, train, valid, features, categorical)
+    return fit(settings, params, dtrain, dvalid, callbacks)
 
 
 def _last_trained(client, settings: Settings) -> list[Any]:
