@@ -258,48 +258,49 @@ class _Inputs:
             return Path(uri[len("sqlite:///") :]).is_file()
         return True
 
-    def run(self) -> Any:
-        """The MLflow run of D (training or gate), or None."""
-        return self._once("run", self._run)
-
-    def _run(self) -> Any:
-        if not self.mlflow_store_exists():
-            return None
-        return _run_of_day(self.settings, self.d)
+    def runs(self) -> _Runs:
+        """The MLflow runs of D (none when there is no store yet)."""
+        return self._once(
+            "runs", lambda: _runs_of_day(self.settings, self.d) if self.mlflow_store_exists() else _Runs()
+        )
 
 
-def _configure_mlflow(settings: Settings) -> str | None:
-    """Tracking URI + experiment (through ml.tracking when it exists); returns the experiment id."""
-    try:
-        from ml.tracking import configure
-    except ImportError:
-        configure = None
-    if configure is not None:
-        return configure(settings)
-    import mlflow
-
-    mlflow.set_tracking_uri(settings.tracking_uri)
-    exp = mlflow.get_experiment_by_name(settings.experiment_name)
-    return exp.experiment_id if exp else None
+# Tags written by ml.train (the business date of a training run) and ml.registry.gate.
+TAG_TRAIN_DATE = "contactrank.date"
+TAG_GATE_DATE = "contactrank.gate.date"
+TAG_GATE_DECISION = "contactrank.gate.decision"
+TAG_GATE_REASON = "contactrank.gate.reason."
 
 
-# Tag or parameter names under which a run may record its business date.
-_DATE_KEYS = ("date", "business_date", "contactrank.date", "train_date", "data_date")
+@dataclass
+class _Runs:
+    """The training run of D and the run whose challenger was gated on D (often the same run)."""
+
+    trained: Any = None
+    gated: Any = None
+
+    @property
+    def of_day(self) -> Any:
+        return self.trained or self.gated
 
 
-def _run_of_day(settings: Settings, d: date) -> Any:
-    from mlflow.tracking import MlflowClient
+def _runs_of_day(settings: Settings, d: date) -> _Runs:
+    from ml.tracking import client as mlflow_client
+    from ml.tracking import configure
 
-    exp_id = _configure_mlflow(settings)
-    if exp_id is None:
-        return None
-    runs = MlflowClient().search_runs([exp_id], order_by=["attributes.start_time DESC"], max_results=500)
-    day = d.isoformat()
-    for run in runs:
-        values = {**run.data.params, **run.data.tags}
-        if any(str(values.get(k, ""))[:10] == day for k in _DATE_KEYS):
-            return run
-    return None
+    exp_id = configure(settings)
+    client = mlflow_client(settings)
+
+    def newest(tag: str) -> Any:
+        runs = client.search_runs(
+            [exp_id],
+            filter_string=f"tags.`{tag}` = '{d.isoformat()}'",
+            order_by=["attributes.start_time DESC"],
+            max_results=1,
+        )
+        return runs[0] if runs else None
+
+    return _Runs(trained=newest(TAG_TRAIN_DATE), gated=newest(TAG_GATE_DATE))
 
 
 # --------------------------------------------------------------------------------------------
@@ -568,71 +569,62 @@ def _build(key: str, title: str, builder: Callable[[_Inputs, Panel], None], inp:
 def _header(inp: _Inputs) -> list[tuple[str, str]]:
     manifest = inp.manifest() or {}
     rows = [("Date", inp.d.isoformat())]
-    version = manifest.get("model_version")
+    version = (manifest.get("model") or {}).get("version")
     if version is None:
         try:
             export, _ = inp.export()
             if "model_version" in export.columns and len(export):
-                version = ", ".join(sorted(export["model_version"].astype(str).unique())[:3])
+                version = ", ".join(sorted(export["model_version"].dropna().astype(str).unique())[:3]) or None
         except _Missing:
             pass
     if version is None:
         try:
-            version = inp.champion()[1].get("version")
-        except Exception:  # noqa: BLE001 - shown as missing below
+            version = f"{inp.champion()[1].get('version')} (champion; nothing published)"
+        except _Missing:
             pass
     rows.append(("Model version", str(version) if version is not None else "no model yet"))
     rows.append(("Gate decision", _gate_text(inp)))
-    published = _first(manifest, ("row_count", "rows", "n_rows", "rows_published"))
-    if published is None:
-        try:
-            published = len(inp.export()[0]) if inp.export()[1].endswith("priority.parquet") else None
-        except _Missing:
-            pass
-    rows.append(("Rows published", f"{int(published):,}" if published is not None else "nothing published"))
-    left_out = {
-        k: v for k, v in _flatten(manifest).items() if _LEFT_OUT.search(k) and isinstance(v, int | float)
-    }
-    if left_out:
+    if "rows" in manifest:
         rows.append(
             (
-                "Left out by caps and suppressions",
-                "; ".join(f"{k.rsplit('.', 1)[-1]} {_fmt(v)}" for k, v in left_out.items()),
+                "Rows published",
+                f"{int(manifest['rows']):,} rows for {int(manifest.get('persons', 0)):,} persons",
             )
         )
     else:
-        rows.append(
-            (
-                "Left out by caps and suppressions",
-                "not reported (no export manifest)" if not manifest else "none reported",
-            )
-        )
+        rows.append(("Rows published", "nothing published (no export manifest)"))
+    persons = manifest.get("persons_left_out") or {}
+    addresses = manifest.get("addresses_left_out") or {}
+    if persons or addresses:
+        text = "persons: " + ", ".join(f"{k} {_fmt(v)}" for k, v in persons.items())
+        text += "; addresses: " + ", ".join(f"{k} {_fmt(v)}" for k, v in addresses.items())
+        rows.append(("Left out by caps and suppressions", text))
+    else:
+        rows.append(("Left out by caps and suppressions", "not reported (no export manifest)"))
     return rows
-
-
-_LEFT_OUT = re.compile(r"cap|suppress|left_out|excluded|dropped|removed", re.IGNORECASE)
 
 
 def _gate_text(inp: _Inputs) -> str:
     try:
-        run = inp.run()
+        runs = inp.runs()
     except Exception as exc:  # noqa: BLE001 - the header degrades to the reason
-        return f"unknown ({_one_line(exc)})"
+        return f"unknown: MLflow could not be read ({_one_line(exc)})"
+    run = runs.gated
     if run is None:
-        return "no training run on this day"
-    gate = {k: v for k, v in run.data.tags.items() if k.lower().startswith("gate")}
-    if not gate:
-        return f"no gate decision recorded on run {run.info.run_id[:8]}"
-    decision = _first(gate, ("gate.decision", "gate_decision", "gate", "gate.promoted", "gate.result"))
-    reasons = "; ".join(f"{k}={v}" for k, v in sorted(gate.items()) if v != decision)
-    return f"{decision or ''} {('(' + reasons + ')') if reasons else ''}".strip()
-
-
-def _first(d: dict[str, Any], keys: tuple[str, ...]) -> Any:
-    for k in keys:
-        if d.get(k) is not None:
-            return d[k]
-    return None
+        if runs.trained is not None:
+            return f"not gated yet (run {runs.trained.info.run_name or runs.trained.info.run_id[:8]})"
+        return "no training or gate on this day (the champion stays)"
+    tags = run.data.tags
+    decision = tags.get(TAG_GATE_DECISION, "unknown")
+    reasons = [v for k, v in sorted(tags.items()) if k.startswith(TAG_GATE_REASON)]
+    failed = [r.removeprefix("fail: ") for r in reasons if r.startswith("fail:")]
+    vs = tags.get("contactrank.gate.champion_version", "none")
+    text = f"{decision} (run {run.info.run_name or run.info.run_id[:8]}, against champion {vs})"
+    if failed:
+        text += " — failed: " + "; ".join(failed)
+    elif reasons:
+        text += f" — all {len(reasons)} checks passed"
+    return text
 
 
 def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
@@ -762,7 +754,7 @@ def report(settings: Settings, d: date) -> Path:
 
 def _log_to_mlflow(inp: _Inputs, path: Path) -> None:
     try:
-        run = inp.run()
+        run = inp.runs().of_day
         if run is None:
             return
         from mlflow.tracking import MlflowClient

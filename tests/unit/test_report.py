@@ -188,11 +188,14 @@ def write_export(settings: Settings, d: date, rng: np.random.Generator | None = 
     target = settings.exports / "priority" / f"date={d.isoformat()}"
     with lake.atomic_dir(target) as staging:
         df.to_parquet(staging / "priority.parquet", index=False)
-        manifest = {
-            "model_version": "3",
-            "row_count": n,
+        manifest = {  # the shape ml.publish writes
+            "date": d.isoformat(),
             "valid_from": (d + timedelta(days=1)).isoformat(),
-            "left_out": {"persons_capped": 12, "persons_suppressed": 4, "addresses_suppressed": 9},
+            "model": {"name": "contactrank", "version": "3", "run_id": "r"},
+            "rows": n,
+            "persons": n // 3,
+            "persons_left_out": {"cap": 12, "suppression": 4},
+            "addresses_left_out": {"cap": 20, "suppression": 9, "invalid": 2},
         }
         (staging / "_manifest.json").write_text(json.dumps(manifest))
         (staging / "_SUCCESS").write_text("")
@@ -254,9 +257,10 @@ def test_full_lake_draws_every_panel(settings: Settings, monkeypatch: pytest.Mon
     assert all(img.startswith(PNG_MAGIC) and len(img) > 5_000 for img in images)
     header = summary["header"]
     assert header["Model version"] == "3"
-    assert header["Rows published"] == "300"
-    assert "persons_capped 12" in header["Left out by caps and suppressions"]
-    assert "persons_suppressed 4" in header["Left out by caps and suppressions"]
+    assert header["Rows published"] == "300 rows for 100 persons"
+    assert header["Left out by caps and suppressions"] == (
+        "persons: cap 12, suppression 4; addresses: cap 20, suppression 9, invalid 2"
+    )
     # the baselines are all there and the oracle beats random
     gains = re.search(r'<section id="gains".*?</section>', page, re.S).group(0)
     for name in ("random", "model", "last success", "oracle"):
@@ -316,7 +320,7 @@ def test_single_labelled_day_and_no_truth(settings: Settings, monkeypatch: pytes
     assert status["drift"] == "missing" and "only one labelled day" in summary["panels"]["drift"]["reason"]
     assert status["scores"] == status["exploration"] == "missing"
     assert status["gains"] == "ok" and "No oracle" in path.read_text()
-    assert summary["header"]["Model version"] == "3"  # from the champion when nothing was published
+    assert summary["header"]["Model version"] == "3 (champion; nothing published)"
 
 
 def test_a_broken_panel_is_shown_not_raised(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -347,3 +351,31 @@ def test_history_window_ignores_days_after_the_report_date(settings: Settings) -
 
     # attempts of D-2..D exist (3 days of the 8 written) and nothing later is counted
     assert "3 days, 720 attempts" in page
+
+
+@pytest.mark.slow
+def test_real_registry_gate_decision_and_mlflow_artifact(settings: Settings) -> None:
+    """Train and gate through ml.train / ml.registry, promote by hand, and report on the real store."""
+    from ml.registry import gate, promote
+    from ml.report import PANELS, report
+    from ml.tracking import client as mlflow_client
+    from ml.train import train
+
+    s = settings.replace(min_train_days=3, valid_days=1, num_boost_round=30)
+    build_lake(s, days=10, train_days=7)
+    trained = train(s, D, force=True)
+    decision = gate(s, D)
+    if decision["decision"] != "promoted":
+        promote(s, trained["version"])
+
+    path = report(s, D)
+
+    summary = _panels(path)
+    assert {k: v["status"] for k, v in summary["panels"].items()} == {k: "ok" for k, *_ in PANELS}
+    gate_text = summary["header"]["Gate decision"]
+    assert gate_text.startswith(f"{decision['decision']} (run train-{D}, against champion none)")
+    if decision["decision"] == "rejected":
+        assert "failed: " in gate_text
+    client = mlflow_client(s)
+    logged = [a.path for a in client.list_artifacts(trained["run_id"], f"report/date={D}")]
+    assert logged == [f"report/date={D}/report.html"]
