@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 
 from contactrank.errors import FailClosed, NotReady
 from contactrank.settings import Settings
-from features.lake import DATA_FILE, partition_dir, partition_dates, read_partition, write_partition
+from features.lake import DATA_FILE, partition_dates, partition_dir, read_partition, write_partition
 from features.schema import CHANNELS
 from ml import explore, reasons
 from ml.model import ContactModel

@@ -1,0 +1,134 @@
+"""A publish killed with SIGKILL never leaves a partial directory visible; a rerun completes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from datetime import date
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from features.lake import write_partition
+from ml import publish as pub
+from ml.score import REPORT_FILE, SCORES_SCHEMA
+
+D = date(2026, 11, 20)
+ROOT = Path(__file__).resolve().parents[2]
+
+# The child publishes with a hook that announces the chosen point and then hangs there.
+CHILD = textwrap.dedent(
+    """
+    import os, sys, time
+    from datetime import date
+    from pathlib import Path
+    from contactrank.settings import load_settings
+    import ml.publish as pub
+
+    home, marker, where = sys.argv[1], Path(sys.argv[2]), sys.argv[3]
+
+    def hang():
+        marker.write_text("ready")
+        time.sleep(120)
+
+    if where == "csv":
+        real = pub._write_csv
+        def _write_csv(table, path):
+            real(table, path)
+            hang()
+        pub._write_csv = _write_csv
+    else:  # between moving the old directory aside and renaming the new one in
+        real_replace = os.replace
+        def replace(src, dst):
+            real_replace(src, dst)
+            if Path(str(dst)).name.startswith(".old-"):
+                hang()
+        os.replace = replace
+    pub.publish(load_settings(home=home), date(2026, 11, 20))
+    """
+)
+
+
+def scores(settings, person: str, version: str) -> None:
+    table = pa.table(
+        {
+            "person_id": [person, person],
+            "contact_id": ["+5511987654321", "a@b.c"],
+            "channel": ["voice", "email"],
+            "rank": [1, 2],
+            "score": [0.5, 0.2],
+            "best_hour": [10, 19],
+            "reason": ["recent_success", "baseline"],
+            "explore": [False, False],
+            "propensity": [1.0, 0.0],
+            "model_version": [version, version],
+            "_invalid": [False, False],
+            "_n_attempts": [3, 0],
+            "_greedy_rank": [1, 2],
+        },
+        schema=SCORES_SCHEMA,
+    )
+    report = {"model": {"name": "contactrank", "version": version, "run_id": "r"}}
+    write_partition(settings, "scores", D, table, extra_files={REPORT_FILE: json.dumps(report).encode()})
+
+
+def kill_mid_publish(settings, tmp_path: Path, where: str) -> None:
+    marker = tmp_path / f"marker-{where}"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-c", CHILD, str(settings.home), str(marker), where], env=env, cwd=tmp_path)
+    try:
+        deadline = time.monotonic() + 60
+        while not marker.exists():
+            if proc.poll() is not None:
+                pytest.fail(f"the publishing child exited early with {proc.returncode}")
+            if time.monotonic() > deadline:
+                pytest.fail("the publishing child never reached the kill point")
+            time.sleep(0.05)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+
+
+def visible(settings) -> list[Path]:
+    root = settings.exports / "priority"
+    return sorted(p for p in root.iterdir() if not p.name.startswith(".")) if root.is_dir() else []
+
+
+def assert_complete(folder: Path, person: str) -> None:
+    names = sorted(p.name for p in folder.iterdir())
+    assert names == ["_SUCCESS", "_manifest.json", "priority.csv", "priority.parquet"]
+    assert pq.read_table(folder / "priority.parquet").column("person_id").to_pylist() == [person, person]
+
+
+def test_kill_during_first_publish_leaves_nothing_visible(settings, tmp_path):
+    scores(settings, "first", "1")
+    kill_mid_publish(settings, tmp_path, "csv")
+    assert visible(settings) == []  # the half-written files sit in a hidden staging folder only
+    assert any(p.name.startswith(".staging-") for p in (settings.exports / "priority").iterdir())
+    pub.publish(settings, D)
+    [folder] = visible(settings)
+    assert_complete(folder, "first")
+    assert not [p for p in folder.parent.iterdir() if p.name.startswith(".")]  # stale staging cleaned
+
+
+def test_kill_during_rerun_keeps_the_old_version_or_none(settings, tmp_path):
+    scores(settings, "old", "1")
+    pub.publish(settings, D)
+    scores(settings, "new", "2")
+    kill_mid_publish(settings, tmp_path, "csv")
+    [folder] = visible(settings)
+    assert_complete(folder, "old")  # killed while staging: the old directory is untouched
+    kill_mid_publish(settings, tmp_path, "swap")
+    assert visible(settings) == []  # killed between the two renames: no directory, never a partial one
+    pub.publish(settings, D)
+    [folder] = visible(settings)
+    assert_complete(folder, "new")
+    assert not [p for p in folder.parent.iterdir() if p.name.startswith(".")]

@@ -1,0 +1,101 @@
+"""Exploration policy: determinism for (seed, date), share, exact propensities, ranking."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+import numpy as np
+import pandas as pd
+
+from ml import explore
+
+D = date(2026, 11, 20)
+
+
+def population(n_persons: int, seed: int = 1) -> pd.DataFrame:
+    """Each person: one tested address (best score) + 0..3 others, some untested."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n_persons):
+        pid = f"P{i:06d}"
+        rows.append((pid, f"{pid}-a", 0.9, False, 10))
+        for j in range(int(rng.integers(0, 4))):
+            rows.append((pid, f"{pid}-{'bcd'[j]}", float(rng.random()) * 0.5, False, int(rng.integers(0, 5))))
+    return pd.DataFrame(rows, columns=["person_id", "contact_id", "score", "_invalid", "_n_attempts"]).assign(reason="recent_success")
+
+
+def test_deterministic_for_seed_and_date_and_independent_of_row_order(settings):
+    pop = population(3000)
+    a = explore.apply(pop, settings, D)
+    b = explore.apply(pop.sample(frac=1.0, random_state=3), settings, D)
+    pd.testing.assert_frame_equal(a, b)
+    c = explore.apply(pop, settings, D + timedelta(days=1))
+    d = explore.apply(pop, settings.replace(seed=7), D)
+    assert not a.explore.equals(c.explore) and not a.explore.equals(d.explore)
+    # one person's draw does not depend on who else is in the file
+    sub = explore.apply(pop[pop.person_id < "P001000"], settings, D)
+    pd.testing.assert_frame_equal(sub, a[a.person_id < "P001000"].reset_index(drop=True))
+
+
+def test_share_of_exploring_persons_matches_the_setting(settings):
+    pop = population(20000)
+    s = settings.replace(explore_share=0.1)
+    out = explore.apply(pop, s, D)
+    eligible = out[(out._greedy_rank > 1) & (out._n_attempts <= s.explore_max_attempts)].person_id.nunique()
+    explored = out[out.explore]
+    share = explored.person_id.nunique() / eligible
+    assert abs(share - 0.1) < 4 * np.sqrt(0.1 * 0.9 / eligible)
+    assert (explored["rank"] == 1).all() and (explored.reason == "explore").all()
+    assert (explored._n_attempts <= s.explore_max_attempts).all() and (explored._greedy_rank > 1).all()
+    assert explored.person_id.is_unique
+
+
+def test_propensities_are_exact_probabilities(settings):
+    pop = population(400, seed=5)
+    s = settings.replace(explore_share=0.3)
+    first = explore.apply(pop, s, D)
+    top = first[first["rank"] == 1]
+    assert ((top.propensity > 0) & (top.propensity <= 1)).all()
+    # per person the propensities of all rows sum to 1 (some address is always rank 1)
+    assert np.allclose(first.groupby("person_id").propensity.sum(), 1.0)
+    # over many dates each address is rank 1 about as often as its propensity says
+    counts = pd.Series(0.0, index=pd.MultiIndex.from_frame(first[["person_id", "contact_id"]]))
+    days = 300
+    for k in range(days):
+        out = explore.apply(pop, s, D + timedelta(days=k))
+        idx = pd.MultiIndex.from_frame(out.loc[out["rank"] == 1, ["person_id", "contact_id"]])
+        counts.loc[idx] += 1
+    prop = first.set_index(["person_id", "contact_id"]).propensity.reindex(counts.index)
+    freq = counts / days
+    se = np.sqrt(prop * (1 - prop) / days)
+    assert (np.abs(freq - prop) <= 5 * se + 1e-9).all()
+    assert ((prop == 0) == (counts == 0)).all()
+
+
+def test_rank_moves_the_greedy_top_to_second_when_exploring(settings):
+    pop = pd.DataFrame(
+        {
+            "person_id": ["p"] * 4,
+            "contact_id": ["a", "b", "c", "d"],
+            "score": [0.9, 0.5, 0.4, 0.1],
+            "_invalid": [False, False, False, True],
+            "_n_attempts": [9, 9, 0, 0],  # c is explorable; d is untested but invalid: never explored
+            "reason": ["x"] * 4,
+        }
+    )
+    s = settings.replace(explore_share=0.999)
+    out = explore.apply(pop, s, D).set_index("contact_id")
+    assert list(out.sort_values("rank").index) == ["c", "a", "b", "d"]
+    assert out.loc["c", "explore"] and out.loc["c", "reason"] == "explore"
+    assert out.loc["a", "propensity"] == 1 - 0.999 and out.loc["c", "propensity"] == 0.999
+    assert out.loc["b", "propensity"] == 0 and out.loc["d", "propensity"] == 0
+    none = explore.apply(pop, settings.replace(explore_share=0.0), D).set_index("contact_id")
+    assert list(none.sort_values("rank").index) == ["a", "b", "c", "d"] and none.loc["a", "propensity"] == 1.0
+
+
+def test_person_without_untested_address_keeps_propensity_one(settings):
+    pop = pd.DataFrame(
+        {"person_id": ["p", "p"], "contact_id": ["a", "b"], "score": [0.2, 0.3], "_invalid": [False, False], "_n_attempts": [5, 5], "reason": ["x", "y"]}
+    )
+    out = explore.apply(pop, settings.replace(explore_share=0.5), D)
+    assert list(out.contact_id) == ["b", "a"] and list(out.propensity) == [1.0, 0.0] and not out.explore.any()
