@@ -134,9 +134,16 @@ class PathExplainer:
 
     def contributions(self, frame: pd.DataFrame, num_threads: int = 0) -> np.ndarray:
         """Group contributions (rows x groups); their row sum plus ``bias`` is the raw margin."""
-        leaves = self.model.booster.predict(self.model.prepare(frame), pred_leaf=True, num_threads=num_threads)
-        leaves = np.asarray(leaves, dtype=np.int64).reshape(len(frame), -1)
-        out = np.zeros((len(frame), self.tables[0].shape[1] if self.tables else len(_all_groups())))
+        return self.contributions_matrix(self.model.prepare(frame), num_threads=num_threads)
+
+    def contributions_matrix(self, x, num_threads: int = 0) -> np.ndarray:
+        """As ``contributions``, from an already prepared input (frame or float matrix)."""
+        n = x.shape[0]
+        out = np.zeros((n, len(_all_groups())))
+        if n == 0:
+            return out
+        leaves = self.model.booster.predict(x, pred_leaf=True, num_threads=num_threads)
+        leaves = np.asarray(leaves, dtype=np.int64).reshape(n, -1)
         for t, table in enumerate(self.tables):
             out += table[leaves[:, t]]
         return out

@@ -62,6 +62,9 @@ SCORES_SCHEMA = pa.schema(
     ]
 )
 REPORT_FILE = "_score_report.json"
+# "auto": lleaves when installed and the run is large enough; "lightgbm" or "lleaves" to force one.
+PREDICTOR = "auto"
+COMPILED_MIN_ROWS = 5_000_000
 CAP_WINDOW_DAYS = 7
 
 
@@ -238,53 +241,142 @@ def _hours(settings: Settings, channels: pd.Series) -> tuple[list[int], np.ndarr
     return all_hours, mask
 
 
+def model_matrix(model: ContactModel, prepared: pd.DataFrame) -> np.ndarray:
+    """The prepared frame as the float64 matrix LightGBM sees: categories as codes, missing as NaN."""
+    x = np.empty((len(prepared), len(model.features)), dtype=np.float64)
+    for j, c in enumerate(model.features):
+        col = prepared[c]
+        if isinstance(col.dtype, pd.CategoricalDtype):
+            codes = col.cat.codes.to_numpy().astype(np.float64)
+            codes[codes < 0] = np.nan
+            x[:, j] = codes
+        else:
+            x[:, j] = col.to_numpy(dtype=np.float64)
+    return x
+
+
+class Predictor:
+    """Calibrated probabilities from a feature matrix, with stock LightGBM or a compiled model.
+
+    The compiled (lleaves) predictor is used when it is installed and a run has at least
+    ``COMPILED_MIN_ROWS`` model rows (its one-off compilation, cached per model under
+    ``<home>/tmp/lleaves``, costs about as much as predicting that many rows with LightGBM).
+    """
+
+    def __init__(self, settings: Settings, model: ContactModel, rows: int, kind: str | None = None):
+        self.model = model
+        self.threads = int(settings.num_threads)
+        self.compiled = None
+        self.kind = "lightgbm"
+        wanted = kind or PREDICTOR
+        if wanted == "lleaves" or (wanted == "auto" and rows >= COMPILED_MIN_ROWS):
+            try:
+                self.compiled = _compile(settings, model)
+                self.kind = "lleaves"
+            except ImportError:
+                if wanted == "lleaves":
+                    raise
+                log.info("lleaves is not installed: scoring with stock LightGBM")
+
+    def raw(self, x: np.ndarray) -> np.ndarray:
+        """The booster's output (probability for ``binary``) before calibration."""
+        if self.compiled is not None:
+            return np.asarray(self.compiled.predict(x, n_jobs=self.threads), dtype=np.float64)
+        return np.asarray(self.model.booster.predict(x, num_threads=self.threads), dtype=np.float64)
+
+    def proba(self, x: np.ndarray) -> np.ndarray:
+        """Calibrated probability, as ``ContactModel.predict_proba`` computes it."""
+        raw = self.raw(x)
+        cal = self.model.calibrator
+        p = np.asarray(cal.predict(raw) if cal is not None else raw, dtype=np.float64)
+        return np.clip(np.nan_to_num(p, nan=0.0, posinf=1.0, neginf=0.0), 0.0, 1.0)
+
+
+def _compile(settings: Settings, model: ContactModel):
+    """The lleaves-compiled booster, from the per-model cache when it exists."""
+    import hashlib
+    import os
+    import tempfile
+
+    import lleaves
+
+    text = model.booster.model_to_string()
+    key = hashlib.sha256(text.encode()).hexdigest()[:24]
+    cache_dir = settings.home / "tmp" / "lleaves"
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    cache = cache_dir / f"{key}.o"
+    with tempfile.TemporaryDirectory(dir=cache_dir) as tmp:
+        model_file = os.path.join(tmp, "model.txt")
+        with open(model_file, "w") as fh:
+            fh.write(text)
+        compiled = lleaves.Model(model_file=model_file)
+        if cache.is_file():
+            compiled.compile(cache=str(cache))
+        else:
+            partial = os.path.join(tmp, "compiled.o")
+            log.info("compiling the model with lleaves (%d trees)", compiled.num_trees())
+            compiled.compile(cache=partial)
+            os.replace(partial, cache)  # a concurrent run sees the whole binary or none
+    return compiled
+
+
 def score_frame(
     settings: Settings,
     d: date,
     model: ContactModel,
     df: pd.DataFrame,
+    predictor: Predictor | None = None,
     explainer: reasons.PathExplainer | None = None,
 ) -> pd.DataFrame:
-    """Score one batch of candidates (features rows): best hour, score and reason codes."""
+    """Score one batch of candidates (features rows): best hour, score and reason codes.
+
+    The context of each hour comes from ``features.features.add_context`` (the definition used
+    in training); the rest of a row is prepared once and reused for every hour.
+    """
     from features.features import add_context
 
     valid_from = d + timedelta(days=1)
+    predictor = predictor or Predictor(settings, model, 0)
     hours, allowed = _hours(settings, df["channel"])
     n = len(df)
+    base = model_matrix(model, model.prepare(df))
     probs = np.full((n, len(hours)), -1.0)
-    frames = []
+    blocks = []
     cols = []
     for j, h in enumerate(hours):
         rows = np.flatnonzero(allowed[:, j])
         if len(rows) == 0:
             continue
-        frames.append(add_context(df.iloc[rows], day=valid_from, hour=h))
+        ctx = add_context(pd.DataFrame(index=pd.RangeIndex(len(rows))), day=valid_from, hour=h)
+        ctx_feats = [c for c in ctx.columns if c in model.features]
+        x = base[rows]
+        if ctx_feats:
+            idx = [model.features.index(c) for c in ctx_feats]
+            x[:, idx] = model_matrix(model, model.prepare(ctx))[:, idx]
+        blocks.append(x)
         cols.append((j, rows))
-    if frames:
-        stacked = pd.concat(frames, ignore_index=True)
-        p = model.predict_proba(stacked, num_threads=settings.num_threads)
+    reason = [reasons.BASELINE_CODE] * n
+    best = probs.argmax(axis=1)
+    if blocks:
+        stacked = np.concatenate(blocks)
+        blocks.clear()
+        p = predictor.proba(stacked)
         offset = 0
+        starts = []
         for j, rows in cols:
             probs[rows, j] = p[offset : offset + len(rows)]
+            starts.append((j, offset, rows))
             offset += len(rows)
-    best = probs.argmax(axis=1)  # first maximum: the earliest hour wins a tie
-    best_hour = np.asarray(hours, dtype=np.int64)[best]
-    best_p = probs[np.arange(n), best]
-    reason = [reasons.BASELINE_CODE] * n
-    if frames and n:
-        # The model input at each row's best hour: pick the rows back out of the stacked frame.
-        starts = {}
-        offset = 0
-        for j, rows in cols:
-            starts[j] = (offset, rows)
-            offset += len(rows)
-        take = np.empty(n, dtype=np.int64)
-        for j, (off, rows) in starts.items():
+        best = probs.argmax(axis=1)  # first maximum: the earliest hour wins a tie
+        # The model input at each row's best hour, picked back out of the stacked matrix.
+        take = np.zeros(n, dtype=np.int64)
+        for j, off, rows in starts:
             sel = best[rows] == j
             take[rows[sel]] = off + np.flatnonzero(sel)
-        at_best = stacked.iloc[take]
-        contrib = (explainer or reasons.PathExplainer(model)).contributions(at_best, num_threads=settings.num_threads)
-        reason = reasons.codes(contrib, best_hour)
+        contrib = (explainer or reasons.PathExplainer(model)).contributions_matrix(stacked[take], num_threads=settings.num_threads)
+        reason = reasons.codes(contrib, np.asarray(hours, dtype=np.int64)[best])
+    best_hour = np.asarray(hours, dtype=np.int64)[best]
+    best_p = probs[np.arange(n), best]
     out = pd.DataFrame(
         {
             "person_id": df["person_id"].to_numpy(dtype=object),
@@ -316,6 +408,7 @@ def score(settings: Settings, d: date, model: ContactModel | None = None, model_
         n_hours = max(1, len(_hours(settings, pd.Series(list(CHANNELS)))[0]))
         batch = max(1, int(settings.score_batch_rows) // n_hours)
         explainer = reasons.PathExplainer(model)
+        predictor = Predictor(settings, model, figures["candidates"] * n_hours)
         parts = []
         reader = con.sql(
             f"""SELECT f.* FROM read_parquet('{feats}') f
@@ -326,7 +419,7 @@ def score(settings: Settings, d: date, model: ContactModel | None = None, model_
             if rb.num_rows == 0:
                 continue
             df = rb.to_pandas()
-            parts.append(score_frame(settings, d, model, df, explainer))
+            parts.append(score_frame(settings, d, model, df, predictor, explainer))
             n_batches += 1
             log.info("%s: scored batch %d (%d candidates)", d, n_batches, rb.num_rows)
     finally:
@@ -344,6 +437,7 @@ def score(settings: Settings, d: date, model: ContactModel | None = None, model_
         "persons": int(ranked["person_id"].nunique()),
         "explored_persons": int(ranked["explore"].sum()),
         "batches": n_batches,
+        "predictor": predictor.kind,
         "cap_person_7d": int(settings.cap_person_7d),
         "cap_address_day": int(settings.cap_address_day),
         "invalid_policy": settings.invalid_policy,

@@ -285,3 +285,49 @@ def test_no_candidates_writes_an_empty_partition(settings, model):
     out = score(settings, D, model=model, model_info=INFO)
     assert out["rows"] == 0 and out["persons_left_out_suppression"] == 1
     assert read_partition(settings, "scores", D).num_rows == 0
+
+
+def _mixed_frame(n: int = 500) -> pd.DataFrame:
+    rng = np.random.default_rng(4)
+    df = pd.DataFrame(
+        {
+            "f_c_reach_30d": rng.poisson(1.0, n).astype(float),
+            "f_c_fail_streak": rng.poisson(2.0, n).astype(float),
+            "f_c_age_days": rng.integers(0, 400, n).astype(float),
+            "f_channel": rng.choice(["voice", "sms", "email", "whatsapp", "fax"], n).astype(object),  # fax: unseen
+            "f_hour": rng.integers(8, 22, n),
+            "f_dow": rng.integers(0, 7, n),
+        }
+    )
+    df.loc[::7, "f_channel"] = None
+    df.loc[::5, "f_c_reach_30d"] = np.nan
+    return df
+
+
+def test_predictor_matches_predict_proba_with_a_calibrator(settings, model):
+    from sklearn.isotonic import IsotonicRegression
+
+    from ml.score import Predictor, model_matrix
+
+    df = _mixed_frame()
+    raw = model.raw_score(df)
+    cal = IsotonicRegression(out_of_bounds="clip").fit(raw, (raw > np.median(raw)).astype(float) * 0.8)
+    calibrated = ContactModel(model.booster, model.features, model.categories, calibrator=cal)
+    x = model_matrix(calibrated, calibrated.prepare(df))
+    p = Predictor(settings, calibrated, 0, kind="lightgbm").proba(x)
+    assert np.allclose(p, calibrated.predict_proba(df), atol=1e-12)
+
+
+def test_compiled_predictor_agrees_with_lightgbm(settings, model):
+    pytest.importorskip("lleaves")
+    from ml.score import Predictor, model_matrix
+
+    x = model_matrix(model, model.prepare(_mixed_frame()))
+    stock = Predictor(settings, model, 0, kind="lightgbm").proba(x)
+    compiled = Predictor(settings, model, 0, kind="lleaves")
+    assert compiled.kind == "lleaves"
+    assert np.max(np.abs(compiled.proba(x) - stock)) < 1e-6
+    again = Predictor(settings, model, 0, kind="lleaves")  # from the cache
+    assert np.array_equal(again.proba(x), compiled.proba(x))
+    assert len(list((settings.home / "tmp" / "lleaves").glob("*.o"))) == 1
+
