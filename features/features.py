@@ -586,7 +586,7 @@ def _write_state(settings: Settings, con, d: date, prev_dir: Path | None, force_
         prev = f"read_parquet({_q(prev_dir / DATA_FILE)}, hive_partitioning=false)"
         old = {w: _one_agg(settings, d - timedelta(days=w)) for w in WINDOWS}
         backdated = _backdated(settings, con, prev, cs, d)
-        _copy(con, _state_incr_sql(prev, _one_agg(settings, d), old, cs, backdated, d), state_file)
+        _copy(con, _state_incr_sql(prev, _one_agg(settings, d), old, cs, backdated, d) + " ORDER BY person_id, contact_id", state_file)
         bad = con.execute(_sanity_sql(f"read_parquet({_q(state_file)}, hive_partitioning=false)")).fetchone()[0]
         if bad:
             log.warning("feature state of %s: %d rows inconsistent with the state of the day before "

@@ -38,7 +38,8 @@ def contacts(n_persons: int = 24, seed: int = 0, last_day: int = 420) -> pd.Data
 
 def write_contacts_state(settings: Settings, book: pd.DataFrame, day: int) -> None:
     d = START + timedelta(days=day)
-    cs = book[book.first_day <= day].copy()
+    visible = book["visible_from"] if "visible_from" in book else book["first_day"]
+    cs = book[visible <= day].copy()
     cs["first_seen"] = [START + timedelta(days=int(x)) for x in cs.first_day]
     cs["updated_at"] = datetime(2025, 1, 1, tzinfo=UTC)
     cs["source"] = cs["source"].where(cs["source"] != "None", None)
@@ -83,12 +84,33 @@ def _typed(df: pd.DataFrame, schema) -> object:
     return pa.Table.from_pandas(df[schema.names], schema=schema, preserve_index=False)
 
 
+def attempt(day: int, i: int, person: str, contact: str, channel: str, outcome: str, hour: int) -> dict:
+    d = START + timedelta(days=day)
+    return {"attempt_id": f"x{day:04d}-{i:03d}", "person_id": person, "contact_id": contact, "channel": channel,
+            "attempted_at": datetime(d.year, d.month, d.day, hour, i % 60, tzinfo=UTC), "local_hour": hour,
+            "outcome": outcome, "campaign_id": "camp-x", "duration_s": 1.0}
+
+
 def history(settings: Settings, attempt_days: list[int], cs_days: list[int], n: int = 25, seed: int = 0,
-            n_persons: int = 24) -> pd.DataFrame:
-    """Write attempts on ``attempt_days``, contacts_state on ``cs_days`` and a few person upserts."""
+            n_persons: int = 24, extra_book: list[dict] | None = None,
+            extra_attempts: list[dict] | None = None) -> pd.DataFrame:
+    """Write attempts on ``attempt_days``, contacts_state on ``cs_days`` and a few person upserts.
+
+    ``extra_book`` adds addresses (dicts like the rows of ``contacts``, with an optional
+    ``visible_from`` day); ``extra_attempts`` adds attempts built with ``attempt`` to their day.
+    """
     book = contacts(n_persons=n_persons, seed=seed)
-    for day in attempt_days:
-        write_attempts(settings, day, attempts_for(book, day, n, seed))
+    if extra_book:
+        book = pd.concat([book.assign(visible_from=book.first_day), pd.DataFrame(extra_book)], ignore_index=True)
+        book["visible_from"] = book["visible_from"].fillna(book["first_day"]).astype(int)
+    extra = pd.DataFrame(extra_attempts or [], columns=ATTEMPTS.names)
+    days = sorted(set(attempt_days) | {int((pd.Timestamp(t).date() - START).days) for t in extra.attempted_at})
+    for day in days:
+        random_part = attempts_for(book[book.person_id.str.startswith("p")], day, n, seed) if day in attempt_days else None
+        mine = extra[[(pd.Timestamp(t).date() - START).days == day for t in extra.attempted_at]]
+        df = pd.concat([x for x in (random_part, mine) if x is not None and len(x)], ignore_index=True)
+        df["local_hour"] = df["local_hour"].astype("int8")
+        write_attempts(settings, day, df)
     for day in cs_days:
         write_contacts_state(settings, book, day)
     persons = sorted(book.person_id.unique())
