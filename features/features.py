@@ -728,7 +728,7 @@ def _write_training(settings: Settings, con, d: date, prev_dir: Path) -> int:
                    "label_conversion", "local_hour"]  # fmt: skip
     sql = _assemble_sql(con, _training_rows(settings, d), passthrough, st, attrs, _pop_rel(settings, x), x,
                         settings.prior_strength)  # fmt: skip
-    df = con.execute(sql + " ORDER BY r.attempt_id").df()
+    df = con.sql(sql + " ORDER BY r.attempt_id").to_arrow_table().to_pandas()  # dates stay dates
     df = df.drop(columns=["last_outcome", "n_attempts"])
     df = add_context(df, d, df["local_hour"]).drop(columns=["local_hour"])
     write_partition(settings, TRAINING, d, df)
