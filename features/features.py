@@ -417,9 +417,9 @@ def _persons_sql(con, src: str) -> str:
     """Per person, the latest non-null value of every attribute column of ``src`` (date, updated_at order)."""
     cols = [r[0] for r in con.execute(f"DESCRIBE SELECT * FROM {src}").fetchall()]
     attrs = [c for c in cols if c not in ("person_id", "updated_at", "date") and not c.startswith("_")]
+    upd = "updated_at NULLS FIRST, " if "updated_at" in cols else ""  # optional in the contract
     sel = "".join(
-        f',\n  last("{c}" ORDER BY date, updated_at NULLS FIRST, "{c}") FILTER (WHERE "{c}" IS NOT NULL) AS "{c}"'
-        for c in sorted(attrs)
+        f',\n  last("{c}" ORDER BY date, {upd}"{c}") FILTER (WHERE "{c}" IS NOT NULL) AS "{c}"' for c in sorted(attrs)
     )
     return f"SELECT person_id{sel} FROM {src} WHERE person_id IS NOT NULL GROUP BY person_id ORDER BY person_id"
 
@@ -485,7 +485,7 @@ def _assemble_sql(con, rows: str, passthrough: list[str], st: str, attrs: str, p
                "max((first_reach IS NOT NULL AND dormant)::INTEGER)::INTEGER AS came_back",
                "arg_max(last_campaign, {'ts': last_ts, 'c': contact_id}) FILTER (WHERE last_ts IS NOT NULL "
                "AND last_campaign IS NOT NULL) AS last_campaign"]  # fmt: skip
-    p_cols += [f"sum(reach_365d) FILTER (WHERE channel = '{c}')::INTEGER AS reach_ch_{c}" for c in CHANNELS_FOR_SHARES]
+    p_cols += [f"coalesce(sum(reach_365d) FILTER (WHERE channel = '{c}'), 0)::INTEGER AS reach_ch_{c}" for c in CHANNELS_FOR_SHARES]
     p_cols += [f"sum(reach_hour_{b})::INTEGER AS reach_hour_{b}" for b in BUCKETS]
 
     f = [f"r.{c}" for c in passthrough]
