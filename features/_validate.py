@@ -145,12 +145,10 @@ def to_mask(mask: np.ndarray | pa.Array | pa.ChunkedArray) -> np.ndarray:
     return pc.fill_null(mask, False).to_numpy(zero_copy_only=False)
 
 
-def as_string(col: pa.Array | pa.ChunkedArray) -> pa.Array:
-    """One contiguous string array (other types cast to their text form)."""
-    if isinstance(col, pa.ChunkedArray):
-        col = col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
+def as_string(col: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
+    """The column as strings (other types cast to their text form); chunking is kept."""
     if pa.types.is_dictionary(col.type):
-        col = col.dictionary_decode()
+        col = pc.cast(col, col.type.value_type)
     if pa.types.is_string(col.type):
         return col
     if pa.types.is_null(col.type):
@@ -158,20 +156,35 @@ def as_string(col: pa.Array | pa.ChunkedArray) -> pa.Array:
     return col.cast(pa.string())
 
 
-def blank(col: pa.Array) -> np.ndarray:
-    """Null or only whitespace."""
-    return to_mask(pc.or_kleene(pc.is_null(col), pc.equal(pc.utf8_trim_whitespace(col), "")))
+def _chunks(col: pa.Array | pa.ChunkedArray) -> list[pa.Array]:
+    return list(col.chunks) if isinstance(col, pa.ChunkedArray) else [col]
 
 
-def string_checks(col: pa.Array, max_len: int) -> tuple[np.ndarray, np.ndarray]:
+def _string_buffers(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """(offsets as int64 of length n+1, data bytes) of one string array, without copying the data."""
+    n = len(arr)
+    bufs = arr.buffers()
+    otype = np.int64 if pa.types.is_large_string(arr.type) else np.int32
+    width = np.dtype(otype).itemsize
+    offs = np.frombuffer(bufs[1], otype, count=n + 1, offset=arr.offset * width).astype(np.int64)
+    data = np.frombuffer(bufs[2], np.uint8) if bufs[2] is not None else np.zeros(0, np.uint8)
+    return offs, data
+
+
+def blank(col: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """Null, empty or only whitespace."""
+    empty = pc.or_kleene(pc.is_null(col), pc.equal(pc.binary_length(col), 0))
+    return to_mask(pc.or_kleene(empty, pc.utf8_is_space(col)))
+
+
+def string_checks(col: pa.Array | pa.ChunkedArray, max_len: int) -> tuple[np.ndarray, np.ndarray]:
     """(has a NUL byte, longer than max_len characters), scanning raw buffers first for speed."""
     n = len(col)
     nul = np.zeros(n, bool)
     long = np.zeros(n, bool)
     if not pa.types.is_string(col.type) or n == 0:
         return nul, long
-    data = col.buffers()[2]
-    if data is not None and data.size and not np.frombuffer(data, np.uint8).all():
+    if any(not _string_buffers(c)[1].all() for c in _chunks(col) if len(c)):
         nul = to_mask(pc.match_substring(col, "\x00"))
     if (pc.max(pc.binary_length(col)).as_py() or 0) > max_len:
         long = to_mask(pc.greater(pc.utf8_length(col), max_len))
@@ -199,7 +212,7 @@ _TRUE = ("true", "t", "1", "yes", "y")
 _FALSE = ("false", "f", "0", "no", "n")
 
 
-def parse_float(col: pa.Array) -> tuple[pa.Array, np.ndarray, np.ndarray]:
+def parse_float(col: pa.Array | pa.ChunkedArray) -> tuple[pa.Array, np.ndarray, np.ndarray]:
     """(float64 values, ok, present); blanks are null and ok, non-numbers are not ok."""
     if pa.types.is_floating(col.type) or pa.types.is_integer(col.type) or pa.types.is_decimal(col.type):
         vals = col.cast(pa.float64())
@@ -211,6 +224,13 @@ def parse_float(col: pa.Array) -> tuple[pa.Array, np.ndarray, np.ndarray]:
         return pa.nulls(len(col), pa.float64()), ~present, present
     s = as_string(col)
     present = ~blank(s)
+    if present.all() or not present.any() or to_mask(pc.is_null(s))[~present].all():
+        try:  # fast path: every value is a plain number (Arrow's parser is strict: no "nan", no spaces)
+            vals = pc.cast(s, pa.float64())
+            if not to_mask(pc.is_nan(pc.fill_null(vals, 0.0))).any():
+                return vals, np.ones(len(s), bool), present
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            pass
     good = to_mask(pc.match_substring_regex(s, _NUMBER_RE))
     ok = good | ~present
     vals = pc.cast(
@@ -265,57 +285,109 @@ def parse_date(col: pa.Array) -> tuple[pa.Array, np.ndarray, np.ndarray]:
 
 # --- timestamps ---------------------------------------------------------------------------------------
 
-_UTC_TAILS = {"", "z", "utc", "+00:00", "+0000", "+00", "-00:00", "-0000", "-00"}
-_TAIL_RE = r"^(Z|z|UTC|[+-]\d{2}(:?\d{2})?)?$"
 _FULL_RE = (
     r"^\s*(?P<date>\d{4}-\d{2}-\d{2})[Tt ](?P<hm>\d{2}:\d{2})(?P<sec>:\d{2})?(?P<frac>[.,]\d{1,9})?"
     r"\s*(?P<tz>Z|z|UTC|[+-]\d{2}(?::?\d{2})?)?\s*$"
 )
 _UTC_ZONES = {"UTC", "Etc/UTC", "+00:00", "Z", "GMT"}
+_DAYS_IN_MONTH = np.array([31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31])
 
 
-def _tail_offset_minutes(tail: str) -> int:
-    t = tail.strip()
-    if t.lower() in _UTC_TAILS:
-        return 0
-    sign = -1 if t[0] == "-" else 1
-    digits = t[1:].replace(":", "")
-    return sign * (int(digits[:2]) * 60 + (int(digits[2:4]) if len(digits) >= 4 else 0))
+def _iso_fast(arr: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Parse ``YYYY-MM-DD[T ]HH:MM:SS[Z|+HHMM|+HH:MM]`` straight from the string buffers.
 
-
-def _from_parts(head: pa.Array, tail: pa.Array, frac_us: np.ndarray | None, local_tz: str):
-    """UTC micros, local hour and ok for ``YYYY-MM-DDTHH:MM:SS`` heads and offset tails."""
-    shape = to_mask(pc.match_substring_regex(head, r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}$"))
-    shape &= to_mask(pc.match_substring_regex(tail, _TAIL_RE))
-    head = pc.if_else(pa.array(shape), head, pa.scalar(None, pa.string()))
-    naive = pc.strptime(head, format="%Y-%m-%dT%H:%M:%S", unit="s", error_is_null=True)
-    ok = to_mask(pc.is_valid(naive))
-    # strptime rolls 02-30 over to 03-02 and 24:00 to the next day: the day must survive
-    day = pc.cast(pc.if_else(pa.array(ok), pc.utf8_slice_codeunits(head, 8, 10), "0"), pa.int64())
-    ok &= to_mask(pc.equal(pc.fill_null(pc.day(naive), -1), day))
-    # offsets take few distinct values: parse each once and map back
-    tails = pc.if_else(pa.array(ok), tail, "")
-    uniq = pc.unique(tails)
-    uniq_list = uniq.to_pylist()
-    offsets = np.array([_tail_offset_minutes(t) for t in uniq_list], np.int64)
-    is_utc = np.array([t.strip().lower() in _UTC_TAILS for t in uniq_list], bool)
-    pos = pc.index_in(tails, uniq).to_numpy(zero_copy_only=False)
-    off = offsets[pos]
-    utc_flag = is_utc[pos]
-    naive_us = pc.fill_null(naive.cast(pa.int64()), 0).to_numpy(zero_copy_only=False) * 1_000_000
-    if frac_us is not None:
-        naive_us = naive_us + frac_us
-    utc_us = naive_us - off * 60_000_000
-    hour_given = pc.fill_null(pc.hour(naive), 0).to_numpy(zero_copy_only=False)
-    if utc_flag.any():
-        hour_local = pc.hour(pa.array(utc_us, pa.timestamp("us", tz=local_tz))).to_numpy(zero_copy_only=False)
-        hour = np.where(utc_flag, hour_local, hour_given)
+    Returns (UTC micros, hour as written, offset given and non-zero, ok). Vectorised over the
+    bytes at fixed positions; anything else is not ok and goes to the slower regex path.
+    """
+    n = len(arr)
+    offs, data = _string_buffers(arr)
+    start = offs[:-1]
+    length = offs[1:] - start
+    ok = (length == 19) | (length == 20) | (length == 24) | (length == 25)
+    if arr.null_count:
+        ok &= to_mask(pc.is_valid(arr))
+    zeros = np.zeros(n, np.int64)
+    if not ok.any() or data.size == 0:
+        return zeros, zeros.astype(np.int8), np.zeros(n, bool), np.zeros(n, bool)
+    lengths = np.unique(length[ok]) if not ok.all() else np.unique(length)
+    if lengths.size == 1 and ok.all():
+        # every value has the same shape: view the bytes as an (n, width) matrix, no copy
+        width = int(lengths[0])
+        mat = data[offs[0] : offs[0] + n * width].reshape(n, width)
     else:
-        hour = hour_given
-    return utc_us, hour.astype(np.int8), ok
+        idx = np.minimum(start[:, None] + np.arange(25), data.size - 1)
+        mat = data[idx]
+    zero_col = np.zeros(n, np.uint8)
+
+    def byte(k: int) -> np.ndarray:
+        return (mat[:, k] if k < mat.shape[1] else zero_col).astype(np.int32)
+
+    def digits(*positions: int) -> np.ndarray:
+        nonlocal ok
+        value = np.zeros(n, np.int32)
+        for k in positions:
+            d = byte(k) - 48
+            ok &= (d >= 0) & (d <= 9)
+            value = value * 10 + d
+        return value
+
+    year, month, day = digits(0, 1, 2, 3), digits(5, 6), digits(8, 9)
+    hour, minute, second = digits(11, 12), digits(14, 15), digits(17, 18)
+    ok &= (byte(4) == 45) & (byte(7) == 45) & (byte(13) == 58) & (byte(16) == 58)
+    sep = byte(10)
+    ok &= (sep == 84) | (sep == 32) | (sep == 116)  # 'T', ' ', 't'
+    leap = (year % 4 == 0) & ((year % 100 != 0) | (year % 400 == 0))
+    m = np.clip(month, 1, 12)
+    dim = _DAYS_IN_MONTH[m - 1] + ((m == 2) & leap)
+    ok &= (
+        (month >= 1)
+        & (month <= 12)
+        & (day >= 1)
+        & (day <= dim)
+        & (hour <= 23)
+        & (minute <= 59)
+        & (second <= 59)
+    )
+    # the offset: Z, +HHMM or +HH:MM
+    b19 = byte(19)
+    ok &= (length != 20) | (b19 == 90) | (b19 == 122)
+    with_offset = length >= 24
+    sign = np.where(b19 == 45, -1, 1)
+    ok &= ~with_offset | (b19 == 43) | (b19 == 45)
+    oh = digits(20, 21) if with_offset.any() else zeros
+    om_short = byte(22) * 10 + byte(23) - 528  # +HHMM: minutes at 22-23 ('0' * 11 = 528)
+    om_long = byte(23) * 10 + byte(24) - 528  # +HH:MM: minutes at 23-24
+    b = (length == 24) & ((byte(22) < 48) | (byte(22) > 57) | (byte(23) < 48) | (byte(23) > 57))
+    b |= (length == 25) & (
+        (byte(22) != 58) | (byte(23) < 48) | (byte(23) > 57) | (byte(24) < 48) | (byte(24) > 57)
+    )
+    ok &= ~b
+    om = np.where(length == 25, om_long, np.where(length == 24, om_short, 0))
+    offset_min = np.where(with_offset, sign * (oh * 60 + om), 0)
+    ok &= (oh <= 23) & (om <= 59)
+    # days from civil (H. Hinnant), proleptic Gregorian
+    y = year - (month <= 2)
+    era = np.floor_divide(y, 400)
+    yoe = y - era * 400
+    doy = (153 * (month + np.where(month > 2, -3, 9)) + 2) // 5 + day - 1
+    doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
+    days = (era * 146097 + doe - 719468).astype(np.int64)
+    seconds = days * 86400 + hour * 3600 + minute * 60 + second - offset_min * 60
+    utc_us = np.where(ok, seconds * 1_000_000, 0)
+    return utc_us, np.where(ok, hour, 0).astype(np.int8), ok & (offset_min != 0), ok
 
 
-def parse_timestamps(col: pa.Array, local_tz: str) -> tuple[pa.Array, pa.Array, np.ndarray, np.ndarray]:
+def _local_hours(utc_us: np.ndarray, local_tz: str) -> np.ndarray:
+    return (
+        pc.hour(pa.array(utc_us, pa.timestamp("us", tz=local_tz)))
+        .to_numpy(zero_copy_only=False)
+        .astype(np.int8)
+    )
+
+
+def parse_timestamps(
+    col: pa.Array | pa.ChunkedArray, local_tz: str
+) -> tuple[pa.Array, pa.Array, np.ndarray, np.ndarray]:
     """(UTC timestamps, local hours int8, ok, present) from ISO 8601 strings or Parquet timestamps.
 
     The local hour is the hour in the offset the provider gave; timestamps without an offset are
@@ -326,50 +398,53 @@ def parse_timestamps(col: pa.Array, local_tz: str) -> tuple[pa.Array, pa.Array, 
             col = col.cast(pa.timestamp("us"))
         tz = col.type.tz
         present = to_mask(pc.is_valid(col))
-        utc = (
-            col.cast(pa.timestamp("us", tz=tz)).cast(pa.int64())
-            if tz
-            else col.cast(pa.timestamp("us")).cast(pa.int64())
-        )
-        utc_us = pc.fill_null(utc, 0).to_numpy(zero_copy_only=False)
+        utc = col.cast(pa.timestamp("us", tz=tz) if tz else pa.timestamp("us")).cast(pa.int64())
+        utc_us = to_numpy_int(pc.fill_null(utc, 0))
         zone = local_tz if (tz is None or tz in _UTC_ZONES) else tz
-        hour = pc.hour(pa.array(utc_us, pa.timestamp("us", tz=zone))).to_numpy(zero_copy_only=False)
+        hour = _local_hours(utc_us, zone)
         return (
             pa.array(utc_us, pa.timestamp("us", tz="UTC"), mask=~present),
-            pa.array(hour.astype(np.int8), mask=~present),
+            pa.array(hour, mask=~present),
             present.copy(),
             present,
         )
     s = as_string(col)
     present = ~blank(s)
-    # fast path: the canonical shape YYYY-MM-DDTHH:MM:SS<offset>
-    utc_us, hour, ok = _from_parts(
-        pc.utf8_slice_codeunits(s, 0, 19), pc.utf8_slice_codeunits(s, 19, 64), None, local_tz
-    )
+    parts = [_iso_fast(c) for c in _chunks(s)]
+    if parts:
+        utc_us, hour, given, ok = (np.concatenate(x) for x in zip(*parts, strict=True))
+    else:
+        utc_us, hour, given, ok = (
+            np.zeros(0, np.int64),
+            np.zeros(0, np.int8),
+            np.zeros(0, bool),
+            np.zeros(0, bool),
+        )
     retry = np.flatnonzero(~ok & present)
     if retry.size:
-        sub = s.take(pa.array(retry))
-        parts = pc.extract_regex(sub, _FULL_RE)
-        matched = to_mask(pc.is_valid(parts))
-        f = {
-            name: pc.fill_null(pc.struct_field(parts, name), "")
-            for name in ("date", "hm", "sec", "frac", "tz")
-        }
+        # the general shape: optional seconds, fractions, spaces, 'UTC', '+HH'
+        sub = _contiguous(pc.take(s, pa.array(retry)))
+        m = pc.extract_regex(sub, _FULL_RE)
+        matched = to_mask(pc.is_valid(m))
+        f = {k: pc.fill_null(pc.struct_field(m, k), "") for k in ("date", "hm", "sec", "frac", "tz")}
         sec = pc.if_else(pc.equal(f["sec"], ""), ":00", f["sec"])
-        head = pc.binary_join_element_wise(f["date"], "T", f["hm"], sec, "")
-        frac_digits = pc.utf8_rpad(
+        tz = pc.if_else(pc.equal(pc.utf8_upper(f["tz"]), "UTC"), "Z", f["tz"])
+        tz = pc.if_else(pc.equal(pc.utf8_length(tz), 3), pc.binary_join_element_wise(tz, ":00", ""), tz)
+        canon = pc.binary_join_element_wise(f["date"], "T", f["hm"], sec, tz, "")
+        u2, h2, g2, ok2 = _iso_fast(pc.if_else(pa.array(matched), canon, ""))
+        frac = pc.utf8_rpad(
             pc.utf8_slice_codeunits(pc.if_else(pc.equal(f["frac"], ""), ".0", f["frac"]), 1, 7),
             width=6,
             padding="0",
         )
-        frac_us = pc.cast(pc.if_else(pa.array(matched), frac_digits, "0"), pa.int64()).to_numpy(
-            zero_copy_only=False
-        )
-        u2, h2, ok2 = _from_parts(head, f["tz"], frac_us, local_tz)
-        ok2 &= matched
-        utc_us[retry] = np.where(ok2, u2, utc_us[retry])
-        hour[retry] = np.where(ok2, h2, hour[retry])
+        frac_us = to_numpy_int(pc.cast(pc.if_else(pa.array(ok2), frac, "0"), pa.int64()))
+        utc_us[retry] = np.where(ok2, u2 + frac_us, 0)
+        hour[retry] = h2
+        given[retry] = g2
         ok[retry] = ok2
+    utc_rows = ok & ~given
+    if utc_rows.any():
+        hour[utc_rows] = _local_hours(utc_us[utc_rows], local_tz)
     valid = ok & present
     return (
         pa.array(utc_us, pa.timestamp("us", tz="UTC"), mask=~valid),
@@ -379,15 +454,26 @@ def parse_timestamps(col: pa.Array, local_tz: str) -> tuple[pa.Array, pa.Array, 
     )
 
 
+def _contiguous(arr: pa.Array | pa.ChunkedArray) -> pa.Array:
+    if isinstance(arr, pa.ChunkedArray):
+        return arr.combine_chunks() if arr.num_chunks != 1 else arr.chunk(0)
+    return arr
+
+
+def to_numpy_int(arr: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks() if arr.num_chunks != 1 else arr.chunk(0)
+    return arr.to_numpy(zero_copy_only=False).astype(np.int64)
+
+
 # --- contact ids ----------------------------------------------------------------------------------------
 
-_EMAIL_RE = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
 _PHONE_RE = r"^(\+|00)?\(?[0-9][0-9 ().\-/]{5,}$"
 _E164_RE = r"^\+[1-9][0-9]{7,14}$"
 
 
-def normalise_contact_ids(col: pa.Array, country_code: str) -> pa.Array:
-    """E.164 for phone numbers, lower case for e-mails, other (opaque) ids trimmed.
+def normalise_contact_ids(col: pa.Array | pa.ChunkedArray, country_code: str) -> pa.Array | pa.ChunkedArray:
+    """E.164 for phone numbers, lower case for e-mails (anything with an ``@``), others trimmed.
 
     National numbers (at most 11 digits, one leading trunk ``0`` dropped) get ``+<country_code>``;
     longer digit strings, ``+...`` and ``00...`` are taken as international. A phone-looking
@@ -398,25 +484,32 @@ def normalise_contact_ids(col: pa.Array, country_code: str) -> pa.Array:
     if e164.all():
         return s
     rest = ~e164
-    email = rest & to_mask(pc.match_substring_regex(s, _EMAIL_RE))
+    email = rest & to_mask(pc.match_substring(s, "@"))
     if email.any():
-        s = pc.replace_with_mask(s, pa.array(email), pc.utf8_lower(s.filter(pa.array(email))))
-    phone = rest & ~email & to_mask(pc.match_substring_regex(s, _PHONE_RE))
-    if phone.any():
-        sub = s.filter(pa.array(phone))
-        digits = pc.replace_substring_regex(sub, r"[^0-9]", "")
-        plus = to_mask(pc.starts_with(sub, "+"))
-        dbl0 = ~plus & to_mask(pc.starts_with(digits, "00"))
-        length = pc.utf8_length(digits).to_numpy(zero_copy_only=False)
-        national = ~plus & ~dbl0 & (length <= 11)
-        nat_digits = pc.if_else(pc.starts_with(digits, "0"), pc.utf8_slice_codeunits(digits, 1, 64), digits)
-        out = pc.if_else(
-            pa.array(national),
-            pc.binary_join_element_wise(country_code, nat_digits, ""),
-            pc.if_else(pa.array(dbl0), pc.utf8_slice_codeunits(digits, 2, 64), digits),
-        )
-        out = pc.binary_join_element_wise("+", out, "")
-        good = to_mask(pc.match_substring_regex(out, _E164_RE))
-        out = pc.if_else(pa.array(good), out, sub)
-        s = pc.replace_with_mask(s, pa.array(phone), out)
+        s = pc.replace_with_mask(s, pa.array(email), _contiguous(pc.utf8_lower(s.filter(pa.array(email)))))
+    maybe = np.flatnonzero(rest & ~email)
+    if maybe.size:
+        sub = _contiguous(pc.take(s, pa.array(maybe)))
+        phone_sub = to_mask(pc.match_substring_regex(sub, _PHONE_RE))
+        phone = np.zeros(len(s), bool)
+        phone[maybe[phone_sub]] = True
+        if phone.any():
+            sub = sub.filter(pa.array(phone_sub))
+            digits = pc.replace_substring_regex(sub, r"[^0-9]", "")
+            plus = to_mask(pc.starts_with(sub, "+"))
+            dbl0 = ~plus & to_mask(pc.starts_with(digits, "00"))
+            length = to_numpy_int(pc.utf8_length(digits))
+            national = ~plus & ~dbl0 & (length <= 11)
+            nat_digits = pc.if_else(
+                pc.starts_with(digits, "0"), pc.utf8_slice_codeunits(digits, 1, 64), digits
+            )
+            out = pc.if_else(
+                pa.array(national),
+                pc.binary_join_element_wise(country_code, nat_digits, ""),
+                pc.if_else(pa.array(dbl0), pc.utf8_slice_codeunits(digits, 2, 64), digits),
+            )
+            out = pc.binary_join_element_wise("+", out, "")
+            good = to_mask(pc.match_substring_regex(out, _E164_RE))
+            out = pc.if_else(pa.array(good), out, sub)
+            s = pc.replace_with_mask(s, pa.array(phone), out)
     return s

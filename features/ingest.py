@@ -286,11 +286,10 @@ def _concat(parts: list[pa.Table], schema: pa.Schema) -> pa.Table:
 # --- per-kind validation ---------------------------------------------------------------------------------
 
 
-def _col(table: pa.Table, name: str) -> pa.Array | None:
+def _col(table: pa.Table, name: str) -> pa.ChunkedArray | None:
     if name not in table.column_names:
         return None
-    col = table.column(name)
-    return col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
+    return table.column(name)
 
 
 def _string_checks(table: pa.Table, names: list[str], rej: v.Rejects, max_len: int) -> None:
@@ -375,7 +374,7 @@ def _validate_attempts(table: pa.Table, ctx: _Ctx) -> tuple[pa.Table, v.Rejects]
     clean = clean.set_column(
         2,
         "contact_id",
-        v.normalise_contact_ids(_chunk(clean["contact_id"]), ctx.settings.default_country_code),
+        v.normalise_contact_ids(clean["contact_id"], ctx.settings.default_country_code),
     )
     return clean.cast(ATTEMPTS), rej
 
@@ -429,7 +428,7 @@ def _validate_contacts(table: pa.Table, ctx: _Ctx) -> tuple[pa.Table, v.Rejects]
     clean = clean.set_column(
         1,
         "contact_id",
-        v.normalise_contact_ids(_chunk(clean["contact_id"]), ctx.settings.default_country_code),
+        v.normalise_contact_ids(clean["contact_id"], ctx.settings.default_country_code),
     )
     return clean.cast(CONTACTS), rej
 
@@ -592,23 +591,37 @@ def _contacts_state(settings: Settings, d: date, contacts: pa.Table, attempts: p
         con.register("att", attempts.select(["person_id", "contact_id", "channel", "attempted_at"]))
         day = d.isoformat()
         state = con.sql(f"""
-            WITH rows AS (
-              SELECT person_id, contact_id, channel, source, consent, active, first_seen, updated_at,
-                     1 AS _prio, -1 AS _seq FROM prev
-              UNION ALL
-              SELECT person_id, contact_id, channel, source, consent, active, DATE '{day}', updated_at,
-                     1, _seq FROM ups
-              UNION ALL
-              SELECT person_id, contact_id, arg_max(channel, attempted_at), 'attempts', true, true,
-                     DATE '{day}', NULL::TIMESTAMPTZ, 0, 0
-              FROM att GROUP BY person_id, contact_id
+            WITH ups_last AS (
+              SELECT * FROM ups
+              QUALIFY row_number() OVER (PARTITION BY person_id, contact_id ORDER BY updated_at DESC, _seq DESC) = 1
+            ),
+            j AS (
+              SELECT p.person_id AS p_person_id, p.contact_id AS p_contact_id, p.channel AS p_channel, p.source AS p_source, p.consent AS p_consent, p.active AS p_active, p.first_seen AS p_first_seen, p.updated_at AS p_updated_at,
+                     u.person_id AS u_person_id, u.contact_id AS u_contact_id, u.channel AS u_channel, u.source AS u_source, u.consent AS u_consent, u.active AS u_active, u.updated_at AS u_updated_at
+              FROM prev p FULL JOIN ups_last u ON p.person_id = u.person_id AND p.contact_id = u.contact_id
+            ),
+            jn AS (
+              SELECT *, (u_person_id IS NOT NULL AND (p_person_id IS NULL OR p_updated_at IS NULL
+                         OR u_updated_at >= p_updated_at)) AS _new FROM j
+            ),
+            known AS (
+              SELECT coalesce(u_person_id, p_person_id) AS person_id,
+                     coalesce(u_contact_id, p_contact_id) AS contact_id,
+                     CASE WHEN _new THEN u_channel ELSE p_channel END AS channel,
+                     CASE WHEN _new THEN u_source ELSE p_source END AS source,
+                     CASE WHEN _new THEN u_consent ELSE p_consent END AS consent,
+                     CASE WHEN _new THEN u_active ELSE p_active END AS active,
+                     coalesce(p_first_seen, DATE '{day}') AS first_seen,
+                     CASE WHEN _new THEN u_updated_at ELSE p_updated_at END AS updated_at
+              FROM jn
             )
-            SELECT person_id, contact_id, channel, source, consent, active,
-                   min(first_seen) OVER (PARTITION BY person_id, contact_id) AS first_seen, updated_at
-            FROM rows
-            QUALIFY row_number() OVER (PARTITION BY person_id, contact_id
-                                       ORDER BY _prio DESC, updated_at DESC NULLS LAST, _seq DESC) = 1
-            ORDER BY person_id, contact_id
+            SELECT * FROM known
+            UNION ALL
+            SELECT person_id, contact_id, arg_max(channel, attempted_at), 'attempts', true, true,
+                   DATE '{day}', NULL::TIMESTAMPTZ
+            FROM att a
+            WHERE NOT EXISTS (SELECT 1 FROM known k WHERE k.person_id = a.person_id AND k.contact_id = a.contact_id)
+            GROUP BY person_id, contact_id
         """).to_arrow_table()
     finally:
         con.close()

@@ -1,0 +1,137 @@
+"""Benchmark ingest on one 1M-row attempts file, as CSV and as Parquet (issue 2 item 7).
+
+For each format: rows/s and peak RSS of ``features.ingest.ingest`` (whole step: read, validate,
+normalise, dedupe, contacts state, write partitions), and the same for a bare pyarrow read of the
+same file (the floor). Each measurement runs in a fresh child process so peak RSS is its own.
+
+    nice .venv/bin/python bench/ingest.py [--rows 1000000] [--repeat 3] [--workdir /tmp/bench-ingest]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import platform
+import resource
+import shutil
+import time
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+DAY = date(2026, 1, 5)
+
+
+def make_file(rows: int, folder: Path, fmt: str, seed: int = 0) -> Path:
+    """A realistic attempts file: 12% national-format phones, upper-case e-mails, -03:00 offsets."""
+    from features.schema import CHANNELS, OUTCOMES
+    from features.simulate import _iso_local, _join, _messy_ids, _str, _utc
+
+    rng = np.random.default_rng(seed)
+    persons = rng.integers(0, rows // 2, rows)
+    addr = persons * 4 + rng.integers(0, 4, rows)
+    ch = rng.choice(4, rows, p=[0.5, 0.15, 0.2, 0.15])
+    phone = _join("+55", _str(11 * 10**9 + 900_000_000 + addr))
+    email = _join("p", _str(persons), ".", _str(addr), "@mail.example")
+    ids = pc.if_else(pa.array(ch == 2), email, phone)
+    secs = np.sort(rng.integers(8 * 3600, 22 * 3600, rows))
+    outcome = rng.choice(len(OUTCOMES), rows, p=[0.38, 0.04, 0.13, 0.07, 0.17, 0.04, 0.11, 0.05, 0.01])
+    duration = np.where(ch == 0, np.round(rng.exponential(60.0, rows), 1), np.nan)
+    table = pa.table(
+        {
+            "attempt_id": _join("A", pc.utf8_lpad(_str(np.arange(rows)), width=9, padding="0")),
+            "person_id": _join("P", pc.utf8_lpad(_str(persons), width=8, padding="0")),
+            "contact_id": _messy_ids(rng, ids, ch),
+            "channel": pa.array(np.array(CHANNELS)[ch]),
+            "attempted_at": _utc(DAY, secs) if fmt == "parquet" else _iso_local(DAY, secs),
+            "outcome": pa.array(np.array(OUTCOMES)[outcome]),
+            "campaign_id": pa.array(np.array(["C01", "C02", "C03"])[rng.integers(0, 3, rows)]),
+            "duration_s": pa.array(duration, mask=np.isnan(duration)),
+        }
+    )
+    out = folder / "attempts" / f"date={DAY.isoformat()}"
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"part-0.{fmt}"
+    if fmt == "parquet":
+        pq.write_table(table, path, compression="zstd")
+    else:
+        pacsv.write_csv(table, path)
+    return path
+
+
+def _child(task: str, path: str, home: str, queue: mp.Queue) -> None:
+    t0 = time.perf_counter()
+    if task == "bare":
+        table = pacsv.read_csv(path) if path.endswith(".csv") else pq.read_table(path)
+        rows = table.num_rows
+    else:
+        from contactrank.settings import load_settings
+        from features.ingest import ingest
+
+        settings = load_settings(home=Path(home))
+        report = ingest(settings, DAY, landing=Path(path).parents[2])
+        rows = report["kinds"]["attempts"]["read"]
+    seconds = time.perf_counter() - t0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    queue.put({"rows": rows, "seconds": seconds, "peak_rss": peak})
+
+
+def measure(task: str, path: Path, home: Path) -> dict:
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_child, args=(task, str(path), str(home), queue))
+    proc.start()
+    out = queue.get()
+    proc.join()
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rows", type=int, default=1_000_000)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--workdir", default="/tmp/bench-ingest")
+    a = ap.parse_args()
+    work = Path(a.workdir)
+    shutil.rmtree(work, ignore_errors=True)
+    results = {}
+    for fmt in ("csv", "parquet"):
+        landing = work / f"landing-{fmt}"
+        path = make_file(a.rows, landing, fmt)
+        runs = {"bare": [], "ingest": []}
+        for i in range(a.repeat):
+            runs["bare"].append(measure("bare", path, work / "unused"))
+            runs["ingest"].append(measure("ingest", path, work / f"home-{fmt}-{i}"))
+        best = {k: min(r, key=lambda x: x["seconds"]) for k, r in runs.items()}
+        peak = max(x["peak_rss"] for x in runs["ingest"])
+        results[fmt] = {
+            "file_mb": round(path.stat().st_size / 2**20, 1),
+            "rows": best["ingest"]["rows"],
+            "ingest_s": round(best["ingest"]["seconds"], 3),
+            "ingest_rows_per_s": round(best["ingest"]["rows"] / best["ingest"]["seconds"]),
+            "ingest_peak_rss_mib": round(peak / 2**20),
+            "bare_read_s": round(best["bare"]["seconds"], 3),
+            "bare_rows_per_s": round(best["bare"]["rows"] / best["bare"]["seconds"]),
+            "bare_peak_rss_mib": round(max(x["peak_rss"] for x in runs["bare"]) / 2**20),
+            "ratio_to_bare": round(best["ingest"]["seconds"] / best["bare"]["seconds"], 2),
+        }
+    print(
+        json.dumps(
+            {
+                "machine": f"{platform.machine()} {mp.cpu_count()} cores, {platform.python_version()}",
+                "pyarrow": pa.__version__,
+                "results": results,
+            },
+            indent=2,
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,487 @@
+"""Ingest: every rejection reason, whole-file quarantine, normalisation, dedupe, state merge, threshold."""
+
+from __future__ import annotations
+
+import csv
+import json
+from datetime import date, datetime
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from contactrank.errors import InputError, QuarantineThresholdExceeded
+from features.ingest import REPORT_FILE, ingest
+from features.lake import partition_dir, read_partition
+
+D = date(2026, 1, 3)
+ATT_COLS = [
+    "attempt_id",
+    "person_id",
+    "contact_id",
+    "channel",
+    "attempted_at",
+    "outcome",
+    "campaign_id",
+    "duration_s",
+]
+
+
+def good_rows(n: int = 40) -> list[dict[str, str]]:
+    return [
+        {
+            "attempt_id": f"A{i:04d}",
+            "person_id": f"P{i % 7}",
+            "contact_id": f"+551199999{i:04d}",
+            "channel": "voice",
+            "attempted_at": f"2026-01-03T{8 + i % 12:02d}:15:00-03:00",
+            "outcome": "no_answer",
+            "campaign_id": "C1",
+            "duration_s": "",
+        }
+        for i in range(n)
+    ]
+
+
+def write_csv(
+    landing: Path,
+    kind: str,
+    rows: list[dict[str, str]],
+    name: str = "part-0.csv",
+    d: date = D,
+    columns: list[str] | None = None,
+) -> Path:
+    folder = landing / kind / f"date={d.isoformat()}"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    columns = columns or list(rows[0])
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        w = csv.DictWriter(fh, fieldnames=columns, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
+    return path
+
+
+def quarantine(settings, kind: str, d: date = D) -> list[dict]:
+    t = read_partition(settings, f"quarantine/{kind}", d)
+    return [] if t is None else t.to_pylist()
+
+
+def attempts(settings, d: date = D) -> list[dict]:
+    return read_partition(settings, "attempts", d).to_pylist()
+
+
+def test_missing_landing_folder_is_an_input_error(settings, tmp_path):
+    with pytest.raises(InputError, match=r"attempts/date=2026-01-03"):
+        ingest(settings, D, landing=tmp_path / "nowhere")
+
+
+def test_good_rows_are_normalised_and_reported(settings, tmp_path):
+    rows = good_rows(4)
+    rows[0]["contact_id"] = " (11) 98765-4321 "  # national format
+    rows[1].update(contact_id="Someone@Example.COM", channel="EMAIL ")
+    rows[2].update(attempted_at="2026-01-03T15:00:00Z", duration_s="12.5", outcome=" Right_Party")
+    rows[3].update(attempted_at="2026-01-03 10:30:00.250+05:30", contact_id="0055 11 98765 0000")
+    write_csv(tmp_path, "attempts", rows)
+    report = ingest(settings, D, landing=tmp_path)
+    got = {r["attempt_id"]: r for r in attempts(settings)}
+    assert got["A0000"]["contact_id"] == "+5511987654321"
+    assert got["A0001"]["contact_id"] == "someone@example.com" and got["A0001"]["channel"] == "email"
+    assert got["A0002"]["outcome"] == "right_party" and got["A0002"]["duration_s"] == 12.5
+    # Z is UTC: the local hour comes from settings.local_timezone (America/Sao_Paulo, -03:00)
+    assert got["A0002"]["attempted_at"] == datetime.fromisoformat("2026-01-03T15:00:00+00:00")
+    assert got["A0002"]["local_hour"] == 12
+    assert got["A0003"]["attempted_at"] == datetime.fromisoformat("2026-01-03T05:00:00.250+00:00")
+    assert got["A0003"]["local_hour"] == 10 and got["A0003"]["contact_id"] == "+551198765000" + "0"
+    assert got["A0000"]["local_hour"] == 8 and got["A0000"]["duration_s"] is None
+    assert report["kinds"]["attempts"] == {
+        "files": 1,
+        "read": 4,
+        "kept": 4,
+        "deduped": 0,
+        "quarantined": 0,
+        "quarantined_by_reason": {},
+        "unreadable_files": [],
+    }
+    saved = json.loads((partition_dir(settings, "attempts", D) / REPORT_FILE).read_text())
+    assert saved["kinds"]["attempts"]["kept"] == 4
+    assert read_partition(settings, "attempts", D).schema.field("attempted_at").type == pa.timestamp(
+        "us", tz="UTC"
+    )
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "reason"),
+    [
+        ("attempt_id", "", "empty_value"),
+        ("person_id", "   ", "empty_value"),
+        ("contact_id", "", "empty_value"),
+        ("channel", "fax", "bad_channel"),
+        ("outcome", "maybe", "bad_outcome"),
+        ("attempted_at", "", "empty_value"),
+        ("attempted_at", "2026-02-30T10:00:00-03:00", "bad_timestamp"),
+        ("attempted_at", "2026-01-03T24:00:00-03:00", "bad_timestamp"),
+        ("attempted_at", "yesterday at noon", "bad_timestamp"),
+        ("attempted_at", "2026-01-03T10:00:00+25:00", "bad_timestamp"),
+        ("attempted_at", "2026-01-01T10:00:00Z", "outside_date"),
+        ("attempted_at", "2026-01-04T10:00:00Z", "outside_date"),
+        ("duration_s", "abc", "bad_number"),
+        ("duration_s", "-3", "bad_number"),
+        ("campaign_id", "C\x001", "nul_byte"),
+        ("person_id", "P" * 600, "too_long"),
+    ],
+)
+def test_each_rejection_reason_quarantines_only_that_row(settings, tmp_path, column, value, reason):
+    rows = good_rows(40)
+    rows[5][column] = value
+    write_csv(tmp_path, "attempts", rows)
+    report = ingest(settings, D, landing=tmp_path)
+    q = quarantine(settings, "attempts")
+    assert len(q) == 1, q
+    assert q[0]["_reason"] == reason and q[0]["_column"] == column and q[0]["_row_number"] == 6
+    assert q[0][column] == (value or None)  # the original value (an unquoted empty CSV field is null)
+    assert q[0]["_source_file"].endswith("attempts/date=2026-01-03/part-0.csv")
+    kept = {r["attempt_id"] for r in attempts(settings)}
+    assert kept == {r["attempt_id"] for i, r in enumerate(rows) if i != 5}
+    assert report["kinds"]["attempts"]["quarantined_by_reason"] == {reason: 1}
+
+
+def test_tolerance_window_edges(settings, tmp_path):
+    rows = good_rows(40)
+    rows[0]["attempted_at"] = "2026-01-04T05:59:59Z"  # D+1 00:00 + 6h tolerance, exclusive
+    rows[1]["attempted_at"] = "2026-01-04T06:00:00Z"
+    rows[2]["attempted_at"] = "2026-01-02T18:00:00Z"  # D 00:00 - 6h, inclusive
+    rows[3]["attempted_at"] = "2026-01-02T17:59:59Z"
+    write_csv(tmp_path, "attempts", rows)
+    ingest(settings, D, landing=tmp_path)
+    assert {r["_row_number"] for r in quarantine(settings, "attempts")} == {2, 4}
+
+
+def test_threshold_raises_after_writing_good_rows_and_quarantine(settings, tmp_path):
+    rows = good_rows(10)
+    rows[3]["channel"] = "pigeon"
+    write_csv(tmp_path, "attempts", rows)
+    with pytest.raises(QuarantineThresholdExceeded) as err:
+        ingest(settings, D, landing=tmp_path)
+    msg = str(err.value)
+    assert (
+        "\n" not in msg and "10.0%" in msg and "5.0%" in msg and "bad_channel" in msg and "part-0.csv" in msg
+    )
+    assert len(attempts(settings)) == 9
+    assert len(quarantine(settings, "attempts")) == 1
+    assert ingest(settings.replace(quarantine_threshold=0.2), D, landing=tmp_path)["quarantined_share"] == 0.1
+
+
+def test_unreadable_files_are_quarantined_whole(settings, tmp_path):
+    write_csv(tmp_path, "attempts", good_rows(100))
+    folder = tmp_path / "attempts" / f"date={D}"
+    (folder / "broken.parquet").write_bytes(b"PAR1 this is not parquet at all")
+    (folder / "latin1.csv").write_bytes(
+        ",".join(ATT_COLS).encode() + "\nA9,P9,+5511,voice,x,no_answer,Cé,\n".encode("latin-1")
+    )
+    write_csv(
+        tmp_path,
+        "attempts",
+        good_rows(3),
+        name="nocolumn.csv",
+        columns=[c for c in ATT_COLS if c != "outcome"],
+    )
+    report = ingest(settings.replace(quarantine_threshold=0.5), D, landing=tmp_path)
+    q = {Path(r["_source_file"]).name: r for r in quarantine(settings, "attempts")}
+    assert (
+        q["broken.parquet"]["_reason"] == "unreadable_file"
+        and "broken.parquet" in q["broken.parquet"]["_error"]
+    )
+    assert q["latin1.csv"]["_reason"] == "unreadable_file"
+    assert q["nocolumn.csv"]["_reason"] == "missing_column" and q["nocolumn.csv"]["_column"] == "outcome"
+    assert all(r["_row_number"] is None for r in q.values())
+    assert len(attempts(settings)) == 100
+    r = report["kinds"]["attempts"]
+    assert r["files"] == 4 and len(r["unreadable_files"]) == 3
+    # the missing-column file held 3 rows: the share counts them
+    assert r["quarantined_by_reason"]["missing_column"] == 3
+
+
+def test_utf8_bom_and_upper_case_headers_are_accepted(settings, tmp_path):
+    path = write_csv(tmp_path, "attempts", good_rows(3))
+    text = path.read_text(encoding="utf-8")
+    header, rest = text.split("\n", 1)
+    path.write_bytes("\ufeff".encode() + header.upper().encode() + b"\n" + rest.encode())
+    report = ingest(settings, D, landing=tmp_path)
+    assert report["kinds"]["attempts"]["kept"] == 3
+
+
+def test_quoted_newlines_in_values(settings, tmp_path):
+    rows = good_rows(30)
+    rows[1]["campaign_id"] = "line one\nline two"
+    write_csv(tmp_path, "attempts", rows)
+    ingest(settings, D, landing=tmp_path)
+    got = {r["attempt_id"]: r for r in attempts(settings)}
+    assert len(got) == 30 and got["A0001"]["campaign_id"] == "line one\nline two"
+
+
+def test_dedupe_within_and_across_files_last_wins(settings, tmp_path):
+    rows = good_rows(30)
+    dup = dict(rows[0], outcome="busy")
+    write_csv(tmp_path, "attempts", [*rows, dup], name="a.csv")
+    write_csv(tmp_path, "attempts", [dict(rows[1], outcome="right_party")], name="b.csv")
+    report = ingest(settings, D, landing=tmp_path)
+    got = {r["attempt_id"]: r for r in attempts(settings)}
+    assert len(got) == 30
+    assert got["A0000"]["outcome"] == "busy" and got["A0001"]["outcome"] == "right_party"
+    assert report["kinds"]["attempts"]["deduped"] == 2 and report["kinds"]["attempts"]["read"] == 32
+
+
+def test_parquet_input_with_typed_columns(settings, tmp_path):
+    folder = tmp_path / "attempts" / f"date={D}"
+    folder.mkdir(parents=True)
+    ts = pa.array([datetime.fromisoformat("2026-01-03T12:00:00+00:00")] * 2, pa.timestamp("ms", tz="UTC"))
+    pq.write_table(
+        pa.table(
+            {
+                "attempt_id": ["x1", "x2"],
+                "person_id": ["p", "p"],
+                "contact_id": ["11987654321", "a@B.c"],
+                "channel": ["sms", "email"],
+                "attempted_at": ts,
+                "outcome": ["converted", "opt_out"],
+                "duration_s": pa.array([1, None], pa.int32()),
+            }
+        ),
+        folder / "p.parquet",
+    )
+    ingest(settings, D, landing=tmp_path)
+    got = {r["attempt_id"]: r for r in attempts(settings)}
+    assert got["x1"]["contact_id"] == "+5511987654321" and got["x1"]["local_hour"] == 9
+    assert got["x1"]["duration_s"] == 1.0 and got["x1"]["campaign_id"] is None
+    supp = read_partition(settings, "suppressions", D).to_pylist()
+    assert supp == [
+        {
+            "person_id": "p",
+            "contact_id": "a@b.c",
+            "reason": "opt_out",
+            "effective_from": D,
+            "origin": "opt_out_outcome",
+        }
+    ]
+
+
+def test_contacts_state_merges_upserts_attempts_and_history(settings, tmp_path):
+    d1, d2 = date(2026, 1, 2), D
+    write_csv(
+        tmp_path,
+        "attempts",
+        [
+            dict(
+                good_rows(1)[0],
+                attempted_at="2026-01-02T12:00:00Z",
+                contact_id="+5511900000001",
+                attempt_id="x",
+            )
+        ],
+        d=d1,
+    )
+    write_csv(
+        tmp_path,
+        "contacts",
+        [
+            {
+                "person_id": "P1",
+                "contact_id": "+5511900000002",
+                "channel": "voice",
+                "source": "Customer",
+                "consent": "true",
+                "active": "true",
+                "updated_at": "2026-01-02T10:00:00Z",
+            },
+            {
+                "person_id": "P1",
+                "contact_id": "x@y.z",
+                "channel": "email",
+                "source": "bureau",
+                "consent": "no",
+                "active": "",
+                "updated_at": "",
+            },
+        ],
+        d=d1,
+    )
+    ingest(settings, d1, landing=tmp_path)
+    write_csv(
+        tmp_path, "attempts", [dict(good_rows(1)[0], contact_id="+5511900000003", person_id="P2")], d=d2
+    )
+    write_csv(
+        tmp_path,
+        "contacts",
+        [
+            # older than the known row: ignored
+            {
+                "person_id": "P1",
+                "contact_id": "+5511900000002",
+                "channel": "voice",
+                "source": "late",
+                "consent": "true",
+                "active": "false",
+                "updated_at": "2026-01-01T10:00:00Z",
+            },
+            {
+                "person_id": "P1",
+                "contact_id": "X@Y.Z",
+                "channel": "email",
+                "source": "bureau",
+                "consent": "1",
+                "active": "false",
+                "updated_at": "2026-01-03T10:00:00Z",
+            },
+            {
+                "person_id": "P0",
+                "contact_id": "+5511900000001",
+                "channel": "voice",
+                "source": "enrichment",
+                "consent": "true",
+                "active": "true",
+                "updated_at": "2026-01-03T09:00:00Z",
+            },
+        ],
+        d=d2,
+    )
+    ingest(settings, d2, landing=tmp_path)
+    s1 = {
+        (r["person_id"], r["contact_id"]): r
+        for r in read_partition(settings, "contacts_state", d1).to_pylist()
+    }
+    s2 = {
+        (r["person_id"], r["contact_id"]): r
+        for r in read_partition(settings, "contacts_state", d2).to_pylist()
+    }
+    assert (
+        s1[("P0", "+5511900000001")]["source"] == "attempts"
+        and s1[("P0", "+5511900000001")]["updated_at"] is None
+    )
+    assert s1[("P1", "x@y.z")]["consent"] is False and s1[("P1", "x@y.z")]["active"] is True
+    assert s1[("P1", "+5511900000002")]["source"] == "customer"
+    assert set(s2) == set(s1) | {("P2", "+5511900000003")}
+    assert (
+        s2[("P1", "+5511900000002")]["source"] == "customer"
+        and s2[("P1", "+5511900000002")]["active"] is True
+    )
+    assert s2[("P1", "x@y.z")]["active"] is False and s2[("P1", "x@y.z")]["first_seen"] == d1
+    assert (
+        s2[("P0", "+5511900000001")]["source"] == "enrichment"
+        and s2[("P0", "+5511900000001")]["first_seen"] == d1
+    )
+    assert s2[("P2", "+5511900000003")]["first_seen"] == d2
+
+
+def test_contacts_rejections(settings, tmp_path):
+    write_csv(tmp_path, "attempts", good_rows(40))
+    base = {
+        "person_id": "P1",
+        "contact_id": "+5511900000002",
+        "channel": "voice",
+        "source": "customer",
+        "consent": "true",
+        "active": "true",
+        "updated_at": "2026-01-03T10:00:00Z",
+    }
+    rows = [dict(base) for _ in range(30)]
+    rows[1]["consent"] = "perhaps"
+    rows[2]["updated_at"] = "2026-01-09T10:00:00Z"
+    rows[3]["channel"] = "telex"
+    write_csv(tmp_path, "contacts", rows)
+    ingest(settings, D, landing=tmp_path)
+    q = {r["_row_number"]: (r["_reason"], r["_column"]) for r in quarantine(settings, "contacts")}
+    assert q == {2: ("bad_bool", "consent"), 3: ("outside_date", "updated_at"), 4: ("bad_channel", "channel")}
+    assert read_partition(settings, "contacts", D).num_rows == 27
+
+
+def test_suppressions_rows_and_rejections(settings, tmp_path):
+    write_csv(
+        tmp_path,
+        "attempts",
+        [dict(r, outcome="opt_out") if i == 0 else r for i, r in enumerate(good_rows(40))],
+    )
+    rows = [
+        {"person_id": "P1", "contact_id": "", "reason": "Deceased", "effective_from": ""},
+        {
+            "person_id": "",
+            "contact_id": "(11) 90000-0000",
+            "reason": "do_not_call",
+            "effective_from": "2026-01-05",
+        },
+        {"person_id": "", "contact_id": "", "reason": "legal", "effective_from": ""},
+        {"person_id": "P2", "contact_id": "", "reason": "", "effective_from": ""},
+        {"person_id": "P3", "contact_id": "", "reason": "legal", "effective_from": "2026-02-31"},
+    ]
+    write_csv(tmp_path, "suppressions", rows)
+    ingest(settings.replace(quarantine_threshold=0.2), D, landing=tmp_path)
+    q = {r["_row_number"]: r["_reason"] for r in quarantine(settings, "suppressions")}
+    assert q == {3: "no_target", 4: "empty_value", 5: "bad_date"}
+    got = read_partition(settings, "suppressions", D).to_pylist()
+    assert got == [
+        {"person_id": "P1", "contact_id": None, "reason": "deceased", "effective_from": D, "origin": "file"},
+        {
+            "person_id": None,
+            "contact_id": "+551190000000" + "0",
+            "reason": "do_not_call",
+            "effective_from": date(2026, 1, 5),
+            "origin": "file",
+        },
+        {
+            "person_id": "P0",
+            "contact_id": "+5511999990000",
+            "reason": "opt_out",
+            "effective_from": D,
+            "origin": "opt_out_outcome",
+        },
+    ]
+
+
+def test_persons_types_and_type_change_quarantine(settings, tmp_path):
+    d1 = date(2026, 1, 2)
+    write_csv(tmp_path, "attempts", [dict(good_rows(1)[0], attempted_at="2026-01-02T12:00:00Z")], d=d1)
+    write_csv(
+        tmp_path,
+        "persons",
+        [
+            {"person_id": "P1", "updated_at": "", "segment": "retail", "balance": "10.5", "vip": "true"},
+            {"person_id": "P2", "updated_at": "", "segment": "sme", "balance": "", "vip": "false"},
+            {
+                "person_id": "P1",
+                "updated_at": "2026-01-02T01:00:00Z",
+                "segment": "premium",
+                "balance": "3",
+                "vip": "no",
+            },
+        ],
+        d=d1,
+    )
+    report = ingest(settings, d1, landing=tmp_path)
+    p1 = read_partition(settings, "persons", d1)
+    assert p1.schema.field("balance").type == pa.float64() and p1.schema.field("vip").type == pa.bool_()
+    assert p1.schema.field("segment").type == pa.string()
+    got = {r["person_id"]: r for r in p1.to_pylist()}
+    assert got["P1"] == {
+        "person_id": "P1",
+        "updated_at": datetime.fromisoformat("2026-01-02T01:00:00+00:00"),
+        "segment": "premium",
+        "balance": 3.0,
+        "vip": False,
+    }
+    assert got["P2"]["balance"] is None
+    assert report["kinds"]["persons"]["deduped"] == 1
+    write_csv(tmp_path, "attempts", good_rows(40))
+    write_csv(
+        tmp_path,
+        "persons",
+        [{"person_id": "P3", "segment": "7", "balance": "lots", "vip": "true"}]
+        + [{"person_id": f"Q{i}", "segment": "x", "balance": "1", "vip": "0"} for i in range(30)],
+    )
+    ingest(settings, D, landing=tmp_path)
+    q = quarantine(settings, "persons")
+    assert [(r["person_id"], r["_reason"], r["_column"], r["balance"]) for r in q] == [
+        ("P3", "type_changed", "balance", "lots")
+    ]
+    p2 = read_partition(settings, "persons", D)
+    assert p2.schema.field("segment").type == pa.string() and p2.num_rows == 30
