@@ -107,18 +107,29 @@ def quarantine_rates(rates: pd.DataFrame, day_label: str, window_label: str) -> 
 
 
 def reach_by_hour(stats: pd.DataFrame, min_attempts: int) -> bytes:
-    """Reach rate per local hour, one line per channel; ``stats``: ``channel, local_hour, n, reached``."""
+    """Reach rate per local hour, one line per channel; ``stats``: ``channel, local_hour, n, reached``.
+
+    Hours with fewer than ``min_attempts`` attempts are drawn as faint hollow markers off the line,
+    so a young lake still shows something without a few attempts pretending to be a trend.
+    """
     fig, ax = _figure()
     for channel, part in stats.groupby("channel", sort=True):
         part = part.sort_values("local_hour")
-        rate = (part["reached"] / part["n"]).where(part["n"] >= min_attempts)
+        rate = part["reached"] / part["n"]
+        enough = part["n"] >= min_attempts
+        colour = CHANNEL_COLOURS.get(str(channel))
         ax.plot(
-            part["local_hour"],
-            rate,
+            part["local_hour"], rate.where(enough), marker="o", markersize=3, color=colour, label=str(channel)
+        )
+        ax.plot(
+            part.loc[~enough, "local_hour"],
+            rate[~enough],
+            linestyle="none",
             marker="o",
-            markersize=3,
-            color=CHANNEL_COLOURS.get(str(channel)),
-            label=str(channel),
+            markersize=4,
+            markerfacecolor="none",
+            alpha=0.4,
+            color=colour,
         )
     ax.set_xlim(-0.5, 23.5)
     ax.set_xticks(range(0, 24, 2))

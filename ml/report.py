@@ -46,8 +46,11 @@ MAX_ROWS = 200_000  # rows scored for calibration, gains and drift: stable curve
 MAX_WINDOW_DAYS = 14  # training days sampled to represent the window
 MIN_HOUR_ATTEMPTS = 30  # reach rates over fewer attempts are not drawn
 TOP_DRIFT = 15
-# Calendar features are constant within one day by construction: their PSI says nothing.
+# Calendar features and population rates (f_g_*: one value per day, channel or campaign) are
+# constant within a day by construction: one day's single value against a window of daily values
+# always scores a huge PSI that says nothing about the rows.
 CALENDAR_FEATURES = frozenset({"f_dow", "f_dom", "f_month"})
+DAY_LEVEL_PREFIX = "f_g_"
 
 
 class _Missing(Exception):
@@ -189,17 +192,36 @@ class _Inputs:
         return self._once("champion", self._champion)
 
     def _champion(self) -> tuple[Any, dict[str, Any]]:
+        """The model of D: the version D's export was scored with, else the champion if it existed on D.
+
+        Reading the version from the manifest keeps a re-run of an old date on the model of that
+        date, not on whatever the champion is today.
+        """
         if not self.mlflow_store_exists():
             raise _Missing("no model yet: the MLflow store does not exist")
-        try:
-            from ml.registry import load_champion
-        except ImportError as exc:
-            raise _Missing(f"no model registry module yet ({exc})") from None
+        from ml.registry import load_champion, load_version
+
+        published = ((self.manifest() or {}).get("model") or {}).get("version")
+        if published is not None:
+            try:
+                return load_version(self.settings, published), {
+                    "version": str(published),
+                    "source": "published",
+                }
+            except Exception as exc:  # noqa: BLE001 - an unloadable version is a missing input here
+                raise _Missing(
+                    f"model version {published} of the export could not be loaded: {_one_line(exc)}"
+                ) from None
         try:
             model, info = load_champion(self.settings)
         except Exception as exc:  # noqa: BLE001 - no champion is a missing input, whatever MLflow raises
             raise _Missing(f"no champion model: {_one_line(exc)}") from None
-        return model, dict(info or {})
+        trained = _trained_on(self.settings, info.get("run_id"))
+        if trained is not None and trained > self.d.isoformat():
+            raise _Missing(
+                f"no model as of {self.d}: the champion v{info.get('version')} was trained on {trained}"
+            )
+        return model, {**info, "version": str(info.get("version")), "source": "champion"}
 
     def label_column(self) -> str:
         label = self.settings.label
@@ -263,6 +285,15 @@ class _Inputs:
         return self._once(
             "runs", lambda: _runs_of_day(self.settings, self.d) if self.mlflow_store_exists() else _Runs()
         )
+
+
+def _trained_on(settings: Settings, run_id: str | None) -> str | None:
+    """The business date (ISO) a registered model's training run was made for, when recorded."""
+    if not run_id:
+        return None
+    from ml.tracking import client as mlflow_client
+
+    return mlflow_client(settings).get_run(run_id).data.tags.get(TAG_TRAIN_DATE)
 
 
 # Tags written by ml.train (the business date of a training run) and ml.registry.gate.
@@ -334,16 +365,18 @@ def _panel_quarantine(inp: _Inputs, p: Panel) -> None:
             n = pq.ParquetFile(lake.partition_dir(s, kind, t) / lake.DATA_FILE).metadata.num_rows
             delivered[(kind, t == inp.d)] = delivered.get((kind, t == inp.d), 0) + n
         for t in inp.history_days(f"quarantine/{kind}"):
-            table = lake.read_partition(s, f"quarantine/{kind}", t, columns=["_reason"])
+            table = lake.read_partition(s, f"quarantine/{kind}", t)
             if table is None or table.num_rows == 0:
                 continue
-            reasons = table.column("_reason").to_pandas().map(_normalise_reason).value_counts()
+            reason = table.column("_reason").to_pandas().map(_normalise_reason)
+            if "_column" in table.column_names:
+                column = table.column("_column").to_pandas()
+                reason = reason.where(column.isna(), reason + " (" + column.astype("string") + ")")
+            reasons = reason.value_counts()
             for reason, n in reasons.items():
                 rows.append({"kind": kind, "reason": reason, "n": int(n), "day": t == inp.d})
                 delivered[(kind, t == inp.d)] = delivered.get((kind, t == inp.d), 0) + int(n)
-    report = inp.ingest_report()
-    if report:
-        p.rows = [(k, _fmt(v)) for k, v in _flatten(report).items()][:24]
+    p.rows = _ingest_rows(inp.ingest_report())
     if not delivered:
         raise _Missing(f"nothing ingested in the {HISTORY_DAYS} days up to {inp.d}")
     if not rows:
@@ -360,11 +393,48 @@ def _panel_quarantine(inp: _Inputs, p: Panel) -> None:
     agg = agg.sort_values("rate_window", ascending=False).head(TOP_DRIFT)
     p.png = plots.quarantine_rates(agg, f"{inp.d}", f"last {HISTORY_DAYS} days")
     day_q = int(q.loc[q["day"], "n"].sum())
+    ingest_rows = p.rows
+    p.rows = [
+        (
+            r.label,
+            f"{int(r.n_day):,} on {inp.d} ({r.rate_day:.2%}), {int(r.n_window):,} in {HISTORY_DAYS} days ({r.rate_window:.2%})",
+        )
+        for r in agg.itertuples()
+    ] + p.rows
     p.caption = (
         f"{int(q['n'].sum()):,} rows quarantined in the last {HISTORY_DAYS} days, {day_q:,} on {inp.d}. "
         "Rate = quarantined rows of the reason / rows delivered of that kind (accepted + quarantined)."
-        + (" The table lists this day's ingest report." if p.rows else "")
+        + (" The last lines are this day's ingest report." if ingest_rows else "")
     )
+
+
+def _ingest_rows(report: dict[str, Any] | None) -> list[tuple[str, str]]:
+    """The day's ingest report (features.ingest) as one line per kind and a total."""
+    if not report:
+        return []
+    kinds = report.get("kinds")
+    if not isinstance(kinds, dict):
+        return [(k, _fmt(v)) for k, v in _flatten(report).items()][:24]
+    rows = []
+    for kind, figures in kinds.items():
+        if not isinstance(figures, dict):
+            continue
+        text = ", ".join(
+            f"{k} {_fmt(figures[k])}"
+            for k in ("files", "read", "kept", "quarantined", "deduped")
+            if k in figures
+        )
+        if figures.get("unreadable_files"):
+            text += f"; unreadable: {_fmt(figures['unreadable_files'])}"
+        rows.append((f"ingest {kind}", text))
+    if "quarantined_share" in report:
+        share = f"{float(report['quarantined_share']):.2%}"
+        if "threshold" in report:
+            share += f" (threshold {float(report['threshold']):.0%})"
+        if report.get("top_reason"):
+            share += f", top reason {report['top_reason']}"
+        rows.append(("ingest quarantined share", share))
+    return rows
 
 
 def _panel_reach_by_hour(inp: _Inputs, p: Panel) -> None:
@@ -377,7 +447,9 @@ def _panel_reach_by_hour(inp: _Inputs, p: Panel) -> None:
         (str(ch), f"{int(r.n):,} attempts, reach {r.reached / max(r.n, 1):.1%}")
         for ch, r in per_channel.iterrows()
     ]
-    p.caption = f"Hours with fewer than {MIN_HOUR_ATTEMPTS} attempts of a channel are not drawn."
+    p.caption = (
+        f"Hollow markers off the lines: hours with fewer than {MIN_HOUR_ATTEMPTS} attempts of that channel."
+    )
 
 
 def _panel_calibration(inp: _Inputs, p: Panel) -> None:
@@ -388,7 +460,12 @@ def _panel_calibration(inp: _Inputs, p: Panel) -> None:
     scores = inp.labelled_scores()
     y = df[label].to_numpy(dtype="float64")
     p.png = plots.calibration(y, scores)
+    info = inp.champion()[1]
     p.rows = [
+        (
+            "model",
+            f"v{info['version']} ({'published with this day' if info.get('source') == 'published' else 'champion'})",
+        ),
         ("labelled day", str(newest)),
         ("attempts", f"{len(y):,}"),
         ("observed rate", f"{y.mean():.2%}"),
@@ -400,7 +477,7 @@ def _panel_calibration(inp: _Inputs, p: Panel) -> None:
         ("Brier score", f"{np.mean((scores - y) ** 2):.4f}"),
     ]
     p.caption = (
-        f"Attempts of training/date={newest} ({label}), curve over 10 equal-count bins. The champion may have "
+        f"Attempts of training/date={newest} ({label}), curve over 10 equal-count bins. The model may have "
         "seen this day while training or validating, so this is a sanity check, not a hold-out estimate."
     )
 
@@ -470,7 +547,7 @@ def _panel_scores(inp: _Inputs, p: Panel) -> None:
     try:
         window = inp.window_scores()
         days, _ = inp.window()
-        window_label = f"champion on training rows {days[0]}..{days[-1]}"
+        window_label = f"model v{inp.champion()[1]['version']} on training rows {days[0]}..{days[-1]}"
     except _Missing as exc:
         p.caption = f"Training window not shown: {exc}. "
     p.png = plots.score_distribution(today, window, f"published {inp.d} ({len(today):,} rows)", window_label)
@@ -488,7 +565,12 @@ def _panel_drift(inp: _Inputs, p: Panel) -> None:
     newest, today = inp.labelled()
     days, window = inp.window()
     features = [
-        c for c in today.columns if c.startswith("f_") and c in window.columns and c not in CALENDAR_FEATURES
+        c
+        for c in today.columns
+        if c.startswith("f_")
+        and c in window.columns
+        and c not in CALENDAR_FEATURES
+        and not c.startswith(DAY_LEVEL_PREFIX)
     ]
     if not features:
         raise _Missing("no feature column shared by the newest day and the window")
@@ -498,8 +580,8 @@ def _panel_drift(inp: _Inputs, p: Panel) -> None:
     above = values[values >= threshold]
     p.caption = (
         f"training/date={newest} against {len(days)} day(s) {days[0]}..{days[-1]}; {len(features)} features compared, "
-        f"{len(above)} at or above {threshold:g}. Calendar features ({', '.join(sorted(CALENDAR_FEATURES))}) are "
-        "left out: they are constant within a day."
+        f"{len(above)} at or above {threshold:g}. Calendar features ({', '.join(sorted(CALENDAR_FEATURES))}) and "
+        f"population rates ({DAY_LEVEL_PREFIX}*) are left out: they are constant within a day."
     )
     p.rows = [(name, f"{v:.3f}") for name, v in above.head(TOP_DRIFT).items()]
 
@@ -524,7 +606,7 @@ def _panel_exploration(inp: _Inputs, p: Panel) -> None:
         ("explored rows", f"{int(explore.sum()):,}"),
         (
             "explored rank-1 rows",
-            f"{int(explore[first].sum()):,} (target share {inp.settings.explore_share:.1%})",
+            f"{int(explore[first].sum()):,} (explore_share setting {inp.settings.explore_share:.1%})",
         ),
     ]
     if len(propensity):
@@ -542,8 +624,8 @@ PANELS: tuple[tuple[str, str, Callable[[_Inputs, Panel], None]], ...] = (
         f"Reach rate by local hour and channel, last {HISTORY_DAYS} days",
         _panel_reach_by_hour,
     ),
-    ("calibration", "Calibration of the champion on the newest labelled day", _panel_calibration),
-    ("gains", "Gain and lift: the champion against the baselines", _panel_gains),
+    ("calibration", "Calibration of the model on the newest labelled day", _panel_calibration),
+    ("gains", "Gain and lift: the model against the baselines", _panel_gains),
     ("scores", "Score distribution: published today vs the training window", _panel_scores),
     ("drift", "Top drifted features (PSI, newest labelled day vs the training window)", _panel_drift),
     ("exploration", "Exploration: share explored and propensity of the rank-1 rows", _panel_exploration),

@@ -150,9 +150,30 @@ def build_lake(
         {"person_id": ["p1", "p2"], "contact_id": ["c1", "c2"], "channel": ["voice", "sms"]}
     )
     lake.write_partition(settings, "contacts", d, contacts)
-    report_json = {
-        "attempts": {"rows_read": 246, "accepted": 240, "quarantined": 6},
-        "files": ["attempts.csv"],
+    report_json = {  # the shape features.ingest writes
+        "date": d.isoformat(),
+        "kinds": {
+            "attempts": {
+                "files": 1,
+                "read": 246,
+                "kept": 240,
+                "quarantined": 6,
+                "deduped": 0,
+                "unreadable_files": [],
+            },
+            "contacts": {
+                "files": 1,
+                "read": 2,
+                "kept": 2,
+                "quarantined": 0,
+                "deduped": 0,
+                "unreadable_files": [],
+            },
+        },
+        "quarantined": 6,
+        "quarantined_share": 6 / 248,
+        "threshold": 0.05,
+        "top_reason": "bad_channel",
     }
     (lake.partition_dir(settings, "attempts", d) / "_ingest_report.json").write_text(json.dumps(report_json))
     t = pd.concat(truth, ignore_index=True)
@@ -165,7 +186,9 @@ def build_lake(
     return {"model": model}
 
 
-def write_export(settings: Settings, d: date, rng: np.random.Generator | None = None) -> Path:
+def write_export(
+    settings: Settings, d: date, rng: np.random.Generator | None = None, version: str = "3"
+) -> Path:
     rng = rng or np.random.default_rng(3)
     n = 300
     person = [f"p{i // 3}" for i in range(n)]
@@ -182,7 +205,7 @@ def write_export(settings: Settings, d: date, rng: np.random.Generator | None = 
             "reason": np.where(explore, "explore", "recent_success"),
             "explore": explore,
             "propensity": np.where(np.array(rank) == 1, rng.uniform(0.05, 0.97, n), 0.0),
-            "model_version": "3",
+            "model_version": version,
         }
     )
     target = settings.exports / "priority" / f"date={d.isoformat()}"
@@ -191,7 +214,7 @@ def write_export(settings: Settings, d: date, rng: np.random.Generator | None = 
         manifest = {  # the shape ml.publish writes
             "date": d.isoformat(),
             "valid_from": (d + timedelta(days=1)).isoformat(),
-            "model": {"name": "contactrank", "version": "3", "run_id": "r"},
+            "model": {"name": "contactrank", "version": version, "run_id": "r"},
             "rows": n,
             "persons": n // 3,
             "persons_left_out": {"cap": 12, "suppression": 4},
@@ -273,7 +296,11 @@ def test_full_lake_draws_every_panel(settings: Settings, monkeypatch: pytest.Mon
     assert "<td>f_dom</td>" not in drift and "<td>f_hour</td>" not in drift
     # quarantine reasons are grouped by kind of problem, not by offending value
     quarantine = re.search(r'<section id="quarantine".*?</section>', page, re.S).group(0)
-    assert "attempts.quarantined" in quarantine  # the day's ingest report is shown
+    assert (
+        "<td>ingest attempts</td><td>files 1, read 246, kept 240, quarantined 6, deduped 0</td>" in quarantine
+    )
+    assert "2.42% (threshold 5%), top reason bad_channel" in quarantine
+    assert "attempts: channel … not in vocabulary (channel)" in quarantine
     assert "external" not in page and "<script" not in page  # self-contained, no script
 
 
@@ -362,16 +389,19 @@ def test_real_registry_gate_decision_and_mlflow_artifact(settings: Settings) -> 
     from ml.train import train
 
     s = settings.replace(min_train_days=3, valid_days=1, num_boost_round=30)
-    build_lake(s, days=10, train_days=7)
+    build_lake(s, days=10, train_days=7, export=False)
     trained = train(s, D, force=True)
     decision = gate(s, D)
     if decision["decision"] != "promoted":
         promote(s, trained["version"])
+    write_export(s, D, version=str(trained["version"]))
 
     path = report(s, D)
 
     summary = _panels(path)
     assert {k: v["status"] for k, v in summary["panels"].items()} == {k: "ok" for k, *_ in PANELS}
+    assert summary["header"]["Model version"] == str(trained["version"])
+    assert f"<td>model</td><td>v{trained['version']} (published with this day)</td>" in path.read_text()
     gate_text = summary["header"]["Gate decision"]
     assert gate_text.startswith(f"{decision['decision']} (run train-{D}, against champion none)")
     if decision["decision"] == "rejected":
@@ -379,3 +409,9 @@ def test_real_registry_gate_decision_and_mlflow_artifact(settings: Settings) -> 
     client = mlflow_client(s)
     logged = [a.path for a in client.list_artifacts(trained["run_id"], f"report/date={D}")]
     assert logged == [f"report/date={D}/report.html"]
+
+    # a re-run for an earlier, unpublished day does not borrow the later champion
+    earlier = _panels(report(s, D - timedelta(days=1)))
+    assert earlier["panels"]["calibration"]["status"] == "missing"
+    assert f"was trained on {D}" in earlier["panels"]["calibration"]["reason"]
+    assert earlier["header"]["Gate decision"] == "no training or gate on this day (the champion stays)"
