@@ -42,14 +42,14 @@ TAG_TEST_DAY = "contactrank.test_day"
 
 # Defaults chosen for 1e5-1e7 rows of ~100 mostly-count features on 2 cores; tuning overrides them.
 LGB_DEFAULTS: dict[str, Any] = {
-    "learning_rate": 0.08,
+    "learning_rate": 0.1,
     "num_leaves": 63,
     "min_data_in_leaf": 200,
-    "feature_fraction": 0.8,
-    "bagging_fraction": 0.8,
+    "feature_fraction": 0.7,  # per tree: histogram work scales with the sampled features
+    "bagging_fraction": 0.7,  # and with the sampled rows (the 5M-row budget, docs/model.md)
     "bagging_freq": 1,
     "lambda_l2": 1.0,
-    "max_bin": 127,
+    "max_bin": 63,
     "cat_smooth": 10.0,
     "max_cat_to_onehot": 8,
 }
@@ -237,9 +237,17 @@ def _labelled(df: pd.DataFrame, label: str) -> pd.DataFrame:
 
 
 def build_matrix(
-    settings: Settings, days: list[date], features: list[str], categories: dict[str, list[str]]
+    settings: Settings,
+    days: list[date],
+    features: list[str],
+    categories: dict[str, list[str]],
+    extras: bool = True,
 ) -> Matrix:
-    """Encode the labelled rows of ``days`` into one float32 matrix, reading one day at a time."""
+    """Encode the labelled rows of ``days`` into one float32 matrix, reading one day at a time.
+
+    ``extras=False`` skips the per-row group keys, channels and folds (not needed to fit; they
+    cost more memory than the matrix on millions of rows).
+    """
     from ml.model import encode
 
     label = label_column(settings)
@@ -250,9 +258,10 @@ def build_matrix(
     n = int(sum(counts))
     X = np.empty((n, len(features)), dtype=np.float32, order="F")
     y = np.empty(n, dtype=np.float32)
-    groups = np.empty(n, dtype=object)
-    channels = np.empty(n, dtype=object)
-    folds = np.empty(n, dtype=np.int8)
+    m = n if extras else 0
+    groups = np.empty(m, dtype=object)
+    channels = np.empty(m, dtype=object)
+    folds = np.empty(m, dtype=np.int8)
     sizes: list[np.ndarray] = []
     row = 0
     for x in days:
@@ -262,13 +271,14 @@ def build_matrix(
         encode(df, features, categories, out=X, row=row)
         y[row : row + k] = df[label].astype("float32").to_numpy()
         person = df["person_id"].astype(str).to_numpy() if "person_id" in df else np.arange(k).astype(str)
-        groups[row : row + k] = np.char.add(person.astype(str), "|" + x.isoformat())
-        channels[row : row + k] = df["channel"].astype(str).to_numpy() if "channel" in df else "all"
-        folds[row : row + k] = (pd.util.hash_array(person.astype(object)) % 2).astype(np.int8)
+        if extras:
+            groups[row : row + k] = np.char.add(person.astype(str), "|" + x.isoformat())
+            channels[row : row + k] = df["channel"].astype(str).to_numpy() if "channel" in df else "all"
+            folds[row : row + k] = (pd.util.hash_array(person.astype(object)) % 2).astype(np.int8)
         # rows are sorted by person within the day: consecutive runs are the person-day groups
-        _, first = np.unique(person, return_index=True)
-        bounds = np.sort(np.append(first, k))
-        sizes.append(np.diff(bounds))
+        codes, _ = pd.factorize(person, sort=False)
+        starts = np.flatnonzero(np.diff(codes, prepend=-1) != 0)
+        sizes.append(np.diff(np.append(starts, k)))
         row += k
         del df
     return Matrix(X, y, np.concatenate(sizes) if sizes else np.zeros(0, int), groups, channels, folds)
@@ -393,7 +403,7 @@ def train(settings: Settings, d: date, force: bool = False) -> dict[str, Any]:
     label = label_column(settings)
     categories = freeze_categories(settings, window.train_days + window.valid_days, window.categorical)
     features = window.features
-    mtrain = build_matrix(settings, window.train_days, features, categories)
+    mtrain = build_matrix(settings, window.train_days, features, categories, extras=False)
     mvalid = build_matrix(settings, window.valid_days, features, categories)
     test_df = _labelled(_read_day(settings, window.test_day), label)
     if len(mtrain.y) == 0 or len(mvalid.y) == 0:
