@@ -322,12 +322,14 @@ def _iso_fast(arr: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.nda
     def byte(k: int) -> np.ndarray:
         return (mat[:, k] if k < mat.shape[1] else zero_col).astype(np.int32)
 
-    def digits(*positions: int) -> np.ndarray:
+    def digits(*positions: int, where: np.ndarray | None = None) -> np.ndarray:
+        """The number at ``positions``; rows (in ``where``) with a non-digit there are not ok."""
         nonlocal ok
         value = np.zeros(n, np.int32)
         for k in positions:
             d = byte(k) - 48
-            ok &= (d >= 0) & (d <= 9)
+            bad = (d < 0) | (d > 9)
+            ok &= ~(bad if where is None else bad & where)
             value = value * 10 + d
         return value
 
@@ -354,7 +356,7 @@ def _iso_fast(arr: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.nda
     with_offset = length >= 24
     sign = np.where(b19 == 45, -1, 1)
     ok &= ~with_offset | (b19 == 43) | (b19 == 45)
-    oh = digits(20, 21) if with_offset.any() else zeros
+    oh = np.where(with_offset, digits(20, 21, where=with_offset), 0)
     om_short = byte(22) * 10 + byte(23) - 528  # +HHMM: minutes at 22-23 ('0' * 11 = 528)
     om_long = byte(23) * 10 + byte(24) - 528  # +HH:MM: minutes at 23-24
     b = (length == 24) & ((byte(22) < 48) | (byte(22) > 57) | (byte(23) < 48) | (byte(23) > 57))
@@ -498,11 +500,11 @@ def normalise_contact_ids(col: pa.Array | pa.ChunkedArray, country_code: str) ->
             digits = pc.replace_substring_regex(sub, r"[^0-9]", "")
             plus = to_mask(pc.starts_with(sub, "+"))
             dbl0 = ~plus & to_mask(pc.starts_with(digits, "00"))
-            length = to_numpy_int(pc.utf8_length(digits))
-            national = ~plus & ~dbl0 & (length <= 11)
+            # one leading trunk '0' is not part of a national number
             nat_digits = pc.if_else(
                 pc.starts_with(digits, "0"), pc.utf8_slice_codeunits(digits, 1, 64), digits
             )
+            national = ~plus & ~dbl0 & (to_numpy_int(pc.utf8_length(nat_digits)) <= 11)
             out = pc.if_else(
                 pa.array(national),
                 pc.binary_join_element_wise(country_code, nat_digits, ""),

@@ -622,6 +622,7 @@ def _contacts_state(settings: Settings, d: date, contacts: pa.Table, attempts: p
             FROM att a
             WHERE NOT EXISTS (SELECT 1 FROM known k WHERE k.person_id = a.person_id AND k.contact_id = a.contact_id)
             GROUP BY person_id, contact_id
+            ORDER BY person_id, contact_id
         """).to_arrow_table()
     finally:
         con.close()
