@@ -46,6 +46,7 @@ def test_same_seed_same_files_other_seed_other_files(tmp_path):
     a = simulate(tmp_path / "a", START, days=3, persons=500, seed=1)
     b = simulate(tmp_path / "b", START, days=3, persons=500, seed=1)
     c = simulate(tmp_path / "c", START, days=3, persons=500, seed=2)
+    assert c["attempts"] != a["attempts"] or c["outcome_mix"] != a["outcome_mix"]
     assert _digest(tmp_path / "a") == _digest(tmp_path / "b")
     assert _digest(tmp_path / "a") != _digest(tmp_path / "c")
     assert {k: v for k, v in a.items() if k not in ("seconds", "landing")} == {
