@@ -98,39 +98,57 @@ def shap_contributions(model: ContactModel, frame: pd.DataFrame, num_threads: in
 
 
 class PathExplainer:
-    """Path (Saabas) contributions per group, from ``pred_leaf`` and per-leaf lookup tables."""
+    """Path (Saabas) contributions per group, from ``pred_leaf`` and per-leaf lookup tables.
+
+    Trees are taken in pairs: the table of a pair is indexed by (leaf of the first, leaf of the
+    second) and holds both trees' group contributions, halving the lookups; tables are stored
+    group-major in float32 and a pair only updates the groups its paths touch. This keeps the
+    explanation of millions of rows to seconds (see docs/scoring.md).
+    """
 
     def __init__(self, model: ContactModel):
         self.model = model
         gm = group_matrix(model.features)
         dump = model.booster.dump_model()
+        self.n_groups = gm.shape[1]
         self.bias = 0.0
-        self.tables: list[np.ndarray] = []
+        tables: list[np.ndarray] = []
         for tree in dump["tree_info"]:
             root = tree["tree_structure"]
-            n_leaves = int(tree["num_leaves"])
-            table = np.zeros((n_leaves, gm.shape[1]), dtype="float64")
+            table = np.zeros((int(tree["num_leaves"]), self.n_groups), dtype=np.float64)
             if "leaf_index" in root:  # a single-leaf tree is a constant
                 self.bias += float(root["leaf_value"])
             else:
                 self.bias += float(root["internal_value"])
-                self._walk(root, np.zeros(gm.shape[1]), table, gm)
-            self.tables.append(table)
+                self._walk(root, table, gm)
+            tables.append(table)
+        self.n_trees = len(tables)
+        self.pairs: list[tuple[int, int | None, int, np.ndarray, list[int]]] = []
+        for i in range(0, len(tables), 2):
+            a = tables[i]
+            if i + 1 < len(tables):
+                b = tables[i + 1]
+                both = (a[:, None, :] + b[None, :, :]).reshape(-1, self.n_groups)
+                j, width = i + 1, b.shape[0]
+            else:
+                both, j, width = a, None, 1
+            groups = [g for g in range(self.n_groups) if np.any(both[:, g] != 0)]
+            self.pairs.append((i, j, width, np.ascontiguousarray(both.T, dtype=np.float32), groups))
 
     @staticmethod
-    def _walk(node: dict, acc: np.ndarray, table: np.ndarray, gm: np.ndarray) -> None:
-        stack = [(node, acc)]
+    def _walk(node: dict, table: np.ndarray, gm: np.ndarray) -> None:
+        stack = [(node, np.zeros(gm.shape[1]))]
         while stack:
-            n, a = stack.pop()
+            n, acc = stack.pop()
             if "leaf_index" in n:
-                table[int(n["leaf_index"])] = a
+                table[int(n["leaf_index"])] = acc
                 continue
             value = float(n["internal_value"])
             g = gm[int(n["split_feature"])]
             for side in ("left_child", "right_child"):
                 child = n[side]
                 child_value = float(child["leaf_value"] if "leaf_index" in child else child["internal_value"])
-                stack.append((child, a + g * (child_value - value)))
+                stack.append((child, acc + g * (child_value - value)))
 
     def contributions(self, frame: pd.DataFrame, num_threads: int = 0) -> np.ndarray:
         """Group contributions (rows x groups); their row sum plus ``bias`` is the raw margin."""
@@ -139,14 +157,23 @@ class PathExplainer:
     def contributions_matrix(self, x, num_threads: int = 0) -> np.ndarray:
         """As ``contributions``, from an already prepared input (frame or float matrix)."""
         n = x.shape[0]
-        out = np.zeros((n, len(_all_groups())))
-        if n == 0:
-            return out
+        if n == 0 or self.n_trees == 0:
+            return np.zeros((n, self.n_groups))
         leaves = self.model.booster.predict(x, pred_leaf=True, num_threads=num_threads)
-        leaves = np.asarray(leaves, dtype=np.int64).reshape(n, -1)
-        for t, table in enumerate(self.tables):
-            out += table[leaves[:, t]]
-        return out
+        lv = np.ascontiguousarray(np.asarray(leaves, dtype=np.int64).reshape(n, -1).T)  # trees x rows
+        out = np.zeros((self.n_groups, n), dtype=np.float32)
+        idx = np.empty(n, dtype=np.int64)
+        tmp = np.empty(n, dtype=np.float32)
+        for i, j, width, table, groups in self.pairs:
+            if j is None:
+                idx[:] = lv[i]
+            else:
+                np.multiply(lv[i], width, out=idx)
+                idx += lv[j]
+            for g in groups:
+                np.take(table[g], idx, out=tmp)
+                out[g] += tmp
+        return out.T.astype(np.float64)
 
 
 def _slot(groups: tuple[Group, ...], idx: np.ndarray, value: np.ndarray, buckets: np.ndarray) -> np.ndarray:

@@ -255,6 +255,17 @@ def model_matrix(model: ContactModel, prepared: pd.DataFrame) -> np.ndarray:
     return x
 
 
+def _feature_values(model: ContactModel, name: str, values: pd.Series) -> np.ndarray:
+    """One context column as model input (category codes or floats), as ``prepare`` would encode it."""
+    if name in model.categories:
+        codes = pd.Categorical(values.astype("string"), categories=model.categories[name]).codes.astype(np.float64)
+        codes[codes < 0] = np.nan
+        return codes
+    arr = np.asarray(pd.to_numeric(values, errors="coerce"), dtype=np.float64)
+    arr[~np.isfinite(arr)] = np.nan
+    return arr
+
+
 class Predictor:
     """Calibrated probabilities from a feature matrix, with stock LightGBM or a compiled model.
 
@@ -341,29 +352,26 @@ def score_frame(
     n = len(df)
     base = model_matrix(model, model.prepare(df))
     probs = np.full((n, len(hours)), -1.0)
-    blocks = []
-    cols = []
-    for j, h in enumerate(hours):
-        rows = np.flatnonzero(allowed[:, j])
-        if len(rows) == 0:
-            continue
-        ctx = add_context(pd.DataFrame(index=pd.RangeIndex(len(rows))), day=valid_from, hour=h)
-        ctx_feats = [c for c in ctx.columns if c in model.features]
-        x = base[rows]
-        if ctx_feats:
-            idx = [model.features.index(c) for c in ctx_feats]
-            x[:, idx] = model_matrix(model, model.prepare(ctx))[:, idx]
-        blocks.append(x)
-        cols.append((j, rows))
+    cols = [(j, h, np.flatnonzero(allowed[:, j])) for j, h in enumerate(hours)]
+    cols = [(j, h, rows) for j, h, rows in cols if len(rows)]
     reason = [reasons.BASELINE_CODE] * n
     best = probs.argmax(axis=1)
-    if blocks:
-        stacked = np.concatenate(blocks)
-        blocks.clear()
+    if cols:
+        # One preallocated (candidate x hour) matrix: each block is the base rows plus its hour's context.
+        stacked = np.empty((sum(len(r) for _, _, r in cols), base.shape[1]), dtype=np.float64)
+        offset = 0
+        for _, h, rows in cols:
+            block = stacked[offset : offset + len(rows)]
+            np.take(base, rows, axis=0, out=block)
+            ctx = add_context(pd.DataFrame(index=pd.RangeIndex(len(rows))), day=valid_from, hour=h)
+            for c in ctx.columns:
+                if c in model.features:
+                    block[:, model.features.index(c)] = _feature_values(model, c, ctx[c])
+            offset += len(rows)
         p = predictor.proba(stacked)
         offset = 0
         starts = []
-        for j, rows in cols:
+        for j, _, rows in cols:
             probs[rows, j] = p[offset : offset + len(rows)]
             starts.append((j, offset, rows))
             offset += len(rows)
