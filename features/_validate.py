@@ -474,6 +474,49 @@ _PHONE_RE = r"^(\+|00)?\(?[0-9][0-9 ().\-/]{5,}$"
 _E164_RE = r"^\+[1-9][0-9]{7,14}$"
 
 
+def _id_flags(col: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(already E.164, contains '@', needs trimming) per value, from the raw bytes of each chunk."""
+    parts = []
+    for arr in _chunks(col):
+        n = len(arr)
+        if n == 0:
+            continue
+        offs, data = _string_buffers(arr)
+        base = offs[0]
+        data = data[base : offs[-1]]
+        start, end = offs[:-1] - base, offs[1:] - base
+        length = end - start
+        if data.size == 0:
+            parts.append((np.zeros(n, bool), np.zeros(n, bool), np.zeros(n, bool)))
+            continue
+        last = data.size - 1
+        # cumulative counts of non-digit bytes and of '@' give per-value counts without a loop
+        nondigit = np.concatenate(([0], np.cumsum((data - 48) > 9, dtype=np.int64)))
+        at = np.concatenate(([0], np.cumsum(data == 64, dtype=np.int64)))
+        first = data[np.minimum(start, last)]
+        second = data[np.minimum(start + 1, last)]
+        final = data[np.maximum(np.minimum(end - 1, last), 0)]
+        valid = length > 0
+        if arr.null_count:
+            valid &= to_mask(pc.is_valid(arr))
+        e164 = (
+            valid
+            & (length >= 9)
+            & (length <= 16)
+            & (first == 43)
+            & (second >= 49)
+            & (second <= 57)
+            & (nondigit[end] - nondigit[start] == 1)
+        )
+        has_at = valid & (at[end] - at[start] > 0)
+        # ASCII whitespace or a non-ASCII byte (maybe Unicode space) at either end: trim
+        edge = (first <= 32) | (first >= 128) | (final <= 32) | (final >= 128)
+        parts.append((e164, has_at, valid & edge))
+    if not parts:
+        return np.zeros(0, bool), np.zeros(0, bool), np.zeros(0, bool)
+    return tuple(np.concatenate(x) for x in zip(*parts, strict=True))  # type: ignore[return-value]
+
+
 def normalise_contact_ids(col: pa.Array | pa.ChunkedArray, country_code: str) -> pa.Array | pa.ChunkedArray:
     """E.164 for phone numbers, lower case for e-mails (anything with an ``@``), others trimmed.
 
@@ -481,14 +524,20 @@ def normalise_contact_ids(col: pa.Array | pa.ChunkedArray, country_code: str) ->
     longer digit strings, ``+...`` and ``00...`` are taken as international. A phone-looking
     value that does not come out as 8-15 digits is kept as given (an opaque id).
     """
-    s = pc.utf8_trim_whitespace(col)
-    e164 = to_mask(pc.match_substring_regex(s, _E164_RE))
+    e164, has_at, spaced = _id_flags(col)
+    s = col
+    if spaced.any():
+        s = pc.utf8_trim_whitespace(col)
+        e164, has_at, _ = _id_flags(s)
     if e164.all():
         return s
     rest = ~e164
-    email = rest & to_mask(pc.match_substring(s, "@"))
+    email = rest & has_at
     if email.any():
-        s = pc.replace_with_mask(s, pa.array(email), _contiguous(pc.utf8_lower(s.filter(pa.array(email)))))
+        sub = _contiguous(s.filter(pa.array(email)))
+        ascii_only = sub.buffers()[2] is None or _string_buffers(sub)[1].max(initial=0) < 128
+        lowered = pc.ascii_lower(sub) if ascii_only else pc.utf8_lower(sub)
+        s = pc.replace_with_mask(s, pa.array(email), lowered)
     maybe = np.flatnonzero(rest & ~email)
     if maybe.size:
         sub = _contiguous(pc.take(s, pa.array(maybe)))
