@@ -155,15 +155,21 @@ def _bucket_case() -> str:
     return f"CASE {whens} WHEN local_hour IS NOT NULL THEN 'night' END"
 
 
+def _count_if(pred: str) -> str:
+    return "count(*)::INTEGER" if pred == "TRUE" else f"sum(CASE WHEN {pred} THEN 1 ELSE 0 END)::INTEGER"
+
+
+def _sum_if(expr: str, pred: str) -> str:
+    return f"sum(CASE WHEN {pred} THEN {expr} ELSE 0 END)"
+
+
 def _agg_sql(src: str) -> str:
     """Per (person, contact, date) aggregates of the attempts relation ``src`` (with a ``date``)."""
-    kinds = ",\n  ".join(
-        f"count(*) FILTER (WHERE {pred})::INTEGER AS {k}" if pred != "TRUE" else f"count(*)::INTEGER AS {k}"
-        for k, pred in KINDS.items()
-    )
+    # sum(CASE ...) rather than FILTER: DuckDB runs it ~2.5x faster with many aggregates.
+    kinds = ",\n  ".join(f"{_count_if(pred)} AS {k}" for k, pred in KINDS.items())
     buckets = ",\n  ".join(
-        f"count(*) FILTER (WHERE bucket = '{b}')::INTEGER AS attempts_{b},\n  "
-        f"count(*) FILTER (WHERE bucket = '{b}' AND is_reach)::INTEGER AS reach_{b}"
+        f"{_count_if(f'bucket = {chr(39)}{b}{chr(39)}')} AS attempts_{b},\n  "
+        f"{_count_if(f'bucket = {chr(39)}{b}{chr(39)} AND is_reach')} AS reach_{b}"
         for b in BUCKETS
     )
     return f"""
@@ -180,7 +186,7 @@ SELECT person_id, contact_id, date,
   arg_max_null(campaign_id, rn) AS last_campaign,
   {kinds},
   {buckets},
-  (count(*) - coalesce(max(rn) FILTER (WHERE is_reach), 0))::INTEGER AS tail_fail
+  (count(*) - coalesce(max(CASE WHEN is_reach THEN rn END), 0))::INTEGER AS tail_fail
 FROM a GROUP BY person_id, contact_id, date
 """
 
@@ -188,8 +194,7 @@ FROM a GROUP BY person_id, contact_id, date
 def _pop_sql(src: str) -> str:
     return f"""
 SELECT date, campaign_id, channel, count(*)::INTEGER AS n,
-  count(*) FILTER (WHERE {KINDS['reach']})::INTEGER AS reach,
-  count(*) FILTER (WHERE {KINDS['conv']})::INTEGER AS conv
+  {_count_if(KINDS['reach'])} AS reach, {_count_if(KINDS['conv'])} AS conv
 FROM {src} GROUP BY ALL"""
 
 
@@ -250,19 +255,19 @@ def _state_direct_sql(agg: str, cs: str, x: date) -> str:
     counts = []
     for k in KINDS:
         for w in WINDOWS:
-            counts.append(f"coalesce(sum({k}) FILTER (WHERE date > {X} - {w}), 0)::INTEGER AS {k}_{w}d")
+            counts.append(f"coalesce({_sum_if(k, f'date > {X} - {w}')}, 0)::INTEGER AS {k}_{w}d")
     hist = f"date > {X} - {HISTORY_WINDOW}"
     for b in BUCKETS:
-        counts.append(f"coalesce(sum(attempts_{b}) FILTER (WHERE {hist}), 0)::INTEGER AS attempt_hour_{b}")
-        counts.append(f"coalesce(sum(reach_{b}) FILTER (WHERE {hist}), 0)::INTEGER AS reach_hour_{b}")
+        counts.append(f"coalesce({_sum_if(f'attempts_{b}', hist)}, 0)::INTEGER AS attempt_hour_{b}")
+        counts.append(f"coalesce({_sum_if(f'reach_{b}', hist)}, 0)::INTEGER AS reach_hour_{b}")
     for i in range(7):
-        counts.append(f"coalesce(sum(reach) FILTER (WHERE {hist} AND isodow(date) = {i + 1}), 0)::INTEGER AS reach_dow_{i}")
+        counts.append(f"coalesce({_sum_if('reach', f'{hist} AND isodow(date) = {i + 1}')}, 0)::INTEGER AS reach_dow_{i}")
     for h in HALF_LIVES:
         for k in ("attempts", "reach"):
             # DECIMAL terms make the sum exact, so the result does not depend on thread scheduling.
             counts.append(f"sum(({k} * pow(0.5, ({X} - date) / {float(h)}))::DECIMAL(38, 12))::DOUBLE AS d{k}_hl{h}")
     dates = [
-        f"{'min' if c.startswith('first') else 'max'}(date) FILTER (WHERE {_DATE_PRED[c]}) AS {c}" for c in _DATE_COLS
+        f"{'min' if c.startswith('first') else 'max'}(CASE WHEN {_DATE_PRED[c]} THEN date END) AS {c}" for c in _DATE_COLS
     ]
     g_cols = ",\n    ".join(counts + dates)
     fill = ",\n  ".join(
@@ -481,11 +486,11 @@ def _assemble_sql(con, rows: str, passthrough: list[str], st: str, attrs: str, p
     p_cols = [f"sum({c})::INTEGER AS {c}" for c in _COUNT_COLS]
     p_cols += [f"sum({c}{dec})::DOUBLE AS {c}" for c in _DECAY_COLS]
     p_cols += ["max(last_attempt) AS last_attempt", "max(last_reach) AS last_reach", "count(*)::INTEGER AS n_addresses",
-               "count(*) FILTER (WHERE live)::INTEGER AS n_live",
+               "sum(CASE WHEN live THEN 1 ELSE 0 END)::INTEGER AS n_live",
                "max((first_reach IS NOT NULL AND dormant)::INTEGER)::INTEGER AS came_back",
                "arg_max(last_campaign, {'ts': last_ts, 'c': contact_id}) FILTER (WHERE last_ts IS NOT NULL "
                "AND last_campaign IS NOT NULL) AS last_campaign"]  # fmt: skip
-    p_cols += [f"coalesce(sum(reach_365d) FILTER (WHERE channel = '{c}'), 0)::INTEGER AS reach_ch_{c}" for c in CHANNELS_FOR_SHARES]
+    p_cols += [f"{_sum_if('reach_365d', f'channel = {chr(39)}{c}{chr(39)}')}::INTEGER AS reach_ch_{c}" for c in CHANNELS_FOR_SHARES]
     p_cols += [f"sum(reach_hour_{b})::INTEGER AS reach_hour_{b}" for b in BUCKETS]
 
     f = [f"r.{c}" for c in passthrough]
@@ -519,7 +524,7 @@ def _assemble_sql(con, rows: str, passthrough: list[str], st: str, attrs: str, p
 
     def g_rates(where: str = "") -> str:
         return ", ".join(
-            f"(sum({k}) FILTER (WHERE date > {X} - {w}))::DOUBLE / nullif(sum(n) FILTER (WHERE date > {X} - {w}), 0) AS {k}_{w}d"
+            f"({_sum_if(k, f'date > {X} - {w}')})::DOUBLE / nullif({_sum_if('n', f'date > {X} - {w}')}, 0) AS {k}_{w}d"
             for w in (7, 30)
             for k in ("reach", "conv")
         )
@@ -666,10 +671,11 @@ def build_features(settings: Settings, d: date, full: bool = False) -> dict[str,
                 _write_state(settings, con, prev_day, None, True, prev_dir)
             t1 = time.perf_counter()
             with atomic_dir(partition_dir(settings, STATE, d)) as stage:
-                mode = _write_state(settings, con, d, prev_dir, full or not prev_ok, stage)
+                # Always one incremental step onto the state of d-1 (read, or computed directly just above).
+                mode = _write_state(settings, con, d, prev_dir, False, stage)
                 state_rows = _count(con, stage / DATA_FILE)
             timings["state"] = time.perf_counter() - t1
-            mode = "full" if full else mode
+            mode = "full" if full else (mode if prev_ok else "direct")
 
             t1 = time.perf_counter()
             cur_dir = partition_dir(settings, STATE, d)
