@@ -56,12 +56,26 @@ def _csv_header(path: Path) -> list[str]:
     return first
 
 
-def read_landing_file(path: Path) -> pa.Table:
+@dataclass(frozen=True)
+class BadLine:
+    """A CSV line the parser could not split into the header's columns."""
+
+    row_number: int  # 1-based data row (physical line - 1)
+    text: str
+    expected: int
+    actual: int
+
+
+def read_landing_file(path: Path) -> tuple[pa.Table, list[BadLine], np.ndarray | None]:
     """Read one CSV (every column as string) or Parquet file; raise UnreadableFile on failure.
 
-    Column names are stripped and lower-cased. A UTF-8 BOM is accepted.
+    Returns (table, bad lines, row numbers of the table's rows or None for 1..n). A CSV line with
+    the wrong number of fields is skipped and reported, not fatal. Column names are stripped and
+    lower-cased. A UTF-8 BOM is accepted.
     """
     path = Path(path)
+    bad: list[BadLine] = []
+    row_numbers = None
     if path.suffix.lower() == ".parquet":
         try:
             table = pq.read_table(path)
@@ -82,28 +96,42 @@ def read_landing_file(path: Path) -> pa.Table:
             null_values=[""],
             quoted_strings_can_be_null=False,
         )
-        table = None
-        for newlines in (False, True):  # values with embedded newlines need the slower parser
-            try:
+        try:  # fast path: multi-threaded, no embedded newlines, every line well-formed
+            table = pacsv.read_csv(path, convert_options=convert)
+        except pa.ArrowInvalid as exc:
+            if "UTF8" in str(exc) or "UTF-8" in str(exc):
+                raise UnreadableFile(
+                    "unreadable_file", f"{path}: {type(exc).__name__}: {_one_line(exc)}", _count_lines(path)
+                ) from None
+
+            def skip(row) -> str:  # called once per malformed line only
+                bad.append(
+                    BadLine(int(row.number or 0) - 1, row.text, row.expected_columns, row.actual_columns)
+                )
+                return "skip"
+
+            try:  # slow path: single-threaded so skipped lines carry their line number
                 table = pacsv.read_csv(
                     path,
-                    parse_options=pacsv.ParseOptions(newlines_in_values=newlines),
+                    read_options=pacsv.ReadOptions(use_threads=False),
+                    parse_options=pacsv.ParseOptions(newlines_in_values=True, invalid_row_handler=skip),
                     convert_options=convert,
                 )
-                break
-            except pa.ArrowInvalid as exc:
-                error = exc
-                if "UTF8" in str(exc) or "UTF-8" in str(exc):
-                    break
-            except Exception as exc:  # noqa: BLE001
-                error = exc
-                break
-        if table is None:
+            except Exception as exc2:  # noqa: BLE001
+                raise UnreadableFile(
+                    "unreadable_file", f"{path}: {type(exc2).__name__}: {_one_line(exc2)}", _count_lines(path)
+                ) from None
+            if bad:
+                skipped = np.array([b.row_number for b in bad])
+                row_numbers = np.setdiff1d(np.arange(1, table.num_rows + len(bad) + 1), skipped)[
+                    : table.num_rows
+                ]
+        except Exception as exc:  # noqa: BLE001
             raise UnreadableFile(
-                "unreadable_file", f"{path}: {type(error).__name__}: {_one_line(error)}", _count_lines(path)
-            )
+                "unreadable_file", f"{path}: {type(exc).__name__}: {_one_line(exc)}", _count_lines(path)
+            ) from None
     names = [str(c).strip().lower() for c in table.column_names]
-    return table.rename_columns(names)
+    return table.rename_columns(names), bad, row_numbers
 
 
 def _one_line(exc: BaseException) -> str:

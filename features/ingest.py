@@ -196,7 +196,7 @@ def _ingest_file(kind: str, path: Path, ctx: _Ctx, out: _KindOut) -> None:
     out.files += 1
     spec = SPECS[kind]
     try:
-        table = v.read_landing_file(path)
+        table, bad_lines, row_numbers = v.read_landing_file(path)
         cols = set(table.column_names)
         missing = [c for c in spec.required if c not in cols]
         if spec.one_of and not cols.intersection(spec.one_of):
@@ -217,7 +217,12 @@ def _ingest_file(kind: str, path: Path, ctx: _Ctx, out: _KindOut) -> None:
         out.quarantine.append(_file_quarantine_row(path, exc.reason, exc.detail, column))
         log.warning("quarantined whole file: %s", exc.detail)
         return
-    out.read += table.num_rows
+    out.read += table.num_rows + len(bad_lines)
+    if bad_lines:
+        out.quarantined += len(bad_lines)
+        out.reasons["bad_row_shape"] += len(bad_lines)
+        out.first_bad_file = out.first_bad_file or str(path)
+        out.quarantine.append(_bad_lines_quarantine(bad_lines, path))
     validate = {
         "attempts": _validate_attempts,
         "contacts": _validate_contacts,
@@ -230,7 +235,7 @@ def _ingest_file(kind: str, path: Path, ctx: _Ctx, out: _KindOut) -> None:
         out.quarantined += bad.size
         out.reasons.update(Counter(rejects.reason[bad].tolist()))
         out.first_bad_file = out.first_bad_file or str(path)
-        out.quarantine.append(_row_quarantine(table, rejects, bad, path))
+        out.quarantine.append(_row_quarantine(table, rejects, bad, path, row_numbers))
     out.clean.append(clean)
 
 
@@ -246,7 +251,23 @@ def _file_quarantine_row(path: Path, reason: str, error: str, column: str | None
     )
 
 
-def _row_quarantine(table: pa.Table, rejects: v.Rejects, bad: np.ndarray, path: Path) -> pa.Table:
+def _bad_lines_quarantine(lines: list[v.BadLine], path: Path) -> pa.Table:
+    return pa.table(
+        {
+            "_source_file": pa.array([str(path)] * len(lines), pa.string()),
+            "_row_number": pa.array([b.row_number for b in lines], pa.int64()),
+            "_column": pa.nulls(len(lines), pa.string()),
+            "_reason": pa.array(["bad_row_shape"] * len(lines), pa.string()),
+            "_error": pa.array(
+                [f"expected {b.expected} fields, got {b.actual}: {b.text[:200]}" for b in lines]
+            ),
+        }
+    )
+
+
+def _row_quarantine(
+    table: pa.Table, rejects: v.Rejects, bad: np.ndarray, path: Path, row_numbers: np.ndarray | None = None
+) -> pa.Table:
     idx = pa.array(bad)
     cols = {
         name: v.as_string(table.column(name).take(idx))
@@ -254,7 +275,7 @@ def _row_quarantine(table: pa.Table, rejects: v.Rejects, bad: np.ndarray, path: 
         if not name.startswith("_")
     }
     cols["_source_file"] = pa.array([str(path)] * bad.size, pa.string())
-    cols["_row_number"] = pa.array(bad + 1, pa.int64())
+    cols["_row_number"] = pa.array(bad + 1 if row_numbers is None else row_numbers[bad], pa.int64())
     cols["_column"] = pa.array(rejects.column[bad].tolist(), pa.string())
     cols["_reason"] = pa.array(rejects.reason[bad].tolist(), pa.string())
     cols["_error"] = pa.nulls(bad.size, pa.string())

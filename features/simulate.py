@@ -539,25 +539,35 @@ def simulate(
             _write(landing, "persons", day, pa.table(pcols), fmt)
 
     # Ground truth at the end: every address of every living person, each hour, on the next day.
+    # Written in slices of addresses so memory stays bounded for large worlds.
     end_next = start + timedelta(days=days)
-    a = np.flatnonzero(w.alive[w.a_person])
-    hours = np.arange(24)
-    aa = np.repeat(a, 24)
-    hh = np.tile(hours, a.size)
-    pr = w.p_reach(aa, hh, np.full(aa.size, end_next.weekday()))
+    live_addresses = np.flatnonzero(w.alive[w.a_person])
     ids = w.ids()
-    truth = pa.table(
-        {
-            "person_id": person_ids.take(pa.array(w.a_person[aa])),
-            "contact_id": ids.take(pa.array(aa)),
-            "channel": pa.array(np.array(CHANNELS)[w.a_channel[aa]]),
-            "hour": pa.array(hh.astype("int8")),
-            "p_reach": pa.array(pr),
-            "active": pa.array(w.a_active[aa]),
-            "status": pa.array(np.array(["valid", "dead", "reassigned"])[w.a_status[aa]]),
-        }
-    )
-    pq.write_table(truth, landing / "truth.parquet", compression="zstd")
+    channels, statuses = np.array(CHANNELS), np.array(["valid", "dead", "reassigned"])
+    writer = None
+    try:
+        for lo in range(0, max(live_addresses.size, 1), 50_000):
+            a = live_addresses[lo : lo + 50_000]
+            aa = np.repeat(a, 24)
+            hh = np.tile(np.arange(24), a.size)
+            pr = w.p_reach(aa, hh, np.full(aa.size, end_next.weekday()))
+            part = pa.table(
+                {
+                    "person_id": person_ids.take(pa.array(w.a_person[aa])),
+                    "contact_id": ids.take(pa.array(aa)),
+                    "channel": pa.array(channels[w.a_channel[aa]]),
+                    "hour": pa.array(hh.astype("int8")),
+                    "p_reach": pa.array(pr, pa.float64()),
+                    "active": pa.array(w.a_active[aa]),
+                    "status": pa.array(statuses[w.a_status[aa]]),
+                }
+            )
+            if writer is None:
+                writer = pq.ParquetWriter(landing / "truth.parquet", part.schema, compression="zstd")
+            writer.write_table(part)
+    finally:
+        if writer is not None:
+            writer.close()
     pq.write_table(pa.concat_tables(truth_parts), landing / "truth_attempts.parquet", compression="zstd")
 
     mix = {o: round(c / max(n_attempts, 1), 4) for o, c in counts.items()}

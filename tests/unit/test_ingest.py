@@ -485,3 +485,22 @@ def test_persons_types_and_type_change_quarantine(settings, tmp_path):
     ]
     p2 = read_partition(settings, "persons", D)
     assert p2.schema.field("segment").type == pa.string() and p2.num_rows == 30
+
+
+def test_malformed_csv_lines_are_quarantined_and_later_row_numbers_stay_true(settings, tmp_path):
+    rows = good_rows(40)
+    rows[20]["channel"] = "fax"
+    path = write_csv(tmp_path, "attempts", rows)
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    lines[3] = lines[3].rstrip("\n") + ",extra\n"  # data row 3: one field too many
+    lines[7] = "A9999,P1\n"  # data row 7: too few
+    path.write_text("".join(lines), encoding="utf-8")
+    report = ingest(settings.replace(quarantine_threshold=0.1), D, landing=tmp_path)
+    q = sorted(quarantine(settings, "attempts"), key=lambda r: r["_row_number"])
+    assert [(r["_row_number"], r["_reason"]) for r in q] == [
+        (3, "bad_row_shape"),
+        (7, "bad_row_shape"),
+        (21, "bad_channel"),
+    ]
+    assert "expected 8 fields, got 9" in q[0]["_error"] and q[2]["attempt_id"] == "A0020"
+    assert report["kinds"]["attempts"]["read"] == 40 and report["kinds"]["attempts"]["kept"] == 37

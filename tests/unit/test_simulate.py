@@ -31,7 +31,7 @@ def _read_kind(root: Path, kind: str):
 
     tables = []
     for p in sorted((root / kind).glob("date=*/part-0.*")):
-        t = pq.read_table(p) if p.suffix == ".parquet" else read_landing_file(p)  # CSV: all strings
+        t = pq.read_table(p) if p.suffix == ".parquet" else read_landing_file(p)[0]  # CSV: all strings
         tables.append(t.append_column("date", pa.array([p.parent.name[5:]] * t.num_rows)))
     return pa.concat_tables(tables, promote_options="permissive")
 
