@@ -11,6 +11,7 @@ import pyarrow as pa
 import pytest
 
 from contactrank.errors import NotReady
+from contactrank.settings import Settings
 from features.features import add_context, build_features, load_features, load_training
 from features.lake import write_partition
 from features.schema import ATTEMPTS, CONTACTS_STATE
@@ -40,8 +41,10 @@ CANDIDATES = [  # person, contact, channel, source, active, first_seen day
 ]
 
 
-@pytest.fixture
-def lake(settings):
+@pytest.fixture(scope="module")
+def lake(tmp_path_factory):
+    """Built once for the module (read-only for the tests); plain Settings: no env or config file."""
+    settings = Settings(home=tmp_path_factory.mktemp("features") / "home")
     for day in range(5):
         rows = ATTEMPTS_BY_DAY.get(day, [])
         write_partition(settings, "attempts", D0 + timedelta(days=day),
