@@ -130,8 +130,22 @@ def fit_logreg(train: pd.DataFrame, features: list[str]):
     nums = [c for c in features if c not in cats]
     pre = ColumnTransformer(
         [
-            ("num", make_pipeline(SimpleImputer(strategy="median", add_indicator=True, keep_empty_features=True), StandardScaler()), nums),
-            ("cat", make_pipeline(SimpleImputer(strategy="constant", fill_value="missing"), OneHotEncoder(handle_unknown="ignore")), cats),
+            (
+                "num",
+                make_pipeline(
+                    SimpleImputer(strategy="median", add_indicator=True, keep_empty_features=True),
+                    StandardScaler(),
+                ),
+                nums,
+            ),
+            (
+                "cat",
+                make_pipeline(
+                    SimpleImputer(strategy="constant", fill_value="missing"),
+                    OneHotEncoder(handle_unknown="ignore"),
+                ),
+                cats,
+            ),
         ]
     )
     model = make_pipeline(pre, LogisticRegression(max_iter=2000, C=1.0))
@@ -175,7 +189,9 @@ class Models:
             if len(self.cache) >= 3:  # champion and challenger, plus one being replaced
                 del self.cache[min(self.cache)]
             self.cache[version] = load_version(self.settings, version)
-        return np.asarray(self.cache[version].predict_proba(df, num_threads=self.settings.num_threads), dtype="float64")
+        return np.asarray(
+            self.cache[version].predict_proba(df, num_threads=self.settings.num_threads), dtype="float64"
+        )
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -255,14 +271,25 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         for x in [x for x in day_rows if x < d - timedelta(days=settings.train_window_days + 1)]:
             del day_rows[x]  # outside every future window
         if (i + 1) % 30 == 0 or d == end:
-            log.info("%s (%d/%d days) %.0fs, %d trainings, gate %s", d, i + 1, n_days, time.perf_counter() - t0, len(trainings), gates)
+            log.info(
+                "%s (%d/%d days) %.0fs, %d trainings, gate %s",
+                d,
+                i + 1,
+                n_days,
+                time.perf_counter() - t0,
+                len(trainings),
+                gates,
+            )
 
     publish: dict[str, Any] = {}
     for step in ("score", "publish"):
         try:
             t = time.perf_counter()
             res = run_step(step, settings, end, landing)
-            publish[step] = {"seconds": round(time.perf_counter() - t, 1), **{k: res.get(k) for k in ("rows", "status", "model_version", "path") if k in res}}
+            publish[step] = {
+                "seconds": round(time.perf_counter() - t, 1),
+                **{k: res.get(k) for k in ("rows", "status", "model_version", "path") if k in res},
+            }
         except Exception as exc:  # noqa: BLE001 - reported, the evaluation stands on its own
             publish[step] = {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"}
             break
@@ -339,7 +366,9 @@ def write_notes(result: dict[str, Any], path: Path, command: str) -> None:
         + f". Score and publish on the last day: {r['publish_last_day']}.",
         "",
         "Forward evaluation: each day's calls scored before the models saw that day (features of the end of the day "
-        "before). Person attributes reaching the model: " + (", ".join(f"`{x}`" for x in r["attributes"]) or "**none**") + ".",
+        "before). Person attributes reaching the model: "
+        + (", ".join(f"`{x}`" for x in r["attributes"]) or "**none**")
+        + ".",
         "",
         "| model (forward, pooled rows) | rows | AUC | lift@10% | recall@top 50% | mean within-day AUC |",
         "|---|---|---|---|---|---|",
@@ -395,7 +424,11 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
     result = run(args)
     if args.notes:
-        write_notes(result, Path(args.notes), "python bench/bank_marketing.py " + " ".join(argv if argv is not None else sys.argv[1:]))
+        write_notes(
+            result,
+            Path(args.notes),
+            "python bench/bank_marketing.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        )
     print(json.dumps(result, sort_keys=True, default=str))
     return 0
 

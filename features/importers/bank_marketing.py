@@ -67,7 +67,16 @@ ADDITIONAL_COLUMNS = (
 )  # fmt: skip
 # Columns that describe the call itself (its date or its result): never person attributes.
 NOT_ATTRIBUTES = frozenset({"contact", "day", "month", "day_of_week", "duration", "campaign", "y"})
-ATTEMPT_COLUMNS = ("attempt_id", "person_id", "contact_id", "channel", "attempted_at", "outcome", "campaign_id", "duration_s")
+ATTEMPT_COLUMNS = (
+    "attempt_id",
+    "person_id",
+    "contact_id",
+    "channel",
+    "attempted_at",
+    "outcome",
+    "campaign_id",
+    "duration_s",
+)
 CONTACT_COLUMNS = ("person_id", "contact_id", "channel", "source", "updated_at")
 UPDATE_HOUR = 18  # local hour of the day-before delivery of contacts and persons
 MAX_YEAR_WRAPS = 5  # more month wraps than this: the rows are not in time order (bank.csv is shuffled)
@@ -130,15 +139,21 @@ def import_bank_marketing(
         if col in NOT_ATTRIBUTES:
             continue
         persons[col.replace(".", "_")] = raw[col].to_numpy()
-    persons.insert(persons.columns.get_loc("pdays"), "campaign_prior_calls", pd.to_numeric(raw["campaign"]) - 1)
+    persons.insert(
+        persons.columns.get_loc("pdays"), "campaign_prior_calls", pd.to_numeric(raw["campaign"]) - 1
+    )
     persons["_date"] = before
     assert "duration" not in persons.columns  # the one rule this importer exists to keep
 
     first, last = min(dates), max(dates)
     files = 0
-    files += _write_kind(landing / "attempts", attempts, first - timedelta(days=1), last, list(ATTEMPT_COLUMNS))
+    files += _write_kind(
+        landing / "attempts", attempts, first - timedelta(days=1), last, list(ATTEMPT_COLUMNS)
+    )
     files += _write_kind(landing / "contacts", contacts, None, None, list(CONTACT_COLUMNS))
-    files += _write_kind(landing / "persons", persons, None, None, [c for c in persons.columns if c != "_date"])
+    files += _write_kind(
+        landing / "persons", persons, None, None, [c for c in persons.columns if c != "_date"]
+    )
     out = {
         "dataset": "bank-marketing",
         "variant": variant,
@@ -156,7 +171,10 @@ def import_bank_marketing(
         "local_hour": hour,
         "files": files,
     }
-    log.info("bank-marketing import: %s", {k: out[k] for k in ("variant", "rows", "days", "first_date", "last_date")})
+    log.info(
+        "bank-marketing import: %s",
+        {k: out[k] for k in ("variant", "rows", "days", "first_date", "last_date")},
+    )
     return out
 
 
@@ -188,10 +206,14 @@ def _read(path: Path, limit: int | None) -> tuple[pd.DataFrame, str]:
         bad = ~raw[col].str.fullmatch(r"\d+")
         if bad.any():
             row = int(np.flatnonzero(bad)[0]) + 1
-            raise InputError(f"{path}: data row {row}, column {col!r}: {raw[col].iloc[row - 1]!r} is not a count")
+            raise InputError(
+                f"{path}: data row {row}, column {col!r}: {raw[col].iloc[row - 1]!r} is not a count"
+            )
     if (raw["campaign"].astype(int) < 1).any():
         row = int(np.flatnonzero(raw["campaign"].astype(int) < 1)[0]) + 1
-        raise InputError(f"{path}: data row {row}, column 'campaign': must be at least 1 (it counts the last call)")
+        raise InputError(
+            f"{path}: data row {row}, column 'campaign': must be at least 1 (it counts the last call)"
+        )
     return raw, variant
 
 
@@ -200,7 +222,9 @@ def _month_index(raw: pd.DataFrame, path: Path) -> np.ndarray:
     bad = ~month.isin(MONTHS)
     if bad.any():
         row = int(np.flatnonzero(bad)[0]) + 1
-        raise InputError(f"{path}: data row {row}, column 'month': {raw['month'].iloc[row - 1]!r} is not a month")
+        raise InputError(
+            f"{path}: data row {row}, column 'month': {raw['month'].iloc[row - 1]!r} is not a month"
+        )
     return month.map({m: i + 1 for i, m in enumerate(MONTHS)}).to_numpy()
 
 
@@ -226,7 +250,9 @@ def _dates(raw: pd.DataFrame, variant: str, start_year: int, path: Path) -> list
             try:
                 out.append(date(int(y), int(m), int(dd)))
             except (ValueError, TypeError):
-                raise InputError(f"{path}: data row {i + 1}: day {raw['day'].iloc[i]!r} of {MONTHS[m - 1]} {y} is not a date") from None
+                raise InputError(
+                    f"{path}: data row {i + 1}: day {raw['day'].iloc[i]!r} of {MONTHS[m - 1]} {y} is not a date"
+                ) from None
         return out
     return _dates_from_weekdays(raw, years, months, path)
 
@@ -236,7 +262,9 @@ def _dates_from_weekdays(raw: pd.DataFrame, years: np.ndarray, months: np.ndarra
     bad = ~dow.isin(WEEKDAYS)
     if bad.any():
         row = int(np.flatnonzero(bad)[0]) + 1
-        raise InputError(f"{path}: data row {row}, column 'day_of_week': {raw['day_of_week'].iloc[row - 1]!r} is not a weekday")
+        raise InputError(
+            f"{path}: data row {row}, column 'day_of_week': {raw['day_of_week'].iloc[row - 1]!r} is not a weekday"
+        )
     wd = dow.map({d: i for i, d in enumerate(WEEKDAYS)}).to_numpy()
     key = years * 1000 + months * 10 + wd
     starts = np.flatnonzero(np.concatenate([[True], key[1:] != key[:-1]]))
@@ -272,7 +300,9 @@ def _stamps(dates: list[date], hour: int) -> list[str]:
     return out
 
 
-def _write_kind(folder: Path, df: pd.DataFrame, fill_from: date | None, fill_to: date | None, columns: list[str]) -> int:
+def _write_kind(
+    folder: Path, df: pd.DataFrame, fill_from: date | None, fill_to: date | None, columns: list[str]
+) -> int:
     """One ``date=D/part-0.csv`` per date of ``df`` (and header-only files on the empty days of
     [fill_from, fill_to]); returns the number of files written."""
     groups = {d: g for d, g in df.groupby("_date", sort=True)}

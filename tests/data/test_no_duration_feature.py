@@ -46,7 +46,9 @@ def duration_leaks(df: pd.DataFrame, duration: pd.Series) -> list[str]:
 
 def test_the_check_catches_a_leak() -> None:
     duration = pd.Series(np.arange(50, dtype="float64") * 7 % 31)
-    df = pd.DataFrame({"f_attr_age": np.arange(50) % 5, "f_attr_talk": duration * 60, "f_c_duration_s": 1.0, "x": duration})
+    df = pd.DataFrame(
+        {"f_attr_age": np.arange(50) % 5, "f_attr_talk": duration * 60, "f_c_duration_s": 1.0, "x": duration}
+    )
     assert duration_leaks(df, duration) == ["f_attr_talk", "f_c_duration_s"]
 
 
@@ -66,14 +68,24 @@ def test_duration_never_reaches_a_feature(settings) -> None:
         d += timedelta(days=1)
 
     lake = settings.lake
-    training = pd.concat(pd.read_parquet(p) for p in sorted((lake / "training").glob("date=*/part-0.parquet")))
-    attempts = pd.concat(pd.read_parquet(p) for p in sorted((lake / "attempts").glob("date=*/part-0.parquet")))
+    training = pd.concat(
+        pd.read_parquet(p) for p in sorted((lake / "training").glob("date=*/part-0.parquet"))
+    )
+    attempts = pd.concat(
+        pd.read_parquet(p) for p in sorted((lake / "attempts").glob("date=*/part-0.parquet"))
+    )
     assert len(training) == len(attempts) == out["rows"]
     assert attempts["duration_s"].notna().all()  # duration did arrive, as an outcome of the attempt
     joined = training.merge(attempts[["attempt_id", "duration_s"]], on="attempt_id", validate="one_to_one")
 
     features = [c for c in training.columns if c.startswith("f_")]
-    assert {"f_attr_age", "f_attr_balance", "f_attr_job", "f_attr_campaign_prior_calls", "f_attr_poutcome"} <= set(features)
+    assert {
+        "f_attr_age",
+        "f_attr_balance",
+        "f_attr_job",
+        "f_attr_campaign_prior_calls",
+        "f_attr_poutcome",
+    } <= set(features)
     # the person attributes are the ones the importer delivered, joined point-in-time
     row = joined.loc[joined["attempt_id"] == "bm000001-a"].iloc[0]
     assert row["f_attr_age"] == 58 and row["f_attr_balance"] == 2143 and row["f_attr_job"] == "management"

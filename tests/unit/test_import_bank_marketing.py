@@ -18,7 +18,9 @@ DATA = Path("/work/shared/datasets/bank_marketing")
 FULL = DATA / "bank-full.csv"
 ADDITIONAL = DATA / "bank-additional-full.csv"
 
-pytestmark = pytest.mark.skipif(not FULL.is_file(), reason="the shared Bank Marketing files are not on this machine")
+pytestmark = pytest.mark.skipif(
+    not FULL.is_file(), reason="the shared Bank Marketing files are not on this machine"
+)
 
 
 def _rows(path: Path) -> list[dict[str, str]]:
@@ -67,7 +69,9 @@ def test_slice_maps_rows_to_attempts_contacts_persons(tmp_path: Path) -> None:
         ts = datetime.fromisoformat(a["attempted_at"])
         assert ts.utcoffset() == timedelta(hours=1)  # Lisbon summer time in May 2008
         assert ts.hour == 12 and ts.date() == date(2008, 5, int(row["day"]))
-        expected = "converted" if row["y"] == "yes" else ("no_answer" if row["duration"] == "0" else "right_party")
+        expected = (
+            "converted" if row["y"] == "yes" else ("no_answer" if row["duration"] == "0" else "right_party")
+        )
         assert a["outcome"] == expected
         assert float(a["duration_s"]) == float(row["duration"])
 
