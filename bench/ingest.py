@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing as mp
+import os
 import platform
 import resource
 import shutil
@@ -78,6 +79,7 @@ def _child(task: str, path: str, home: str, queue: mp.Queue) -> None:
     from features.ingest import ingest
 
     settings = load_settings(home=Path(home))
+    r0 = resource.getrusage(resource.RUSAGE_SELF)
     t0 = time.perf_counter()
     if task == "bare":
         table = pacsv.read_csv(path) if path.endswith(".csv") else pq.read_table(path)
@@ -86,8 +88,9 @@ def _child(task: str, path: str, home: str, queue: mp.Queue) -> None:
         report = ingest(settings, DAY, landing=Path(path).parents[2])
         rows = report["kinds"]["attempts"]["read"]
     seconds = time.perf_counter() - t0
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    queue.put({"rows": rows, "seconds": seconds, "peak_rss": peak})
+    r1 = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
+    queue.put({"rows": rows, "seconds": seconds, "cpu_seconds": cpu, "peak_rss": r1.ru_maxrss * 1024})
 
 
 def measure(task: str, path: Path, home: Path) -> dict:
@@ -107,6 +110,7 @@ def main() -> None:
     ap.add_argument("--workdir", default="/tmp/bench-ingest")
     a = ap.parse_args()
     work = Path(a.workdir)
+    load_before = list(os.getloadavg())
     shutil.rmtree(work, ignore_errors=True)
     results = {}
     for fmt in ("csv", "parquet"):
@@ -128,12 +132,19 @@ def main() -> None:
             "bare_rows_per_s": round(best["bare"]["rows"] / best["bare"]["seconds"]),
             "bare_peak_rss_mib": round(max(x["peak_rss"] for x in runs["bare"]) / 2**20),
             "ratio_to_bare": round(best["ingest"]["seconds"] / best["bare"]["seconds"], 2),
+            "ingest_cpu_s": round(best["ingest"]["cpu_seconds"], 3),
+            "bare_cpu_s": round(best["bare"]["cpu_seconds"], 3),
+            "cpu_ratio_to_bare": round(
+                best["ingest"]["cpu_seconds"] / max(best["bare"]["cpu_seconds"], 1e-9), 2
+            ),
         }
     print(
         json.dumps(
             {
-                "machine": f"{platform.machine()} {mp.cpu_count()} cores, {platform.python_version()}",
+                "machine": f"{platform.machine()} {mp.cpu_count()} cores, Python {platform.python_version()}",
                 "pyarrow": pa.__version__,
+                "load_average_before": load_before,
+                "load_average_after": list(os.getloadavg()),
                 "results": results,
             },
             indent=2,
