@@ -153,7 +153,7 @@ def calibration(y: np.ndarray, p: np.ndarray, n_bins: int = 10) -> bytes:
     )
     top = min(top, 1.0)
     ax.plot([0, top], [0, top], linestyle="--", color="#7f7f7f", label="perfectly calibrated")
-    ax.plot(mean, frac, marker="o", color=SERIES_COLOURS["model"], label="champion")
+    ax.plot(mean, frac, marker="o", color=SERIES_COLOURS["model"], label="model")
     ax.set_xlim(0, top)
     ax.set_ylim(0, top)
     ax.set_xlabel("mean predicted probability")

@@ -19,6 +19,7 @@ import json
 import logging
 import math
 import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -813,7 +814,12 @@ def render_html(d: date, header: list[tuple[str, str]], panels: list[Panel], cre
 def report(settings: Settings, d: date) -> Path:
     """Write the report of ``d`` atomically and log it to the MLflow run of the day; returns its path."""
     inp = _Inputs(settings, d)
-    panels = [_build(key, title, builder, inp) for key, title, builder in PANELS]
+    panels, seconds = [], {}
+    for key, title, builder in PANELS:
+        started = time.perf_counter()
+        panels.append(_build(key, title, builder, inp))
+        # the first panel to need an input (the model, the training sample) pays for loading it
+        seconds[key] = round(time.perf_counter() - started, 3)
     header = _header(inp)
     created_at = datetime.now(UTC).isoformat(timespec="seconds")
     page = render_html(d, header, panels, created_at)
@@ -822,6 +828,7 @@ def report(settings: Settings, d: date) -> Path:
         "created_at": created_at,
         "header": dict(header),
         "panels": {p.key: {"status": p.status, "reason": p.missing or p.error} for p in panels},
+        "seconds": seconds,
     }
     target = settings.exports / "reports" / f"date={d.isoformat()}"
     with lake.atomic_dir(target) as staging:
