@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from contactrank.dates import date_range
+from contactrank.errors import NotReady
 from contactrank.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -58,13 +59,28 @@ def run_date(
     landing: Path | None = None,
     on_step: Callable[[str], None] | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """Every step for one date, in order; stops at the first failure (the exception propagates)."""
+    """Every step for one date, in order; stops at the first failure (the exception propagates).
+
+    Before the first champion exists (the first days of history), scoring raises NotReady: the
+    run then skips score and publish for that date, says why, and still writes the report.
+    """
     results: dict[str, dict[str, Any]] = {}
+    not_ready: str | None = None
     for step in STEPS:
         if on_step:
             on_step(step)
+        if not_ready and step in ("score", "publish"):
+            results[step] = {"status": "skipped", "reason": not_ready}
+            continue
         log.info("%s: %s", d, step)
-        results[step] = run_step(step, settings, d, landing)
+        try:
+            results[step] = run_step(step, settings, d, landing)
+        except NotReady as exc:
+            if step != "score":
+                raise
+            not_ready = str(exc)
+            log.warning("%s: nothing scored or published: %s", d, exc)
+            results[step] = {"status": "skipped", "reason": not_ready}
     return results
 
 
