@@ -219,8 +219,24 @@ def string_checks(col: pa.Array | pa.ChunkedArray, max_len: int) -> tuple[np.nda
     return nul, long
 
 
-def trim(col: pa.Array) -> pa.Array:
+def trim(col: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
+    """Strip surrounding whitespace; skipped when no value starts or ends with a space-like byte."""
+    if not pa.types.is_string(col.type) or not any(_edge_bytes(c).any() for c in _chunks(col) if len(c)):
+        return col
     return pc.utf8_trim_whitespace(col)
+
+
+def _edge_bytes(arr: pa.Array) -> np.ndarray:
+    """Values whose first or last byte is ASCII whitespace/control or non-ASCII (maybe a Unicode space)."""
+    offs, data = _string_buffers(arr)
+    start, end = offs[:-1], offs[1:]
+    nonempty = end > start
+    if data.size == 0 or not nonempty.any():
+        return np.zeros(len(arr), bool)
+    last = data.size - 1
+    first = data[np.minimum(start, last)]
+    final = data[np.clip(end - 1, 0, last)]
+    return nonempty & ((first <= 32) | (first >= 128) | (final <= 32) | (final >= 128))
 
 
 def vocab(col: pa.Array, values: tuple[str, ...]) -> tuple[pa.Array, np.ndarray]:

@@ -323,6 +323,11 @@ def _string_checks(table: pa.Table, names: list[str], rej: v.Rejects, max_len: i
         rej.fail(long, "too_long", name)
 
 
+def _keep(table: pa.Table, rej: v.Rejects) -> pa.Table:
+    """The rows without a reject (no copy when every row is good)."""
+    return table.filter(pa.array(rej.ok)) if rej.bad.any() else table
+
+
 def _required_id(table: pa.Table, name: str, rej: v.Rejects) -> pa.Array:
     col = v.trim(v.as_string(_col(table, name)))
     rej.fail(v.blank(col), "empty_value", name)
@@ -377,7 +382,6 @@ def _validate_attempts(table: pa.Table, ctx: _Ctx) -> tuple[pa.Table, v.Rejects]
         rej.fail(~ok | v.to_mask(pc.less(duration, 0.0)), "bad_number", "duration_s")
     else:
         duration = pa.nulls(n, pa.float64())
-    keep = pa.array(rej.ok)
     clean = pa.table(
         {
             "attempt_id": attempt_id,
@@ -390,7 +394,8 @@ def _validate_attempts(table: pa.Table, ctx: _Ctx) -> tuple[pa.Table, v.Rejects]
             "campaign_id": _optional_string(table, "campaign_id", n),
             "duration_s": duration,
         }
-    ).filter(keep)
+    )
+    clean = _keep(clean, rej)
     # normalise only the kept rows (cheaper)
     clean = clean.set_column(
         2,
@@ -445,7 +450,8 @@ def _validate_contacts(table: pa.Table, ctx: _Ctx) -> tuple[pa.Table, v.Rejects]
             "active": bools["active"],
             "updated_at": pc.fill_null(ts, ctx.day_start),
         }
-    ).filter(pa.array(rej.ok))
+    )
+    clean = _keep(clean, rej)
     clean = clean.set_column(
         1,
         "contact_id",
@@ -479,7 +485,8 @@ def _validate_suppressions(table: pa.Table, ctx: _Ctx) -> tuple[pa.Table, v.Reje
             "effective_from": eff,
             "origin": pa.array(["file"] * n, pa.string()),
         }
-    ).filter(pa.array(rej.ok))
+    )
+    clean = _keep(clean, rej)
     ids = _chunk(clean["contact_id"])
     clean = clean.set_column(1, "contact_id", v.normalise_contact_ids(ids, ctx.settings.default_country_code))
     return clean.cast(SUPPRESSIONS), rej
@@ -530,7 +537,7 @@ def _validate_persons(table: pa.Table, ctx: _Ctx) -> tuple[pa.Table, v.Rejects]:
         rej.fail(~ok, "type_changed", name)
         ctx.person_types.setdefault(name, typ)  # later files of the day follow the first
         cols[name] = vals
-    return pa.table(cols).filter(pa.array(rej.ok)), rej
+    return _keep(pa.table(cols), rej), rej
 
 
 # --- combining ------------------------------------------------------------------------------------------
