@@ -3,7 +3,8 @@
 Policy, per person and independently of everyone else:
 
 1. The greedy order is the model's: valid addresses before ``invalid`` ones (when they are kept),
-   then score descending, then ``contact_id`` ascending. The greedy top ``g`` is the exploit choice.
+   then score descending, then the raw model output descending (a stepwise calibrator makes
+   ties), then ``contact_id`` ascending. The greedy top ``g`` is the exploit choice.
 2. The person's *explorable* addresses ``U`` are the other valid addresses with at most
    ``settings.explore_max_attempts`` attempts ever (``n_attempts``).
 3. If ``U`` is not empty, with probability ``eps = settings.explore_share`` one address of ``U``,
@@ -53,9 +54,10 @@ def apply(frame: pd.DataFrame, settings: Settings, d: date) -> pd.DataFrame:
     eps = float(settings.explore_share)
     if not 0.0 <= eps < 1.0:
         raise ValueError(f"setting 'explore_share' must be in [0, 1): {eps}")
-    df = frame.sort_values(
-        ["person_id", "_invalid", "score", "contact_id"], ascending=[True, True, False, True], kind="stable"
-    ).reset_index(drop=True)
+    keys, ascending = ["person_id", "_invalid", "score", "contact_id"], [True, True, False, True]
+    if "_raw" in frame.columns:  # the uncalibrated output breaks the ties of a stepwise calibrator
+        keys, ascending = ["person_id", "_invalid", "score", "_raw", "contact_id"], [True, True, False, False, True]
+    df = frame.sort_values(keys, ascending=ascending, kind="stable").reset_index(drop=True)
     n = len(df)
     if n == 0:
         return df.assign(

@@ -46,7 +46,9 @@ GROUPS: tuple[Group, ...] = (
     Group("channel", r"^f_(channel|g_channel_reach_rate_\d+d|p_reach_share_(voice|sms|email|whatsapp))$", "good_channel", "weak_channel"),
     Group("person", r"^f_p_", "person_reachable", "person_hard_to_reach"),
     Group("profile", r"^f_attr_", "profile_fit", "profile_mismatch"),
-    Group("calendar", r"^f_(month|dom|g_)", "good_day", "slow_day"),
+    # Population and calendar features are the same for every candidate of a day: they explain
+    # the day, not the address, so they never make a code (their share is ignored).
+    Group("calendar", r"^f_(month|dom|g_)", None, None),
 )
 OTHER = Group("other", r".*", "other_positive", "other_negative")
 
@@ -201,10 +203,12 @@ def codes(group_contrib: np.ndarray, best_hour: np.ndarray | list[int]) -> list[
     n = group_contrib.shape[0]
     if n == 0:
         return []
-    order = np.argsort(-np.abs(group_contrib), axis=1, kind="stable")[:, :MAX_CODES]
+    silent = np.array([g.positive is None and g.negative is None for g in groups])
+    ranked = np.where(silent[None, :], 0.0, group_contrib)
+    order = np.argsort(-np.abs(ranked), axis=1, kind="stable")[:, :MAX_CODES]
     buckets = np.array([hour_bucket(int(h)) for h in range(24)], dtype=object)[np.asarray(best_hour, dtype=np.int64) % 24]
     rows = np.arange(n)
-    slots = [_slot(groups, order[:, k], group_contrib[rows, order[:, k]], buckets) for k in range(order.shape[1])]
+    slots = [_slot(groups, order[:, k], ranked[rows, order[:, k]], buckets) for k in range(order.shape[1])]
     joined = pd.Series(slots[0])
     for extra in slots[1:]:
         e = pd.Series(extra)

@@ -56,6 +56,7 @@ SCORES_SCHEMA = pa.schema(
         ("explore", pa.bool_()),
         ("propensity", pa.float64()),
         ("model_version", pa.string()),
+        ("_raw", pa.float64()),
         ("_invalid", pa.bool_()),
         ("_n_attempts", pa.int64()),
         ("_greedy_rank", pa.int32()),
@@ -297,7 +298,10 @@ class Predictor:
 
     def proba(self, x: np.ndarray) -> np.ndarray:
         """Calibrated probability, as ``ContactModel.predict_proba`` computes it."""
-        raw = self.raw(x)
+        return self.calibrate(self.raw(x))
+
+    def calibrate(self, raw: np.ndarray) -> np.ndarray:
+        """The calibrator applied to raw outputs, finite and clipped to [0, 1]."""
         cal = self.model.calibrator
         p = np.asarray(cal.predict(raw) if cal is not None else raw, dtype=np.float64)
         return np.clip(np.nan_to_num(p, nan=0.0, posinf=1.0, neginf=0.0), 0.0, 1.0)
@@ -351,11 +355,11 @@ def score_frame(
     hours, allowed = _hours(settings, df["channel"])
     n = len(df)
     base = model_matrix(model, model.prepare(df))
-    probs = np.full((n, len(hours)), -1.0)
+    raws = np.full((n, len(hours)), -np.inf)
     cols = [(j, h, np.flatnonzero(allowed[:, j])) for j, h in enumerate(hours)]
     cols = [(j, h, rows) for j, h, rows in cols if len(rows)]
     reason = [reasons.BASELINE_CODE] * n
-    best = probs.argmax(axis=1)
+    best = np.zeros(n, dtype=np.int64)
     if cols:
         # One preallocated (candidate x hour) matrix: each block is the base rows plus its hour's context.
         stacked = np.empty((sum(len(r) for _, _, r in cols), base.shape[1]), dtype=np.float64)
@@ -368,14 +372,16 @@ def score_frame(
                 if c in model.features:
                     block[:, model.features.index(c)] = _feature_values(model, c, ctx[c])
             offset += len(rows)
-        p = predictor.proba(stacked)
+        raw = predictor.raw(stacked)
         offset = 0
         starts = []
         for j, _, rows in cols:
-            probs[rows, j] = p[offset : offset + len(rows)]
+            raws[rows, j] = raw[offset : offset + len(rows)]
             starts.append((j, offset, rows))
             offset += len(rows)
-        best = probs.argmax(axis=1)  # first maximum: the earliest hour wins a tie
+        # The best hour by raw output: calibration is monotone, so this is also an argmax of the
+        # calibrated probability, but isotonic steps would turn many hours into ties.
+        best = raws.argmax(axis=1)  # first maximum: the earliest hour wins a tie
         # The model input at each row's best hour, picked back out of the stacked matrix.
         take = np.zeros(n, dtype=np.int64)
         for j, off, rows in starts:
@@ -384,7 +390,8 @@ def score_frame(
         contrib = (explainer or reasons.PathExplainer(model)).contributions_matrix(stacked[take], num_threads=settings.num_threads)
         reason = reasons.codes(contrib, np.asarray(hours, dtype=np.int64)[best])
     best_hour = np.asarray(hours, dtype=np.int64)[best]
-    best_p = probs[np.arange(n), best]
+    best_raw = raws[np.arange(n), best]
+    best_p = predictor.calibrate(np.where(np.isfinite(best_raw), best_raw, 0.0))
     out = pd.DataFrame(
         {
             "person_id": df["person_id"].to_numpy(dtype=object),
@@ -393,6 +400,7 @@ def score_frame(
             "score": np.clip(best_p, 0.0, 1.0),
             "best_hour": best_hour.astype("int32"),
             "reason": reason,
+            "_raw": best_raw,
             "_invalid": (df["last_outcome"].astype("string") == "invalid").fillna(False).to_numpy(dtype=bool),
             "_n_attempts": pd.to_numeric(df["n_attempts"], errors="coerce").fillna(0).to_numpy(dtype=np.int64),
         }
@@ -466,6 +474,7 @@ def score_frame_empty() -> pd.DataFrame:
             "score": pd.Series(dtype="float64"),
             "best_hour": pd.Series(dtype="int32"),
             "reason": pd.Series(dtype="object"),
+            "_raw": pd.Series(dtype="float64"),
             "_invalid": pd.Series(dtype="bool"),
             "_n_attempts": pd.Series(dtype="int64"),
         }

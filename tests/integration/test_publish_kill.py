@@ -69,6 +69,7 @@ def scores(settings, person: str, version: str) -> None:
             "explore": [False, False],
             "propensity": [1.0, 0.0],
             "model_version": [version, version],
+            "_raw": [0.0, 0.0],
             "_invalid": [False, False],
             "_n_attempts": [3, 0],
             "_greedy_rank": [1, 2],

@@ -83,6 +83,7 @@ def publish_day(settings, d: date, rows: list[tuple]) -> None:
             "explore": [r[5] for r in rows],
             "propensity": [r[4] for r in rows],
             "model_version": ["1"] * n,
+            "_raw": [0.0] * n,
             "_invalid": [False] * n,
             "_n_attempts": [0] * n,
             "_greedy_rank": [1] * n,

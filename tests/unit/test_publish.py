@@ -43,6 +43,7 @@ def write_scores(settings, d: date = D, rows: list[tuple] | None = None, version
             "explore": [r[5] == "explore" for r in rows],
             "propensity": [0.95 if r[3] == 1 else 0.0 for r in rows],
             "model_version": [version] * n,
+            "_raw": [0.0] * n,
             "_invalid": [False] * n,
             "_n_attempts": [1] * n,
             "_greedy_rank": [r[3] for r in rows],

@@ -99,3 +99,12 @@ def test_path_contributions_with_an_odd_number_of_trees():
     explainer = reasons.PathExplainer(odd)
     margin = odd.booster.predict(odd.prepare(df), raw_score=True)
     assert np.allclose(explainer.contributions(df).sum(axis=1) + explainer.bias, margin, atol=1e-5)
+
+
+def test_population_and_calendar_contributions_never_make_a_code():
+    names = [g.name for g in (*reasons.GROUPS, reasons.OTHER)]
+    contrib = np.zeros((1, len(names)))
+    contrib[0, names.index("calendar")] = 2.0
+    contrib[0, names.index("success")] = 0.5
+    contrib[0, names.index("person")] = -0.3
+    assert reasons.codes(contrib, [10]) == ["recent_success;person_hard_to_reach"]

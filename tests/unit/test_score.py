@@ -331,3 +331,26 @@ def test_compiled_predictor_agrees_with_lightgbm(settings, model):
     assert np.array_equal(again.proba(x), compiled.proba(x))
     assert len(list((settings.home / "tmp" / "lleaves").glob("*.o"))) == 1
 
+
+
+class _Steps:
+    """A stepwise calibrator (like isotonic regression): everything below 0.9 maps to 0.2."""
+
+    def predict(self, raw):
+        return np.where(np.asarray(raw) < 0.9, 0.2, 0.9)
+
+
+def test_best_hour_and_rank_ties_of_a_stepwise_calibrator_are_broken_by_the_raw_output(settings, model):
+    stepped = ContactModel(model.booster, model.features, model.categories, calibrator=_Steps())
+    write_world(settings, D, features_frame(BASE))
+    score(settings.replace(explore_share=0.0), D, model=stepped, model_info=INFO)
+    df = scored(settings)
+    assert (df.score == 0.2).all()
+    valid_from = D + timedelta(days=1)
+    feats = features_frame(BASE).set_index("contact_id")
+    for _, row in df.iterrows():
+        one = feats.loc[[row.contact_id]].reset_index()
+        raw = [model.raw_score(add_context(one, day=valid_from, hour=h))[0] for h in range(8, 22)]
+        assert row.best_hour == 8 + int(np.argmax(raw)) and row["_raw"] == pytest.approx(max(raw))
+    p1 = df[df.person_id == "p1"].sort_values("rank")
+    assert list(p1["_raw"]) == sorted(p1["_raw"], reverse=True)
