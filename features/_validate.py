@@ -518,6 +518,13 @@ _PHONE_RE = r"^(\+|00)?\(?[0-9][0-9 ().\-/]{5,}$"
 _E164_RE = r"^\+[1-9][0-9]{7,14}$"
 
 
+def _segment_sums(flags: np.ndarray, start: np.ndarray, length: np.ndarray) -> np.ndarray:
+    """Sum of ``flags[start:start+length]`` per value (a sentinel keeps trailing empties in range)."""
+    ext = np.append(flags.view(np.uint8), np.uint8(0))
+    sums = np.add.reduceat(ext, start, dtype=np.int32)
+    return np.where(length > 0, sums, 0)
+
+
 def _id_flags(col: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(already E.164, contains '@', needs trimming) per value, from the raw bytes of each chunk."""
     parts = []
@@ -534,9 +541,9 @@ def _id_flags(col: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray, 
             parts.append((np.zeros(n, bool), np.zeros(n, bool), np.zeros(n, bool)))
             continue
         last = data.size - 1
-        # cumulative counts of non-digit bytes and of '@' give per-value counts without a loop
-        nondigit = np.concatenate(([0], np.cumsum((data - 48) > 9, dtype=np.int64)))
-        at = np.concatenate(([0], np.cumsum(data == 64, dtype=np.int64)))
+        # per-value counts of non-digit bytes and of '@' by segment sums over the bytes
+        nondigit = _segment_sums((data - 48) > 9, start, length)
+        at = _segment_sums(data == 64, start, length)
         first = data[np.minimum(start, last)]
         second = data[np.minimum(start + 1, last)]
         final = data[np.maximum(np.minimum(end - 1, last), 0)]
@@ -550,9 +557,9 @@ def _id_flags(col: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray, 
             & (first == 43)
             & (second >= 49)
             & (second <= 57)
-            & (nondigit[end] - nondigit[start] == 1)
+            & (nondigit == 1)
         )
-        has_at = valid & (at[end] - at[start] > 0)
+        has_at = valid & (at > 0)
         # ASCII whitespace or a non-ASCII byte (maybe Unicode space) at either end: trim
         edge = (first <= 32) | (first >= 128) | (final <= 32) | (final >= 128)
         parts.append((e164, has_at, valid & edge))
