@@ -226,6 +226,8 @@ def _select(settings: Settings, d: date, con, suppressions: pd.DataFrame) -> dic
         """CREATE TEMP TABLE cand AS SELECT person_id, contact_id, _invalid FROM capped
            WHERE NOT _suppressed AND NOT _drop_invalid AND NOT _cap_person AND NOT _cap_address"""
     )
+    for table in ("base", "flagged", "capped", "att"):
+        con.execute(f"DROP TABLE {table}")
     return {k: int(v) for k, v in zip(names, fig, strict=True)}
 
 
@@ -394,9 +396,10 @@ def score_frame(
     best_p = predictor.calibrate(np.where(np.isfinite(best_raw), best_raw, 0.0))
     out = pd.DataFrame(
         {
-            "person_id": df["person_id"].to_numpy(dtype=object),
-            "contact_id": df["contact_id"].to_numpy(dtype=object),
-            "channel": df["channel"].to_numpy(dtype=object),
+            # Arrow-backed strings stay Arrow-backed: millions of Python str objects cost GiBs.
+            "person_id": df["person_id"].reset_index(drop=True),
+            "contact_id": df["contact_id"].reset_index(drop=True),
+            "channel": df["channel"].reset_index(drop=True),
             "score": np.clip(best_p, 0.0, 1.0),
             "best_hour": best_hour.astype("int32"),
             "reason": reason,
