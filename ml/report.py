@@ -45,7 +45,7 @@ PANELS_FILE = "panels.json"
 HISTORY_DAYS = 60  # outcome mix, quarantine and reach-by-hour look back this far
 MAX_ROWS = 200_000  # rows scored for calibration, gains and drift: stable curves at bounded cost
 MAX_WINDOW_DAYS = 14  # training days sampled to represent the window
-MIN_HOUR_ATTEMPTS = 30  # reach rates over fewer attempts are not drawn
+MIN_HOUR_ATTEMPTS = 30  # reach rates over fewer attempts are drawn faint, off the line
 TOP_DRIFT = 15
 # Calendar features and population rates (f_g_*: one value per day, channel or campaign) are
 # constant within a day by construction: one day's single value against a window of daily values
@@ -696,7 +696,7 @@ def _gate_text(inp: _Inputs) -> str:
     if run is None:
         if runs.trained is not None:
             return f"not gated yet (run {runs.trained.info.run_name or runs.trained.info.run_id[:8]})"
-        return "no training or gate on this day (the champion stays)"
+        return "no training or gate on this day"
     tags = run.data.tags
     decision = tags.get(TAG_GATE_DECISION, "unknown")
     reasons = [v for k, v in sorted(tags.items()) if k.startswith(TAG_GATE_REASON)]

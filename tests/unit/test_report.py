@@ -414,4 +414,4 @@ def test_real_registry_gate_decision_and_mlflow_artifact(settings: Settings) -> 
     earlier = _panels(report(s, D - timedelta(days=1)))
     assert earlier["panels"]["calibration"]["status"] == "missing"
     assert f"was trained on {D}" in earlier["panels"]["calibration"]["reason"]
-    assert earlier["header"]["Gate decision"] == "no training or gate on this day (the champion stays)"
+    assert earlier["header"]["Gate decision"] == "no training or gate on this day"
