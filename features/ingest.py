@@ -318,7 +318,10 @@ def _string_checks(table: pa.Table, names: list[str], rej: v.Rejects, max_len: i
         col = _col(table, name)
         if col is None:
             continue
-        nul, long = v.string_checks(v.as_string(col) if pa.types.is_string(col.type) else col, max_len)
+        t = col.type.value_type if pa.types.is_dictionary(col.type) else col.type
+        if not (pa.types.is_string(t) or pa.types.is_large_string(t)):
+            continue  # numbers, bools and timestamps cannot hold a NUL or a long text
+        nul, long = v.string_checks(v.as_string(col), max_len)
         rej.fail(nul, "nul_byte", name)
         rej.fail(long, "too_long", name)
 

@@ -504,3 +504,28 @@ def test_malformed_csv_lines_are_quarantined_and_later_row_numbers_stay_true(set
     ]
     assert "expected 8 fields, got 9" in q[0]["_error"] and q[2]["attempt_id"] == "A0020"
     assert report["kinds"]["attempts"]["read"] == 40 and report["kinds"]["attempts"]["kept"] == 37
+
+
+def test_parquet_with_large_strings_dictionaries_and_numeric_ids(settings, tmp_path):
+    folder = tmp_path / "attempts" / f"date={D}"
+    folder.mkdir(parents=True)
+    n = 30
+    table = pa.table(
+        {
+            "attempt_id": pa.array(range(n), pa.int64()),
+            "person_id": pa.array([f"P{i}" for i in range(n)], pa.large_string()),
+            "contact_id": pa.array(["+5511987654321"] * (n - 1) + ["x" * 600], pa.large_string()),
+            "channel": pa.array(["voice"] * n).dictionary_encode(),
+            "attempted_at": pa.array(["2026-01-03T12:00:00-03:00"] * n, pa.large_string()),
+            "outcome": pa.array(["busy"] * n),
+            "duration_s": pa.array(["1.5"] * n),
+        }
+    )
+    pq.write_table(table, folder / "p.parquet")
+    ingest(settings, D, landing=tmp_path)
+    got = attempts(settings)
+    assert len(got) == n - 1 and got[0]["attempt_id"] == "0" and got[0]["duration_s"] == 1.5
+    assert got[0]["local_hour"] == 12 and got[0]["channel"] == "voice"
+    assert [(r["_reason"], r["_column"]) for r in quarantine(settings, "attempts")] == [
+        ("too_long", "contact_id")
+    ]
