@@ -495,7 +495,7 @@ def _validate_suppressions(table: pa.Table, ctx: _Ctx) -> tuple[pa.Table, v.Reje
     return clean.cast(SUPPRESSIONS), rej
 
 
-def _attribute(col: pa.Array, known: str | None) -> tuple[pa.Array, np.ndarray, str]:
+def _attribute(col: pa.Array, known: str | None) -> tuple[pa.Array, np.ndarray, str | None]:
     """(values, ok, type) of a persons attribute; ``known`` is the type used on earlier days."""
     t = col.type
     if pa.types.is_boolean(t):
@@ -505,6 +505,8 @@ def _attribute(col: pa.Array, known: str | None) -> tuple[pa.Array, np.ndarray, 
     else:
         s = v.as_string(col)
         present = ~v.blank(s)
+        if not present.any() and known is None:
+            return pa.nulls(len(col), pa.null()), np.ones(len(col), bool), None  # no evidence of a type yet
         _, bool_ok = v.parse_bool(s, default=None)
         _, float_ok, _ = v.parse_float(s)
         if present.any() and bool_ok[present].all() and not float_ok[present].all():
@@ -538,7 +540,8 @@ def _validate_persons(table: pa.Table, ctx: _Ctx) -> tuple[pa.Table, v.Rejects]:
     for name in attrs:
         vals, ok, typ = _attribute(_col(table, name), ctx.person_types.get(name))
         rej.fail(~ok, "type_changed", name)
-        ctx.person_types.setdefault(name, typ)  # later files of the day follow the first
+        if typ:
+            ctx.person_types.setdefault(name, typ)  # later files of the day follow the first
         cols[name] = vals
     return _keep(pa.table(cols), rej), rej
 
@@ -671,7 +674,7 @@ def _earlier_person_types(settings: Settings, d: date) -> dict[str, str]:
             break
         schema = pq.read_schema(partition_dir(settings, "persons", x) / DATA_FILE)
         for f in schema:
-            if f.name in ("person_id", "updated_at") or f.name in types:
+            if f.name in ("person_id", "updated_at") or f.name in types or pa.types.is_null(f.type):
                 continue
             types[f.name] = (
                 "bool"

@@ -487,6 +487,17 @@ def test_persons_types_and_type_change_quarantine(settings, tmp_path):
     assert p2.schema.field("segment").type == pa.string() and p2.num_rows == 30
 
 
+def test_an_all_blank_attribute_does_not_fix_its_type(settings, tmp_path):
+    d1 = date(2026, 1, 2)
+    write_csv(tmp_path, "attempts", [dict(good_rows(1)[0], attempted_at="2026-01-02T12:00:00Z")], d=d1)
+    write_csv(tmp_path, "persons", [{"person_id": "P1", "score": ""}, {"person_id": "P2", "score": ""}], d=d1)
+    ingest(settings, d1, landing=tmp_path)
+    write_csv(tmp_path, "attempts", good_rows(3))
+    write_csv(tmp_path, "persons", [{"person_id": "P1", "score": "0.7"}])
+    ingest(settings, D, landing=tmp_path)
+    assert read_partition(settings, "persons", D).schema.field("score").type == pa.float64()
+
+
 def test_malformed_csv_lines_are_quarantined_and_later_row_numbers_stay_true(settings, tmp_path):
     rows = good_rows(40)
     rows[20]["channel"] = "fax"
