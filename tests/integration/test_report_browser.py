@@ -99,7 +99,7 @@ def test_full_report_renders_every_image_without_console_errors(
     from ml.report import PANELS, report
 
     helpers = _unit_helpers()
-    world = helpers.build_lake(settings, days=20, train_days=5)
+    world = helpers.build_lake(settings, days=8, train_days=4)
     helpers.use_champion(monkeypatch, world["model"])
     page = report(settings, helpers.D)
 
