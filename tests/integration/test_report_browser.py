@@ -9,6 +9,7 @@ would show broken resources instead of silently fetching them.
 
 from __future__ import annotations
 
+import html
 import importlib.util
 import json
 import re
@@ -58,11 +59,11 @@ def _unit_helpers():
 
 def _render(page: Path, workdir: Path) -> tuple[dict, list[str]]:
     """Open a probed copy of ``page`` in headless Chromium; return the probe and the console lines."""
-    html = page.read_text(encoding="utf-8")
-    assert "<script" not in html, "the report itself must not need scripts"
+    text = page.read_text(encoding="utf-8")
+    assert "<script" not in text, "the report itself must not need scripts"
     probed = workdir / "probed.html"
     probed.write_text(
-        html.replace("<head>", "<head>" + _HEAD_PROBE, 1).replace("</body>", _LOAD_PROBE + "</body>", 1),
+        text.replace("<head>", "<head>" + _HEAD_PROBE, 1).replace("</body>", _LOAD_PROBE + "</body>", 1),
         encoding="utf-8",
     )
     cmd = [
@@ -86,9 +87,7 @@ def _render(page: Path, workdir: Path) -> tuple[dict, list[str]]:
     assert proc.returncode == 0, proc.stderr[-2000:]
     found = re.search(r'<pre id="probe">(.*?)</pre>', proc.stdout, re.S)
     assert found, f"the load probe never ran; stderr: {proc.stderr[-2000:]}"
-    probe = json.loads(
-        found.group(1).replace("&quot;", '"').replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
-    )
+    probe = json.loads(html.unescape(found.group(1)))
     console = [line for line in proc.stderr.splitlines() if ":CONSOLE" in line]
     return probe, console
 
