@@ -30,9 +30,12 @@ def _print_json(obj: Any) -> None:
 
 
 def _progress():
+    from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+    # stderr: stdout carries the JSON result that scripts parse
     return Progress(
+        console=Console(stderr=True),
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         TextColumn("{task.completed}/{task.total}"),
