@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import pickle
 import platform
 import resource
@@ -166,13 +167,16 @@ def child(home: str, model_path: str, predictor: str) -> None:
     settings = load_settings(home=home)
     with open(model_path, "rb") as fh:
         model = pickle.load(fh)
+    r0 = resource.getrusage(resource.RUSAGE_SELF)
     t0 = time.perf_counter()
     rep = score_mod.score(settings, D, model=model, model_info={"name": "bench", "version": "1", "run_id": "bench"})
     t1 = time.perf_counter()
     man = publish(settings, D)
     t2 = time.perf_counter()
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB, this process only
-    print(json.dumps({"score_s": t1 - t0, "publish_s": t2 - t1, "peak_rss_gib": peak, "report": rep, "published_rows": man["rows"]}))
+    r1 = resource.getrusage(resource.RUSAGE_SELF)
+    peak = r1.ru_maxrss / 2**20  # KiB -> GiB, this process only
+    cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
+    print(json.dumps({"score_s": t1 - t0, "publish_s": t2 - t1, "cpu_s": cpu, "peak_rss_gib": peak, "report": rep, "published_rows": man["rows"]}))
 
 
 def run_child(home: Path, model_path: Path, predictor: str) -> dict:
@@ -258,7 +262,8 @@ def main() -> None:
             print(
                 f"{predictor}: predictor={rep['predictor']} candidates={rep['candidates']} persons={rep['persons']} "
                 f"score={r['score_s']:.1f}s publish={r['publish_s']:.1f}s wall={r['wall_s']:.1f}s "
-                f"model rows/s={r['model_rows_s']:,.0f} peak RSS={r['peak_rss_gib']:.2f} GiB "
+                f"model rows/s={r['model_rows_s']:,.0f} cpu={r['cpu_s']:.0f}s peak RSS={r['peak_rss_gib']:.2f} GiB "
+                f"load avg={os.getloadavg()[0]:.1f} "
                 f"left out cap={rep['persons_left_out_cap']} suppression={rep['persons_left_out_suppression']}",
                 flush=True,
             )
