@@ -620,18 +620,27 @@ def _contacts_state(settings: Settings, d: date, contacts: pa.Table, attempts: p
     con = duckdb.connect()
     try:
         con.execute(f"SET threads={int(settings.duckdb_threads)}")
-        con.register("prev", prev)
-        con.register("ups", contacts.append_column("_seq", pa.array(np.arange(contacts.num_rows))))
-        con.register("att", attempts.select(["person_id", "contact_id", "channel", "attempted_at"]))
+        # Row order is deterministic without sorting strings: the earlier state's order, then new
+        # upserted addresses in delivery order, then attempts-only addresses by first appearance.
+        n_prev, n_ups = prev.num_rows, contacts.num_rows
+        con.register("prev", prev.append_column("_i", pa.array(np.arange(n_prev))))
+        con.register("ups", contacts.append_column("_seq", pa.array(np.arange(n_ups))))
+        att = attempts.select(["person_id", "contact_id", "channel", "attempted_at"])
+        con.register("att", att.append_column("_i", pa.array(np.arange(att.num_rows))))
         day = d.isoformat()
         state = con.sql(f"""
             WITH ups_last AS (
               SELECT * FROM ups
-              QUALIFY row_number() OVER (PARTITION BY person_id, contact_id ORDER BY updated_at DESC, _seq DESC) = 1
+              QUALIFY row_number() OVER (PARTITION BY person_id, contact_id
+                                         ORDER BY updated_at DESC, _seq DESC) = 1
             ),
             j AS (
-              SELECT p.person_id AS p_person_id, p.contact_id AS p_contact_id, p.channel AS p_channel, p.source AS p_source, p.consent AS p_consent, p.active AS p_active, p.first_seen AS p_first_seen, p.updated_at AS p_updated_at,
-                     u.person_id AS u_person_id, u.contact_id AS u_contact_id, u.channel AS u_channel, u.source AS u_source, u.consent AS u_consent, u.active AS u_active, u.updated_at AS u_updated_at
+              SELECT p.person_id AS p_person_id, p.contact_id AS p_contact_id, p.channel AS p_channel,
+                     p.source AS p_source, p.consent AS p_consent, p.active AS p_active,
+                     p.first_seen AS p_first_seen, p.updated_at AS p_updated_at, p._i AS p_i,
+                     u.person_id AS u_person_id, u.contact_id AS u_contact_id, u.channel AS u_channel,
+                     u.source AS u_source, u.consent AS u_consent, u.active AS u_active,
+                     u.updated_at AS u_updated_at, u._seq AS u_seq
               FROM prev p FULL JOIN ups_last u ON p.person_id = u.person_id AND p.contact_id = u.contact_id
             ),
             jn AS (
@@ -646,17 +655,21 @@ def _contacts_state(settings: Settings, d: date, contacts: pa.Table, attempts: p
                      CASE WHEN _new THEN u_consent ELSE p_consent END AS consent,
                      CASE WHEN _new THEN u_active ELSE p_active END AS active,
                      coalesce(p_first_seen, DATE '{day}') AS first_seen,
-                     CASE WHEN _new THEN u_updated_at ELSE p_updated_at END AS updated_at
+                     CASE WHEN _new THEN u_updated_at ELSE p_updated_at END AS updated_at,
+                     coalesce(p_i, {n_prev} + u_seq) AS _ord
               FROM jn
             )
-            SELECT * FROM known
-            UNION ALL
-            SELECT person_id, contact_id, arg_max(channel, attempted_at), 'attempts', true, true,
-                   DATE '{day}', NULL::TIMESTAMPTZ
-            FROM att a
-            WHERE NOT EXISTS (SELECT 1 FROM known k WHERE k.person_id = a.person_id AND k.contact_id = a.contact_id)
-            GROUP BY person_id, contact_id
-            ORDER BY person_id, contact_id
+            SELECT person_id, contact_id, channel, source, consent, active, first_seen, updated_at
+            FROM (
+              SELECT * FROM known
+              UNION ALL
+              SELECT person_id, contact_id, arg_max(channel, attempted_at), 'attempts', true, true,
+                     DATE '{day}', NULL::TIMESTAMPTZ, {n_prev + n_ups} + min(_i)
+              FROM att a
+              WHERE NOT EXISTS (SELECT 1 FROM known k WHERE k.person_id = a.person_id AND k.contact_id = a.contact_id)
+              GROUP BY person_id, contact_id
+            )
+            ORDER BY _ord
         """).to_arrow_table()
     finally:
         con.close()
