@@ -216,3 +216,33 @@ def test_brazilian_phone_formats_normalise_to_one_e164(area, number, fmt):
 def test_emails_are_lower_cased_and_trimmed(email):
     out = v.normalise_contact_ids(pa.array([f" {email.upper()} "]), "55")[0].as_py()
     assert out == email.upper().lower()
+
+
+def _reference_contact_id(text: str, cc: str = "55") -> str:
+    """The normalisation rules of features._validate.normalise_contact_ids, one value at a time."""
+    t = text.strip(" \t")
+    if re.fullmatch(r"\+[1-9][0-9]{7,14}", t):
+        return t
+    if "@" in t:
+        return t.lower()
+    if re.fullmatch(r"(\+|00)?\(?[0-9][0-9 ().\-/]{5,}", t):
+        digits = re.sub(r"[^0-9]", "", t)
+        plus = t.startswith("+")
+        dbl0 = not plus and digits.startswith("00")
+        nat = digits[1:] if digits.startswith("0") else digits
+        out = "+" + (cc + nat if not plus and not dbl0 and len(nat) <= 11 else digits[2:] if dbl0 else digits)
+        return out if re.fullmatch(r"\+[1-9][0-9]{7,14}", out) else t
+    return t
+
+
+@PROPS
+@given(
+    st.lists(
+        st.text(alphabet=st.sampled_from(list("0123456789+()-. @aZé\t/")), max_size=20),
+        min_size=1,
+        max_size=50,
+    )
+)
+def test_contact_normalisation_matches_the_reference_rules(texts):
+    got = v.normalise_contact_ids(pa.array(texts, pa.string()), "55").to_pylist()
+    assert got == [_reference_contact_id(t) for t in texts]
