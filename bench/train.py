@@ -24,7 +24,8 @@ from datetime import date
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests" / "integration"))
+sys.path.insert(0, str(ROOT))  # the package, not bench/features.py next to this script
+sys.path.append(str(ROOT / "tests" / "integration"))
 END = date(2026, 11, 20)
 BASE_FEATURES = 17  # columns make_day always writes
 
