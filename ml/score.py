@@ -112,6 +112,11 @@ def read_suppressions(settings: Settings, d: date) -> pd.DataFrame:
     return out[out["effective_from"] <= valid_from].reset_index(drop=True)
 
 
+def _sql_str(value: object) -> str:
+    """A SQL string literal (paths come from settings and may hold quotes)."""
+    return "'" + str(value).replace("'", "''") + "'"
+
+
 def _attempt_files(settings: Settings, d: date) -> list[str]:
     first = d - timedelta(days=CAP_WINDOW_DAYS - 1)
     return [
@@ -148,7 +153,7 @@ def _select(settings: Settings, d: date, con, suppressions: pd.DataFrame) -> dic
         con.execute(
             f"""CREATE TEMP TABLE att AS SELECT person_id, contact_id,
                 CAST(attempted_at AS DATE) AS _day_utc, filename AS _file
-                FROM read_parquet({files!r}, filename=true)"""
+                FROM read_parquet([{', '.join(_sql_str(f) for f in files)}], filename=true)"""
         )
     else:
         con.execute("CREATE TEMP TABLE att (person_id VARCHAR, contact_id VARCHAR, _day_utc DATE, _file VARCHAR)")
@@ -160,8 +165,8 @@ def _select(settings: Settings, d: date, con, suppressions: pd.DataFrame) -> dic
         f"""
         CREATE TEMP TABLE base AS
         SELECT f.person_id, f.contact_id, f.last_outcome = 'invalid' AS _invalid
-        FROM read_parquet('{feats}') f
-        JOIN read_parquet('{state}') s USING (person_id, contact_id)
+        FROM read_parquet({_sql_str(feats)}) f
+        JOIN read_parquet({_sql_str(state)}) s USING (person_id, contact_id)
         WHERE coalesce(s.active, true) AND coalesce(s.consent, true)
         """
     )
@@ -184,7 +189,7 @@ def _select(settings: Settings, d: date, con, suppressions: pd.DataFrame) -> dic
           ({cap_p} > 0 AND f.person_id IN
               (SELECT person_id FROM att GROUP BY person_id HAVING count(*) >= {cap_p})) AS _cap_person,
           ({cap_a} > 0 AND f.contact_id IN
-              (SELECT contact_id FROM att WHERE _file = '{day_file}' GROUP BY contact_id HAVING count(*) >= {cap_a})) AS _cap_address,
+              (SELECT contact_id FROM att WHERE _file = {_sql_str(day_file)} GROUP BY contact_id HAVING count(*) >= {cap_a})) AS _cap_address,
           ({'_invalid' if drop_invalid else 'false'}) AS _drop_invalid
         FROM flagged f
         """
@@ -430,7 +435,7 @@ def score(settings: Settings, d: date, model: ContactModel | None = None, model_
         predictor = Predictor(settings, model, figures["candidates"] * n_hours)
         parts = []
         reader = con.sql(
-            f"""SELECT f.* FROM read_parquet('{feats}') f
+            f"""SELECT f.* FROM read_parquet({_sql_str(feats)}) f
                 SEMI JOIN cand c ON f.person_id = c.person_id AND f.contact_id = c.contact_id"""
         ).to_arrow_reader(batch)
         n_batches = 0

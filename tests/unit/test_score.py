@@ -354,3 +354,13 @@ def test_best_hour_and_rank_ties_of_a_stepwise_calibrator_are_broken_by_the_raw_
         assert row.best_hour == 8 + int(np.argmax(raw)) and row["_raw"] == pytest.approx(max(raw))
     p1 = df[df.person_id == "p1"].sort_values("rank")
     assert list(p1["_raw"]) == sorted(p1["_raw"], reverse=True)
+
+
+def test_a_home_path_with_a_quote_works(tmp_path, model):
+    from contactrank.settings import load_settings
+
+    s = load_settings(home=tmp_path / "it's home")
+    write_world(s, D, features_frame(BASE))
+    write_attempts(s, D, [("p3", "+5511900000005")])
+    out = score(s, D, model=model, model_info=INFO)
+    assert out["addresses_capped"] == 1 and out["candidates"] == 4
