@@ -18,7 +18,16 @@ Rules worth knowing:
   (file-level errors only). An unreadable file is one quarantine row; for the quarantined share it
   counts as the number of rows it seems to hold (lines, or the Parquet footer's row count).
 - ``contacts_state/date=D`` chains on the latest earlier state: re-ingesting an old date means
-  re-ingesting the later ones too (``contactrank backfill`` does, in order).
+  re-ingesting the later ones too (``contactrank backfill`` does, in order). Its rows keep the
+  earlier state's order, then new upserts, then attempts-only addresses by first appearance.
+
+Quarantine reasons: ``unreadable_file`` (corrupt Parquet, not UTF-8, empty), ``missing_column``,
+``bad_row_shape`` (a CSV line with the wrong number of fields), ``empty_value`` (a required value
+is blank), ``nul_byte``, ``too_long`` (> ``settings.max_string_length`` characters),
+``bad_channel``, ``bad_outcome``, ``bad_timestamp``, ``outside_date`` (attempted_at outside the
+window, or a future updated_at), ``bad_number`` (duration_s not a number >= 0), ``bad_bool``,
+``bad_date`` (effective_from), ``no_target`` (a suppression without person_id and contact_id),
+``type_changed`` (a persons attribute that does not fit the type of earlier days).
 """
 
 from __future__ import annotations
