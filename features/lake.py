@@ -154,6 +154,6 @@ def duckdb_connect(settings: Settings):  # -> duckdb.DuckDBPyConnection
     con = duckdb.connect()
     con.execute(f"SET memory_limit='{settings.duckdb_memory_limit}'")
     con.execute(f"SET threads={int(settings.duckdb_threads)}")
-    con.execute(f"SET temp_directory='{spill}'")
+    con.execute("SET temp_directory='" + str(spill).replace("'", "''") + "'")
     con.execute("SET preserve_insertion_order=false")
     return con
