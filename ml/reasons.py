@@ -118,7 +118,7 @@ class PathExplainer:
         for tree in dump["tree_info"]:
             root = tree["tree_structure"]
             table = np.zeros((int(tree["num_leaves"]), self.n_groups), dtype=np.float64)
-            if "leaf_index" in root:  # a single-leaf tree is a constant
+            if "split_index" not in root:  # a single-leaf tree is a constant (dumped without leaf_index)
                 self.bias += float(root["leaf_value"])
             else:
                 self.bias += float(root["internal_value"])
