@@ -69,17 +69,24 @@ def _log_state(context: dict[str, Any], what: str, level: int) -> None:
     )
 
 
-def default_args(retries: int = 2, retry_delay: timedelta = timedelta(minutes=2)) -> dict[str, Any]:
-    """Task defaults of every contactrank DAG: retries with exponential backoff and logging callbacks."""
-    return {
+def default_args(retries: int = 2, retry_delay: timedelta | None = None) -> dict[str, Any]:
+    """Task defaults of every contactrank DAG: retries with exponential backoff and logging callbacks.
+
+    Without ``retry_delay`` the first delay is Airflow's ``[core] default_task_retry_delay`` (300 s),
+    so a deployment (or a test, with ``AIRFLOW__CORE__DEFAULT_TASK_RETRY_DELAY=1``) tunes it without
+    touching the DAGs; each next delay doubles, capped at 30 minutes.
+    """
+    args: dict[str, Any] = {
         "owner": OWNER,
         "retries": retries,
-        "retry_delay": retry_delay,
-        "retry_exponential_backoff": 2.0,  # 2 min, 4 min, 8 min ... capped below
+        "retry_exponential_backoff": 2.0,
         "max_retry_delay": timedelta(minutes=30),
         "on_failure_callback": on_failure,
         "on_retry_callback": on_retry,
     }
+    if retry_delay is not None:
+        args["retry_delay"] = retry_delay
+    return args
 
 
 def business_date(context: dict[str, Any]) -> date:

@@ -179,7 +179,8 @@ def test_failure_callback_never_raises(caplog: pytest.LogCaptureFixture) -> None
 def test_default_args_back_off_exponentially() -> None:
     args = default_args()
     assert args["retries"] >= 2 and args["retry_exponential_backoff"] > 1
-    assert args["max_retry_delay"] > args["retry_delay"]
+    assert "retry_delay" not in args  # Airflow's [core] default_task_retry_delay applies
+    assert default_args(retry_delay=timedelta(minutes=10))["retry_delay"] == timedelta(minutes=10)
 
 
 def test_links(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
