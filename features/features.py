@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from contactrank.errors import ContactrankError
@@ -51,6 +52,9 @@ WINDOWS = (7, 30, 90, 365)
 HALF_LIVES = (7, 30)
 DORMANT_DAYS = 90  # "came back": reached on an address first seen after this long without a reach
 HISTORY_WINDOW = 365  # window of the hour-bucket and day-of-week counts
+# (person, contact) pairs per chunk: the state and the features are computed for one hash-chunk of
+# persons at a time, so joins and aggregates stay in memory (no spilling) whatever the history size.
+CHUNK_PAIRS = 1_000_000
 
 
 def _in(values: frozenset[str] | tuple[str, ...]) -> str:
@@ -120,6 +124,37 @@ def _copy(con, sql: str, path: Path) -> None:
 
 def _count(con, path: Path) -> int:
     return pq.ParquetFile(path).metadata.num_rows
+
+
+def _n_chunks(*files: Path | None) -> int:
+    """How many person-hash chunks keep each chunk under CHUNK_PAIRS rows (from Parquet metadata)."""
+    rows = max((pq.ParquetFile(f).metadata.num_rows for f in files if f is not None and Path(f).is_file()), default=0)
+    return max(1, math.ceil(rows / CHUNK_PAIRS))
+
+
+def _chunk(rel: str, n: int, k: int) -> str:
+    """The rows of ``rel`` whose person falls in chunk k of n (every computation is per person)."""
+    return rel if n <= 1 else f"(SELECT * FROM {rel} WHERE hash(person_id) % {n} = {k})"
+
+
+def _stream(con, sqls: list[str], path: Path) -> int:
+    """Write the results of ``sqls``, one after the other, into one Parquet file; returns the rows."""
+    writer = None
+    rows = 0
+    try:
+        for sql in sqls:
+            for batch in con.sql(sql).arrow():
+                if writer is None:
+                    writer = pq.ParquetWriter(path, batch.schema, compression="zstd")
+                if batch.num_rows:
+                    writer.write_batch(batch)
+                    rows += batch.num_rows
+        if writer is None:
+            pq.write_table(con.sql(f"SELECT * FROM ({sqls[0]}) LIMIT 0").arrow().read_all(), path, compression="zstd")
+    finally:
+        if writer is not None:
+            writer.close()
+    return rows
 
 
 # --- context ------------------------------------------------------------------------------------
@@ -275,7 +310,7 @@ def _state_direct_sql(agg: str, cs: str, x: date) -> str:
         + [f"coalesce(p.{c}, 0.0) AS {c}" for c in _DECAY_COLS]
     )
     return f"""
-WITH agg AS (SELECT * FROM {agg}),
+WITH agg AS NOT MATERIALIZED (SELECT * FROM {agg}),  -- scanned once per use: cheaper than materializing
 g AS (
   SELECT person_id, contact_id,
     sum(attempts)::BIGINT AS n_attempts,
@@ -460,7 +495,8 @@ def _attr_select(con, attrs: str) -> str:
     return "".join(",\n  " + s for s in out)
 
 
-def _assemble_sql(con, rows: str, passthrough: list[str], st: str, attrs: str, pop: str, x: date, m: float) -> str:
+def _assemble_sql(con, rows: str, passthrough: list[str], st_all: str, st: str, attrs: str, pop: str, x: date,
+                  m: float) -> str:
     """Feature rows for the relation ``rows`` (person_id, contact_id, channel, source, ...) at the end of x.
 
     Only the state of ``x`` feeds the f_* columns: the features of D use x = D, the training examples
@@ -531,10 +567,12 @@ def _assemble_sql(con, rows: str, passthrough: list[str], st: str, attrs: str, p
 
     return f"""
 WITH st AS (SELECT * FROM {st}),
+st_all AS (SELECT channel, source, {', '.join(_DECAY_COLS)} FROM {st_all}),
 r AS (SELECT * FROM {rows}),
-pa AS (SELECT {pri} FROM st),
-pch AS (SELECT channel, {pri_ch} FROM st CROSS JOIN pa GROUP BY channel),
-pcs AS (SELECT st.channel, st.source, {pri_cs} FROM st JOIN pch pc ON pc.channel = st.channel GROUP BY st.channel, st.source),
+pa AS (SELECT {pri} FROM st_all),
+pch AS (SELECT channel, {pri_ch} FROM st_all CROSS JOIN pa GROUP BY channel),
+pcs AS (SELECT st_all.channel, st_all.source, {pri_cs} FROM st_all JOIN pch pc ON pc.channel = st_all.channel
+        GROUP BY st_all.channel, st_all.source),
 p AS (SELECT person_id, {', '.join(p_cols)} FROM st WHERE person_id IN (SELECT person_id FROM r) GROUP BY person_id),
 gw AS (SELECT * FROM {pop} WHERE date <= {X} AND date > {X} - 30),
 ga AS (SELECT {g_rates()} FROM gw),
@@ -586,13 +624,20 @@ def _write_state(settings: Settings, con, d: date, prev_dir: Path | None, force_
     """Write the state of the end of d (and the person attributes) into ``out_dir``; returns the mode."""
     state_file = out_dir / DATA_FILE
     cs = _cs_rel(settings, d)
+    cs_files = _files(settings, "contacts_state", d)
     mode = "direct"
     if prev_dir is not None and not force_direct:
         prev = f"read_parquet({_q(prev_dir / DATA_FILE)}, hive_partitioning=false)"
         old = {w: _one_agg(settings, d - timedelta(days=w)) for w in WINDOWS}
         backdated = _backdated(settings, con, prev, cs, d)
-        _copy(con, _state_incr_sql(prev, _one_agg(settings, d), old, cs, backdated, d) + " ORDER BY person_id, contact_id", state_file)
-        bad = con.execute(_sanity_sql(f"read_parquet({_q(state_file)}, hive_partitioning=false)")).fetchone()[0]
+        n = _n_chunks(prev_dir / DATA_FILE, *cs_files[-1:])
+        cur = _one_agg(settings, d)
+        _stream(con, [
+            _state_incr_sql(_chunk(prev, n, k), _chunk(cur, n, k), {w: _chunk(r, n, k) for w, r in old.items()},
+                            _chunk(cs, n, k), _chunk(backdated, n, k), d) + " ORDER BY person_id, contact_id"
+            for k in range(n)
+        ], state_file)  # fmt: skip
+        bad = con.execute(_sanity_sql(f"read_parquet({_q(state_file)}, hive_partitioning=false)")).fetchall()[0][0]
         if bad:
             log.warning("feature state of %s: %d rows inconsistent with the state of the day before "
                         "(a past date was rebuilt?); recomputing from the daily aggregates", d, bad)  # fmt: skip
@@ -600,7 +645,11 @@ def _write_state(settings: Settings, con, d: date, prev_dir: Path | None, force_
             mode = "incremental"
     if mode == "direct":
         agg = _agg_rel(settings, d)
-        _copy(con, _state_direct_sql(agg, cs, d) + " ORDER BY person_id, contact_id", state_file)
+        n = _n_chunks(prev_dir / DATA_FILE if prev_dir is not None else None, *cs_files[-1:])
+        n = max(n, math.ceil(sum(_count(con, f) for f in _files(settings, DAILY_AGG, d)) / (8 * CHUNK_PAIRS)))
+        _stream(con, [
+            _state_direct_sql(_chunk(agg, n, k), _chunk(cs, n, k), d) + " ORDER BY person_id, contact_id" for k in range(n)
+        ], state_file)  # fmt: skip
     prev_persons = prev_dir / PERSONS_FILE if (prev_dir is not None and not force_direct) else None
     src = _persons_src(settings, d, prev_persons if prev_persons and prev_persons.is_file() else None)
     _copy(con, _persons_sql(con, src), out_dir / PERSONS_FILE)
@@ -614,7 +663,7 @@ def _backdated(settings: Settings, con, prev: str, cs: str, d: date) -> str:
       SELECT c.person_id, c.contact_id, c.first_seen AS fs FROM {cs} c
       LEFT JOIN {prev} p ON p.person_id = c.person_id AND p.contact_id = c.contact_id
       WHERE p.first_seen IS NULL AND c.first_seen < {_lit(d)}""")
-    lo, hi = con.execute("SELECT min(fs), max(fs) FROM _bcand").fetchone()
+    lo, hi = con.execute("SELECT min(fs), max(fs) FROM _bcand").fetchall()[0]
     if lo is None:
         return empty
     reach = _read(_files(settings, DAILY_AGG, hi - timedelta(days=1), since=lo - timedelta(days=DORMANT_DAYS)), "_empty_agg")
@@ -719,11 +768,15 @@ def _pop_rel(settings: Settings, x: date) -> str:
 def _write_features(settings: Settings, con, d: date, state_dir: Path) -> int:
     st, attrs = _state_rels(state_dir)
     rows = f"(SELECT person_id, contact_id, channel, source FROM {_cs_rel(settings, d)})"
-    sql = _assemble_sql(con, rows, ["person_id", "contact_id", "channel"], st, attrs, _pop_rel(settings, d), d,
-                        settings.prior_strength)  # fmt: skip
+    n = _n_chunks(state_dir / DATA_FILE)
+    pop = _pop_rel(settings, d)
+
+    def sql(k: int) -> str:
+        return _assemble_sql(con, _chunk(rows, n, k), ["person_id", "contact_id", "channel"], st, _chunk(st, n, k),
+                             _chunk(attrs, n, k) if attrs else "", pop, d, settings.prior_strength)  # fmt: skip
+
     with atomic_dir(partition_dir(settings, FEATURES, d)) as stage:
-        _copy(con, sql + " ORDER BY r.person_id, r.contact_id", stage / DATA_FILE)
-        return _count(con, stage / DATA_FILE)
+        return _stream(con, [sql(k) + " ORDER BY r.person_id, r.contact_id" for k in range(n)], stage / DATA_FILE)
 
 
 def _write_training(settings: Settings, con, d: date, prev_dir: Path) -> int:
@@ -732,9 +785,14 @@ def _write_training(settings: Settings, con, d: date, prev_dir: Path) -> int:
     st, attrs = _state_rels(prev_dir)
     passthrough = ["attempt_id", "person_id", "contact_id", "channel", "date", "campaign_id", "label_reach",
                    "label_conversion", "local_hour"]  # fmt: skip
-    sql = _assemble_sql(con, _training_rows(settings, d), passthrough, st, attrs, _pop_rel(settings, x), x,
-                        settings.prior_strength)  # fmt: skip
-    df = con.sql(sql + " ORDER BY r.attempt_id").to_arrow_table().to_pandas()  # dates stay dates
+    n = _n_chunks(prev_dir / DATA_FILE)
+    pop = _pop_rel(settings, x)
+    tables = [
+        con.sql(_assemble_sql(con, _chunk(_training_rows(settings, d), n, k), passthrough, st, _chunk(st, n, k),
+                              _chunk(attrs, n, k) if attrs else "", pop, x, settings.prior_strength)).to_arrow_table()
+        for k in range(n)
+    ]  # fmt: skip
+    df = pa.concat_tables(tables).to_pandas().sort_values("attempt_id", ignore_index=True)  # dates stay dates
     df = df.drop(columns=["last_outcome", "n_attempts"])
     df = add_context(df, d, df["local_hour"]).drop(columns=["local_hour"])
     write_partition(settings, TRAINING, d, df)

@@ -10,6 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 from feature_history import START, attempt, attempts_for, contacts, history, write_attempts
 
+import features.features as ff
 from features.features import DAILY_AGG, STATE, build_features
 from features.lake import DATA_FILE, partition_dir
 
@@ -69,7 +70,7 @@ def assert_same(a: pd.DataFrame, b: pd.DataFrame, rtol: float = 1e-6) -> None:
 
 
 @pytest.mark.slow
-def test_chain_equals_full_rebuild(settings, tmp_path):
+def test_chain_equals_full_rebuild(settings, tmp_path, monkeypatch):
     _write_history(settings)
     modes = [build_features(settings, _day(n))["mode"] for n in CHAIN]
     assert modes == ["direct"] + ["incremental"] * (len(CHAIN) - 1)
@@ -78,6 +79,7 @@ def test_chain_equals_full_rebuild(settings, tmp_path):
 
     full = settings.replace(home=tmp_path / "full")
     _write_history(full)
+    monkeypatch.setattr(ff, "CHUNK_PAIRS", 10)  # the rebuild also runs in person-hash chunks
     out = build_features(full, _day(410), full=True)
     assert out["mode"] == "full" and out["daily_agg_days"] == len(ATTEMPT_DAYS)
     for kind, frame in chained.items():
