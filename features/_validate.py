@@ -143,25 +143,36 @@ def _one_line(exc: BaseException) -> str:
 
 @dataclass
 class Rejects:
-    """The first failing (reason, column) of every row; rows with reason None are kept."""
+    """The first failing (reason, column) of every row; rows without one are kept.
+
+    Reasons are stored as small integer codes so a clean million-row file costs one bool array.
+    """
 
     n: int
 
     def __post_init__(self) -> None:
         self.bad = np.zeros(self.n, bool)
-        self.reason = np.empty(self.n, object)
-        self.column = np.empty(self.n, object)
+        self._code = np.zeros(self.n, np.int16)  # index into self._labels; 0 = none
+        self._labels: list[tuple[str | None, str | None]] = [(None, None)]
 
     def fail(self, mask: np.ndarray | pa.Array | pa.ChunkedArray, reason: str, column: str | None) -> None:
         m = to_mask(mask) & ~self.bad
         if m.any():
             self.bad |= m
-            self.reason[m] = reason
-            self.column[m] = column
+            self._labels.append((reason, column))
+            self._code[m] = len(self._labels) - 1
 
     @property
     def ok(self) -> np.ndarray:
         return ~self.bad
+
+    def reason(self, rows: np.ndarray) -> pa.Array:
+        """The reasons of the given row indices."""
+        return pa.array([r for r, _ in self._labels], pa.string()).take(pa.array(self._code[rows]))
+
+    def column(self, rows: np.ndarray) -> pa.Array:
+        """The failing columns of the given row indices."""
+        return pa.array([c for _, c in self._labels], pa.string()).take(pa.array(self._code[rows]))
 
 
 def to_mask(mask: np.ndarray | pa.Array | pa.ChunkedArray) -> np.ndarray:
@@ -469,7 +480,7 @@ def parse_timestamps(
     retry = np.flatnonzero(~ok & present)
     if retry.size:
         # the general shape: optional seconds, fractions, spaces, 'UTC', '+HH'
-        sub = _contiguous(pc.take(s, pa.array(retry)))
+        sub = _contiguous(s.filter(pa.array(~ok & present)))  # filter: per chunk, unlike take
         m = pc.extract_regex(sub, _FULL_RE)
         matched = to_mask(pc.is_valid(m))
         f = {k: pc.fill_null(pc.struct_field(m, k), "") for k in ("date", "hm", "sec", "frac", "tz")}
@@ -591,7 +602,7 @@ def normalise_contact_ids(col: pa.Array | pa.ChunkedArray, country_code: str) ->
         s = pc.replace_with_mask(s, pa.array(email), lowered)
     maybe = np.flatnonzero(rest & ~email)
     if maybe.size:
-        sub = _contiguous(pc.take(s, pa.array(maybe)))
+        sub = _contiguous(s.filter(pa.array(rest & ~email)))  # filter: per chunk, unlike take
         phone_sub = to_mask(pc.match_substring_regex(sub, _PHONE_RE))
         phone = np.zeros(len(s), bool)
         phone[maybe[phone_sub]] = True

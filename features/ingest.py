@@ -242,7 +242,8 @@ def _ingest_file(kind: str, path: Path, ctx: _Ctx, out: _KindOut) -> None:
     if rejects.bad.any():
         bad = np.flatnonzero(rejects.bad)
         out.quarantined += bad.size
-        out.reasons.update(Counter(rejects.reason[bad].tolist()))
+        for item in pc.value_counts(rejects.reason(bad)).to_pylist():
+            out.reasons[item["values"]] += item["counts"]
         out.first_bad_file = out.first_bad_file or str(path)
         out.quarantine.append(_row_quarantine(table, rejects, bad, path, row_numbers))
     out.clean.append(clean)
@@ -285,8 +286,8 @@ def _row_quarantine(
     }
     cols["_source_file"] = pa.array([str(path)] * bad.size, pa.string())
     cols["_row_number"] = pa.array(bad + 1 if row_numbers is None else row_numbers[bad], pa.int64())
-    cols["_column"] = pa.array(rejects.column[bad].tolist(), pa.string())
-    cols["_reason"] = pa.array(rejects.reason[bad].tolist(), pa.string())
+    cols["_column"] = rejects.column(bad)
+    cols["_reason"] = rejects.reason(bad)
     cols["_error"] = pa.nulls(bad.size, pa.string())
     return pa.table(cols)
 
