@@ -278,12 +278,8 @@ def _bad_lines_quarantine(lines: list[v.BadLine], path: Path) -> pa.Table:
 def _row_quarantine(
     table: pa.Table, rejects: v.Rejects, bad: np.ndarray, path: Path, row_numbers: np.ndarray | None = None
 ) -> pa.Table:
-    idx = pa.array(bad)
-    cols = {
-        name: v.as_string(table.column(name).take(idx))
-        for name in table.column_names
-        if not name.startswith("_")
-    }
+    rows = table.filter(pa.array(rejects.bad))  # same order as ``bad``; filter works per chunk
+    cols = {name: v.as_string(rows.column(name)) for name in rows.column_names if not name.startswith("_")}
     cols["_source_file"] = pa.array([str(path)] * bad.size, pa.string())
     cols["_row_number"] = pa.array(bad + 1 if row_numbers is None else row_numbers[bad], pa.int64())
     cols["_column"] = rejects.column(bad)
