@@ -126,15 +126,33 @@ def _count(con, path: Path) -> int:
     return pq.ParquetFile(path).metadata.num_rows
 
 
-def _n_chunks(*files: Path | None) -> int:
-    """How many person-hash chunks keep each chunk under CHUNK_PAIRS rows (from Parquet metadata)."""
-    rows = max((pq.ParquetFile(f).metadata.num_rows for f in files if f is not None and Path(f).is_file()), default=0)
-    return max(1, math.ceil(rows / CHUNK_PAIRS))
+Bounds = tuple[str | None, str | None]
 
 
-def _chunk(rel: str, n: int, k: int) -> str:
-    """The rows of ``rel`` whose person falls in chunk k of n (every computation is per person)."""
-    return rel if n <= 1 else f"(SELECT * FROM {rel} WHERE hash(person_id) % {n} = {k})"
+def _chunks(con, *files: Path | None, rows: int = 0) -> list[Bounds]:
+    """Ranges of person_id holding at most ~CHUNK_PAIRS rows of the largest of ``files`` each.
+
+    Every computation is per person, so a chunk never needs another chunk's rows; ranges (not
+    hashes) keep the concatenated output sorted by person and let Parquet skip row groups.
+    """
+    sizes = [(pq.ParquetFile(f).metadata.num_rows, f) for f in files if f is not None and Path(f).is_file()]
+    n = max(1, math.ceil(max([rows, *(r for r, _ in sizes)]) / CHUNK_PAIRS))
+    if n == 1 or not sizes:
+        return [(None, None)]
+    biggest = max(sizes)[1]
+    qs = ", ".join(str(i / n) for i in range(1, n))
+    cuts = con.execute(f"SELECT quantile_disc(person_id, [{qs}]) FROM read_parquet({_q(biggest)}, hive_partitioning=false)").fetchall()[0][0]
+    cuts = sorted({c for c in cuts if c is not None})
+    edges: list[str | None] = [None, *cuts, None]
+    return list(zip(edges[:-1], edges[1:], strict=True))
+
+
+def _chunk(rel: str, bounds: Bounds) -> str:
+    """The rows of ``rel`` whose person_id lies in [lo, hi)."""
+    lo, hi = bounds
+    cond = [f"person_id >= {_q(lo)}" if lo is not None else "", f"person_id < {_q(hi)}" if hi is not None else ""]
+    cond = [c for c in cond if c]
+    return rel if not cond else f"(SELECT * FROM {rel} WHERE {' AND '.join(cond)})"
 
 
 def _stream(con, sqls: list[str], path: Path) -> int:
@@ -630,12 +648,12 @@ def _write_state(settings: Settings, con, d: date, prev_dir: Path | None, force_
         prev = f"read_parquet({_q(prev_dir / DATA_FILE)}, hive_partitioning=false)"
         old = {w: _one_agg(settings, d - timedelta(days=w)) for w in WINDOWS}
         backdated = _backdated(settings, con, prev, cs, d)
-        n = _n_chunks(prev_dir / DATA_FILE, *cs_files[-1:])
+        chunks = _chunks(con, prev_dir / DATA_FILE, *cs_files[-1:])
         cur = _one_agg(settings, d)
         _stream(con, [
-            _state_incr_sql(_chunk(prev, n, k), _chunk(cur, n, k), {w: _chunk(r, n, k) for w, r in old.items()},
-                            _chunk(cs, n, k), _chunk(backdated, n, k), d) + " ORDER BY person_id, contact_id"
-            for k in range(n)
+            _state_incr_sql(_chunk(prev, b), _chunk(cur, b), {w: _chunk(r, b) for w, r in old.items()},
+                            _chunk(cs, b), _chunk(backdated, b), d) + " ORDER BY person_id, contact_id"
+            for b in chunks
         ], state_file)  # fmt: skip
         bad = con.execute(_sanity_sql(f"read_parquet({_q(state_file)}, hive_partitioning=false)")).fetchall()[0][0]
         if bad:
@@ -645,10 +663,10 @@ def _write_state(settings: Settings, con, d: date, prev_dir: Path | None, force_
             mode = "incremental"
     if mode == "direct":
         agg = _agg_rel(settings, d)
-        n = _n_chunks(prev_dir / DATA_FILE if prev_dir is not None else None, *cs_files[-1:])
-        n = max(n, math.ceil(sum(_count(con, f) for f in _files(settings, DAILY_AGG, d)) / (8 * CHUNK_PAIRS)))
+        agg_rows = sum(_count(con, f) for f in _files(settings, DAILY_AGG, d))
+        chunks = _chunks(con, prev_dir / DATA_FILE if prev_dir is not None else None, *cs_files[-1:], rows=agg_rows // 8)
         _stream(con, [
-            _state_direct_sql(_chunk(agg, n, k), _chunk(cs, n, k), d) + " ORDER BY person_id, contact_id" for k in range(n)
+            _state_direct_sql(_chunk(agg, b), _chunk(cs, b), d) + " ORDER BY person_id, contact_id" for b in chunks
         ], state_file)  # fmt: skip
     prev_persons = prev_dir / PERSONS_FILE if (prev_dir is not None and not force_direct) else None
     src = _persons_src(settings, d, prev_persons if prev_persons and prev_persons.is_file() else None)
@@ -768,15 +786,15 @@ def _pop_rel(settings: Settings, x: date) -> str:
 def _write_features(settings: Settings, con, d: date, state_dir: Path) -> int:
     st, attrs = _state_rels(state_dir)
     rows = f"(SELECT person_id, contact_id, channel, source FROM {_cs_rel(settings, d)})"
-    n = _n_chunks(state_dir / DATA_FILE)
+    chunks = _chunks(con, state_dir / DATA_FILE)
     pop = _pop_rel(settings, d)
 
-    def sql(k: int) -> str:
-        return _assemble_sql(con, _chunk(rows, n, k), ["person_id", "contact_id", "channel"], st, _chunk(st, n, k),
-                             _chunk(attrs, n, k) if attrs else "", pop, d, settings.prior_strength)  # fmt: skip
+    def sql(b: Bounds) -> str:
+        return _assemble_sql(con, _chunk(rows, b), ["person_id", "contact_id", "channel"], st, _chunk(st, b),
+                             _chunk(attrs, b) if attrs else "", pop, d, settings.prior_strength)  # fmt: skip
 
     with atomic_dir(partition_dir(settings, FEATURES, d)) as stage:
-        return _stream(con, [sql(k) + " ORDER BY r.person_id, r.contact_id" for k in range(n)], stage / DATA_FILE)
+        return _stream(con, [sql(b) + " ORDER BY r.person_id, r.contact_id" for b in chunks], stage / DATA_FILE)
 
 
 def _write_training(settings: Settings, con, d: date, prev_dir: Path) -> int:
@@ -785,12 +803,11 @@ def _write_training(settings: Settings, con, d: date, prev_dir: Path) -> int:
     st, attrs = _state_rels(prev_dir)
     passthrough = ["attempt_id", "person_id", "contact_id", "channel", "date", "campaign_id", "label_reach",
                    "label_conversion", "local_hour"]  # fmt: skip
-    n = _n_chunks(prev_dir / DATA_FILE)
     pop = _pop_rel(settings, x)
     tables = [
-        con.sql(_assemble_sql(con, _chunk(_training_rows(settings, d), n, k), passthrough, st, _chunk(st, n, k),
-                              _chunk(attrs, n, k) if attrs else "", pop, x, settings.prior_strength)).to_arrow_table()
-        for k in range(n)
+        con.sql(_assemble_sql(con, _chunk(_training_rows(settings, d), b), passthrough, st, _chunk(st, b),
+                              _chunk(attrs, b) if attrs else "", pop, x, settings.prior_strength)).to_arrow_table()
+        for b in _chunks(con, prev_dir / DATA_FILE)
     ]  # fmt: skip
     df = pa.concat_tables(tables).to_pandas().sort_values("attempt_id", ignore_index=True)  # dates stay dates
     df = df.drop(columns=["last_outcome", "n_attempts"])
