@@ -35,12 +35,12 @@ def _progress():
 
     # stderr: stdout carries the JSON result that scripts parse
     return Progress(
-        console=Console(stderr=True),
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         TextColumn("{task.completed}/{task.total}"),
         TimeElapsedColumn(),
         TextColumn("{task.fields[step]}"),
+        console=Console(stderr=True),
         transient=False,
     )
 
