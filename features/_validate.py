@@ -397,7 +397,8 @@ def _iso_fast(arr: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.nda
     m = np.clip(month, 1, 12)
     dim = _DAYS_IN_MONTH[m - 1] + ((m == 2) & leap)
     ok &= (
-        (month >= 1)
+        (year >= 1)
+        & (month >= 1)
         & (month <= 12)
         & (day >= 1)
         & (day <= dim)
