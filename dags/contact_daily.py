@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 from airflow.sdk import CronDataIntervalTimetable, Param, PokeReturnValue, dag, task
 from contactrank_airflow import (
@@ -13,6 +13,7 @@ from contactrank_airflow import (
     load_settings,
     push_links,
     small,
+    start_date,
 )
 
 DOC = """
@@ -26,6 +27,8 @@ Runs the steps of `contactrank run` for one **business date D**, one task per st
   the day before it was queued; the `date` param (`YYYY-MM-DD`) overrides both.
 * **Wait**: `wait_for_attempts` pokes `<landing>/attempts/date=D/` every 5 minutes in reschedule
   mode (no worker slot held) and gives up after 20 hours.
+* **Start**: `CONTACTRANK_AIRFLOW_START_DATE` (default 2026-01-01), the first business date the
+  schedule owns: with catchup, unpausing the DAG creates a run for every day since.
 * **Order**: `max_active_runs=1` and catchup: a day depends on the lake and model of the day
   before, so backfills (`airflow backfill create --dag-id contact_daily ...`) run oldest first.
 * **Train** retrains only when due (`retrain_every_days`); the **gate** decides whether the
@@ -53,7 +56,7 @@ PARAMS = {
 @dag(
     dag_id="contact_daily",
     schedule=CronDataIntervalTimetable("0 0 * * *", timezone="UTC"),
-    start_date=datetime(2026, 1, 1, tzinfo=UTC),
+    start_date=start_date(),
     catchup=True,
     max_active_runs=1,
     default_args=default_args(retries=2),

@@ -210,3 +210,22 @@ def export_facts(settings: Any, d: date, published: dict[str, Any]) -> dict[str,
         "rows": rows if isinstance(rows, int) else None,
         "path": str(path.resolve()),
     }
+
+
+START_DATE_ENV = "CONTACTRANK_AIRFLOW_START_DATE"
+DEFAULT_START_DATE = "2026-01-01"
+
+
+def start_date() -> datetime:
+    """First business date the daily schedule owns: ``$CONTACTRANK_AIRFLOW_START_DATE`` or 2026-01-01.
+
+    With catchup on, unpausing ``contact_daily`` creates a run for every day from here on; a
+    deployment sets it to the first day it has landing data for. Read at parse time (an environment
+    variable costs nothing, unlike an Airflow Variable, which would hit the database on every parse).
+    """
+    text = os.environ.get(START_DATE_ENV) or DEFAULT_START_DATE
+    try:
+        d = date.fromisoformat(text.strip())
+    except ValueError:
+        raise ValueError(f"{START_DATE_ENV}={text!r} is not a date (YYYY-MM-DD)") from None
+    return datetime(d.year, d.month, d.day, tzinfo=UTC)

@@ -17,6 +17,7 @@ from contactrank_airflow import (
     export_facts,
     on_failure,
     small,
+    start_date,
 )
 from contactrank_links import export_link, mlflow_link
 
@@ -198,3 +199,13 @@ def test_links(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
         export_link({"export_path": str(export)}) == "https://files.example/exports/priority/date=2026-11-20/"
     )
     assert export_link({}) == ""
+
+
+def test_start_date_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CONTACTRANK_AIRFLOW_START_DATE", raising=False)
+    assert start_date() == datetime(2026, 1, 1, tzinfo=UTC)
+    monkeypatch.setenv("CONTACTRANK_AIRFLOW_START_DATE", "2027-03-05")
+    assert start_date() == datetime(2027, 3, 5, tzinfo=UTC)
+    monkeypatch.setenv("CONTACTRANK_AIRFLOW_START_DATE", "March 5")
+    with pytest.raises(ValueError, match="CONTACTRANK_AIRFLOW_START_DATE"):
+        start_date()

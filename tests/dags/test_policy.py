@@ -63,13 +63,13 @@ import airflow.sdk  # loaded once by the dag-processor: not part of a file's par
 heavy = {heavy!r}
 before = sorted(m for m in heavy if m in sys.modules)
 path = sys.argv[1]
-t0 = time.perf_counter()
+t0, c0 = time.perf_counter(), time.process_time()
 spec = importlib.util.spec_from_file_location("dag_under_test", path)
 mod = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(mod)
-elapsed = time.perf_counter() - t0
+elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0
 after = sorted(m for m in heavy if m in sys.modules)
-print(json.dumps({{"seconds": elapsed, "before": before, "after": after}}))
+print(json.dumps({{"seconds": elapsed, "cpu": cpu, "before": before, "after": after}}))
 """
 
 
@@ -105,4 +105,7 @@ def test_no_heavy_imports_at_parse_time(probes: dict[str, dict], name: str) -> N
 
 @pytest.mark.parametrize("name", [p.name for p in DAG_FILES])
 def test_dag_file_parses_in_under_a_second(probes: dict[str, dict], name: str) -> None:
-    assert probes[name]["seconds"] < 1.0, f"{name} took {probes[name]['seconds']:.2f} s to parse"
+    # CPU seconds of the parsing process: on a shared 2-core machine wall time also counts the
+    # other processes' load, which says nothing about the file.
+    p = probes[name]
+    assert p["cpu"] < 1.0, f"{name} took {p['cpu']:.2f} CPU s ({p['seconds']:.2f} s wall) to parse"
