@@ -272,7 +272,7 @@ def parse_float(col: pa.Array | pa.ChunkedArray) -> tuple[pa.Array, np.ndarray, 
     if pa.types.is_floating(col.type) or pa.types.is_integer(col.type) or pa.types.is_decimal(col.type):
         vals = col.cast(pa.float64())
         present = to_mask(pc.is_valid(vals))
-        ok = ~to_mask(pc.is_nan(pc.fill_null(vals, 0.0)))
+        ok = to_mask(pc.is_finite(pc.fill_null(vals, 0.0)))
         return vals, ok, present
     if pa.types.is_boolean(col.type):
         present = to_mask(pc.is_valid(col))
@@ -282,7 +282,7 @@ def parse_float(col: pa.Array | pa.ChunkedArray) -> tuple[pa.Array, np.ndarray, 
     if present.all() or not present.any() or to_mask(pc.is_null(s))[~present].all():
         try:  # fast path: every value is a plain number (Arrow's parser is strict: no "nan", no spaces)
             vals = pc.cast(s, pa.float64())
-            if not to_mask(pc.is_nan(pc.fill_null(vals, 0.0))).any():
+            if to_mask(pc.is_finite(pc.fill_null(vals, 0.0))).all():
                 return vals, np.ones(len(s), bool), present
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
             pass

@@ -157,7 +157,7 @@ def _bad_value(column: str):
             timestamps(lo=LO - timedelta(days=30), hi=LO),
             timestamps(lo=HI, hi=HI + timedelta(days=30)),
         ),
-        "duration_s": st.sampled_from(["-1", "abc", "1,5", "nan", "--2", "1e"]),
+        "duration_s": st.sampled_from(["-1", "abc", "1,5", "nan", "inf", "--2", "1e"]),
     }[column]
 
 
