@@ -67,7 +67,14 @@ def train_phase(home: Path) -> dict:
         "counts": out["counts"],
         "auc": out["metrics"]["auc"],
         "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+        "cpu_s": _cpu(),
     }
+
+
+def _cpu() -> float:
+    """CPU seconds of this process: on a shared machine, wall time / CPU share is what we got."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
 
 
 def tune_phase(home: Path, trials: int) -> dict:
@@ -82,6 +89,7 @@ def tune_phase(home: Path, trials: int) -> dict:
         "pruned": out.get("trials_pruned"),
         "best": out.get("best_value"),
         "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+        "cpu_s": _cpu(),
     }
 
 
@@ -138,7 +146,8 @@ def main() -> None:
             f"train: {tr['counts']['rows_train']:,} train + {tr['counts']['rows_valid']:,} valid rows, "
             f"{tr['counts']['best_iteration']} trees; wall {train_s:.1f} s "
             f"(load {t['load_s']:.1f}, fit {t['fit_s']:.1f}, evaluate {t['evaluate_s']:.1f}, mlflow {t['mlflow_s']:.1f}); "
-            f"peak RSS {tr['peak_rss_gib']:.2f} GiB; test AUC {tr['auc']:.4f}"
+            f"peak RSS {tr['peak_rss_gib']:.2f} GiB; test AUC {tr['auc']:.4f}; CPU {tr['cpu_s']:.0f} s "
+            f"(load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)"
         )
         print(f"  target <= 180 s: {train_s / 180:.2f}x of budget; <= 6 GiB: {tr['peak_rss_gib'] / 6:.2f}x of budget")
         print(f"  MLflow logging {t['mlflow_s']:.1f} s = {overhead:.1%} of the training run (target < 5%)")
@@ -150,7 +159,7 @@ def main() -> None:
         print(
             f"tune: {tu['trials']} trials ({tu['pruned']} pruned) on {a.tune_rows:,} rows in {tu['wall_s']:.0f} s "
             f"({tu['wall_s'] / max(tu['trials'] or 1, 1):.1f} s/trial), best valid AUC {tu['best']}, "
-            f"peak RSS {tu['peak_rss_gib']:.2f} GiB"
+            f"peak RSS {tu['peak_rss_gib']:.2f} GiB; CPU {tu['cpu_s']:.0f} s"
         )
         summary = {"train": tr, "tune": tu, "mlflow_overhead": overhead, "args": vars(a)}
         print(json.dumps(summary, default=float))

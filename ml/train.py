@@ -506,14 +506,18 @@ def train(settings: Settings, d: date, force: bool = False) -> dict[str, Any]:
     with mlflow.start_run(run_name=f"train-{d.isoformat()}") as run:
         mlflow.set_tags(tags)
         mlflow.log_params(run_params)
-        mlflow.log_metrics({k: float(v) for k, v in {**metrics, **counts, **timings}.items() if np.isfinite(v)})
         _log_datasets(settings, window)
+        # The model first, then every metric in one batch linked to it: logging a model after
+        # the metrics makes MLflow re-read each metric's history to link it (one query each).
+        info = _log_model(settings, model, test_df, features)
+        mlflow.log_metrics(
+            {k: float(v) for k, v in {**metrics, **counts, **timings}.items() if np.isfinite(v)}, model_id=info.model_id
+        )
         with tempfile.TemporaryDirectory() as tmp:
             _write_artifacts(
                 Path(tmp), model, test_df, y_test, raw_test, p_test, baselines, cm, threshold, cal_report, window, metrics, params
             )
             mlflow.log_artifacts(tmp, artifact_path="evaluation")
-        info = _log_model(settings, model, test_df, features)
         version = _register(client, settings, run.info.run_id, info, tags)
         timings["mlflow_s"] = time.perf_counter() - t3
         mlflow.log_metric("mlflow_s", timings["mlflow_s"])
@@ -617,7 +621,7 @@ def _write_artifacts(
     gain = pd.Series(model.booster.feature_importance(importance_type="gain"), index=model.features, name="gain")
     gain.sort_values(ascending=False).to_frame().to_csv(out / "importance_gain.csv", index_label="feature")
     ev.plot_importance(gain, out / "importance_gain.png")
-    sample = test_df.sample(n=min(len(test_df), 3000), random_state=0) if len(test_df) else test_df
+    sample = test_df.sample(n=min(len(test_df), 1000), random_state=0) if len(test_df) else test_df
     if len(sample):
         ev.plot_shap_summary(model.contributions(sample), model.prepare(sample), out / "shap_summary.png")
     curves = {"model (calibrated)": p}
