@@ -139,6 +139,15 @@ def _rewrite_dir(directory: Path, plan: _Plan) -> None:
     changed = {p: t for p in sorted(directory.iterdir()) if p.suffix in {".parquet", ".csv"} and (t := _filter_file(p, plan)) is not None}
     if not changed:
         return
+    if any(p.is_dir() for p in directory.iterdir()):
+        # a folder that holds other folders (e.g. the landing root with truth files) is not a
+        # partition: replace its changed files one by one instead of swapping the whole tree
+        for src, table in changed.items():
+            tmp = src.with_name(f".{src.name}.erasing{src.suffix}")
+            _write_like(tmp, table)
+            os.replace(tmp, src)
+        plan.rewritten.append(str(directory))
+        return
     with atomic_dir(directory) as staging:
         for src in sorted(directory.iterdir()):
             if src.name == "_SUCCESS":

@@ -45,6 +45,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from contactrank.erase import drop_erased
 from contactrank.errors import InputError, QuarantineThresholdExceeded
 from contactrank.settings import Settings
 from features import _validate as v
@@ -142,8 +143,16 @@ def ingest(settings: Settings, d: date, landing: Path | None = None) -> dict[str
     attempts, att_deduped = _dedupe_attempts(outs["attempts"].clean)
     contacts = _concat(outs["contacts"].clean, CONTACTS)
     file_supp = _concat(outs["suppressions"].clean, SUPPRESSIONS)
-    suppressions = pa.concat_tables([file_supp, _opt_out_suppressions(attempts, d)])
     persons, persons_deduped = _dedupe_persons(outs["persons"].clean, ctx)
+    # GDPR: a person erased earlier never re-enters the lake, whatever is delivered
+    erased = {}
+    attempts, erased["attempts"] = drop_erased(settings, attempts)
+    contacts, erased["contacts"] = drop_erased(settings, contacts)
+    file_supp, erased["suppressions"] = drop_erased(settings, file_supp)
+    persons, erased["persons"] = drop_erased(settings, persons)
+    for out in outs.values():
+        out.quarantine = [drop_erased(settings, q)[0] for q in out.quarantine]
+    suppressions = pa.concat_tables([file_supp, _opt_out_suppressions(attempts, d)])
     state = _contacts_state(settings, d, contacts, attempts)
 
     report = _report(
@@ -156,6 +165,7 @@ def ingest(settings: Settings, d: date, landing: Path | None = None) -> dict[str
             "persons": (persons, persons_deduped),
         },
     )
+    report["dropped_erased"] = erased
     report["written"] = {
         "attempts": attempts.num_rows,
         "contacts": contacts.num_rows,

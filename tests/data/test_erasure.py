@@ -117,3 +117,23 @@ def test_erasure_refuses_to_report_success_when_the_id_survives(settings) -> Non
     (settings.home / "opaque.db").write_bytes(b"\x00\x01" + VICTIM.encode())
     with pytest.raises(ContactrankError, match="opaque.db"):
         erase(settings, VICTIM)
+
+
+def test_future_deliveries_of_an_erased_person_are_dropped_at_ingest(settings, tmp_path: Path) -> None:
+    """Erase after ingesting a simulated day; the same landing files re-ingested bring nothing back."""
+    from features.ingest import ingest
+    from features.simulate import simulate
+
+    landing = settings.landing
+    simulate(landing, D, 2, persons=300, seed=3)
+    ingest(settings, D)
+    victim = lake.read_partition(settings, "attempts", D).column("person_id")[0].as_py()
+    erase(settings, victim)
+    assert _raw_id_files(settings.home, victim) == []
+
+    simulate(landing, D, 2, persons=300, seed=3)  # the provider delivers the same files again
+    report = ingest(settings, D)
+    assert report["dropped_erased"]["attempts"] >= 1
+    for kind in ("attempts", "contacts_state", "suppressions"):
+        table = lake.read_partition(settings, kind, D)
+        assert victim not in table.column("person_id").to_pylist()
