@@ -216,7 +216,7 @@ def step_pandas(home: Path, day: int) -> dict:
         cols[f"f_c_reach_hour_{b}"] = a.reach & a.bucket.eq(b) & (a.ago < 365)
         cols[f"f_c_attempt_hour_{b}"] = a.bucket.eq(b) & (a.ago < 365)
     for i in range(7):
-        cols[f"f_c_reach_dow_{i}"] = a.reach & a.date.dt.dayofweek.eq(i) & (a.ago < 365)
+        cols[f"f_c_reach_dow_{i}"] = a.reach & a.date.dt.day_of_week.eq(i) & (a.ago < 365)
     for h in HALF_LIVES:
         wgt = 0.5 ** (a.ago / h)
         cols[f"da_{h}"] = wgt

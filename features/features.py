@@ -734,8 +734,10 @@ def build_features(settings: Settings, d: date, full: bool = False) -> dict[str,
         with tempfile.TemporaryDirectory(dir=tmp_root, prefix="features-") as tmp:
             if not prev_ok:
                 # The state of d-1 computed directly (kept out of the lake: only d's partitions are written).
+                t1 = time.perf_counter()
                 prev_dir = Path(tmp)
                 _write_state(settings, con, prev_day, None, True, prev_dir)
+                timings["state_prev_direct"] = time.perf_counter() - t1
             t1 = time.perf_counter()
             with atomic_dir(partition_dir(settings, STATE, d)) as stage:
                 # Always one incremental step onto the state of d-1 (read, or computed directly just above).
