@@ -127,9 +127,10 @@ def load_settings(context: dict[str, Any] | None = None):
 def small(result: Any) -> dict[str, Any]:
     """Only the small figures of a stage result go to XCom.
 
-    Scalars pass (paths become strings, long text is cut); a nested dict of scalars is flattened one
-    level (``{"model": {"version": 3}}`` -> ``model_version``); a short list of scalars passes; frames,
-    arrays and anything bigger are left out (they live in the lake and in MLflow).
+    Scalars pass (paths become strings, long text is cut); a nested dict of at most 20 scalars is
+    flattened one level (``{"model": {"version": 3}}`` -> ``model_version``); a short list of scalars
+    passes; frames, arrays, big dicts and anything larger are left out (they live in the lake and in
+    MLflow).
     """
     if isinstance(result, os.PathLike):
         return {"path": os.fspath(result)}
@@ -138,6 +139,8 @@ def small(result: Any) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in result.items():
         if isinstance(value, dict):
+            if len(value) > _MAX_ITEMS:  # e.g. every metric by slice: that is MLflow's job
+                continue
             for sub, inner in value.items():
                 if _is_small(inner) and not isinstance(inner, list | tuple):
                     out[f"{key}_{sub}"] = _scalar(inner)

@@ -85,6 +85,7 @@ def test_small_keeps_only_small_figures() -> None:
             "frame": object(),
             "ok": True,
             "model": {"version": 3, "run_id": "r1", "params": {"lr": 0.1}},
+            "metrics": {f"auc_{i}": 0.5 for i in range(50)},
         }
     )
     assert out == {
