@@ -260,6 +260,7 @@ def step_pandas(home: Path, day: int) -> dict:
     per.columns = [c.replace("f_c_", "f_p_") for c in per.columns]
     per["f_p_n_live_addresses"] = cs.assign(live=cs.active & cs.consent).groupby("person_id").live.sum()
     f = f.merge(per, left_on="person_id", right_index=True, how="left")
+    f[per.columns] = f[per.columns].fillna(0)  # persons never attempted: zero counts, as in DuckDB
     recent = a[a.ago < 30]
     pop = recent.groupby("channel").agg(r=("reach", "mean"))
     f["f_g_channel_reach_rate_30d"] = f.channel.map(pop.r)
