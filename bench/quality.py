@@ -51,8 +51,11 @@ def main() -> None:
     landing = home / "landing"
     t = time.perf_counter()
     sim = simulate(landing, a.start, a.days, persons=a.persons, seed=a.seed, fmt="parquet")
-    print(f"simulate: {a.days} days x {a.persons:,} persons in {time.perf_counter() - t:.0f} s "
-          f"({sim.get('attempts', '?')} attempts)", flush=True)
+    print(
+        f"simulate: {a.days} days x {a.persons:,} persons in {time.perf_counter() - t:.0f} s "
+        f"({sim.get('attempts', '?')} attempts)",
+        flush=True,
+    )
     s = load_settings(home=home / "home", landing_dir=landing, retrain_every_days=a.retrain_every)
     end = a.start + timedelta(days=a.days - 1)
     step_s = {"ingest": 0.0, "features": 0.0, "train": 0.0}
@@ -72,9 +75,12 @@ def main() -> None:
                 if out.get("status") == "trained":
                     m = out["metrics"]
                     history.append((d, m.get("auc"), m.get("baseline_oracle_auc"), out["timings"]))
-                    print(f"{d} trained v{out['version']}: auc {m.get('auc'):.4f} oracle {m.get('baseline_oracle_auc', float('nan')):.4f} "
-                          f"heuristic {m.get('baseline_heuristic_auc'):.4f} random {m.get('baseline_random_auc'):.4f} "
-                          f"({out['counts']['rows_train']:,} train rows, fit {out['timings']['fit_s']:.0f} s)", flush=True)
+                    print(
+                        f"{d} trained v{out['version']}: auc {m.get('auc'):.4f} oracle {m.get('baseline_oracle_auc', float('nan')):.4f} "
+                        f"heuristic {m.get('baseline_heuristic_auc'):.4f} random {m.get('baseline_random_auc'):.4f} "
+                        f"({out['counts']['rows_train']:,} train rows, fit {out['timings']['fit_s']:.0f} s)",
+                        flush=True,
+                    )
                     last = out
         d += timedelta(days=1)
 
@@ -84,16 +90,33 @@ def main() -> None:
     auc, oracle = m["auc"], m.get("baseline_oracle_auc", float("nan"))
     auc_same = m.get("auc_on_oracle_rows", auc)
     print("\n== quality on the last test day", end.isoformat(), "==")
-    print(f"model AUC              {auc:.4f}   (on the oracle's rows: {auc_same:.4f}, coverage {m.get('oracle_coverage', float('nan')):.3f})")
+    print(
+        f"model AUC              {auc:.4f}   (on the oracle's rows: {auc_same:.4f}, coverage {m.get('oracle_coverage', float('nan')):.3f})"
+    )
     print(f"oracle AUC             {oracle:.4f}   gap {oracle - auc_same:+.4f} (target <= 0.02)")
-    print(f"heuristic baseline AUC {m['baseline_heuristic_auc']:.4f}   model - heuristic {auc - m['baseline_heuristic_auc']:+.4f}")
-    print(f"random baseline AUC    {m['baseline_random_auc']:.4f}   model - random {auc - m['baseline_random_auc']:+.4f}")
-    print(f"hit@1 model {m['hit1']:.4f} oracle {m.get('baseline_oracle_hit1', float('nan')):.4f} "
-          f"heuristic {m['baseline_heuristic_hit1']:.4f} random {m['baseline_random_hit1']:.4f}")
-    print(f"ECE {m['ece']:.4f} (uncalibrated {m.get('ece_uncalibrated', float('nan')):.4f}, calibration {last['calibration']['method']})")
-    print(f"last training: {last['counts']['rows_train']:,} rows, {last['counts']['best_iteration']} trees, timings {last['timings']}")
+    print(
+        f"heuristic baseline AUC {m['baseline_heuristic_auc']:.4f}   model - heuristic {auc - m['baseline_heuristic_auc']:+.4f}"
+    )
+    print(
+        f"random baseline AUC    {m['baseline_random_auc']:.4f}   model - random {auc - m['baseline_random_auc']:+.4f}"
+    )
+    print(
+        f"hit@1 model {m['hit1']:.4f} oracle {m.get('baseline_oracle_hit1', float('nan')):.4f} "
+        f"heuristic {m['baseline_heuristic_hit1']:.4f} random {m['baseline_random_hit1']:.4f}"
+    )
+    print(
+        f"ECE {m['ece']:.4f} (uncalibrated {m.get('ece_uncalibrated', float('nan')):.4f}, calibration {last['calibration']['method']})"
+    )
+    print(
+        f"last training: {last['counts']['rows_train']:,} rows, {last['counts']['best_iteration']} trees, timings {last['timings']}"
+    )
     print(f"step totals (s): {json.dumps({k: round(v) for k, v in step_s.items()})}")
-    print(json.dumps({"metrics": m, "counts": last["counts"], "timings": last["timings"], "steps_s": step_s}, default=float))
+    print(
+        json.dumps(
+            {"metrics": m, "counts": last["counts"], "timings": last["timings"], "steps_s": step_s},
+            default=float,
+        )
+    )
     if tmp is not None:
         tmp.cleanup()
 

@@ -136,7 +136,18 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp:
         big, small = Path(tmp) / "big", Path(tmp) / "small"
-        g = _sub("--phase", "gen", "--home", str(big), "--rows", str(a.rows), "--days", str(a.days), "--features", str(a.features))
+        g = _sub(
+            "--phase",
+            "gen",
+            "--home",
+            str(big),
+            "--rows",
+            str(a.rows),
+            "--days",
+            str(a.days),
+            "--features",
+            str(a.features),
+        )
         print(f"generated {a.rows:,} rows x {a.features} features over {a.days} days in {g['gen_s']:.0f} s")
         tr = _sub("--phase", "train", "--home", str(big))
         t = tr["timings"]
@@ -149,11 +160,21 @@ def main() -> None:
             f"peak RSS {tr['peak_rss_gib']:.2f} GiB; test AUC {tr['auc']:.4f}; CPU {tr['cpu_s']:.0f} s "
             f"(load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)"
         )
-        print(f"  target <= 180 s: {train_s / 180:.2f}x of budget; <= 6 GiB: {tr['peak_rss_gib'] / 6:.2f}x of budget")
+        print(
+            f"  target <= 180 s: {train_s / 180:.2f}x of budget; <= 6 GiB: {tr['peak_rss_gib'] / 6:.2f}x of budget"
+        )
         print(f"  MLflow logging {t['mlflow_s']:.1f} s = {overhead:.1%} of the training run (target < 5%)")
         _sub(
-            "--phase", "gen", "--home", str(small), "--rows", str(a.tune_rows), "--days", str(a.tune_days),
-            "--features", str(a.features),
+            "--phase",
+            "gen",
+            "--home",
+            str(small),
+            "--rows",
+            str(a.tune_rows),
+            "--days",
+            str(a.tune_days),
+            "--features",
+            str(a.features),
         )
         tu = _sub("--phase", "tune", "--home", str(small), "--trials", str(a.trials))
         print(

@@ -37,7 +37,6 @@ def ece(y: np.ndarray, p: np.ndarray, n_bins: int = ECE_BINS) -> float:
     if len(y) == 0:
         return float("nan")
     idx = np.minimum((p * n_bins).astype(int), n_bins - 1)
-    count = np.bincount(idx, minlength=n_bins)
     sum_p = np.bincount(idx, weights=p, minlength=n_bins)
     sum_y = np.bincount(idx, weights=y, minlength=n_bins)
     return float(np.abs(sum_p - sum_y).sum() / len(y))
@@ -146,7 +145,9 @@ def evaluate(
     return out
 
 
-def channel_auc(y: np.ndarray, score: np.ndarray, channels: np.ndarray, min_rows: int = 50, min_pos: int = 5) -> dict[str, float]:
+def channel_auc(
+    y: np.ndarray, score: np.ndarray, channels: np.ndarray, min_rows: int = 50, min_pos: int = 5
+) -> dict[str, float]:
     """AUC per channel, only for channels with enough rows and both classes (used by the gate)."""
     from sklearn.metrics import roc_auc_score
 
@@ -287,7 +288,7 @@ def random_score(n: int, seed: int) -> np.ndarray:
 
 
 def heuristic_score(df: pd.DataFrame) -> np.ndarray:
-    """"Last successful address first, else the customer's own": most recent reach wins,
+    """ "Last successful address first, else the customer's own": most recent reach wins,
     addresses never reached come after, the customer-provided ones first among them."""
     n = len(df)
     days = (
@@ -392,7 +393,9 @@ def plot_importance(importance: pd.Series, path: Path, top: int = 25) -> Path:
     return path
 
 
-def plot_shap_summary(contrib: pd.DataFrame, values: pd.DataFrame, path: Path, top: int = 20, seed: int = 0) -> Path:
+def plot_shap_summary(
+    contrib: pd.DataFrame, values: pd.DataFrame, path: Path, top: int = 20, seed: int = 0
+) -> Path:
     """SHAP summary (beeswarm-like): per feature, each row's contribution coloured by its value rank."""
     plt = _plt()
     contrib = contrib.drop(columns=["bias"], errors="ignore")
@@ -407,7 +410,9 @@ def plot_shap_summary(contrib: pd.DataFrame, values: pd.DataFrame, path: Path, t
         v = pd.to_numeric(v, errors="coerce")
         colour = v.rank(pct=True).to_numpy()
         jitter = rng.uniform(-0.3, 0.3, len(c))
-        sc = ax.scatter(c, i + jitter, c=colour, cmap="coolwarm", s=3, alpha=0.6, vmin=0, vmax=1, rasterized=True)
+        sc = ax.scatter(
+            c, i + jitter, c=colour, cmap="coolwarm", s=3, alpha=0.6, vmin=0, vmax=1, rasterized=True
+        )
     ax.set_yticks(range(len(order)))
     ax.set_yticklabels(order, fontsize=7)
     ax.axvline(0, color="k", lw=0.8)

@@ -60,7 +60,10 @@ def decide(settings: Settings, challenger: Scorecard, champion: Scorecard | None
         )
         for ch in sorted(set(challenger.channels) & set(champion.channels)):
             a, b = challenger.channels[ch], champion.channels[ch]
-            check(a >= b - settings.gate_slice_drop, f"slice {ch}: auc {a:.4f} vs champion {b:.4f} (max drop {settings.gate_slice_drop:.4f})")
+            check(
+                a >= b - settings.gate_slice_drop,
+                f"slice {ch}: auc {a:.4f} vs champion {b:.4f} (max drop {settings.gate_slice_drop:.4f})",
+            )
     return all(r.startswith("ok:") for r in reasons), reasons
 
 
@@ -95,7 +98,12 @@ def load_champion(settings: Settings) -> tuple[Any, dict[str, Any]]:
             f"model {settings.model_name!r} has no {CHAMPION!r} version yet (train and gate first, or promote --version N)"
         )
     model = load_version(settings, mv.version)
-    info = {"name": settings.model_name, "version": int(mv.version), "run_id": mv.run_id, "uri": f"models:/{settings.model_name}/{mv.version}"}
+    info = {
+        "name": settings.model_name,
+        "version": int(mv.version),
+        "run_id": mv.run_id,
+        "uri": f"models:/{settings.model_name}/{mv.version}",
+    }
     return model, info
 
 
@@ -105,7 +113,9 @@ def _scorecard(settings: Settings, model, df, label: str) -> Scorecard:
     y = df[label].astype(int).to_numpy()
     p = model.predict_proba(df, num_threads=settings.num_threads)
     m = ev.binary_metrics(y, p)
-    return Scorecard(auc=m["auc"], ece=m["ece"], channels=ev.channel_auc(y, p, df["channel"].astype(str).to_numpy()))
+    return Scorecard(
+        auc=m["auc"], ece=m["ece"], channels=ev.channel_auc(y, p, df["channel"].astype(str).to_numpy())
+    )
 
 
 def gate(settings: Settings, d: date) -> dict[str, Any]:
@@ -162,7 +172,9 @@ def gate(settings: Settings, d: date) -> dict[str, Any]:
         "status": decision,
         "decision": decision,
         "challenger": int(challenger.version),
-        "champion": int(challenger.version) if promote_it else (int(champion.version) if champion is not None else None),
+        "champion": int(challenger.version)
+        if promote_it
+        else (int(champion.version) if champion is not None else None),
         "previous_champion": int(champion.version) if champion is not None else None,
         "test_day": test_day.isoformat(),
         "reasons": reasons,

@@ -32,7 +32,9 @@ def configure(settings: Settings) -> str:
     exp = client.get_experiment_by_name(settings.experiment_name)
     if exp is None:
         try:
-            exp_id = client.create_experiment(settings.experiment_name, artifact_location=settings.artifact_location)
+            exp_id = client.create_experiment(
+                settings.experiment_name, artifact_location=settings.artifact_location
+            )
         except Exception:  # created concurrently by another process: read it back
             exp = client.get_experiment_by_name(settings.experiment_name)
             if exp is None:

@@ -87,7 +87,9 @@ def load_best_params(settings: Settings) -> dict[str, Any]:
         log.warning("ignoring %s: %s", path, exc)
         return {}
     if blob.get("label") != settings.label or blob.get("objective") != settings.objective:
-        log.info("ignoring %s: tuned for label=%s objective=%s", path, blob.get("label"), blob.get("objective"))
+        log.info(
+            "ignoring %s: tuned for label=%s objective=%s", path, blob.get("label"), blob.get("objective")
+        )
         return {}
     return {k: v for k, v in blob.get("params", {}).items() if k in TUNABLE}
 
@@ -167,7 +169,9 @@ def plan_window(settings: Settings, d: date) -> Window | str:
     start = d - timedelta(days=settings.train_window_days - 1)
     days = [x for x in partition_dates(settings, KIND) if start <= x <= d]
     if d not in days:
-        raise NotReady(f"training partition {partition_dir(settings, KIND, d)} does not exist (run features first)")
+        raise NotReady(
+            f"training partition {partition_dir(settings, KIND, d)} does not exist (run features first)"
+        )
     label = label_column(settings)
     labelled = []
     for x in days:
@@ -287,7 +291,9 @@ def build_matrix(
 # --------------------------------------------------------------------------------------------
 # fitting
 # --------------------------------------------------------------------------------------------
-def make_datasets(params: dict[str, Any], train: Matrix, valid: Matrix, features: list[str], categorical: list[str]):
+def make_datasets(
+    params: dict[str, Any], train: Matrix, valid: Matrix, features: list[str], categorical: list[str]
+):
     """LightGBM datasets of the train and validation days (built once; reusable across trials)."""
     import lightgbm as lgb
 
@@ -302,7 +308,11 @@ def make_datasets(params: dict[str, Any], train: Matrix, valid: Matrix, features
         params=params,
     )
     dvalid = lgb.Dataset(
-        valid.X, label=valid.y, group=valid.group_sizes if lambdarank else None, reference=dtrain, free_raw_data=True
+        valid.X,
+        label=valid.y,
+        group=valid.group_sizes if lambdarank else None,
+        reference=dtrain,
+        free_raw_data=True,
     )
     return dtrain, dvalid
 
@@ -421,7 +431,9 @@ def train(settings: Settings, d: date, force: bool = False) -> dict[str, Any]:
     t2 = time.perf_counter()
     lambdarank = settings.objective == "lambdarank"
     raw_valid = np.asarray(booster.predict(mvalid.X, num_threads=settings.num_threads), dtype="float64")
-    calibrator, cal_report = ev.fit_calibrator(raw_valid, mvalid.y, mvalid.folds, raw_is_probability=not lambdarank)
+    calibrator, cal_report = ev.fit_calibrator(
+        raw_valid, mvalid.y, mvalid.folds, raw_is_probability=not lambdarank
+    )
     model = ContactModel(
         booster=booster,
         features=features,
@@ -449,7 +461,9 @@ def train(settings: Settings, d: date, force: bool = False) -> dict[str, Any]:
     }
     oracle = None
     if "attempt_id" in test_df:
-        oracle = ev.oracle_probabilities(settings.landing / "truth_attempts.parquet", test_df["attempt_id"], settings.label)
+        oracle = ev.oracle_probabilities(
+            settings.landing / "truth_attempts.parquet", test_df["attempt_id"], settings.label
+        )
     for name, s in baselines.items():
         m = ev.evaluate(y_test, s, groups, channels, probabilistic=False, seed=settings.seed)
         metrics.update({f"baseline_{name}_{k}": v for k, v in m.items()})
@@ -511,11 +525,24 @@ def train(settings: Settings, d: date, force: bool = False) -> dict[str, Any]:
         # the metrics makes MLflow re-read each metric's history to link it (one query each).
         info = _log_model(settings, model, test_df, features)
         mlflow.log_metrics(
-            {k: float(v) for k, v in {**metrics, **counts, **timings}.items() if np.isfinite(v)}, model_id=info.model_id
+            {k: float(v) for k, v in {**metrics, **counts, **timings}.items() if np.isfinite(v)},
+            model_id=info.model_id,
         )
         with tempfile.TemporaryDirectory() as tmp:
             _write_artifacts(
-                Path(tmp), model, test_df, y_test, raw_test, p_test, baselines, cm, threshold, cal_report, window, metrics, params
+                Path(tmp),
+                model,
+                test_df,
+                y_test,
+                raw_test,
+                p_test,
+                baselines,
+                cm,
+                threshold,
+                cal_report,
+                window,
+                metrics,
+                params,
             )
             mlflow.log_artifacts(tmp, artifact_path="evaluation")
         version = _register(client, settings, run.info.run_id, info, tags)
@@ -540,7 +567,11 @@ def _log_datasets(settings: Settings, window: Window) -> None:
     from mlflow.data.meta_dataset import MetaDataset
 
     root = (settings.lake / KIND).resolve().as_uri()
-    for ctx, days in (("training", window.train_days), ("validation", window.valid_days), ("test", [window.test_day])):
+    for ctx, days in (
+        ("training", window.train_days),
+        ("validation", window.valid_days),
+        ("test", [window.test_day]),
+    ):
         if not days:
             continue
         fp = hashlib.sha256("".join(window.fingerprints[x.isoformat()] for x in days).encode()).hexdigest()
@@ -618,7 +649,9 @@ def _write_artifacts(
 ) -> None:
     from ml import evaluate as ev
 
-    gain = pd.Series(model.booster.feature_importance(importance_type="gain"), index=model.features, name="gain")
+    gain = pd.Series(
+        model.booster.feature_importance(importance_type="gain"), index=model.features, name="gain"
+    )
     gain.sort_values(ascending=False).to_frame().to_csv(out / "importance_gain.csv", index_label="feature")
     ev.plot_importance(gain, out / "importance_gain.png")
     sample = test_df.sample(n=min(len(test_df), 1000), random_state=0) if len(test_df) else test_df

@@ -91,7 +91,9 @@ def tune(settings: Settings, d: date, trials: int = 20) -> dict[str, Any]:
         load_if_exists=True,
     )
     stale = _fail_stale(study)
-    finished = [t for t in study.get_trials(deepcopy=False) if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    finished = [
+        t for t in study.get_trials(deepcopy=False) if t.state in (TrialState.COMPLETE, TrialState.PRUNED)
+    ]
     remaining = max(int(trials) - len(finished), 0)
 
     lambdarank = settings.objective == "lambdarank"
@@ -99,17 +101,23 @@ def tune(settings: Settings, d: date, trials: int = 20) -> dict[str, Any]:
     base = lgb_params(settings)
     if remaining:
         categories = freeze_categories(settings, window.train_days + window.valid_days, window.categorical)
-        mtrain = build_matrix(settings, window.train_days, window.features, categories)
-        mvalid = build_matrix(settings, window.valid_days, window.features, categories)
+        mtrain = build_matrix(settings, window.train_days, window.features, categories, extras=False)
+        mvalid = build_matrix(settings, window.valid_days, window.features, categories, extras=False)
         dtrain, dvalid = make_datasets(base, mtrain, mvalid, window.features, window.categorical)
         del mtrain, mvalid
 
     configure(settings)
     with mlflow.start_run(run_name=f"tune-{d.isoformat()}") as parent:
         mlflow.set_tags(
-            {"contactrank.tune.date": d.isoformat(), "contactrank.tune.study": name, "contactrank.tune.resumed": str(bool(finished))}
+            {
+                "contactrank.tune.date": d.isoformat(),
+                "contactrank.tune.study": name,
+                "contactrank.tune.resumed": str(bool(finished)),
+            }
         )
-        mlflow.log_params({"trials_target": trials, "trials_before": len(finished), "stale_failed": stale, "metric": metric})
+        mlflow.log_params(
+            {"trials_target": trials, "trials_before": len(finished), "stale_failed": stale, "metric": metric}
+        )
 
         def objective(trial: optuna.Trial) -> float:
             sampled = search_space(trial)
@@ -118,10 +126,20 @@ def tune(settings: Settings, d: date, trials: int = 20) -> dict[str, Any]:
             status = "FAILED"
             try:
                 mlflow.log_params({**sampled, "trial": trial.number})
-                booster = fit(settings, params, dtrain, dvalid, [LightGBMPruningCallback(trial, metric, valid_name="valid")])
+                booster = fit(
+                    settings,
+                    params,
+                    dtrain,
+                    dvalid,
+                    [LightGBMPruningCallback(trial, metric, valid_name="valid")],
+                )
                 value = float(booster.best_score["valid"][metric])
-                trial.set_user_attr("best_iteration", int(booster.best_iteration or booster.current_iteration()))
-                mlflow.log_metrics({f"valid_{metric.replace('@', '_at_')}": value, "best_iteration": booster.best_iteration})
+                trial.set_user_attr(
+                    "best_iteration", int(booster.best_iteration or booster.current_iteration())
+                )
+                mlflow.log_metrics(
+                    {f"valid_{metric.replace('@', '_at_')}": value, "best_iteration": booster.best_iteration}
+                )
                 status = "FINISHED"
                 return value
             except optuna.TrialPruned:

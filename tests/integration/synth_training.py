@@ -107,7 +107,9 @@ def write_days(
     dates = [end - timedelta(days=days - 1 - i) for i in range(days)]
     truths = []
     for d in dates:
-        df, t = make_day(d, rows, seed, intercept=(intercepts or {}).get(d, -1.6), shuffle_labels=shuffle_labels, **kw)
+        df, t = make_day(
+            d, rows, seed, intercept=(intercepts or {}).get(d, -1.6), shuffle_labels=shuffle_labels, **kw
+        )
         write_partition(settings, "training", d, df)
         truths.append(t)
     if truth:

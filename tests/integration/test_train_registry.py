@@ -42,7 +42,14 @@ def test_train_logs_run_artifacts_and_challenger_then_is_deterministic(settings:
     assert run.data.metrics["rows_test"] == 1500 and "baseline_oracle_auc" in run.data.metrics
     assert {i.dataset.name.split()[0] for i in run.inputs.dataset_inputs} == {"training"}
     arts = {a.path for a in client.list_artifacts(first["run_id"], "evaluation")}
-    for name in ("importance_gain.png", "shap_summary.png", "calibration.png", "lift_gain.png", "confusion.png", "fingerprints.json"):
+    for name in (
+        "importance_gain.png",
+        "shap_summary.png",
+        "calibration.png",
+        "lift_gain.png",
+        "confusion.png",
+        "fingerprints.json",
+    ):
         assert f"evaluation/{name}" in arts
     assert str(client.get_model_version_by_alias(s.model_name, "challenger").version) == "1"
 
@@ -113,7 +120,10 @@ def test_gate_keeps_champion_against_degraded_challenger_and_promote_rolls_back(
 
     # manual promotion (and rollback)
     assert registry.promote(settings, 2) == {
-        "status": "promoted", "version": 2, "previous": 1, "run_id": bad["run_id"]
+        "status": "promoted",
+        "version": 2,
+        "previous": 1,
+        "run_id": bad["run_id"],
     }
     assert registry.gate(settings, D)["reason"].startswith("no challenger newer than the champion")
     assert registry.promote(settings, 1)["previous"] == 2
@@ -149,7 +159,9 @@ def test_best_params_file_is_used_when_it_matches(settings: Settings) -> None:
     write_days(settings, D, 8)
     path = settings.home / "tuning" / "best_params.json"
     path.parent.mkdir(parents=True)
-    path.write_text(json.dumps({"label": "reach", "objective": "binary", "params": {"num_leaves": 7, "bogus": 1}}))
+    path.write_text(
+        json.dumps({"label": "reach", "objective": "binary", "params": {"num_leaves": 7, "bogus": 1}})
+    )
     out = train(settings, D)
     run = _client(settings).get_run(out["run_id"])
     assert run.data.params["lgb_num_leaves"] == "7" and run.data.params["tuned_params"] == "True"

@@ -27,7 +27,9 @@ def test_tune_resumes_a_killed_study_and_feeds_train(settings: Settings) -> None
     resumed = tune(s, D, trials=4)
     assert resumed["stale_failed"] == 1
     assert resumed["trials_run"] == 2 and resumed["trials_total"] == 4
-    states = [t.state.name for t in optuna.load_study(study_name=study_name(s, D), storage=storage_url(s)).trials]
+    states = [
+        t.state.name for t in optuna.load_study(study_name=study_name(s, D), storage=storage_url(s)).trials
+    ]
     assert states.count("FAIL") == 1 and len(states) == 5
     # asking again for 4 trials runs nothing
     assert tune(s, D, trials=4)["trials_run"] == 0

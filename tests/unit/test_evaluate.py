@@ -107,7 +107,9 @@ def test_heuristic_prefers_recent_success_then_customer_source() -> None:
 
 def test_oracle_reads_truth_by_attempt_id(tmp_path) -> None:
     path = tmp_path / "truth_attempts.parquet"
-    pd.DataFrame({"attempt_id": ["a", "b"], "p_reach": [0.2, 0.7], "p_conversion": [0.1, 0.3]}).to_parquet(path)
+    pd.DataFrame({"attempt_id": ["a", "b"], "p_reach": [0.2, 0.7], "p_conversion": [0.1, 0.3]}).to_parquet(
+        path
+    )
     got = ev.oracle_probabilities(path, pd.Series(["b", "x", "a"]), "reach")
     assert got[0] == 0.7 and np.isnan(got[1]) and got[2] == 0.2
     assert ev.oracle_probabilities(tmp_path / "absent.parquet", pd.Series(["a"]), "reach") is None

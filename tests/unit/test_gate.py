@@ -10,7 +10,9 @@ from ml.registry import Scorecard, decide
 
 @pytest.fixture
 def s(settings: Settings) -> Settings:
-    return settings.replace(gate_auc_margin=0.005, gate_slice_drop=0.02, gate_ece_cap=0.05, gate_auc_floor=0.55)
+    return settings.replace(
+        gate_auc_margin=0.005, gate_slice_drop=0.02, gate_ece_cap=0.05, gate_auc_floor=0.55
+    )
 
 
 def good() -> Scorecard:
