@@ -15,12 +15,14 @@ $(STAMP): pyproject.toml constraints.txt
 	rm -f $(VENV)/.installed-*; touch $@
 
 # System packages from Debian: docker-compose (validates docker-compose.yml without an engine),
-# PostgreSQL (native production-topology test), Chromium (report rendering test).
+# PostgreSQL (native production-topology test), Chromium (report rendering test),
+# faketime (the frozen-clock fault test).
 system:
 	@need=""; \
 	command -v docker-compose >/dev/null || need="$$need docker-compose"; \
 	test -x /usr/lib/postgresql/15/bin/postgres || ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || need="$$need postgresql"; \
 	command -v chromium >/dev/null || need="$$need chromium"; \
+	command -v faketime >/dev/null || need="$$need faketime"; \
 	if [ -n "$$need" ]; then \
 	  echo "installing system packages:$$need"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$need >/dev/null; \
