@@ -407,7 +407,7 @@ def score_frame(
             "channel": df["channel"].reset_index(drop=True),
             "score": np.clip(best_p, 0.0, 1.0),
             "best_hour": best_hour.astype("int32"),
-            "reason": reason,
+            "reason": pd.Series(reason, dtype="string[pyarrow]"),  # compact: no Python str per row
             "_raw": best_raw,
             "_invalid": (df["last_outcome"].astype("string") == "invalid").fillna(False).to_numpy(dtype=bool),
             "_n_attempts": pd.to_numeric(df["n_attempts"], errors="coerce").fillna(0).to_numpy(dtype=np.int64),
