@@ -159,3 +159,39 @@ def test_extra_links_resolve_from_the_metadata_db(world: dict) -> None:
     export = world["settings"].exports / "priority" / f"date={d}"
     assert links["publish"]["export"] == export.resolve().as_uri() + "/"
     assert links["ingest"] == {"mlflow": "", "export": ""}
+
+
+def _xcom(db: Path, dag_id: str, task_id: str) -> dict:
+    with sqlite3.connect(db) as con:
+        [(value,)] = con.execute(
+            "SELECT value FROM xcom WHERE dag_id=? AND task_id=? AND key='return_value'", (dag_id, task_id)
+        ).fetchall()
+    value = json.loads(value)
+    return json.loads(value) if isinstance(value, str) else value
+
+
+def test_tuning_dag_runs_the_study(world: dict) -> None:
+    d = AIRFLOW_DAYS[-1]
+    proc = _airflow(world["env"], "dags", "test", "contact_tuning", d.isoformat(), "--conf", '{"trials": 2}')
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    out = _xcom(world["db"], "contact_tuning", "tune")
+    assert out["ds"] == d.isoformat() and out["trials"] == 2
+    assert out["status"] == "tuned", out
+    assert (world["settings"].home / "tuning" / "best_params.json").is_file()
+
+
+def test_erasure_dag_removes_the_person(world: dict) -> None:
+    """Last in this module: it rewrites the exports the tests above read."""
+    export = world["settings"].exports / "priority" / f"date={AIRFLOW_DAYS[-1]}"
+    person = world["first_rows"][0]["person_id"]
+    conf = json.dumps({"person_id": person})
+    proc = _airflow(
+        world["env"], "dags", "test", "contact_erasure", AIRFLOW_DAYS[-1].isoformat(), "--conf", conf
+    )
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    rows = check_export(export, AIRFLOW_DAYS[-1])
+    assert person not in {r["person_id"] for r in rows}
+    assert len(rows) < len(world["first_rows"])
+    out = _xcom(world["db"], "contact_erasure", "erase")
+    assert out["rows_removed"] > 0
+    assert person not in json.dumps(out)
