@@ -5,7 +5,9 @@ Set at import, before anything imports Airflow: its configuration is read once p
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -14,7 +16,9 @@ import pytest
 from airflow_testenv import DAGS, PLUGINS, airflow_env
 
 if "airflow" not in sys.modules:
-    os.environ.update(airflow_env(Path(tempfile.mkdtemp(prefix="contactrank-airflow-"))))
+    _HOME = Path(tempfile.mkdtemp(prefix="contactrank-airflow-"))
+    atexit.register(shutil.rmtree, _HOME, True)
+    os.environ.update(airflow_env(_HOME))
     if str(PLUGINS) not in sys.path:
         sys.path.append(str(PLUGINS))
 
