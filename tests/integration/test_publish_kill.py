@@ -83,7 +83,9 @@ def scores(settings, person: str, version: str) -> None:
 def kill_mid_publish(settings, tmp_path: Path, where: str) -> None:
     marker = tmp_path / f"marker-{where}"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([sys.executable, "-c", CHILD, str(settings.home), str(marker), where], env=env, cwd=tmp_path)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", CHILD, str(settings.home), str(marker), where], env=env, cwd=tmp_path
+    )
     try:
         deadline = time.monotonic() + 60
         while not marker.exists():
@@ -120,6 +122,7 @@ def test_kill_during_first_publish_leaves_nothing_visible(settings, tmp_path):
     assert not [p for p in folder.parent.iterdir() if p.name.startswith(".")]  # stale staging cleaned
 
 
+@pytest.mark.slow  # two child processes that each import the stack
 def test_kill_during_rerun_keeps_the_old_version_or_none(settings, tmp_path):
     scores(settings, "old", "1")
     pub.publish(settings, D)

@@ -51,7 +51,7 @@ def test_share_of_exploring_persons_matches_the_setting(settings):
 
 
 def test_propensities_are_exact_probabilities(settings):
-    pop = population(400, seed=5)
+    pop = population(250, seed=5)
     s = settings.replace(explore_share=0.3)
     first = explore.apply(pop, s, D)
     top = first[first["rank"] == 1]
@@ -60,7 +60,7 @@ def test_propensities_are_exact_probabilities(settings):
     assert np.allclose(first.groupby("person_id").propensity.sum(), 1.0)
     # over many dates each address is rank 1 about as often as its propensity says
     counts = pd.Series(0.0, index=pd.MultiIndex.from_frame(first[["person_id", "contact_id"]]))
-    days = 300
+    days = 200
     for k in range(days):
         out = explore.apply(pop, s, D + timedelta(days=k))
         idx = pd.MultiIndex.from_frame(out.loc[out["rank"] == 1, ["person_id", "contact_id"]])
