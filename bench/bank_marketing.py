@@ -266,8 +266,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 gates[g["decision"]] += 1
                 for r in g.get("reasons", []):
                     if r.startswith("fail:"):
-                        key = " ".join(r.split()[:3])
-                        gate_reasons[key] = gate_reasons.get(key, 0) + 1
+                        gate_reasons[_rule(r)] = gate_reasons.get(_rule(r), 0) + 1
         for x in [x for x in day_rows if x < d - timedelta(days=settings.train_window_days + 1)]:
             del day_rows[x]  # outside every future window
         if (i + 1) % 30 == 0 or d == end:
@@ -295,6 +294,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             break
 
     ev = pd.concat(scored, ignore_index=True)
+    meta = {"trainings": len(trainings), "gate": gates, "gate_failures": gate_reasons, "attributes": attrs}
+    meta |= {"publish_last_day": publish, "timing": {k: round(v, 1) for k, v in timing.items()}}
+    return _result(args, settings, imported, ev, meta, home, t0)
+
+
+def _result(
+    args: argparse.Namespace,
+    settings: Settings,
+    imported: dict[str, Any],
+    ev: pd.DataFrame,
+    meta: dict[str, Any],
+    home: Path,
+    t0: float,
+) -> dict[str, Any]:
     both = ev[ev["p_latest"].notna() & ev["p_logreg"].notna()]  # the same rows for the LR comparison
     served = ev[ev["p_champion"].notna()]
     f_latest = figures(both, "p_latest")
@@ -330,14 +343,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "auc_within_day_latest": f_latest["auc_within_day"],
         "compared_rows": f_latest["rows"],
         "logreg_on_champion_rows": f_champ_same,
-        "trainings": len(trainings),
-        "gate": gates,
-        "gate_failures": gate_reasons,
-        "attributes": attrs,
-        "publish_last_day": publish,
+        **meta,
         "anchors": ANCHORS,
         "seconds": round(time.perf_counter() - t0, 1),
-        "timing": {k: round(v, 1) for k, v in timing.items()},
         "home": str(home),
     }
     if args.keep_predictions:
@@ -346,6 +354,107 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         shutil.rmtree(home, ignore_errors=True)
         result["home"] = None
     return result
+
+
+def _rule(reason: str) -> str:
+    """The gate rule a ``fail: ...`` reason of ml.registry.decide is about."""
+    if reason.startswith("fail: slice"):
+        return "slice_drop"
+    if "floor" in reason:
+        return "auc_floor"
+    if "ece" in reason:
+        return "ece_cap"
+    if "champion" in reason:
+        return "auc_vs_champion"
+    return reason
+
+
+def replay(args: argparse.Namespace) -> dict[str, Any]:
+    """The forward evaluation of an existing home (``--replay``), rebuilt from its lake and registry.
+
+    Which model was the champion (and the latest challenger) before each day is read from the
+    registry's tags (training date, gate date and decision), so the figures are those of the
+    online run, for every day whose pipeline steps completed (a run still in progress: up to the
+    day before its last training partition).
+    """
+    from features.lake import partition_dates, partition_dir
+    from ml.train import TAG_DATE, plan_window
+
+    t0 = time.perf_counter()
+    home = Path(args.home)
+    settings = load_settings(home=home, label="conversion", retrain_every_days=7)
+    with tempfile.TemporaryDirectory() as tmp:
+        imported = import_bank_marketing(Path(args.data), Path(tmp), limit=args.limit)
+    days = partition_dates(settings, "training")
+    if not days:
+        raise SystemExit(f"{home}: no training partitions to replay")
+    upto = days[-1] if args.complete else days[-1] - timedelta(days=1)
+    days = [x for x in days if x <= upto]
+    models = Models(settings)
+    versions = []
+    for mv in models.client.search_model_versions(f"name='{settings.model_name}'"):
+        t = mv.tags or {}
+        gated = t.get("contactrank.gate.date")
+        versions.append(
+            (int(mv.version), date.fromisoformat(t[TAG_DATE]), t.get("contactrank.gate.decision"),
+             date.fromisoformat(gated) if gated else None)
+        )  # fmt: skip
+    versions.sort()
+    versions = [v for v in versions if v[1] < upto]
+    gates = {"promoted": 0, "rejected": 0}
+    for _, _, decision, _ in versions:
+        if decision in gates:
+            gates[decision] += 1
+    failures: dict[str, int] = {}
+    for mv in models.client.search_model_versions(f"name='{settings.model_name}'"):
+        if date.fromisoformat((mv.tags or {})[TAG_DATE]) < upto:
+            for k, r in (mv.tags or {}).items():
+                if k.startswith("contactrank.gate.reason.") and r.startswith("fail:"):
+                    failures[_rule(r)] = failures.get(_rule(r), 0) + 1
+    logregs: dict[int, Any] = {}
+    scored, attrs = [], []
+    for d in days:
+        df = pd.read_parquet(partition_dir(settings, "training", d) / "part-0.parquet")
+        df = df[df[LABEL].notna()].reset_index(drop=True)
+        if not len(df):
+            continue
+        attrs = attrs or sorted(c for c in df.columns if c.startswith("f_attr_"))
+        champ = max(
+            (v for v, _, dec, g in versions if dec == "promoted" and g is not None and g < d), default=None
+        )
+        latest = max((v for v, t, _, _ in versions if t < d), default=None)
+        out = df[["attempt_id", LABEL]].copy()
+        out["date"] = d
+        out["p_champion"] = models.predict(champ, df) if champ else np.nan
+        out["p_latest"] = models.predict(latest, df) if latest else np.nan
+        out["champion_version"] = champ
+        out["p_logreg"] = np.nan
+        if latest:
+            if latest not in logregs:
+                trained = next(t for v, t, _, _ in versions if v == latest)
+                window = plan_window(settings, trained)
+                fit_days = window.train_days + window.valid_days
+                train_df = pd.concat(
+                    [
+                        pd.read_parquet(partition_dir(settings, "training", x) / "part-0.parquet")
+                        for x in fit_days
+                    ],
+                    ignore_index=True,
+                )
+                train_df = train_df[train_df[LABEL].notna()]
+                logregs = {
+                    latest: fit_logreg(train_df, [c for c in window.features if c in train_df.columns])
+                }
+            model, nums, cats = logregs[latest]
+            out["p_logreg"] = model.predict_proba(_lr_frame(df, nums, cats))[:, 1]
+        scored.append(out)
+    ev = pd.concat(scored, ignore_index=True)
+    meta = {"trainings": len(versions), "gate": gates, "gate_failures": failures, "attributes": attrs}
+    meta |= {"publish_last_day": {}, "timing": {}, "replayed_upto": upto.isoformat()}
+    meta["complete"] = upto >= date.fromisoformat(imported["last_date"])
+    if args.keep_predictions:
+        ev.to_parquet(home / "forward_predictions_replay.parquet")
+    return _result(args, settings, imported, ev, meta, home, t0)
 
 
 def write_notes(result: dict[str, Any], path: Path, command: str) -> None:
@@ -365,6 +474,20 @@ def write_notes(result: dict[str, Any], path: Path, command: str) -> None:
         + (f" (failed checks: {r['gate_failures']})" if r["gate_failures"] else "")
         + f". Score and publish on the last day: {r['publish_last_day']}.",
         "",
+        *(
+            [
+                f"**Replayed from the run's lake and registry up to {r['replayed_upto']}"
+                + (
+                    ""
+                    if r.get("complete")
+                    else " (the run had not reached the end of the data: partial figures)"
+                )
+                + ".**",
+                "",
+            ]
+            if r.get("replayed_upto")
+            else []
+        ),
         "Forward evaluation: each day's calls scored before the models saw that day (features of the end of the day "
         "before). Person attributes reaching the model: "
         + (", ".join(f"`{x}`" for x in r["attributes"]) or "**none**")
@@ -416,13 +539,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--keep", action="store_true", help="keep the temp home")
     p.add_argument("--keep-predictions", action="store_true", help="write <home>/forward_predictions.parquet")
     p.add_argument("--notes", default=str(NOTES), help="markdown file for the figures ('' for none)")
+    p.add_argument(
+        "--replay", action="store_true", help="with --home: re-evaluate an existing (or running) home"
+    )
+    p.add_argument("--complete", action="store_true", help="with --replay: the home's last day is complete")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
     log.setLevel(logging.INFO)
     warnings.filterwarnings("ignore")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
-    result = run(args)
+    result = replay(args) if args.replay else run(args)
     if args.notes:
         write_notes(
             result,
