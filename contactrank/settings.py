@@ -112,12 +112,14 @@ class Settings:
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(self).items()}
 
     def config_hash(self) -> str:
-        """Stable hash of every setting, recorded in manifests and MLflow runs."""
-        blob = json.dumps(self.as_dict(), sort_keys=True, default=str).encode()
+        """Stable hash of every setting that changes behaviour (not where things are stored)."""
+        behaviour = {k: v for k, v in self.as_dict().items() if k not in _LOCATION_FIELDS}
+        blob = json.dumps(behaviour, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
+_LOCATION_FIELDS = frozenset({"home", "landing_dir", "mlflow_tracking_uri"})
 
 
 def _coerce(name: str, value: Any) -> Any:

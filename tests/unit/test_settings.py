@@ -36,6 +36,8 @@ def test_settings_are_frozen_and_replace_returns_a_copy(tmp_path: Path) -> None:
     t = s.replace(label="conversion")
     assert (s.label, t.label) == ("reach", "conversion")
     assert s.config_hash() != t.config_hash()
+    # where things are stored is not behaviour: two homes with the same settings hash alike
+    assert s.config_hash() == load_settings(home=tmp_path / "elsewhere").config_hash()
 
 
 @pytest.mark.parametrize(
