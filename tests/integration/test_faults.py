@@ -178,17 +178,14 @@ def test_late_file_rebuilds_its_date_and_the_next_only(reference: Path, world: P
     shutil.copytree(reference, home)
     shutil.copytree(world, landing)
     late_day = START + timedelta(days=3)
+    import pandas as pd
+
     src = next((landing / "attempts" / f"date={late_day}").glob("*.csv"))
-    lines = src.read_text().splitlines()
-    header, first = lines[0], lines[1].split(",")
-    cols = header.split(",")
-    extra = []
-    for i in range(25):  # a late file: 25 more reached attempts on an address of the day
-        row = list(first)
-        row[cols.index("attempt_id")] = f"late-{i}"
-        row[cols.index("outcome")] = "right_party"
-        extra.append(",".join(row))
-    (src.parent / "late-delivery.csv").write_text("\n".join([header, *extra]) + "\n")
+    day = pd.read_csv(src, dtype=str, keep_default_na=False)
+    late = pd.concat([day.head(1)] * 25, ignore_index=True)  # 25 more reached attempts on an address of the day
+    late["attempt_id"] = [f"late-{i}" for i in range(25)]
+    late["outcome"] = "right_party"
+    late.to_csv(src.parent / "late-delivery.csv", index=False)
     before = _snapshot(home)
 
     for d in (late_day, late_day + timedelta(days=1)):
