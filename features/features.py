@@ -36,7 +36,14 @@ import pyarrow.parquet as pq
 
 from contactrank.errors import ContactrankError
 from contactrank.settings import Settings
-from features.lake import DATA_FILE, atomic_dir, duckdb_connect, partition_dates, partition_dir, write_partition
+from features.lake import (
+    DATA_FILE,
+    atomic_dir,
+    duckdb_connect,
+    partition_dates,
+    partition_dir,
+    write_partition,
+)
 from features.schema import ATTEMPTS, CONTACTS_STATE, CONVERSION_OUTCOMES, REACH_OUTCOMES
 
 log = logging.getLogger(__name__)
@@ -298,7 +305,7 @@ def _cs_sql(cs: str) -> str:
 
 def _state_tail() -> str:
     """Columns shared by both state builders, computed from cs_* and the aggregated fields."""
-    return f"""coalesce(cs_channel, att_channel) AS channel,
+    return """coalesce(cs_channel, att_channel) AS channel,
   CASE WHEN in_cs THEN cs_source ELSE 'attempts' END AS source"""
 
 

@@ -11,7 +11,15 @@ from datetime import timedelta
 
 import pandas as pd
 import pyarrow.parquet as pq
-from feature_history import START, attempts_for, contacts, history, write_attempts, write_contacts_state, write_persons
+from feature_history import (
+    START,
+    attempts_for,
+    contacts,
+    history,
+    write_attempts,
+    write_contacts_state,
+    write_persons,
+)
 from test_incremental import assert_same
 
 import features.features as ff
