@@ -62,6 +62,7 @@ class Settings:
     gate_auc_floor: float = 0.55
     drift_psi_threshold: float = 0.25
     drift_label_rate_ratio: float = 2.0
+    drift_min_history_days: int = 21  # a younger history grows every day: the guard waits until then
 
     # --- scoring and publishing -------------------------------------------------------------
     hours_start: int = 8  # first allowed local hour (inclusive)

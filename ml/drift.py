@@ -13,6 +13,18 @@ import numpy as np
 import pandas as pd
 
 _EPS = 1e-4
+# Features that move with the calendar by construction (ages, recencies) drift every day; they are
+# left out of the guard rather than blocking every retrain.
+CALENDAR_DRIFTING = ("age_days", "days_since")
+
+
+def _round_sig(x: pd.Series, digits: int = 2) -> pd.Series:
+    vals = x.to_numpy(dtype="float64")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mag = np.where(np.isfinite(vals) & (vals != 0), np.floor(np.log10(np.abs(vals))), 0.0)
+        scale = 10.0 ** (digits - 1 - mag)
+        out = np.round(vals * scale) / scale
+    return pd.Series(np.where(np.isfinite(vals), out, np.nan), index=x.index)
 
 
 def psi(reference: pd.Series, current: pd.Series, bins: int = 10) -> float:
@@ -27,8 +39,10 @@ def psi(reference: pd.Series, current: pd.Series, bins: int = 10) -> float:
         p = ref.value_counts(normalize=True).reindex(cats, fill_value=0.0).to_numpy()
         q = cur.value_counts(normalize=True).reindex(cats, fill_value=0.0).to_numpy()
     else:
-        ref = pd.to_numeric(reference, errors="coerce").replace([np.inf, -np.inf], np.nan)
-        cur = pd.to_numeric(current, errors="coerce").replace([np.inf, -np.inf], np.nan)
+        # two significant digits: a point mass (e.g. a smoothed rate sitting at its prior) that
+        # moves by a rounding error between days must not jump a bin edge and read as drift
+        ref = _round_sig(pd.to_numeric(reference, errors="coerce").replace([np.inf, -np.inf], np.nan))
+        cur = _round_sig(pd.to_numeric(current, errors="coerce").replace([np.inf, -np.inf], np.nan))
         finite = ref.dropna().to_numpy(dtype="float64")
         edges = np.unique(np.quantile(finite, np.linspace(0, 1, bins + 1))) if len(finite) else np.array([0.0])
         inner = edges[1:-1]
@@ -54,7 +68,8 @@ def drift_report(
     label_rate_ratio: float,
 ) -> dict[str, Any]:
     """PSI of every feature and the label-rate ratio; ``blocked`` with reasons when a threshold is crossed."""
-    scores = {f: psi(window[f], newest[f]) for f in features if f in window.columns and f in newest.columns}
+    watched = [f for f in features if not any(tag in f for tag in CALENDAR_DRIFTING)]
+    scores = {f: psi(window[f], newest[f]) for f in watched if f in window.columns and f in newest.columns}
     ref_rate = float(window[label].mean()) if len(window) else float("nan")
     new_rate = float(newest[label].mean()) if len(newest) else float("nan")
     ratio = new_rate / ref_rate if ref_rate and ref_rate > 0 else float("nan")

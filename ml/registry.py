@@ -121,7 +121,7 @@ def _scorecard(settings: Settings, model, df, label: str) -> Scorecard:
 def gate(settings: Settings, d: date) -> dict[str, Any]:
     """Challenger vs champion on the challenger's test day; promote when every rule passes."""
     from ml.tracking import client as mlflow_client
-    from ml.train import TAG_TEST_DAY, _labelled, _read_day, label_column
+    from ml.train import TAG_DRIFT_BLOCKED, TAG_DRIFT_REASON, TAG_TEST_DAY, _labelled, _read_day, label_column
 
     client = mlflow_client(settings)
     challenger = _alias(client, settings, CHALLENGER)
@@ -146,6 +146,13 @@ def gate(settings: Settings, d: date) -> dict[str, Any]:
     if champion is not None:
         cp_card = _scorecard(settings, load_version(settings, champion.version), df, label)
     promote_it, reasons = decide(settings, ch_card, cp_card)
+    # drift guard: a challenger trained on a shifted newest day never replaces a champion; the
+    # champion keeps scoring (the first model has nothing to protect, so it only gets the floors)
+    ch_tags = challenger.tags or {}
+    if champion is not None and ch_tags.get(TAG_DRIFT_BLOCKED) == "true":
+        promote_it = False
+        drift_reasons = [v for k, v in sorted(ch_tags.items()) if k.startswith(TAG_DRIFT_REASON)]
+        reasons = [*reasons, *(f"fail: drift: {r}" for r in drift_reasons or ["drift above threshold"])]
     decision = "promoted" if promote_it else "rejected"
 
     tags = {
