@@ -42,6 +42,8 @@ def airflow_env(settings: Settings, airflow_home: Path) -> dict[str, str]:
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             "AIRFLOW__CORE__PARALLELISM": "2",
             "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
+            "AIRFLOW__CORE__DEFAULT_TASK_RETRY_DELAY": "5",
+            "OMP_WAIT_POLICY": env.get("OMP_WAIT_POLICY", "PASSIVE"),
             "CONTACTRANK_HOME": str(settings.home.resolve()),
             "CONTACTRANK_LANDING_DIR": str(settings.landing.resolve()),
             "PYTHONPATH": f"{ROOT}:{env.get('PYTHONPATH', '')}",
@@ -50,8 +52,14 @@ def airflow_env(settings: Settings, airflow_home: Path) -> dict[str, str]:
     return env
 
 
+def airflow_home_for(settings: Settings) -> Path:
+    """Beside the contactrank home, not inside it: Airflow's DB keeps run params (an erased
+    person's id in a contact_erasure run), and erasure guarantees nothing under the home holds it."""
+    return settings.home.resolve().parent / f"{settings.home.resolve().name}-airflow"
+
+
 def _run_airflow_days(settings: Settings, days: list[date]) -> None:
-    airflow_home = settings.home / "airflow"
+    airflow_home = airflow_home_for(settings)
     airflow_home.mkdir(parents=True, exist_ok=True)
     env = airflow_env(settings, airflow_home)
     airflow = shutil.which("airflow", path=env["PATH"]) or "airflow"
@@ -110,6 +118,7 @@ def _summary(settings: Settings, last: date, truth: bool) -> None:
 def _champion_metrics(settings: Settings) -> dict[str, float]:
     try:
         import mlflow
+
         from ml.registry import load_champion
         from ml.tracking import configure
 
@@ -130,10 +139,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--retrain-every", type=int, default=7, help="retrain cadence during the CLI backfill (days)")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
-
-    from features.simulate import simulate
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
     from contactrank.pipeline import STEPS, run_date
+    from features.simulate import simulate
 
     t_start = time.perf_counter()
     settings = load_settings()

@@ -31,6 +31,8 @@ Runs the steps of `contactrank run` for one **business date D**, one task per st
   schedule owns: with catchup, unpausing the DAG creates a run for every day since.
 * **Order**: `max_active_runs=1` and catchup: a day depends on the lake and model of the day
   before, so backfills (`airflow backfill create --dag-id contact_daily ...`) run oldest first.
+* **No champion yet** (the first days of history): `score` is skipped with the reason, `publish`
+  is skipped with it, and `report` still runs (trigger rule `none_failed`).
 * **Train** retrains only when due (`retrain_every_days`); the **gate** decides whether the
   challenger becomes champion.
 * **Assets**: `features` updates `contactrank_features`, `publish` updates `contactrank_export`
@@ -116,11 +118,17 @@ def contact_daily():
 
     @task
     def score(**context) -> dict:
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        from contactrank.errors import NotReady
         from ml.score import score as run
 
         settings = load_settings(context)
         d = business_date(context)
-        out = {"ds": d.isoformat(), **small(run(settings, d))}
+        try:
+            out = {"ds": d.isoformat(), **small(run(settings, d))}
+        except NotReady as exc:  # no champion yet (first days): skip score and publish, still report
+            raise AirflowSkipException(str(exc)) from None
         push_links(context, mlflow_run_id=out.get("model_run_id"), model_version=out.get("model_version"))
         return out
 
@@ -143,7 +151,7 @@ def contact_daily():
         )
         return {**out, **facts}
 
-    @task
+    @task(trigger_rule="none_failed")
     def report(**context) -> dict:
         from ml.report import report as run
 

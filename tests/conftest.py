@@ -10,6 +10,8 @@ import pytest
 from contactrank.settings import Settings, load_settings
 
 ROOT = Path(__file__).resolve().parents[1]
+# LightGBM's OpenMP threads must sleep, not spin, on a shared 2-core CI machine (set before it loads)
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 @pytest.fixture(autouse=True)
