@@ -58,6 +58,7 @@ def run_date(
     d: date,
     landing: Path | None = None,
     on_step: Callable[[str], None] | None = None,
+    steps: tuple[str, ...] = STEPS,
 ) -> dict[str, dict[str, Any]]:
     """Every step for one date, in order; stops at the first failure (the exception propagates).
 
@@ -66,7 +67,7 @@ def run_date(
     """
     results: dict[str, dict[str, Any]] = {}
     not_ready: str | None = None
-    for step in STEPS:
+    for step in steps:
         if on_step:
             on_step(step)
         if not_ready and step in ("score", "publish"):
