@@ -130,6 +130,10 @@ def _filter_file(path: Path, plan: _Plan) -> pa.Table | None:
 def _write_like(path: Path, table: pa.Table) -> None:
     if path.suffix == ".parquet":
         pq.write_table(table, path, compression="zstd")
+    elif path.name.startswith("priority") or path.name.startswith(".priority"):
+        from ml.publish import _write_csv  # keeps the export's formula-injection escaping
+
+        _write_csv(table, path)
     else:
         pacsv.write_csv(table, path)
 

@@ -70,7 +70,7 @@ class Settings:
     channel_hours: dict[str, list[int]] = field(default_factory=dict)  # per-channel [start, end] override
     invalid_policy: Literal["drop", "last"] = "drop"
     cap_person_7d: int = 7
-    cap_address_day: int = 1
+    cap_address_day: int = 3  # an address attempted this often on D rests on D+1
     explore_share: float = 0.05
     explore_max_attempts: int = 2  # an address with at most this many attempts counts as untested
     score_batch_rows: int = 1_000_000
