@@ -113,7 +113,11 @@ def read_landing_file(path: Path) -> tuple[pa.Table, list[BadLine], np.ndarray |
             try:  # slow path: single-threaded so skipped lines carry their line number
                 table = pacsv.read_csv(
                     path,
-                    read_options=pacsv.ReadOptions(use_threads=False),
+                    # one block as large as the file (capped): a single huge value (a 10 MB
+                    # string) must not make the reader give up on every good row around it
+                    read_options=pacsv.ReadOptions(
+                        use_threads=False, block_size=max(1 << 24, min(path.stat().st_size + 1, 1 << 30))
+                    ),
                     parse_options=pacsv.ParseOptions(newlines_in_values=True, invalid_row_handler=skip),
                     convert_options=convert,
                 )
