@@ -96,8 +96,17 @@ def _summary(settings: Settings, last: date, truth: bool) -> None:
     t.add_row("model version", str(manifest.get("model_version") or manifest.get("model", {}).get("version")))
     t.add_row("share explored (rank 1)", f"{rank1['explore'].mean():.1%}")
     metrics = _champion_metrics(settings)
-    for key in sorted(k for k in metrics if "auc" in k.lower() and "/" not in k and not k.startswith("channel")):
-        t.add_row(key, f"{metrics[key]:.4f}")
+    shown = {
+        "auc": "champion AUC (its test day)",
+        "baseline_random_auc": "random order AUC",
+        "baseline_heuristic_auc": "last-success heuristic AUC",
+        "baseline_oracle_auc": "oracle AUC (true probabilities)",
+        "hit1": "champion hit@1 within person-day",
+        "ece": "champion ECE",
+    }
+    for key, label in shown.items():
+        if key in metrics:
+            t.add_row(label, f"{metrics[key]:.4f}")
     console.print(t)
     console.print(f"Exports:  {export}")
     console.print(f"Report:   {settings.exports / 'reports' / f'date={last}' / 'report.html'}")
