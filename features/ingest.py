@@ -27,7 +27,8 @@ is blank), ``nul_byte``, ``too_long`` (> ``settings.max_string_length`` characte
 ``bad_channel``, ``bad_outcome``, ``bad_timestamp``, ``outside_date`` (attempted_at outside the
 window, or a future updated_at), ``bad_number`` (duration_s not a number >= 0), ``bad_bool``,
 ``bad_date`` (effective_from), ``no_target`` (a suppression without person_id and contact_id),
-``type_changed`` (a persons attribute that does not fit the type of earlier days).
+``type_changed`` (a persons attribute that does not fit the type of earlier days), ``mixed_type`` (on
+its first day, a value that does not fit the type of at least 90 % of the column, e.g. "n/a" in balances).
 """
 
 from __future__ import annotations
@@ -511,6 +512,9 @@ def _validate_suppressions(table: pa.Table, ctx: _Ctx) -> tuple[pa.Table, v.Reje
     return clean.cast(SUPPRESSIONS), rej
 
 
+_MOSTLY = 0.9  # share of parseable values that fixes an attribute column's type on its first day
+
+
 def _attribute(col: pa.Array, known: str | None) -> tuple[pa.Array, np.ndarray, str | None]:
     """(values, ok, type) of a persons attribute; ``known`` is the type used on earlier days."""
     t = col.type
@@ -527,7 +531,9 @@ def _attribute(col: pa.Array, known: str | None) -> tuple[pa.Array, np.ndarray, 
         _, float_ok, _ = v.parse_float(s)
         if present.any() and bool_ok[present].all() and not float_ok[present].all():
             inferred = "bool"
-        elif present.any() and float_ok[present].all():
+        elif present.any() and float_ok[present].mean() >= _MOSTLY:
+            # mostly numbers: a number column with a few stray words ("n/a"), whose odd rows are
+            # quarantined as mixed_type, not a category column of every balance ever seen
             inferred = "float"
         else:
             inferred = "string"
@@ -554,8 +560,9 @@ def _validate_persons(table: pa.Table, ctx: _Ctx) -> tuple[pa.Table, v.Rejects]:
     rej.fail(_future(ts, ctx), "outside_date", "updated_at")
     cols: dict[str, pa.Array] = {"person_id": person_id, "updated_at": pc.fill_null(ts, ctx.day_start)}
     for name in attrs:
-        vals, ok, typ = _attribute(_col(table, name), ctx.person_types.get(name))
-        rej.fail(~ok, "type_changed", name)
+        known = ctx.person_types.get(name)
+        vals, ok, typ = _attribute(_col(table, name), known)
+        rej.fail(~ok, "type_changed" if known else "mixed_type", name)
         if typ:
             ctx.person_types.setdefault(name, typ)  # later files of the day follow the first
         cols[name] = vals

@@ -92,3 +92,15 @@ def test_above_threshold_the_cli_fails_with_one_line_after_keeping_good_rows(set
     last = proc.stderr.strip().splitlines()[-1]
     assert "25.0%" in last and "bad_channel" in last
     assert len(_kept(settings)) == 30 and len(_quarantine(settings)) == 10
+
+
+def test_mixed_type_attribute_quarantines_the_odd_values(settings, tmp_path) -> None:
+    write_csv(tmp_path, "attempts", good_rows(20))
+    persons = [{"person_id": f"P{i}", "balance": str(100 * i), "segment": "gold"} for i in range(30)]
+    persons[4]["balance"] = "n/a"
+    write_csv(tmp_path, "persons", persons)
+    ingest(settings, D, landing=tmp_path)
+    kept = read_partition(settings, "persons", D)
+    assert kept.schema.field("balance").type == "double" and kept.num_rows == 29
+    q = read_partition(settings, "quarantine/persons", D).to_pylist()
+    assert [(r["_reason"], r["_column"], r["balance"]) for r in q] == [("mixed_type", "balance", "n/a")]
