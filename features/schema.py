@@ -82,4 +82,20 @@ SUPPRESSIONS = pa.schema(
     ]
 )
 
+# CONTRACT.md §2: the rows of the priority file, in order
+PRIORITY = pa.schema(
+    [
+        ("person_id", pa.string()),
+        ("contact_id", pa.string()),
+        ("channel", pa.string()),
+        ("rank", pa.int32()),
+        ("score", pa.float64()),
+        ("best_hour", pa.int32()),
+        ("reason", pa.string()),
+        ("explore", pa.bool_()),
+        ("propensity", pa.float64()),
+        ("model_version", pa.string()),
+    ]
+)
+
 QUARANTINE_META = ("_source_file", "_row_number", "_column", "_reason")

@@ -25,25 +25,13 @@ import pyarrow.parquet as pq
 from contactrank.errors import InputError
 from contactrank.settings import Settings
 from features.lake import atomic_dir
+from features.schema import PRIORITY
 from ml.score import CONTRACT_COLUMNS, read_report, read_scores
 
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = "1"
-PRIORITY_SCHEMA = pa.schema(
-    [
-        ("person_id", pa.string()),
-        ("contact_id", pa.string()),
-        ("channel", pa.string()),
-        ("rank", pa.int32()),
-        ("score", pa.float64()),
-        ("best_hour", pa.int32()),
-        ("reason", pa.string()),
-        ("explore", pa.bool_()),
-        ("propensity", pa.float64()),
-        ("model_version", pa.string()),
-    ]
-)
+PRIORITY_SCHEMA = PRIORITY
 assert PRIORITY_SCHEMA.names == CONTRACT_COLUMNS
 
 # A spreadsheet evaluates a cell that starts with = @ + - (and tab / CR); "+5511..." and "-1.5" are

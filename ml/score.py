@@ -25,37 +25,17 @@ import pyarrow.parquet as pq
 from contactrank.errors import FailClosed, NotReady
 from contactrank.settings import Settings
 from features.lake import DATA_FILE, partition_dates, partition_dir, read_partition, write_partition
-from features.schema import CHANNELS
+from features.schema import CHANNELS, PRIORITY
 from ml import explore, reasons
 from ml.model import ContactModel
 
 log = logging.getLogger(__name__)
 
 KEY = ["person_id", "contact_id"]
-CONTRACT_COLUMNS = [
-    "person_id",
-    "contact_id",
-    "channel",
-    "rank",
-    "score",
-    "best_hour",
-    "reason",
-    "explore",
-    "propensity",
-    "model_version",
-]
+CONTRACT_COLUMNS = PRIORITY.names
 SCORES_SCHEMA = pa.schema(
     [
-        ("person_id", pa.string()),
-        ("contact_id", pa.string()),
-        ("channel", pa.string()),
-        ("rank", pa.int32()),
-        ("score", pa.float64()),
-        ("best_hour", pa.int32()),
-        ("reason", pa.string()),
-        ("explore", pa.bool_()),
-        ("propensity", pa.float64()),
-        ("model_version", pa.string()),
+        *PRIORITY,
         ("_raw", pa.float64()),
         ("_invalid", pa.bool_()),
         ("_n_attempts", pa.int64()),

@@ -238,6 +238,7 @@ def test_suppressions_missing_a_column_fail_closed(settings, model):
 
 
 def test_frequency_caps_leave_out_persons_and_addresses(settings, model):
+    settings = settings.replace(cap_address_day=1)
     rows = [*BASE, ("p4", "+5511900000006", "voice", "none", 0, 0.0, 0.0)]
     write_world(settings, D, features_frame(rows))
     # p1: 7 attempts within the 7 days D-6..D -> over the person cap (7)
@@ -359,7 +360,7 @@ def test_best_hour_and_rank_ties_of_a_stepwise_calibrator_are_broken_by_the_raw_
 def test_a_home_path_with_a_quote_works(tmp_path, model):
     from contactrank.settings import load_settings
 
-    s = load_settings(home=tmp_path / "it's home")
+    s = load_settings(home=tmp_path / "it's home", cap_address_day=1)
     write_world(s, D, features_frame(BASE))
     write_attempts(s, D, [("p3", "+5511900000005")])
     out = score(s, D, model=model, model_info=INFO)
