@@ -74,6 +74,9 @@ class Settings:
     explore_share: float = 0.05
     explore_max_attempts: int = 2  # an address with at most this many attempts counts as untested
     score_batch_rows: int = 1_000_000
+    # reason codes: "path" (Saabas attribution from one pred_leaf pass, fast) or "shap" (LightGBM
+    # pred_contrib, exact TreeSHAP, ~100x slower: fine for small files, hours at 5M candidates)
+    reason_method: Literal["path", "shap"] = "path"
     pseudonymise_exports: bool = False
     hmac_key_env: str = "CONTACTRANK_HMAC_KEY"
 

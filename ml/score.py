@@ -374,7 +374,12 @@ def score_frame(
         for j, off, rows in starts:
             sel = best[rows] == j
             take[rows[sel]] = off + np.flatnonzero(sel)
-        contrib = (explainer or reasons.PathExplainer(model)).contributions_matrix(stacked[take], num_threads=settings.num_threads)
+        if settings.reason_method == "shap":
+            x = stacked[take]
+            shap = np.asarray(model.booster.predict(x, pred_contrib=True, num_threads=settings.num_threads))
+            contrib = shap[:, : len(model.features)] @ reasons.group_matrix(model.features)
+        else:
+            contrib = (explainer or reasons.PathExplainer(model)).contributions_matrix(stacked[take], num_threads=settings.num_threads)
         reason = reasons.codes(contrib, np.asarray(hours, dtype=np.int64)[best])
     best_hour = np.asarray(hours, dtype=np.int64)[best]
     best_raw = raws[np.arange(n), best]

@@ -365,3 +365,16 @@ def test_a_home_path_with_a_quote_works(tmp_path, model):
     write_attempts(s, D, [("p3", "+5511900000005")])
     out = score(s, D, model=model, model_info=INFO)
     assert out["addresses_capped"] == 1 and out["candidates"] == 4
+
+
+def test_reason_codes_from_pred_contrib_agree_with_the_path_attribution_on_the_top_code(settings, model):
+    """``reason_method = "shap"`` takes the codes from LightGBM ``pred_contrib`` (exact TreeSHAP)."""
+    write_world(settings, D, features_frame(BASE))
+    score(settings.replace(explore_share=0.0), D, model=model, model_info=INFO)
+    path = scored(settings).set_index("contact_id").reason
+    score(settings.replace(explore_share=0.0, reason_method="shap"), D, model=model, model_info=INFO)
+    shap = scored(settings).set_index("contact_id").reason
+    assert shap.index.equals(path.index) and shap.str.len().gt(0).all()
+    # both attributions must name the same leading reason for most rows
+    same = (shap.str.split(";").str[0] == path.str.split(";").str[0]).mean()
+    assert same >= 0.6, (shap.to_dict(), path.to_dict())
