@@ -32,6 +32,18 @@ ID_COLUMNS = ("attempt_id", "person_id", "contact_id", "campaign_id")
 FEATURE_PREFIX = "f_"
 LABEL_COLUMNS = {"reach": "label_reach", "conversion": "label_conversion"}
 
+# Columns of a landing attempts file (CONTRACT.md §1), in contract order.
+ATTEMPT_LANDING_COLUMNS = (
+    "attempt_id",
+    "person_id",
+    "contact_id",
+    "channel",
+    "attempted_at",
+    "outcome",
+    "campaign_id",
+    "duration_s",
+)
+
 # --- lake schemas (after validation and normalisation) -----------------------------------
 ATTEMPTS = pa.schema(
     [

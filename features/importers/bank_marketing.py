@@ -50,6 +50,7 @@ import numpy as np
 import pandas as pd
 
 from contactrank.errors import InputError
+from features.schema import ATTEMPT_LANDING_COLUMNS
 
 log = logging.getLogger(__name__)
 
@@ -67,16 +68,7 @@ ADDITIONAL_COLUMNS = (
 )  # fmt: skip
 # Columns that describe the call itself (its date or its result): never person attributes.
 NOT_ATTRIBUTES = frozenset({"contact", "day", "month", "day_of_week", "duration", "campaign", "y"})
-ATTEMPT_COLUMNS = (
-    "attempt_id",
-    "person_id",
-    "contact_id",
-    "channel",
-    "attempted_at",
-    "outcome",
-    "campaign_id",
-    "duration_s",
-)
+ATTEMPT_COLUMNS = ATTEMPT_LANDING_COLUMNS
 CONTACT_COLUMNS = ("person_id", "contact_id", "channel", "source", "updated_at")
 UPDATE_HOUR = 18  # local hour of the day-before delivery of contacts and persons
 MAX_YEAR_WRAPS = 5  # more month wraps than this: the rows are not in time order (bank.csv is shuffled)
