@@ -14,18 +14,10 @@ import pytest
 from contactrank.errors import InputError, QuarantineThresholdExceeded
 from features.ingest import REPORT_FILE, ingest
 from features.lake import partition_dir, read_partition
+from features.schema import ATTEMPT_LANDING_COLUMNS
 
 D = date(2026, 1, 3)
-ATT_COLS = [
-    "attempt_id",
-    "person_id",
-    "contact_id",
-    "channel",
-    "attempted_at",
-    "outcome",
-    "campaign_id",
-    "duration_s",
-]
+ATT_COLS = list(ATTEMPT_LANDING_COLUMNS)
 
 
 def good_rows(n: int = 40) -> list[dict[str, str]]:
