@@ -92,8 +92,16 @@ def contact_daily():
 
         settings = load_settings(context)
         d = business_date(context)
+        from ml.registry import champion_version
+
         out = {"ds": d.isoformat(), **small(build_features(settings, d))}
-        context["outlet_events"][FEATURES_ASSET].extra = {"ds": d.isoformat(), "rows": out.get("rows")}
+        # the model that will score these features (None before the first champion)
+        version = champion_version(settings)
+        context["outlet_events"][FEATURES_ASSET].extra = {
+            "ds": d.isoformat(),
+            "rows": out.get("rows"),
+            "model_version": str(version) if version is not None else None,
+        }
         return out
 
     @task

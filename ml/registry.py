@@ -67,6 +67,14 @@ def decide(settings: Settings, challenger: Scorecard, champion: Scorecard | None
     return all(r.startswith("ok:") for r in reasons), reasons
 
 
+def champion_version(settings: Settings) -> int | None:
+    """The version behind the ``champion`` alias (an alias lookup, no model load), or None."""
+    from ml.tracking import client as mlflow_client
+
+    mv = _alias(mlflow_client(settings), settings, CHAMPION)
+    return int(mv.version) if mv is not None else None
+
+
 def _alias(client, settings: Settings, alias: str):
     from mlflow.exceptions import MlflowException
 

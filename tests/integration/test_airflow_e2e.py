@@ -110,6 +110,9 @@ def test_asset_events_carry_ds_and_model_version(world: dict) -> None:
     # features are built on every day, exports only once a champion exists
     history = [d.isoformat() for d in world["history_logs"]]
     assert [e["ds"] for e in feature_events] == history + [e["ds"] for e in export_events]
+    # features events name the champion that will score them (none before the first one)
+    assert feature_events[0]["model_version"] is None
+    assert all(e["model_version"] for e in feature_events[len(history) + 1 :])
     for e in export_events:
         manifest = json.loads((Path(e["path"]) / "_manifest.json").read_text())
         assert e["model_version"] == str(manifest["model"]["version"])
