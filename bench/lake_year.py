@@ -71,9 +71,9 @@ def main() -> None:
             since = (last - timedelta(days=29)).isoformat()
             out["at"][checkpoint] = {
                 "list_s": _best(lambda: lake.partition_dates(s, "attempts")),
-                "read_one_s": _best(lambda: lake.read_partition(s, "attempts", last)),
+                "read_one_s": _best(lambda last=last: lake.read_partition(s, "attempts", last)),
                 "scan_last_30d_s": _best(
-                    lambda: con.sql(
+                    lambda since=since: con.sql(
                         f"select count(*), count(distinct contact_id) from read_parquet('{glob}', hive_partitioning=true) "
                         f"where date >= DATE '{since}'"
                     ).fetchall()

@@ -74,7 +74,7 @@ def train_model(trees: int, rows: int, seed: int = 0):
     import lightgbm as lgb
     from sklearn.isotonic import IsotonicRegression
 
-    from features.features import add_context
+    from features.context import add_context
     from ml.model import ContactModel
 
     rng = np.random.default_rng(seed)
@@ -198,7 +198,7 @@ def micro(model, n_features: int, rows: int, settings) -> dict:
 
     rng = np.random.default_rng(7)
     df = feature_frame(rows, rng)
-    from features.features import add_context
+    from features.context import add_context
     from ml.score import model_matrix
 
     x = model_matrix(model, model.prepare(add_context(df, day=D, hour=rng.integers(8, 22, rows))))

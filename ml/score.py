@@ -332,10 +332,10 @@ def score_frame(
 ) -> pd.DataFrame:
     """Score one batch of candidates (features rows): best hour, score and reason codes.
 
-    The context of each hour comes from ``features.features.add_context`` (the definition used
+    The context of each hour comes from ``features.context.add_context`` (the definition used
     in training); the rest of a row is prepared once and reused for every hour.
     """
-    from features.features import add_context
+    from features.context import add_context
 
     valid_from = d + timedelta(days=1)
     predictor = predictor or Predictor(settings, model, 0)

@@ -12,7 +12,8 @@ import pytest
 
 from contactrank.errors import NotReady
 from contactrank.settings import Settings
-from features.features import add_context, build_features, load_features, load_training
+from features.context import add_context
+from features.features import build_features, load_features, load_training
 from features.lake import write_partition
 from features.schema import ATTEMPTS, CONTACTS_STATE
 

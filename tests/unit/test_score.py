@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-import types
 from datetime import UTC, date, datetime, timedelta
 
 import lightgbm as lgb
@@ -20,23 +18,8 @@ from ml.score import read_report, score
 D = date(2026, 11, 20)
 
 
-def standin_add_context(df: pd.DataFrame, day: date, hour: int) -> pd.DataFrame:
-    """Test stand-in with the agreed columns, used only while features.features has none."""
-    return df.assign(f_hour=hour, f_dow=day.weekday(), f_month=day.month, f_dom=day.day)
-
-
-@pytest.fixture(autouse=True)
-def _context(monkeypatch: pytest.MonkeyPatch) -> None:
-    try:
-        from features.features import add_context  # noqa: F401
-    except ImportError:
-        mod = types.ModuleType("features.features")
-        mod.add_context = standin_add_context
-        monkeypatch.setitem(sys.modules, "features.features", mod)
-
-
 def add_context(df: pd.DataFrame, day: date, hour: int) -> pd.DataFrame:
-    from features.features import add_context as real
+    from features.context import add_context as real
 
     return real(df, day=day, hour=hour)
 
