@@ -216,8 +216,19 @@ def _string_buffers(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
 
 def blank(col: pa.Array | pa.ChunkedArray) -> np.ndarray:
     """Null, empty or only whitespace."""
-    empty = pc.or_kleene(pc.is_null(col), pc.equal(pc.binary_length(col), 0))
-    return to_mask(pc.or_kleene(empty, pc.utf8_is_space(col)))
+    if not pa.types.is_string(col.type):
+        empty = pc.or_kleene(pc.is_null(col), pc.equal(pc.binary_length(col), 0))
+        return to_mask(pc.or_kleene(empty, pc.utf8_is_space(col)))
+    parts = [np.zeros(0, bool)]
+    for arr in _chunks(col):
+        offs, _ = _string_buffers(arr)
+        out = offs[1:] == offs[:-1]
+        if arr.null_count:
+            out |= ~to_mask(pc.is_valid(arr))
+        if _edge_bytes(arr).any():  # a whitespace-only value starts with a space-like byte
+            out |= to_mask(pc.utf8_is_space(arr))
+        parts.append(out)
+    return np.concatenate(parts)
 
 
 def string_checks(col: pa.Array | pa.ChunkedArray, max_len: int) -> tuple[np.ndarray, np.ndarray]:
@@ -584,12 +595,43 @@ def _id_flags(col: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray, 
     return tuple(np.concatenate(x) for x in zip(*parts, strict=True))  # type: ignore[return-value]
 
 
+def _digits_only(arr: pa.Array) -> pa.Array:
+    """The ASCII digits of each value of a null-free string array, from the raw bytes (no regex)."""
+    n = len(arr)
+    offs, data = _string_buffers(arr)
+    data = data[offs[0] : offs[-1]]
+    start, length = offs[:-1] - offs[0], offs[1:] - offs[:-1]
+    is_digit = (data - 48) <= 9  # uint8 wraps below '0'
+    out_offs = np.zeros(n + 1, np.int32)
+    if data.size:
+        np.cumsum(_segment_sums(is_digit, start, length), out=out_offs[1:])
+    return pa.StringArray.from_buffers(n, pa.py_buffer(out_offs), pa.py_buffer(data[is_digit].tobytes()))
+
+
+def _national_to_e164(sub: pa.Array, country_code: str) -> tuple[pa.Array, np.ndarray]:
+    """(E.164 candidates, ok) for phone-looking values (see normalise_contact_ids for the rules)."""
+    digits = _digits_only(sub)
+    plus = to_mask(pc.starts_with(sub, "+"))
+    dbl0 = ~plus & to_mask(pc.starts_with(digits, "00"))
+    # one leading trunk '0' is not part of a national number
+    nat_digits = pc.if_else(pc.starts_with(digits, "0"), pc.utf8_slice_codeunits(digits, 1, 64), digits)
+    national = ~plus & ~dbl0 & (to_numpy_int(pc.binary_length(nat_digits)) <= 11)
+    out = pc.if_else(
+        pa.array(national),
+        pc.binary_join_element_wise(country_code, nat_digits, ""),
+        pc.if_else(pa.array(dbl0), pc.utf8_slice_codeunits(digits, 2, 64), digits),
+    )
+    out = pc.binary_join_element_wise("+", out, "")
+    return out, to_mask(pc.match_substring_regex(out, _E164_RE))
+
+
 def normalise_contact_ids(col: pa.Array | pa.ChunkedArray, country_code: str) -> pa.Array | pa.ChunkedArray:
     """E.164 for phone numbers, lower case for e-mails (anything with an ``@``), others trimmed.
 
     National numbers (at most 11 digits, one leading trunk ``0`` dropped) get ``+<country_code>``;
     longer digit strings, ``+...`` and ``00...`` are taken as international. A phone-looking
     value that does not come out as 8-15 digits is kept as given (an opaque id).
+    Only the values that change are rewritten, in one pass over the column.
     """
     e164, has_at, spaced = _id_flags(col)
     s = col
@@ -600,34 +642,35 @@ def normalise_contact_ids(col: pa.Array | pa.ChunkedArray, country_code: str) ->
         return s
     rest = ~e164
     email = rest & has_at
+    changed = np.zeros(len(s), bool)
+    new_values: list[tuple[np.ndarray, pa.Array]] = []  # (row indices, their new values)
     if email.any():
-        sub = _contiguous(s.filter(pa.array(email)))
+        rows = np.flatnonzero(email)
+        sub = _contiguous(s.filter(pa.array(email)))  # filter: per chunk, unlike take
         ascii_only = sub.buffers()[2] is None or _string_buffers(sub)[1].max(initial=0) < 128
         lowered = pc.ascii_lower(sub) if ascii_only else pc.utf8_lower(sub)
-        s = pc.replace_with_mask(s, pa.array(email), lowered)
-    maybe = np.flatnonzero(rest & ~email)
-    if maybe.size:
-        sub = _contiguous(s.filter(pa.array(rest & ~email)))  # filter: per chunk, unlike take
-        phone_sub = to_mask(pc.match_substring_regex(sub, _PHONE_RE))
-        phone = np.zeros(len(s), bool)
-        phone[maybe[phone_sub]] = True
+        diff = to_mask(pc.not_equal(sub, lowered))
+        if diff.any():
+            changed[rows[diff]] = True
+            new_values.append((rows[diff], lowered.filter(pa.array(diff))))
+    maybe = rest & ~email
+    if maybe.any():
+        rows = np.flatnonzero(maybe)
+        sub = _contiguous(s.filter(pa.array(maybe)))
+        phone = to_mask(pc.match_substring_regex(sub, _PHONE_RE))
         if phone.any():
-            sub = sub.filter(pa.array(phone_sub))
-            digits = pc.replace_substring_regex(sub, r"[^0-9]", "")
-            plus = to_mask(pc.starts_with(sub, "+"))
-            dbl0 = ~plus & to_mask(pc.starts_with(digits, "00"))
-            # one leading trunk '0' is not part of a national number
-            nat_digits = pc.if_else(
-                pc.starts_with(digits, "0"), pc.utf8_slice_codeunits(digits, 1, 64), digits
-            )
-            national = ~plus & ~dbl0 & (to_numpy_int(pc.utf8_length(nat_digits)) <= 11)
-            out = pc.if_else(
-                pa.array(national),
-                pc.binary_join_element_wise(country_code, nat_digits, ""),
-                pc.if_else(pa.array(dbl0), pc.utf8_slice_codeunits(digits, 2, 64), digits),
-            )
-            out = pc.binary_join_element_wise("+", out, "")
-            good = to_mask(pc.match_substring_regex(out, _E164_RE))
-            out = pc.if_else(pa.array(good), out, sub)
-            s = pc.replace_with_mask(s, pa.array(phone), out)
-    return s
+            sub = sub.filter(pa.array(phone))
+            rows = rows[phone]
+            out, good = _national_to_e164(sub, country_code)
+            good &= to_mask(pc.not_equal(out, sub))
+            if good.any():
+                changed[rows[good]] = True
+                new_values.append((rows[good], out.filter(pa.array(good))))
+    if not new_values:
+        return s
+    # the replacement values in row order: replace_with_mask consumes them in mask order
+    rows = np.concatenate([r for r, _ in new_values])
+    values = pa.concat_arrays([x for _, x in new_values])
+    if len(new_values) > 1:
+        values = values.take(pa.array(np.argsort(rows, kind="stable")))
+    return pc.replace_with_mask(s, pa.array(changed), values)

@@ -2,7 +2,8 @@
 
 For date D every file currently in ``<landing>/<kind>/date=D/`` is read (CSV: all columns as
 strings; Parquet: typed), validated with vectorised pyarrow compute, normalised and written with
-``features.lake.write_partition``. The partitions of D are always rebuilt from all files present,
+``features.lake.partition_batch`` (one transaction per partition, written in two threads,
+``attempts`` committed last). The partitions of D are always rebuilt from all files present,
 so ingesting twice is a no-op and a re-delivered (corrected) file replaces the old rows.
 
 Rules worth knowing:
@@ -50,7 +51,7 @@ from contactrank.erase import drop_erased
 from contactrank.errors import InputError, QuarantineThresholdExceeded
 from contactrank.settings import Settings
 from features import _validate as v
-from features.lake import DATA_FILE, partition_dates, partition_dir, read_partition, write_partition
+from features.lake import DATA_FILE, partition_batch, partition_dates, partition_dir, read_partition
 from features.schema import (
     ATTEMPTS,
     CHANNELS,
@@ -154,8 +155,6 @@ def ingest(settings: Settings, d: date, landing: Path | None = None) -> dict[str
     for out in outs.values():
         out.quarantine = [drop_erased(settings, q)[0] for q in out.quarantine]
     suppressions = pa.concat_tables([file_supp, _opt_out_suppressions(attempts, d)])
-    state = _contacts_state(settings, d, contacts, attempts)
-
     report = _report(
         ctx,
         outs,
@@ -167,26 +166,36 @@ def ingest(settings: Settings, d: date, landing: Path | None = None) -> dict[str
         },
     )
     report["dropped_erased"] = erased
-    report["written"] = {
-        "attempts": attempts.num_rows,
-        "contacts": contacts.num_rows,
-        "contacts_state": state.num_rows,
-        "suppressions": suppressions.num_rows,
-        "persons": persons.num_rows,
-    }
 
-    for kind in KINDS:  # an empty quarantine replaces a stale one from an earlier run of D
-        q = outs[kind].quarantine
-        if q or (partition_dir(settings, f"quarantine/{kind}", d) / DATA_FILE).exists():
-            write_partition(settings, f"quarantine/{kind}", d, _concat_quarantine(q))
-    write_partition(settings, "contacts", d, contacts)
-    write_partition(settings, "contacts_state", d, state)
-    write_partition(settings, "suppressions", d, suppressions)
-    if persons.num_rows or (partition_dir(settings, "persons", d) / DATA_FILE).exists():
-        write_partition(settings, "persons", d, persons)
-    # attempts last: its report marks the date as ingested
-    blob = json.dumps(report, indent=2, sort_keys=True).encode()
-    write_partition(settings, "attempts", d, attempts, extra_files={REPORT_FILE: blob})
+    # an empty quarantine or persons partition replaces a stale one from an earlier run of D
+    quarantine = [
+        k
+        for k in KINDS
+        if outs[k].quarantine or (partition_dir(settings, f"quarantine/{k}", d) / DATA_FILE).exists()
+    ]
+    with_persons = persons.num_rows or (partition_dir(settings, "persons", d) / DATA_FILE).exists()
+    kinds = [f"quarantine/{k}" for k in quarantine] + ["contacts", "contacts_state", "suppressions"]
+    kinds += ["persons"] if with_persons else []
+    # attempts committed last: its report marks the date as ingested. The writes run in two threads
+    # while this one merges the contacts state (both cores busy on a 2-core box).
+    with partition_batch(settings, d, [*kinds, "attempts"], threads=settings.num_threads) as batch:
+        batch.write("attempts", attempts)
+        for k in quarantine:
+            batch.write(f"quarantine/{k}", _concat_quarantine(outs[k].quarantine))
+        batch.write("suppressions", suppressions)
+        batch.write("contacts", contacts)
+        if with_persons:
+            batch.write("persons", persons)
+        state = _contacts_state(settings, d, contacts, attempts)
+        batch.write("contacts_state", state)
+        report["written"] = {
+            "attempts": attempts.num_rows,
+            "contacts": contacts.num_rows,
+            "contacts_state": state.num_rows,
+            "suppressions": suppressions.num_rows,
+            "persons": persons.num_rows,
+        }
+        batch.add_file("attempts", REPORT_FILE, json.dumps(report, indent=2, sort_keys=True).encode())
     log.info("ingest %s: %s", d, {k: (r["kept"], r["quarantined"]) for k, r in report["kinds"].items()})
 
     if report["quarantined_share"] > settings.quarantine_threshold:
@@ -576,25 +585,20 @@ def _dedupe_attempts(parts: list[pa.Table]) -> tuple[pa.Table, int]:
     """Concatenate the files' clean rows; one row per attempt_id, the last delivered wins."""
     table = _concat(parts, ATTEMPTS)
     n = table.num_rows
-    if n == 0:
+    ids = table["attempt_id"]
+    # cheap check first (~3 ms per 1M rows): ids in strictly increasing order cannot repeat
+    if n < 2 or pc.all(pc.less(ids.slice(0, n - 1), ids.slice(1))).as_py():
         return table, 0
-    import duckdb
-
-    con = duckdb.connect()
-    try:
-        ids = table.select(["attempt_id"]).append_column("_i", pa.array(np.arange(n)))
-        con.register("ids", ids)
-        dups = con.sql(
-            "SELECT attempt_id, max(_i) AS keep FROM ids GROUP BY attempt_id HAVING count(*) > 1"
-        ).to_arrow_table()
-    finally:
-        con.close()
-    if dups.num_rows == 0:
+    last = (
+        pa.table({"attempt_id": ids, "_i": pa.array(np.arange(n))})
+        .group_by("attempt_id", use_threads=False)
+        .aggregate([("_i", "max")])
+    )
+    if last.num_rows == n:
         return table, 0
-    keep = ~v.to_mask(pc.is_in(table["attempt_id"], _chunk(dups["attempt_id"])))
-    keep[_chunk(dups["keep"]).to_numpy().astype(np.int64)] = True
-    out = table.filter(pa.array(keep))
-    return out, n - out.num_rows
+    keep = np.zeros(n, bool)
+    keep[_chunk(last["_i_max"]).to_numpy()] = True
+    return table.filter(pa.array(keep)), n - last.num_rows
 
 
 def _dedupe_persons(parts: list[pa.Table], ctx: _Ctx) -> tuple[pa.Table, int]:
@@ -632,26 +636,95 @@ def _opt_out_suppressions(attempts: pa.Table, d: date) -> pa.Table:
 def _contacts_state(settings: Settings, d: date, contacts: pa.Table, attempts: pa.Table) -> pa.Table:
     """The state of every address at the end of D: the latest earlier state + D's upserts + new
     addresses seen in D's attempts (source 'attempts'). Latest updated_at wins, ties go to the later
-    delivery; attempts-only rows never override a known address; first_seen is the earliest date."""
-    import duckdb
+    delivery; attempts-only rows never override a known address; first_seen is the earliest date.
 
+    Row order is deterministic without sorting strings: the earlier state's order, then new
+    upserted addresses in delivery order, then attempts-only addresses by first appearance.
+    """
     prev_dates = [x for x in partition_dates(settings, "contacts_state") if x < d]
     prev = read_partition(settings, "contacts_state", prev_dates[-1]) if prev_dates else None
     if prev is None:
         prev = CONTACTS_STATE.empty_table()
     prev = prev.select(CONTACTS_STATE.names).cast(CONTACTS_STATE)
+    known = _merge_upserts(settings, d, prev, contacts) if contacts.num_rows else prev
+    seen = _new_addresses(attempts, known)
+    k = seen.num_rows
+    added = pa.table(
+        {
+            "person_id": seen["person_id"],
+            "contact_id": seen["contact_id"],
+            "channel": seen["channel"],
+            "source": pa.repeat(pa.scalar("attempts"), k),
+            "consent": pa.array(np.ones(k, bool)),
+            "active": pa.array(np.ones(k, bool)),
+            "first_seen": pa.array(np.full(k, (d - date(1970, 1, 1)).days, np.int32), pa.date32()),
+            "updated_at": pa.nulls(k, pa.timestamp("us", tz="UTC")),
+        },
+        schema=CONTACTS_STATE,
+    )
+    return pa.concat_tables([known.cast(CONTACTS_STATE), added])
+
+
+def _new_addresses(attempts: pa.Table, known: pa.Table) -> pa.Table:
+    """One row per (person_id, contact_id) of the attempts that is not in ``known``, in order of
+    first appearance, with the channel of its latest attempt (ties: the later one in CHANNELS).
+
+    One single-threaded hash aggregation over the known keys followed by the attempts' keys
+    (~0.25 CPU-s per 1M attempts on an empty state): known rows carry ``_i = -1``, so a group
+    whose smallest ``_i`` is >= 0 is new and that ``_i`` is its first appearance; the channel code
+    rides in the low bits of the attempted_at micros, so max() picks the latest attempt's.
+    """
+    n, m = attempts.num_rows, known.num_rows
+    width = len(CHANNELS)
+    code = v.to_numpy_int(pc.fill_null(pc.index_in(attempts["channel"], pa.array(CHANNELS)), 0))
+    us = v.to_numpy_int(pc.fill_null(attempts["attempted_at"].cast(pa.int64()), 0))
+    keys = pa.table(
+        {
+            "person_id": attempts["person_id"],
+            "contact_id": attempts["contact_id"],
+            "_k": pa.array(us * width + code),
+            "_i": pa.array(np.arange(n)),
+        }
+    )
+    if m:
+        known_keys = pa.table(
+            {
+                "person_id": known["person_id"],
+                "contact_id": known["contact_id"],
+                "_k": pa.array(np.zeros(m, np.int64)),
+                "_i": pa.array(np.full(m, -1, np.int64)),
+            }
+        )
+        keys = pa.concat_tables([known_keys, keys])
+    groups = keys.group_by(["person_id", "contact_id"], use_threads=False).aggregate([("_k", "max"), ("_i", "min")])
+    first = _chunk(groups["_i_min"]).to_numpy()
+    if m:
+        groups = groups.filter(pa.array(first >= 0))
+        first = first[first >= 0]
+    if first.size > 1 and not (np.diff(first) > 0).all():  # groups normally come out in first-seen order
+        groups = groups.take(pa.array(np.argsort(first, kind="stable")))
+    k_max = v.to_numpy_int(groups["_k_max"])
+    return pa.table(
+        {
+            "person_id": groups["person_id"],
+            "contact_id": groups["contact_id"],
+            "channel": pa.array(CHANNELS, pa.string()).take(pa.array(k_max % width)),
+        }
+    )
+
+
+def _merge_upserts(settings: Settings, d: date, prev: pa.Table, contacts: pa.Table) -> pa.Table:
+    """The earlier state with D's contact upserts applied (DuckDB full join), in state order."""
+    import duckdb
+
     con = duckdb.connect()
     try:
         con.execute(f"SET threads={int(settings.duckdb_threads)}")
-        # Row order is deterministic without sorting strings: the earlier state's order, then new
-        # upserted addresses in delivery order, then attempts-only addresses by first appearance.
         n_prev, n_ups = prev.num_rows, contacts.num_rows
         con.register("prev", prev.append_column("_i", pa.array(np.arange(n_prev))))
         con.register("ups", contacts.append_column("_seq", pa.array(np.arange(n_ups))))
-        att = attempts.select(["person_id", "contact_id", "channel", "attempted_at"])
-        con.register("att", att.append_column("_i", pa.array(np.arange(att.num_rows))))
         day = d.isoformat()
-        state = con.sql(f"""
+        known = con.sql(f"""
             WITH ups_last AS (
               SELECT * FROM ups
               QUALIFY row_number() OVER (PARTITION BY person_id, contact_id
@@ -669,34 +742,21 @@ def _contacts_state(settings: Settings, d: date, contacts: pa.Table, attempts: p
             jn AS (
               SELECT *, (u_person_id IS NOT NULL AND (p_person_id IS NULL OR p_updated_at IS NULL
                          OR u_updated_at >= p_updated_at)) AS _new FROM j
-            ),
-            known AS (
-              SELECT coalesce(u_person_id, p_person_id) AS person_id,
-                     coalesce(u_contact_id, p_contact_id) AS contact_id,
-                     CASE WHEN _new THEN u_channel ELSE p_channel END AS channel,
-                     CASE WHEN _new THEN u_source ELSE p_source END AS source,
-                     CASE WHEN _new THEN u_consent ELSE p_consent END AS consent,
-                     CASE WHEN _new THEN u_active ELSE p_active END AS active,
-                     coalesce(p_first_seen, DATE '{day}') AS first_seen,
-                     CASE WHEN _new THEN u_updated_at ELSE p_updated_at END AS updated_at,
-                     coalesce(p_i, {n_prev} + u_seq) AS _ord
-              FROM jn
             )
-            SELECT person_id, contact_id, channel, source, consent, active, first_seen, updated_at
-            FROM (
-              SELECT * FROM known
-              UNION ALL
-              SELECT person_id, contact_id, arg_max(channel, attempted_at), 'attempts', true, true,
-                     DATE '{day}', NULL::TIMESTAMPTZ, {n_prev + n_ups} + min(_i)
-              FROM att a
-              WHERE NOT EXISTS (SELECT 1 FROM known k WHERE k.person_id = a.person_id AND k.contact_id = a.contact_id)
-              GROUP BY person_id, contact_id
-            )
-            ORDER BY _ord
+            SELECT coalesce(u_person_id, p_person_id) AS person_id,
+                   coalesce(u_contact_id, p_contact_id) AS contact_id,
+                   CASE WHEN _new THEN u_channel ELSE p_channel END AS channel,
+                   CASE WHEN _new THEN u_source ELSE p_source END AS source,
+                   CASE WHEN _new THEN u_consent ELSE p_consent END AS consent,
+                   CASE WHEN _new THEN u_active ELSE p_active END AS active,
+                   coalesce(p_first_seen, DATE '{day}') AS first_seen,
+                   CASE WHEN _new THEN u_updated_at ELSE p_updated_at END AS updated_at
+            FROM jn
+            ORDER BY coalesce(p_i, {n_prev} + u_seq)
         """).to_arrow_table()
     finally:
         con.close()
-    return state.cast(CONTACTS_STATE)
+    return known.cast(CONTACTS_STATE)
 
 
 # --- report ------------------------------------------------------------------------------------------------

@@ -24,7 +24,8 @@ import logging
 import os
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import date
 from pathlib import Path
 
@@ -111,10 +112,59 @@ def write_partition(
     """Write one partition (a table or DataFrame) atomically, replacing any previous version."""
     target = partition_dir(settings, kind, d)
     with atomic_dir(target) as staging:
-        pq.write_table(_to_table(data), staging / DATA_FILE, compression="zstd")
+        _write_parquet(_to_table(data), staging / DATA_FILE)
         for name, blob in (extra_files or {}).items():
             (staging / name).write_bytes(blob)
     return target
+
+
+def _write_parquet(table: pa.Table, path: Path, fsync: bool = False) -> None:
+    """The lake's one Parquet writer (codec choice in one place)."""
+    pq.write_table(table, path, compression="zstd")
+    if fsync:  # done here, in the writer's thread, so the commit's own fsync finds nothing dirty
+        with open(path, "rb") as fh:
+            os.fsync(fh.fileno())
+
+
+class PartitionBatch:
+    """Staging folders of several partitions of one date, written by a small thread pool."""
+
+    def __init__(self, staging: dict[str, Path], pool: ThreadPoolExecutor) -> None:
+        self._staging = staging
+        self._pool = pool
+        self._futures: list[Future] = []
+
+    def write(self, kind: str, data: pa.Table | object) -> None:
+        """Start writing the data file of ``kind`` (returns at once; errors surface at commit)."""
+        table = _to_table(data)
+        self._futures.append(self._pool.submit(_write_parquet, table, self._staging[kind] / DATA_FILE, True))
+
+    def add_file(self, kind: str, name: str, blob: bytes) -> None:
+        """Put a small extra file (e.g. a report) beside the data file of ``kind``."""
+        (self._staging[kind] / name).write_bytes(blob)
+
+    def wait(self) -> None:
+        for future in self._futures:
+            future.result()  # re-raises the first write error
+
+
+@contextlib.contextmanager
+def partition_batch(settings: Settings, d: date, kinds: Sequence[str], threads: int = 2) -> Iterator[PartitionBatch]:
+    """Write several partitions of date ``d`` concurrently; commit them in the order of ``kinds``.
+
+    Each partition is still its own transaction (``atomic_dir``); none is committed unless every
+    write succeeded, and the last kind is committed last (e.g. the one whose file marks the date
+    as done). Parquet encoding releases the GIL, so the writes overlap each other and the caller's
+    work between ``write`` calls.
+    """
+    with contextlib.ExitStack() as stack:
+        staging = {}
+        for kind in reversed(kinds):  # ExitStack commits in reverse order of entry
+            staging[kind] = stack.enter_context(atomic_dir(partition_dir(settings, kind, d)))
+        with ThreadPoolExecutor(max_workers=max(int(threads), 1)) as pool:  # joined before any commit
+            batch = PartitionBatch(staging, pool)
+            yield batch
+            batch.wait()
 
 
 def read_partition(settings: Settings, kind: str, d: date, columns: list[str] | None = None) -> pa.Table | None:
