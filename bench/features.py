@@ -301,6 +301,8 @@ def run_step(ns: argparse.Namespace) -> None:
     else:
         res = step_build(home, ns.day, full=ns.step == "full")
     res["wall_seconds"] = round(time.perf_counter() - t0, 2)
+    if isinstance(res.get("cpu_seconds"), dict):
+        res["phase_cpu_seconds"] = res.pop("cpu_seconds")
     usage = resource.getrusage(resource.RUSAGE_SELF)
     # CPU seconds are less sensitive than wall time to other load on a shared machine.
     res["cpu_seconds"] = round(usage.ru_utime + usage.ru_stime, 1)

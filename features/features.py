@@ -21,6 +21,7 @@ Nothing dated after D is ever read: every file list is cut at D (tests/data/test
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import tempfile
@@ -30,7 +31,6 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import pyarrow as pa
 import pyarrow.parquet as pq
 
 from contactrank.errors import ContactrankError
@@ -239,6 +239,15 @@ def _attempts_src(path: Path | None, d: date) -> str:
     return f"(SELECT {cols}, {_lit(d)} AS date FROM {rel})"
 
 
+def _build_daily_aggs(settings: Settings, con, days: list[date], d: date) -> int:
+    """Write ``daily_agg`` of every date of ``days``; returns the aggregate rows of ``d``."""
+    rows = 0
+    for x in days:
+        n = _build_daily_agg(settings, con, x)
+        rows = n if x == d else rows
+    return rows
+
+
 def _build_daily_agg(settings: Settings, con, d: date) -> int:
     """Write ``daily_agg/date=d`` from the raw attempts of d (none: empty aggregates)."""
     path = partition_dir(settings, "attempts", d) / DATA_FILE
@@ -265,7 +274,7 @@ _DATE_PRED = {  # date column -> daily_agg predicate of the day it records
     "first_reach": "reach > 0",
 }
 STATE_COLUMNS = [
-    "person_id", "contact_id", "channel", "source", "first_seen", "live", "n_attempts",
+    "person_id", "contact_id", "channel", "source", "in_cs", "first_seen", "live", "n_attempts",
     *_COUNT_COLS, *_HOUR_COLS, *_DOW_COLS, *_DECAY_COLS, *_DATE_COLS,
     "streak", "last_outcome", "last_ts", "last_campaign", "att_channel", "dormant",
 ]  # fmt: skip
@@ -281,7 +290,8 @@ def _cs_sql(cs: str) -> str:
 def _state_tail() -> str:
     """Columns shared by both state builders, computed from cs_* and the aggregated fields."""
     return """coalesce(cs_channel, att_channel) AS channel,
-  CASE WHEN in_cs THEN cs_source ELSE 'attempts' END AS source"""
+  CASE WHEN in_cs THEN cs_source ELSE 'attempts' END AS source,
+  coalesce(in_cs, false) AS in_cs"""
 
 
 def _state_direct_sql(agg: str, cs: str, x: date) -> str:
@@ -368,10 +378,11 @@ def _state_incr_sql(prev: str, cur: str, old: dict[int, str], cs: str, backdated
     """The state at the end of ``d`` from the state of d-1, the aggregates of d and of the days leaving."""
     D = _lit(d)
     cur_cols = [*_AGG_COUNT_COLS, *_AGG_BUCKET_COLS, "tail_fail", "last_outcome", "last_ts", "last_campaign", "channel"]
+    # The state of d-1 is the big side; d's candidates join it once (full join: new pairs and pairs
+    # that left contacts_state both survive), the small daily aggregates are left-joined onto it.
     joins = [
-        f"LEFT JOIN {_prefixed(prev, [c for c in STATE_COLUMNS if c not in ('person_id', 'contact_id')], 'p_')} USING (person_id, contact_id)",
-        f"LEFT JOIN {_prefixed(cur, cur_cols, 'c_')} USING (person_id, contact_id)",
-        f"LEFT JOIN {_cs_sql(cs)} USING (person_id, contact_id)",
+        f"FULL JOIN {_cs_sql(cs)} USING (person_id, contact_id)",
+        f"FULL JOIN {_prefixed(cur, cur_cols, 'c_')} USING (person_id, contact_id)",
         f"LEFT JOIN {backdated} USING (person_id, contact_id)",
     ]
     for w, rel in old.items():
@@ -408,17 +419,13 @@ def _state_incr_sql(prev: str, cur: str, old: dict[int, str], cs: str, backdated
     attempted = "coalesce(c_attempts, 0) > 0"
     body = ",\n  ".join(cols)
     return f"""
-WITH keys AS (
-  SELECT person_id, contact_id FROM {prev} UNION SELECT person_id, contact_id FROM {cur}
-  UNION SELECT person_id, contact_id FROM {cs}
-),
-pp AS (SELECT person_id, min(first_attempt) AS pp_first_att, max(last_reach) AS pp_last_reach FROM {prev} GROUP BY person_id),
+WITH pp AS (SELECT person_id, min(first_attempt) AS pp_first_att, max(last_reach) AS pp_last_reach FROM {prev} GROUP BY person_id),
 j AS (
   SELECT *, p_first_seen IS NULL AS is_new,
     CASE WHEN p_first_seen IS NULL THEN least(cs_first_seen, CASE WHEN {attempted} THEN {D} END)
          ELSE least(p_first_seen, cs_first_seen) END AS new_first_seen,
     CASE WHEN {attempted} THEN c_channel ELSE p_att_channel END AS att_channel
-  FROM keys {' '.join(joins)}
+  FROM {_prefixed(prev, [c for c in STATE_COLUMNS if c not in ('person_id', 'contact_id', 'in_cs')], 'p_')} {' '.join(joins)}
   LEFT JOIN pp USING (person_id)
 )
 SELECT person_id, contact_id,
@@ -495,30 +502,62 @@ def _attr_select(con, attrs: str) -> str:
     return "".join(",\n  " + s for s in out)
 
 
-def _assemble_sql(con, rows: str, passthrough: list[str], st_all: str, st: str, attrs: str, pop: str, x: date,
-                  m: float) -> str:
+def _create_rates(con, st_all: str, pop: str, x: date, m: float) -> None:
+    """Temp tables of the rates every feature row of ``x`` shares, computed once per build.
+
+    ``_pa`` (population prior of the decayed reach rate), ``_pch`` (per channel), ``_pcs`` (per
+    channel and source, each shrunk toward the level above) from the state ``st_all``; ``_ga``,
+    ``_gc``, ``_gk``: reach and conversion rates of the last 7/30 days overall, per channel and per
+    campaign from the population aggregates ``pop``.
+    """
+    X = _lit(x)
+    dec = "::DECIMAL(38, 12)"
+
+    def prior(level: str) -> str:
+        num, den = (f"sum({c}_hl{{h}}{dec})::DOUBLE" for c in ("dreach", "dattempts"))
+        if level == "":
+            return ", ".join(f"{num.format(h=h)} / nullif({den.format(h=h)}, 0) AS p_hl{h}" for h in HALF_LIVES)
+        return ", ".join(f"{_rate(num.format(h=h), den.format(h=h), f'any_value({level}.p_hl{h})', m)} AS p_hl{h}" for h in HALF_LIVES)
+
+    def g_rates() -> str:
+        return ", ".join(
+            f"({_sum_if(k, f'date > {X} - {w}')})::DOUBLE / nullif({_sum_if('n', f'date > {X} - {w}')}, 0) AS {k}_{w}d"
+            for w in (7, 30)
+            for k in ("reach", "conv")
+        )
+
+    con.execute(f"CREATE OR REPLACE TEMP TABLE _prior_src AS SELECT channel, source, {', '.join(_DECAY_COLS)} FROM {st_all}")
+    con.execute(f"CREATE OR REPLACE TEMP TABLE _pa AS SELECT {prior('')} FROM _prior_src")
+    con.execute(f"CREATE OR REPLACE TEMP TABLE _pch AS SELECT channel, {prior('_pa')} FROM _prior_src CROSS JOIN _pa GROUP BY channel")
+    con.execute(f"""CREATE OR REPLACE TEMP TABLE _pcs AS SELECT s.channel, s.source, {prior('pc')}
+      FROM _prior_src s JOIN _pch pc ON pc.channel = s.channel GROUP BY s.channel, s.source""")
+    con.execute("DROP TABLE _prior_src")
+    con.execute(f"CREATE OR REPLACE TEMP TABLE _gw AS SELECT * FROM {pop} WHERE date <= {X} AND date > {X} - 30")
+    con.execute(f"CREATE OR REPLACE TEMP TABLE _ga AS SELECT {g_rates()} FROM _gw")
+    con.execute(f"CREATE OR REPLACE TEMP TABLE _gc AS SELECT channel, {g_rates()} FROM _gw GROUP BY channel")
+    con.execute(f"CREATE OR REPLACE TEMP TABLE _gk AS SELECT campaign_id, {g_rates()} FROM _gw WHERE campaign_id IS NOT NULL GROUP BY campaign_id")
+
+
+def _rate(num: str, den: str, prior: str, m: float) -> str:
+    """Empirical-Bayes rate: ``num`` successes in ``den`` trials shrunk toward ``prior`` with strength m."""
+    return f"(({num}) + {m!r} * ({prior})) / nullif(({den}) + {m!r}, 0)"
+
+
+def _assemble_sql(con, rows: str | None, passthrough: list[str], st: str, attrs: str, x: date, m: float) -> str:
     """Feature rows for the relation ``rows`` (person_id, contact_id, channel, source, ...) at the end of x.
 
     Only the state of ``x`` feeds the f_* columns: the features of D use x = D, the training examples
-    of D use x = D-1. ``rows`` only chooses which (person, contact, channel) to describe.
+    of D use x = D-1. ``rows`` only chooses which (person, contact, channel) to describe; ``None``
+    means the candidates of ``st`` itself (``in_cs``), which saves joining the state to itself.
+    ``st`` must hold every state row of the persons of ``rows``; the shared rates come from
+    ``_create_rates``.
     """
     X = _lit(x)
     dec = "::DECIMAL(38, 12)"
 
     def rate(num: str, den: str, prior: str) -> str:
-        return f"(({num}) + {m!r} * ({prior})) / nullif(({den}) + {m!r}, 0)"
+        return _rate(num, den, prior, m)
 
-    pri = ", ".join(
-        f"sum(dreach_hl{h}{dec})::DOUBLE / nullif(sum(dattempts_hl{h}{dec})::DOUBLE, 0) AS p_hl{h}" for h in HALF_LIVES
-    )
-    pri_ch = ", ".join(
-        f"{rate(f'sum(dreach_hl{h}{dec})::DOUBLE', f'sum(dattempts_hl{h}{dec})::DOUBLE', f'any_value(pa.p_hl{h})')} AS p_hl{h}"
-        for h in HALF_LIVES
-    )
-    pri_cs = ", ".join(
-        f"{rate(f'sum(dreach_hl{h}{dec})::DOUBLE', f'sum(dattempts_hl{h}{dec})::DOUBLE', f'any_value(pc.p_hl{h})')} AS p_hl{h}"
-        for h in HALF_LIVES
-    )
     p_cols = [f"sum({c})::INTEGER AS {c}" for c in _COUNT_COLS]
     p_cols += [f"sum({c}{dec})::DOUBLE AS {c}" for c in _DECAY_COLS]
     p_cols += ["max(last_attempt) AS last_attempt", "max(last_reach) AS last_reach", "count(*)::INTEGER AS n_addresses",
@@ -529,7 +568,8 @@ def _assemble_sql(con, rows: str, passthrough: list[str], st_all: str, st: str, 
     p_cols += [f"{_sum_if('reach_365d', f'channel = {chr(39)}{c}{chr(39)}')}::INTEGER AS reach_ch_{c}" for c in CHANNELS_FOR_SHARES]
     p_cols += [f"sum(reach_hour_{b})::INTEGER AS reach_hour_{b}" for b in BUCKETS]
 
-    f = [f"r.{c}" for c in passthrough]
+    r = "r" if rows is not None else "s"  # the alias the described rows go by
+    f = [f"{r}.{c}" for c in passthrough]
     f += ["coalesce(s.last_outcome, 'none') AS last_outcome", "coalesce(s.n_attempts, 0)::BIGINT AS n_attempts"]
     f += [f"coalesce(s.{c}, 0)::INTEGER AS f_c_{c}" for c in _COUNT_COLS]
     for h in HALF_LIVES:
@@ -544,7 +584,7 @@ def _assemble_sql(con, rows: str, passthrough: list[str], st_all: str, st: str, 
     f += [f"coalesce(s.attempt_hour_{b}, 0)::INTEGER AS f_c_attempt_hour_{b}" for b in BUCKETS]
     f += [f"coalesce(s.{c}, 0)::INTEGER AS f_c_{c}" for c in _DOW_COLS]
     f += [f"greatest({X} - coalesce(s.first_seen, {X}), 0)::INTEGER AS f_c_age_days",
-          "coalesce(s.source, r.source, 'unknown') AS f_source", "r.channel AS f_channel"]  # fmt: skip
+          f"coalesce(s.source, {r}.source, 'unknown') AS f_source", f"{r}.channel AS f_channel"]  # fmt: skip
     f += [f"coalesce(p.{c}, 0)::INTEGER AS f_p_{c}" for c in _COUNT_COLS]
     for h in HALF_LIVES:
         f.append(f"{rate(f'coalesce(p.dreach_hl{h}, 0)', f'coalesce(p.dattempts_hl{h}, 0)', f'pa.p_hl{h}')}::FLOAT AS f_p_reach_rate_hl{h}")
@@ -558,37 +598,26 @@ def _assemble_sql(con, rows: str, passthrough: list[str], st_all: str, st: str, 
               f"gc.reach_{w}d::FLOAT AS f_g_channel_reach_rate_{w}d", f"gc.conv_{w}d::FLOAT AS f_g_channel_conv_rate_{w}d",
               f"gk.reach_{w}d::FLOAT AS f_g_campaign_reach_rate_{w}d", f"gk.conv_{w}d::FLOAT AS f_g_campaign_conv_rate_{w}d"]  # fmt: skip
 
-    def g_rates(where: str = "") -> str:
-        return ", ".join(
-            f"({_sum_if(k, f'date > {X} - {w}')})::DOUBLE / nullif({_sum_if('n', f'date > {X} - {w}')}, 0) AS {k}_{w}d"
-            for w in (7, 30)
-            for k in ("reach", "conv")
-        )
-
+    if rows is None:
+        rows_cte, who, from_rows = "", "", "FROM st s"
+    else:
+        rows_cte = f"r AS (SELECT * FROM {rows}),\n"
+        who = "WHERE person_id IN (SELECT person_id FROM r)"
+        from_rows = "FROM r\nLEFT JOIN st s ON s.person_id = r.person_id AND s.contact_id = r.contact_id"
     return f"""
 WITH st AS (SELECT * FROM {st}),
-st_all AS (SELECT channel, source, {', '.join(_DECAY_COLS)} FROM {st_all}),
-r AS (SELECT * FROM {rows}),
-pa AS (SELECT {pri} FROM st_all),
-pch AS (SELECT channel, {pri_ch} FROM st_all CROSS JOIN pa GROUP BY channel),
-pcs AS (SELECT st_all.channel, st_all.source, {pri_cs} FROM st_all JOIN pch pc ON pc.channel = st_all.channel
-        GROUP BY st_all.channel, st_all.source),
-p AS (SELECT person_id, {', '.join(p_cols)} FROM st WHERE person_id IN (SELECT person_id FROM r) GROUP BY person_id),
-gw AS (SELECT * FROM {pop} WHERE date <= {X} AND date > {X} - 30),
-ga AS (SELECT {g_rates()} FROM gw),
-gc AS (SELECT channel, {g_rates()} FROM gw GROUP BY channel),
-gk AS (SELECT campaign_id, {g_rates()} FROM gw WHERE campaign_id IS NOT NULL GROUP BY campaign_id)
+{rows_cte}p AS (SELECT person_id, {', '.join(p_cols)} FROM st {who} GROUP BY person_id)
 SELECT {(',' + chr(10) + '  ').join(f)}{_attr_select(con, attrs)}
-FROM r
-LEFT JOIN st s ON s.person_id = r.person_id AND s.contact_id = r.contact_id
-LEFT JOIN p ON p.person_id = r.person_id
-CROSS JOIN pa
-LEFT JOIN pch ON pch.channel = r.channel
-LEFT JOIN pcs ON pcs.channel = r.channel AND pcs.source = coalesce(s.source, r.source, 'unknown')
-CROSS JOIN ga
-LEFT JOIN gc ON gc.channel = r.channel
-LEFT JOIN gk ON gk.campaign_id = p.last_campaign
-{f'LEFT JOIN {attrs} a ON a.person_id = r.person_id' if attrs else ''}
+{from_rows}
+LEFT JOIN p ON p.person_id = {r}.person_id
+CROSS JOIN _pa pa
+LEFT JOIN _pch pch ON pch.channel = {r}.channel
+LEFT JOIN _pcs pcs ON pcs.channel = {r}.channel AND pcs.source = coalesce(s.source, {r}.source, 'unknown')
+CROSS JOIN _ga ga
+LEFT JOIN _gc gc ON gc.channel = {r}.channel
+LEFT JOIN _gk gk ON gk.campaign_id = p.last_campaign
+{f'LEFT JOIN {attrs} a ON a.person_id = {r}.person_id' if attrs else ''}
+{'WHERE s.in_cs' if rows is None else ''}
 """
 
 
@@ -694,6 +723,15 @@ def build_features(settings: Settings, d: date, full: bool = False) -> dict[str,
     """
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
+    cpu: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def phase(name: str):
+        # CPU seconds beside wall time: the figure that load on a shared machine does not distort.
+        w, c = time.perf_counter(), time.process_time()
+        yield
+        timings[name], cpu[name] = time.perf_counter() - w, time.process_time() - c
+
     con = duckdb_connect(settings)
     try:
         _setup(con)
@@ -702,11 +740,8 @@ def build_features(settings: Settings, d: date, full: bool = False) -> dict[str,
         todo = [x for x in attempt_dates if full or x == d or x not in have]
         if d not in todo:
             todo.append(d)
-        agg_rows = 0
-        for x in todo:
-            n = _build_daily_agg(settings, con, x)
-            agg_rows = n if x == d else agg_rows
-        timings["daily_agg"] = time.perf_counter() - t0
+        with phase("daily_agg"):
+            agg_rows = _build_daily_aggs(settings, con, todo, d)
 
         prev_day = d - timedelta(days=1)
         prev_dir = partition_dir(settings, STATE, prev_day)
@@ -716,26 +751,18 @@ def build_features(settings: Settings, d: date, full: bool = False) -> dict[str,
         with tempfile.TemporaryDirectory(dir=tmp_root, prefix="features-") as tmp:
             if not prev_ok:
                 # The state of d-1 computed directly (kept out of the lake: only d's partitions are written).
-                t1 = time.perf_counter()
                 prev_dir = Path(tmp)
-                _write_state(settings, con, prev_day, None, True, prev_dir)
-                timings["state_prev_direct"] = time.perf_counter() - t1
-            t1 = time.perf_counter()
-            with atomic_dir(partition_dir(settings, STATE, d)) as stage:
+                with phase("state_prev_direct"):
+                    _write_state(settings, con, prev_day, None, True, prev_dir)
+            with phase("state"), atomic_dir(partition_dir(settings, STATE, d)) as stage:
                 # Always one incremental step onto the state of d-1 (read, or computed directly just above).
                 mode = _write_state(settings, con, d, prev_dir, False, stage)
                 state_rows = _count(con, stage / DATA_FILE)
-            timings["state"] = time.perf_counter() - t1
             mode = "full" if full else (mode if prev_ok else "direct")
-
-            t1 = time.perf_counter()
-            cur_dir = partition_dir(settings, STATE, d)
-            feat_rows = _write_features(settings, con, d, cur_dir)
-            timings["features"] = time.perf_counter() - t1
-
-            t1 = time.perf_counter()
-            train_rows = _write_training(settings, con, d, prev_dir)
-            timings["training"] = time.perf_counter() - t1
+            with phase("features"):
+                feat_rows = _write_features(settings, con, d, partition_dir(settings, STATE, d))
+            with phase("training"):
+                train_rows = _write_training(settings, con, d, prev_dir)
     except ContactrankError:
         raise
     except Exception as exc:  # duckdb/pyarrow errors: one line naming the date
@@ -752,6 +779,7 @@ def build_features(settings: Settings, d: date, full: bool = False) -> dict[str,
         "training_rows": train_rows,
         "seconds": round(time.perf_counter() - t0, 3),
         "timings": {k: round(v, 3) for k, v in timings.items()},
+        "cpu_seconds": {k: round(v, 3) for k, v in cpu.items()},
     }
     log.info("features %s: %s", d, out)
     return out
@@ -768,17 +796,17 @@ def _pop_rel(settings: Settings, x: date) -> str:
 
 
 def _write_features(settings: Settings, con, d: date, state_dir: Path) -> int:
+    """Features of d: one row per candidate (the ``in_cs`` rows of the state of the end of d)."""
     st, attrs = _state_rels(state_dir)
-    rows = f"(SELECT person_id, contact_id, channel, source FROM {_cs_rel(settings, d)})"
-    chunks = _chunks(con, state_dir / DATA_FILE)
-    pop = _pop_rel(settings, d)
+    _create_rates(con, st, _pop_rel(settings, d), d, settings.prior_strength)
 
     def sql(b: Bounds) -> str:
-        return _assemble_sql(con, _chunk(rows, b), ["person_id", "contact_id", "channel"], st, _chunk(st, b),
-                             _chunk(attrs, b) if attrs else "", pop, d, settings.prior_strength)  # fmt: skip
+        return _assemble_sql(con, None, ["person_id", "contact_id", "channel"], _chunk(st, b),
+                             _chunk(attrs, b) if attrs else "", d, settings.prior_strength)  # fmt: skip
 
     with atomic_dir(partition_dir(settings, FEATURES, d)) as stage:
-        return _stream(con, [sql(b) + " ORDER BY r.person_id, r.contact_id" for b in chunks], stage / DATA_FILE)
+        chunks = _chunks(con, state_dir / DATA_FILE)
+        return _stream(con, [sql(b) + " ORDER BY s.person_id, s.contact_id" for b in chunks], stage / DATA_FILE)
 
 
 def _write_training(settings: Settings, con, d: date, prev_dir: Path) -> int:
@@ -787,13 +815,15 @@ def _write_training(settings: Settings, con, d: date, prev_dir: Path) -> int:
     st, attrs = _state_rels(prev_dir)
     passthrough = ["attempt_id", "person_id", "contact_id", "channel", "date", "campaign_id", "label_reach",
                    "label_conversion", "local_hour"]  # fmt: skip
-    pop = _pop_rel(settings, x)
-    tables = [
-        con.sql(_assemble_sql(con, _chunk(_training_rows(settings, d), b), passthrough, st, _chunk(st, b),
-                              _chunk(attrs, b) if attrs else "", pop, x, settings.prior_strength)).to_arrow_table()
-        for b in _chunks(con, prev_dir / DATA_FILE)
-    ]  # fmt: skip
-    df = pa.concat_tables(tables).to_pandas().sort_values("attempt_id", ignore_index=True)  # dates stay dates
+    _create_rates(con, st, _pop_rel(settings, x), x, settings.prior_strength)
+    rows = _training_rows(settings, d)
+    # Only the state rows of the persons attempted on d: a few hundred thousand, not the whole state.
+    con.execute(f"CREATE OR REPLACE TEMP TABLE _rows AS SELECT * FROM {rows}")
+    con.execute(f"CREATE OR REPLACE TEMP TABLE _st AS SELECT * FROM {st} WHERE person_id IN (SELECT person_id FROM _rows)")
+    if attrs:
+        con.execute(f"CREATE OR REPLACE TEMP TABLE _attrs AS SELECT * FROM {attrs} WHERE person_id IN (SELECT person_id FROM _rows)")
+    table = con.sql(_assemble_sql(con, "_rows", passthrough, "_st", "_attrs" if attrs else "", x, settings.prior_strength)).to_arrow_table()
+    df = table.to_pandas().sort_values("attempt_id", ignore_index=True)  # dates stay dates
     df = df.drop(columns=["last_outcome", "n_attempts"])
     df = add_context(df, d, df["local_hour"]).drop(columns=["local_hour"])
     write_partition(settings, TRAINING, d, df)
