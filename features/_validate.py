@@ -178,6 +178,21 @@ class Rejects:
         """The failing columns of the given row indices."""
         return pa.array([c for _, c in self._labels], pa.string()).take(pa.array(self._code[rows]))
 
+    @classmethod
+    def concat(cls, parts: list[Rejects]) -> Rejects:
+        """The rejects of consecutive row ranges, as one (row indices shift, labels merge)."""
+        out = cls(sum(p.n for p in parts))
+        out.bad = np.concatenate([p.bad for p in parts]) if parts else out.bad
+        index = {label: i for i, label in enumerate(out._labels)}
+        codes = []
+        for p in parts:
+            remap = np.array([index.setdefault(label, len(index)) for label in p._labels], np.int16)
+            codes.append(remap[p._code])
+        out._labels = list(index)
+        if codes:
+            out._code = np.concatenate(codes)
+        return out
+
 
 def to_mask(mask: np.ndarray | pa.Array | pa.ChunkedArray) -> np.ndarray:
     """A numpy bool array from a (possibly null-bearing) arrow boolean array; null counts as False."""

@@ -37,6 +37,7 @@ from __future__ import annotations
 import json
 import logging
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
@@ -179,7 +180,7 @@ def ingest(settings: Settings, d: date, landing: Path | None = None) -> dict[str
     # attempts committed last: its report marks the date as ingested. The writes run in two threads
     # while this one merges the contacts state (both cores busy on a 2-core box).
     with partition_batch(settings, d, [*kinds, "attempts"], threads=settings.num_threads) as batch:
-        batch.write("attempts", attempts)
+        batch.write("attempts", attempts, unique=["attempt_id", "person_id", "contact_id"])
         for k in quarantine:
             batch.write(f"quarantine/{k}", _concat_quarantine(outs[k].quarantine))
         batch.write("suppressions", suppressions)
@@ -187,7 +188,7 @@ def ingest(settings: Settings, d: date, landing: Path | None = None) -> dict[str
         if with_persons:
             batch.write("persons", persons)
         state = _contacts_state(settings, d, contacts, attempts)
-        batch.write("contacts_state", state)
+        batch.write("contacts_state", state, unique=["person_id", "contact_id"])
         report["written"] = {
             "attempts": attempts.num_rows,
             "contacts": contacts.num_rows,
@@ -258,7 +259,11 @@ def _ingest_file(kind: str, path: Path, ctx: _Ctx, out: _KindOut) -> None:
         "suppressions": _validate_suppressions,
         "persons": _validate_persons,
     }[kind]
-    clean, rejects = validate(table, ctx)
+    clean, rejects = (
+        _validate_in_threads(validate, table, ctx)
+        if kind == "attempts" and table.num_rows >= 2 * _SPLIT_ROWS and ctx.settings.num_threads > 1
+        else validate(table, ctx)
+    )
     if rejects.bad.any():
         bad = np.flatnonzero(rejects.bad)
         out.quarantined += bad.size
@@ -267,6 +272,19 @@ def _ingest_file(kind: str, path: Path, ctx: _Ctx, out: _KindOut) -> None:
         out.first_bad_file = out.first_bad_file or str(path)
         out.quarantine.append(_row_quarantine(table, rejects, bad, path, row_numbers))
     out.clean.append(clean)
+
+
+_SPLIT_ROWS = 100_000  # below this per thread, threads cost more than they save
+
+
+def _validate_in_threads(validate, table: pa.Table, ctx: _Ctx) -> tuple[pa.Table, v.Rejects]:
+    """Validate consecutive row ranges of a large attempts file concurrently (every attempts
+    rule is row-local; pyarrow and numpy release the GIL), then join the results in row order."""
+    threads = min(int(ctx.settings.num_threads), table.num_rows // _SPLIT_ROWS)
+    cuts = np.linspace(0, table.num_rows, threads + 1).astype(int)
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        parts = list(pool.map(lambda a, b: validate(table.slice(a, b - a), ctx), cuts[:-1], cuts[1:]))
+    return pa.concat_tables([c for c, _ in parts]), v.Rejects.concat([r for _, r in parts])
 
 
 def _file_quarantine_row(path: Path, reason: str, error: str, column: str | None) -> pa.Table:

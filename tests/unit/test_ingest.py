@@ -532,3 +532,73 @@ def test_parquet_with_large_strings_dictionaries_and_numeric_ids(settings, tmp_p
     assert [(r["_reason"], r["_column"]) for r in quarantine(settings, "attempts")] == [
         ("too_long", "contact_id")
     ]
+
+
+def test_attempts_only_addresses_keep_order_channel_of_latest_attempt_and_known_rows(settings, tmp_path):
+    d1, d2 = date(2026, 1, 2), D
+    row = good_rows(1)[0]
+
+    def att(i, person, contact, channel, at, d):
+        return dict(row, attempt_id=f"{d:%d}-{i}", person_id=person, contact_id=contact, channel=channel,
+                    attempted_at=at, outcome="busy")
+
+    write_csv(tmp_path, "attempts", [
+        att(0, "P1", "+5511900000001", "voice", "2026-01-02T10:00:00Z", d1),
+        att(1, "P1", "+5511900000002", "sms", "2026-01-02T11:00:00Z", d1),
+    ], d=d1)
+    ingest(settings, d1, landing=tmp_path)
+    # day 2, no contact upserts: the known state stays as it was, new addresses follow by first appearance
+    write_csv(tmp_path, "attempts", [
+        att(0, "P3", "+5511900000009", "voice", "2026-01-03T12:00:00Z", d2),
+        att(1, "P1", "+5511900000002", "whatsapp", "2026-01-03T13:00:00Z", d2),  # known: not overridden
+        att(2, "P2", "+5511900000005", "voice", "2026-01-03T09:00:00Z", d2),
+        att(3, "P2", "+5511900000005", "sms", "2026-01-03T15:00:00Z", d2),  # latest: its channel wins
+        att(4, "P3", "+5511900000009", "sms", "2026-01-03T08:00:00Z", d2),  # earlier: loses
+        att(5, "P2", "+5511900000001", "voice", "2026-01-03T10:00:00Z", d2),  # same address, other person
+    ], d=d2)
+    report = ingest(settings, d2, landing=tmp_path)
+    got = [
+        (r["person_id"], r["contact_id"], r["channel"], r["source"], r["first_seen"])
+        for r in read_partition(settings, "contacts_state", d2).to_pylist()
+    ]
+    assert got == [
+        ("P1", "+5511900000001", "voice", "attempts", d1),
+        ("P1", "+5511900000002", "sms", "attempts", d1),
+        ("P3", "+5511900000009", "voice", "attempts", d2),
+        ("P2", "+5511900000005", "sms", "attempts", d2),
+        ("P2", "+5511900000001", "voice", "attempts", d2),
+    ]
+    assert report["written"]["contacts_state"] == 5
+
+
+def test_threaded_validation_gives_the_same_lake_as_one_thread(settings, tmp_path, monkeypatch):
+    import features.ingest as fi
+
+    rows = good_rows(40)
+    rows[3]["channel"] = "pigeon"  # bad rows in the first and the last range
+    rows[25]["attempted_at"] = "yesterday"
+    rows[33]["person_id"] = ""
+    rows[7]["contact_id"] = "(11) 98765-4321"
+    rows = rows[20:] + rows[:20]  # unsorted ids: the dedupe's hash path
+    rows.append(dict(rows[0], outcome="busy"))
+    write_csv(tmp_path, "attempts", rows)
+    settings = settings.replace(quarantine_threshold=0.5)
+    one = settings.replace(num_threads=1, home=tmp_path / "one")
+    report_one = ingest(one, D, landing=tmp_path)
+    monkeypatch.setattr(fi, "_SPLIT_ROWS", 10)  # 41 rows: four ranges of ~10 rows
+    calls = []
+    real = fi._validate_in_threads
+    monkeypatch.setattr(fi, "_validate_in_threads", lambda *a: calls.append(1) or real(*a))
+    many = settings.replace(num_threads=4, home=tmp_path / "many")
+    report_many = ingest(many, D, landing=tmp_path)
+    assert calls == [1]
+    for kind in ("attempts", "quarantine/attempts", "contacts_state", "suppressions"):
+        a, b = read_partition(one, kind, D), read_partition(many, kind, D)
+        assert a.to_pylist() == b.to_pylist(), kind
+    q = read_partition(many, "quarantine/attempts", D).to_pylist()
+    assert sorted((r["_row_number"], r["_reason"]) for r in q) == [
+        (6, "bad_timestamp"), (14, "empty_value"), (24, "bad_channel")
+    ]
+    assert report_one["kinds"] == report_many["kinds"]
+    assert report_many["kinds"]["attempts"]["deduped"] == 1
+    assert {r["contact_id"] for r in attempts(many)} >= {"+5511987654321"}

@@ -41,6 +41,28 @@ def test_interrupted_swap_is_recovered(settings) -> None:
     assert lake.read_partition(settings, "scores", D).column("x").to_pylist() == [7]
 
 
+def test_partition_batch_commits_in_order_and_nothing_on_a_failed_write(settings) -> None:
+    lake.write_partition(settings, "attempts", D, pa.table({"x": [1]}))
+    lake.write_partition(settings, "contacts", D, pa.table({"x": [1]}))
+    unwritable = pa.table({"x": pa.array([pa.MonthDayNano([1, 2, 3])], pa.month_day_nano_interval())})
+    with pytest.raises(pa.ArrowNotImplementedError), lake.partition_batch(settings, D, ["contacts", "attempts"]) as batch:
+        batch.write("contacts", pa.table({"x": [2]}))
+        batch.write("attempts", unwritable)  # fails in the writer thread
+    for kind in ("contacts", "attempts"):  # a failed write: every partition keeps its old version
+        assert lake.read_partition(settings, kind, D).column("x").to_pylist() == [1]
+    with lake.partition_batch(settings, D, ["contacts", "attempts"]) as batch:
+        batch.write("attempts", pa.table({"id": ["a", "b"], "x": [3, 4]}), unique=["id"])
+        batch.write("contacts", pa.table({"x": [3]}))
+        batch.add_file("attempts", "_report.json", b"{}")
+    assert lake.read_partition(settings, "attempts", D).to_pylist() == [{"id": "a", "x": 3}, {"id": "b", "x": 4}]
+    assert lake.read_partition(settings, "contacts", D).column("x").to_pylist() == [3]
+    target = lake.partition_dir(settings, "attempts", D)
+    assert (target / "_report.json").read_bytes() == b"{}"
+    # attempts was committed after contacts: its folder was renamed into place later
+    assert os.stat(target).st_ctime_ns >= os.stat(lake.partition_dir(settings, "contacts", D)).st_ctime_ns
+    assert [p.name for p in target.parent.iterdir() if p.name.startswith(".")] == []
+
+
 def test_missing_partition_reads_none(settings) -> None:
     assert lake.read_partition(settings, "attempts", D) is None
     assert lake.partition_dates(settings, "nothing") == []
