@@ -53,7 +53,14 @@ def _write_history(settings) -> None:
 
 
 def _read(settings, kind: str, n: int, name: str = DATA_FILE) -> pd.DataFrame:
-    return pq.read_table(partition_dir(settings, kind, _day(n)) / name).to_pandas()
+    return sorted_partition(settings, kind, _day(n), name)
+
+
+def sorted_partition(settings, kind: str, d, name: str = DATA_FILE) -> pd.DataFrame:
+    """A partition in key order (row order within a partition is not part of its content)."""
+    df = pq.read_table(partition_dir(settings, kind, d) / name).to_pandas()
+    keys = [c for c in ("attempt_id", "person_id", "contact_id", "campaign_id", "channel") if c in df.columns]
+    return df.sort_values(keys, ignore_index=True, na_position="first") if keys else df
 
 
 def assert_same(a: pd.DataFrame, b: pd.DataFrame, rtol: float = 1e-6) -> None:

@@ -20,7 +20,7 @@ from feature_history import (
     write_contacts_state,
     write_persons,
 )
-from test_incremental import assert_same
+from test_incremental import assert_same, sorted_partition
 
 import features.features as ff
 from features.features import STATE, build_features
@@ -35,7 +35,7 @@ def _day(n: int):
 
 
 def _read(settings, kind: str, n: int) -> pd.DataFrame:
-    return pq.read_table(partition_dir(settings, kind, _day(n)) / DATA_FILE).to_pandas()
+    return sorted_partition(settings, kind, _day(n))
 
 
 def _snapshot(settings, n: int) -> dict[str, pd.DataFrame]:
