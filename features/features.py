@@ -24,13 +24,17 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import queue
 import tempfile
+import threading
 import time
+from collections.abc import Iterable, Iterator
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from contactrank.errors import ContactrankError
@@ -164,24 +168,56 @@ def _chunk(rel: str, bounds: Bounds) -> str:
     return rel if not cond else f"(SELECT * FROM {rel} WHERE {' AND '.join(cond)})"
 
 
-def _stream(con, sqls: list[str], path: Path) -> int:
-    """Write the results of ``sqls``, one after the other, into one Parquet file; returns the rows."""
-    writer = None
+def _stream(con, sqls: Iterable[str], path: Path) -> int:
+    """Write the results of ``sqls``, one after the other, into one Parquet file; returns the rows.
+
+    A writer thread encodes and compresses each batch while DuckDB computes the next one (both
+    release the GIL), so the two cores are busy even where a query runs on one; the bounded queue
+    keeps at most a few batches in memory.
+    """
+    batches: queue.Queue = queue.Queue(maxsize=4)
+    failed: list[BaseException] = []
     rows = 0
-    try:
-        for sql in sqls:
-            for batch in con.sql(sql).arrow():
+
+    def write() -> None:
+        writer = None
+        try:
+            while (batch := batches.get()) is not None:
                 if writer is None:
                     writer = pq.ParquetWriter(path, batch.schema, compression="zstd")
                 if batch.num_rows:
                     writer.write_batch(batch)
-                    rows += batch.num_rows
-        if writer is None:
-            pq.write_table(con.sql(f"SELECT * FROM ({sqls[0]}) LIMIT 0").arrow().read_all(), path, compression="zstd")
+        except BaseException as exc:  # re-raised in the caller's thread
+            failed.append(exc)
+            while batches.get() is not None:  # drain: the producer must never block on a full queue
+                pass
+        finally:
+            if writer is not None:
+                writer.close()
+
+    thread = threading.Thread(target=write, name="features-writer", daemon=True)
+    thread.start()
+    try:
+        for i, sql in enumerate(sqls):
+            reader = con.sql(sql).arrow()
+            if i == 0:  # opens the file with the schema, even when no row follows
+                batches.put(_empty_batch(reader.schema))
+            for batch in reader:
+                if failed:
+                    break
+                batches.put(batch)
+                rows += batch.num_rows
     finally:
-        if writer is not None:
-            writer.close()
+        batches.put(None)
+        thread.join()
+    if failed:
+        raise failed[0]
     return rows
+
+
+def _empty_batch(schema: pa.Schema) -> pa.RecordBatch:
+    """A zero-row batch of ``schema``: opens the file with the right schema even for no rows."""
+    return pa.RecordBatch.from_pylist([], schema=schema)
 
 
 # --- daily aggregates ---------------------------------------------------------------------------
@@ -322,7 +358,7 @@ def _state_direct_sql(agg: str, cs: str, x: date) -> str:
         + [f"coalesce(p.{c}, 0.0) AS {c}" for c in _DECAY_COLS]
     )
     return f"""
-WITH agg AS NOT MATERIALIZED (SELECT * FROM {agg}),  -- scanned once per use: cheaper than materializing
+WITH agg AS NOT MATERIALIZED (SELECT * FROM {agg}),  -- an in-memory table: inlining it copies nothing
 g AS (
   SELECT person_id, contact_id,
     sum(attempts)::BIGINT AS n_attempts,
@@ -678,9 +714,16 @@ def _write_state(settings: Settings, con, d: date, prev_dir: Path | None, force_
         agg = _agg_rel(settings, d)
         agg_rows = sum(_count(con, f) for f in _files(settings, DAILY_AGG, d))
         chunks = _chunks(con, prev_dir / DATA_FILE if prev_dir is not None else None, *cs_files[-1:], rows=agg_rows // 8)
-        _stream(con, [
-            _state_direct_sql(_chunk(agg, b), _chunk(cs, b), d) for b in chunks
-        ], state_file)  # fmt: skip
+
+        def direct() -> Iterator[str]:
+            for b in chunks:
+                # The query reads the chunk's aggregates four times: from memory that costs half
+                # of what re-reading the Parquet files does.
+                con.execute(f"CREATE OR REPLACE TEMP TABLE _agg_chunk AS SELECT * FROM {_chunk(agg, b)}")
+                yield _state_direct_sql("_agg_chunk", _chunk(cs, b), d)
+
+        _stream(con, direct(), state_file)
+        con.execute("DROP TABLE IF EXISTS _agg_chunk")
     prev_persons = prev_dir / PERSONS_FILE if (prev_dir is not None and not force_direct) else None
     src = _persons_src(settings, d, prev_persons if prev_persons and prev_persons.is_file() else None)
     _copy(con, _persons_sql(con, src), out_dir / PERSONS_FILE)
