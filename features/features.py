@@ -643,7 +643,7 @@ def _assemble_sql(con, rows: str | None, passthrough: list[str], st: str, attrs:
         who = "WHERE person_id IN (SELECT person_id FROM r)"
         from_rows = "FROM r\nLEFT JOIN st s ON s.person_id = r.person_id AND s.contact_id = r.contact_id"
     return f"""
-WITH st AS (SELECT * FROM {st}),
+WITH st AS NOT MATERIALIZED (SELECT * FROM {st}),  -- re-reading beats copying 80 columns
 {rows_cte}p AS (SELECT person_id, {', '.join(p_cols)} FROM st {who} GROUP BY person_id)
 SELECT {(',' + chr(10) + '  ').join(f)}{_attr_select(con, attrs)}
 {from_rows}
