@@ -47,6 +47,9 @@ class Settings:
     label: Literal["reach", "conversion"] = "reach"
     objective: Literal["binary", "lambdarank"] = "binary"
     train_window_days: int = 90
+    # Training rows kept at most (whole persons sampled by a hash of person_id, training days only):
+    # bounds memory and time when the window holds more (90 days x 300k attempts = 27M rows).
+    train_max_rows: int = 5_000_000
     valid_days: int = 3
     min_train_days: int = 7  # fewer labelled days than this: no training yet
     retrain_every_days: int = 1

@@ -222,6 +222,12 @@ def freeze_categories(settings: Settings, days: list[date], categorical: list[st
     return {c: sorted(v) for c, v in seen.items()}
 
 
+def _person_sample(person: pd.Series, share: float, seed: int) -> np.ndarray:
+    """Rows of the persons whose seeded hash falls in the first ``share`` of the hash range."""
+    h = pd.util.hash_array(person.astype(str).to_numpy(dtype=object), hash_key=f"{seed:016d}"[:16])
+    return h < np.uint64(min(share, 1.0) * float(np.iinfo(np.uint64).max))
+
+
 @dataclass
 class Matrix:
     """Encoded rows of some days: features, label, person-day groups, channels."""
@@ -250,11 +256,14 @@ def build_matrix(
     features: list[str],
     categories: dict[str, list[str]],
     extras: bool = True,
+    max_rows: int | None = None,
 ) -> Matrix:
     """Encode the labelled rows of ``days`` into one float32 matrix, reading one day at a time.
 
     ``extras=False`` skips the per-row group keys, channels and folds (not needed to fit; they
-    cost more memory than the matrix on millions of rows).
+    cost more memory than the matrix on millions of rows). With more than ``max_rows`` rows,
+    the same share of persons is kept on every day (whole person-days, chosen by a seeded hash
+    of person_id: the same persons every run).
     """
     from ml.model import encode
 
@@ -263,6 +272,14 @@ def build_matrix(
     for x in days:
         t = read_partition(settings, KIND, x, columns=[label])
         counts.append(t.num_rows - t.column(label).null_count)
+    share = 1.0 if max_rows is None or sum(counts) <= max_rows else max_rows / sum(counts)
+    if share < 1.0:
+        counts = []
+        for x in days:
+            t = read_partition(settings, KIND, x, columns=[label, "person_id"]).to_pandas()
+            counts.append(int(_person_sample(t[t[label].notna()]["person_id"], share, settings.seed).sum()))
+        log.info("training rows sampled over %d days: a %.3f share of persons, %d rows (train_max_rows %d)",
+                 len(days), share, sum(counts), max_rows)  # fmt: skip
     n = int(sum(counts))
     X = np.empty((n, len(features)), dtype=np.float32, order="F")
     y = np.empty(n, dtype=np.float32)
@@ -275,6 +292,8 @@ def build_matrix(
     for x in days:
         df = _read_day(settings, x)
         df = _labelled(df, label)
+        if share < 1.0:
+            df = df[_person_sample(df["person_id"], share, settings.seed)].reset_index(drop=True)
         k = len(df)
         encode(df, features, categories, out=X, row=row)
         y[row : row + k] = df[label].astype("float32").to_numpy()
@@ -365,6 +384,7 @@ def _train_config(settings: Settings, params: dict[str, Any]) -> str:
         "label": settings.label,
         "objective": settings.objective,
         "window": settings.train_window_days,
+        "max_rows": settings.train_max_rows,
         "valid_days": settings.valid_days,
         "rounds": settings.num_boost_round,
         "early": settings.early_stopping_rounds,
@@ -417,7 +437,7 @@ def train(settings: Settings, d: date, force: bool = False) -> dict[str, Any]:
     label = label_column(settings)
     categories = freeze_categories(settings, window.train_days + window.valid_days, window.categorical)
     features = window.features
-    mtrain = build_matrix(settings, window.train_days, features, categories, extras=False)
+    mtrain = build_matrix(settings, window.train_days, features, categories, extras=False, max_rows=settings.train_max_rows)
     mvalid = build_matrix(settings, window.valid_days, features, categories)
     test_df = _labelled(_read_day(settings, window.test_day), label)
     if len(mtrain.y) == 0 or len(mvalid.y) == 0:
@@ -505,6 +525,7 @@ def train(settings: Settings, d: date, force: bool = False) -> dict[str, Any]:
         "label": settings.label,
         "objective": settings.objective,
         "window_days": settings.train_window_days,
+        "train_max_rows": settings.train_max_rows,
         "window_start": (window.train_days or window.valid_days)[0].isoformat(),
         "window_end": d.isoformat(),
         "train_days": f"{window.train_days[0]}..{window.train_days[-1]} ({len(window.train_days)})"

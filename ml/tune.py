@@ -101,7 +101,9 @@ def tune(settings: Settings, d: date, trials: int = 20) -> dict[str, Any]:
     base = lgb_params(settings)
     if remaining:
         categories = freeze_categories(settings, window.train_days + window.valid_days, window.categorical)
-        mtrain = build_matrix(settings, window.train_days, window.features, categories, extras=False)
+        mtrain = build_matrix(
+            settings, window.train_days, window.features, categories, extras=False, max_rows=settings.train_max_rows
+        )
         mvalid = build_matrix(settings, window.valid_days, window.features, categories, extras=False)
         dtrain, dvalid = make_datasets(base, mtrain, mvalid, window.features, window.categorical)
         del mtrain, mvalid

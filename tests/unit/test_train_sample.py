@@ -1,0 +1,55 @@
+"""train_max_rows: whole persons are sampled from the training days, deterministically."""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from features.lake import read_partition
+from ml.train import build_matrix, freeze_categories, plan_window
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
+from synth_training import write_days  # noqa: E402
+
+D = date(2026, 3, 10)
+
+
+def _window(settings):
+    write_days(settings, D, days=8, rows=1500, truth=False)
+    w = plan_window(settings, D)
+    return w, freeze_categories(settings, w.train_days, w.categorical)
+
+
+def test_cap_keeps_a_share_of_whole_persons_and_is_deterministic(settings):
+    w, cats = _window(settings)
+    full = build_matrix(settings, w.train_days, w.features, cats)
+    cap = len(full.y) // 2
+    a = build_matrix(settings, w.train_days, w.features, cats, max_rows=cap)
+    b = build_matrix(settings, w.train_days, w.features, cats, max_rows=cap)
+    assert 0.35 * len(full.y) < len(a.y) < 0.65 * len(full.y)  # a share of persons, not an exact cut
+    np.testing.assert_array_equal(a.X, b.X)
+    # whole persons: each kept person keeps every one of its rows on every training day
+    kept = {g.split("|")[0] for g in a.groups}
+    rows = pd.concat([read_partition(settings, "training", x, columns=["person_id"]).to_pandas() for x in w.train_days])
+    assert len(a.y) == int(rows["person_id"].astype(str).isin(kept).sum())
+    assert 0 < len(kept) < rows["person_id"].nunique()
+
+
+def test_no_cap_or_a_high_cap_keeps_every_row(settings):
+    w, cats = _window(settings)
+    full = build_matrix(settings, w.train_days, w.features, cats)
+    assert len(build_matrix(settings, w.train_days, w.features, cats, max_rows=10**9).y) == len(full.y)
+    assert len(full.y) == sum(read_partition(settings, "training", x).num_rows for x in w.train_days)
+
+
+def test_the_cap_changes_the_training_config(settings):
+    from ml.train import _train_config, lgb_params
+
+    params = lgb_params(settings, None)
+    smaller = dataclasses.replace(settings, train_max_rows=1000)
+    assert _train_config(settings, params) != _train_config(smaller, params)
