@@ -129,7 +129,11 @@ def main() -> None:
     print(
         f"tuned parameters from {s.home / 'tuning' / 'best_params.json'}: {'yes' if tuned else 'no (defaults)'}"
     )
-    _gap_report(s, end, last["version"])
+    from ml.registry import load_version
+
+    model = load_version(s, last["version"])
+    _gap_report(s, end, model, last["version"])
+    _hour_report(s, end, model)
     print(
         json.dumps(
             {"metrics": m, "counts": last["counts"], "timings": last["timings"], "steps_s": step_s},
@@ -140,7 +144,7 @@ def main() -> None:
         tmp.cleanup()
 
 
-def _gap_report(s, d: date, version: int) -> None:
+def _gap_report(s, d: date, model, version: int) -> None:
     """AUC of the model and of the oracle by subgroup of test day ``d`` (docs/model.md, "Quality gap")."""
     import numpy as np
     import pandas as pd
@@ -150,12 +154,11 @@ def _gap_report(s, d: date, version: int) -> None:
     from features.lake import read_partition
     from features.simulate import _FATIGUE_SAME_DAY
     from ml import evaluate as ev
-    from ml.registry import load_version
 
     df = load_training(s, d, d)
     df = df[df["label_reach"].notna()].reset_index(drop=True)
     y = df["label_reach"].astype(int).to_numpy()
-    p = load_version(s, version).predict_proba(df, num_threads=s.num_threads)
+    p = model.predict_proba(df, num_threads=s.num_threads)
     oracle = ev.oracle_probabilities(s.landing / "truth_attempts.parquet", df["attempt_id"], "reach")
     if oracle is None or not np.isfinite(oracle).any():
         print("no truth for the test day: no gap report")
@@ -198,6 +201,44 @@ def _gap_report(s, d: date, version: int) -> None:
             f"{name:36s} {m.sum():6d} {m.mean():6.3f} {y[m].mean():6.3f} {(oracle[m] == 0).mean():6.3f} "
             f"{auc(m, p):7.4f} {auc(m, oracle):7.4f} {auc(m, no_fatigue):28.4f}"
         )
+
+
+def _hour_report(s, d: date, model) -> None:
+    """How good ``best_hour`` is: true p (truth.parquet, the day after ``d``) at the scored hour.
+
+    The test-day AUC cannot tell: the incumbent dialer picks hours at random. Scores every
+    candidate of ``features/date=d`` with ``ml.score.score_frame`` and compares the true p at its
+    best hour with a uniform allowed hour and with each address's true best hour.
+    """
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    from features.lake import DATA_FILE, partition_dir
+    from ml.score import Predictor, score_frame
+
+    truth_path = s.landing / "truth.parquet"
+    if not truth_path.is_file():
+        return
+    feats = pq.read_table(partition_dir(s, "features", d) / DATA_FILE).to_pandas()
+    t0 = time.process_time()
+    out = score_frame(s, d, model, feats, Predictor(s, model, 0))
+    cpu = time.process_time() - t0
+    hours = list(range(s.hours_start, s.hours_end + 1))
+    truth = pq.read_table(truth_path, columns=["person_id", "contact_id", "hour", "p_reach"]).to_pandas()
+    truth = truth[truth["hour"].isin(hours)]
+    table = truth.pivot_table(index=["person_id", "contact_id"], columns="hour", values="p_reach")
+    keys = out.set_index(["person_id", "contact_id"]).index
+    true_p = table.reindex(keys).to_numpy()
+    live = np.isfinite(true_p).all(axis=1) & (np.nan_to_num(true_p).max(axis=1) > 0)
+    true_p = true_p[live]
+    at = true_p[np.arange(len(true_p)), out["best_hour"].to_numpy()[live] - hours[0]]
+    best, uniform = true_p.max(axis=1).mean(), true_p.mean()
+    print(f"\n== best_hour on {d + timedelta(days=1)} (truth.parquet, {live.sum():,} live candidates) ==")
+    print(
+        f"mean true p at the scored best_hour {at.mean():.4f} | uniform allowed hour {uniform:.4f} | "
+        f"each address's true best hour {best:.4f} | share of the possible gain {(at.mean() - uniform) / (best - uniform):.3f}"
+    )
+    print(f"score_frame: {len(feats):,} candidates x {len(hours)} hours in {cpu:.1f} CPU-s")
 
 
 if __name__ == "__main__":
