@@ -52,7 +52,14 @@ from contactrank.erase import drop_erased
 from contactrank.errors import InputError, QuarantineThresholdExceeded
 from contactrank.settings import Settings
 from features import _validate as v
-from features.lake import DATA_FILE, partition_batch, partition_dates, partition_dir, read_partition
+from features.lake import (
+    DATA_FILE,
+    duckdb_connect,
+    partition_batch,
+    partition_dates,
+    partition_dir,
+    read_partition,
+)
 from features.schema import (
     ATTEMPTS,
     CHANNELS,
@@ -705,6 +712,11 @@ def _new_addresses(attempts: pa.Table, known: pa.Table) -> pa.Table:
         }
     )
     if m:
+        # Only the known addresses of persons attempted on D can match: at 5M known addresses the
+        # aggregation over all of them cost GiBs for a few hundred thousand attempts.
+        known = known.filter(pc.is_in(known["person_id"], value_set=pc.unique(attempts["person_id"])))
+        m = known.num_rows
+    if m:
         known_keys = pa.table(
             {
                 "person_id": known["person_id"],
@@ -733,11 +745,8 @@ def _new_addresses(attempts: pa.Table, known: pa.Table) -> pa.Table:
 
 def _merge_upserts(settings: Settings, d: date, prev: pa.Table, contacts: pa.Table) -> pa.Table:
     """The earlier state with D's contact upserts applied (DuckDB full join), in state order."""
-    import duckdb
-
-    con = duckdb.connect()
+    con = duckdb_connect(settings)  # bounded memory: the state can hold millions of addresses
     try:
-        con.execute(f"SET threads={int(settings.duckdb_threads)}")
         n_prev, n_ups = prev.num_rows, contacts.num_rows
         con.register("prev", prev.append_column("_i", pa.array(np.arange(n_prev))))
         con.register("ups", contacts.append_column("_seq", pa.array(np.arange(n_ups))))
