@@ -131,6 +131,7 @@ def main() -> None:
     ap.add_argument("--scale", type=float, default=1.0)
     ap.add_argument("--run-only", action="store_true", help="skip the set-up (a previous run's home)")
     ap.add_argument("--step", help=argparse.SUPPRESS)
+    ap.add_argument("--step-setup", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--date", help=argparse.SUPPRESS)
     ns = ap.parse_args()
     home = Path(ns.home).resolve()
@@ -138,9 +139,23 @@ def main() -> None:
         print(json.dumps(step(home, ns.step, date.fromisoformat(ns.date)), default=str))
         return
     res: dict = {"home": str(home), "scale": ns.scale}
+    if ns.step_setup:
+        print(json.dumps(setup(home, ns.scale), default=str))
+        return
     if not ns.run_only:
-        res["setup"] = setup(home, ns.scale)
+        # In a child: Linux carries a process's peak RSS over fork and exec, so a parent that had
+        # built the features itself would hand its peak to every measured step.
+        out = subprocess.run([sys.executable, __file__, "--home", str(home), "--scale", str(ns.scale), "--step-setup"],
+                             capture_output=True, text=True, cwd=ROOT)  # fmt: skip
+        if out.returncode != 0:
+            raise SystemExit(f"set-up failed:\n{out.stderr[-3000:]}")
+        res["setup"] = json.loads(out.stdout.strip().splitlines()[-1])
         (home / "setup.json").write_text(json.dumps(res["setup"], indent=2, default=str))
+    else:
+        # A second run of the same date: a fresh model registry, so train and gate do their work
+        # again instead of finding the model of the first run (every other step replaces its output).
+        (home / "mlflow.db").unlink(missing_ok=True)
+        shutil.rmtree(home / "mlartifacts", ignore_errors=True)
     d = json.loads((home / "setup.json").read_text())["run_date"]
     res["steps"] = []
     t0 = time.perf_counter()
