@@ -76,7 +76,7 @@ class Settings:
     cap_address_day: int = 3  # an address attempted this often on D rests on D+1
     explore_share: float = 0.05
     explore_max_attempts: int = 2  # an address with at most this many attempts counts as untested
-    score_batch_rows: int = 1_000_000
+    score_batch_rows: int = 500_000  # candidate x hour rows per scoring batch (~0.5 GB at 120 features)
     # reason codes: "path" (Saabas attribution from one pred_leaf pass, fast) or "shap" (LightGBM
     # pred_contrib, exact TreeSHAP, ~100x slower: fine for small files, hours at 5M candidates)
     reason_method: Literal["path", "shap"] = "path"

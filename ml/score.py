@@ -434,7 +434,9 @@ def score(settings: Settings, d: date, model: ContactModel | None = None, model_
     finally:
         con.close()
     scored = pd.concat(parts, ignore_index=True) if parts else score_frame_empty()
+    parts.clear()  # the batches are copied into ``scored``: free them before exploring
     ranked = explore.apply(scored, settings, d)
+    del scored
     ranked["model_version"] = info["version"]
     table = pa.Table.from_pandas(ranked[[f.name for f in SCORES_SCHEMA]], schema=SCORES_SCHEMA, preserve_index=False)
     report = {
