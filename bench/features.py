@@ -257,7 +257,7 @@ def step_pandas(home: Path, day: int) -> dict:
     f["f_c_age_days"] = (D - pd.to_datetime(f.first_seen)).dt.days.clip(lower=0)
     pcols = [c for c in st.columns if c.startswith("f_c_") and c.endswith("d") and "days" not in c and "hour" not in c]
     per = st.groupby("person_id")[pcols + [f"da_{h}" for h in HALF_LIVES] + [f"dr_{h}" for h in HALF_LIVES]].sum()
-    per.columns = [c.replace("f_c_", "f_p_") for c in per.columns]
+    per.columns = [c.replace("f_c_", "f_p_") if c.startswith("f_c_") else f"p_{c}" for c in per.columns]
     per["f_p_n_live_addresses"] = cs.assign(live=cs.active & cs.consent).groupby("person_id").live.sum()
     f = f.merge(per, left_on="person_id", right_index=True, how="left")
     f[per.columns] = f[per.columns].fillna(0)  # persons never attempted: zero counts, as in DuckDB
