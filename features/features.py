@@ -199,6 +199,8 @@ def _stream(con, sqls: Iterable[str], path: Path) -> int:
     thread.start()
     try:
         for i, sql in enumerate(sqls):
+            if failed:  # the writer stopped: computing more chunks would be wasted
+                break
             reader = con.sql(sql).arrow()
             if i == 0:  # opens the file with the schema, even when no row follows
                 batches.put(_empty_batch(reader.schema))

@@ -711,11 +711,10 @@ def _new_addresses(attempts: pa.Table, known: pa.Table) -> pa.Table:
             "_i": pa.array(np.arange(n)),
         }
     )
-    if m:
-        # Only the known addresses of persons attempted on D can match: at 5M known addresses the
-        # aggregation over all of them cost GiBs for a few hundred thousand attempts.
-        known = known.filter(pc.is_in(known["person_id"], value_set=pc.unique(attempts["person_id"])))
-        m = known.num_rows
+    # Only the known addresses of persons attempted on D can match: at 5M known addresses the
+    # aggregation over all of them cost GiBs for a few hundred thousand attempts.
+    known = known.filter(pc.is_in(known["person_id"], value_set=pc.unique(attempts["person_id"]))) if m else known
+    m = known.num_rows
     if m:
         known_keys = pa.table(
             {

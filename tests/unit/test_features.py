@@ -142,3 +142,18 @@ def test_add_context_scalar_and_array():
     assert many.f_hour.tolist() == [8, 12, 21] and "f_hour" not in df.columns
     with pytest.raises(Exception, match="3 rows"):
         add_context(df, day, [1, 2])
+
+
+def test_stream_writes_every_chunk_and_surfaces_a_writer_failure(tmp_path):
+    import duckdb
+    import pyarrow.parquet as pq
+
+    from features.features import _stream
+
+    con = duckdb.connect()
+    sqls = [f"SELECT range AS x FROM range({lo}, {lo + 5})" for lo in (0, 5, 10)]
+    assert _stream(con, sqls, tmp_path / "out.parquet") == 15
+    assert sorted(pq.read_table(tmp_path / "out.parquet")["x"].to_pylist()) == list(range(15))
+    # no such directory: the writer thread fails, the caller gets its error instead of hanging
+    with pytest.raises(OSError):
+        _stream(con, sqls * 50, tmp_path / "missing" / "out.parquet")
