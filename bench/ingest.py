@@ -116,12 +116,13 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=1_000_000)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--workdir", default="/tmp/bench-ingest")
+    ap.add_argument("--formats", default="csv,parquet", help="comma-separated: csv, parquet")
     a = ap.parse_args()
     work = Path(a.workdir)
     load_before = list(os.getloadavg())
     shutil.rmtree(work, ignore_errors=True)
     results = {}
-    for fmt in ("csv", "parquet"):
+    for fmt in a.formats.split(","):
         landing = work / f"landing-{fmt}"
         path = make_file(a.rows, landing, fmt)
         make_file(a.rows, landing, fmt, seed=1, day=DAY + timedelta(days=1))

@@ -20,7 +20,7 @@ Rules worth knowing:
   counts as the number of rows it seems to hold (lines, or the Parquet footer's row count).
 - ``contacts_state/date=D`` chains on the latest earlier state: re-ingesting an old date means
   re-ingesting the later ones too (``contactrank backfill`` does, in order). Its rows keep the
-  earlier state's order, then new upserts, then attempts-only addresses by first appearance.
+  earlier state's order, then new upserts, then attempts-only addresses (deterministic order).
 
 Quarantine reasons: ``unreadable_file`` (corrupt Parquet, not UTF-8, empty), ``missing_column``,
 ``bad_row_shape`` (a CSV line with the wrong number of fields), ``empty_value`` (a required value
@@ -75,6 +75,8 @@ log = logging.getLogger(__name__)
 
 REPORT_FILE = "_ingest_report.json"
 _DATA_SUFFIXES = (".csv", ".parquet")
+# closed-vocabulary and low-cardinality columns a Parquet landing file hands over dictionary-encoded
+_DICTIONARY = {"attempts": ("channel", "outcome", "campaign_id")}
 
 
 @dataclass(frozen=True)
@@ -184,18 +186,18 @@ def ingest(settings: Settings, d: date, landing: Path | None = None) -> dict[str
     with_persons = persons.num_rows or (partition_dir(settings, "persons", d) / DATA_FILE).exists()
     kinds = [f"quarantine/{k}" for k in quarantine] + ["contacts", "contacts_state", "suppressions"]
     kinds += ["persons"] if with_persons else []
-    # attempts committed last: its report marks the date as ingested. The writes run in two threads
-    # while this one merges the contacts state (both cores busy on a 2-core box).
+    # attempts committed last: its report marks the date as ingested. Its file is encoded while
+    # this thread merges the contacts state (both cores busy on a 2-core box).
     with partition_batch(settings, d, [*kinds, "attempts"], threads=settings.num_threads) as batch:
         batch.write("attempts", attempts, unique=["attempt_id", "person_id", "contact_id"])
+        state = _contacts_state(settings, d, contacts, attempts)
+        batch.write("contacts_state", state, unique=["person_id", "contact_id"])
         for k in quarantine:
             batch.write(f"quarantine/{k}", _concat_quarantine(outs[k].quarantine))
         batch.write("suppressions", suppressions)
         batch.write("contacts", contacts)
         if with_persons:
             batch.write("persons", persons)
-        state = _contacts_state(settings, d, contacts, attempts)
-        batch.write("contacts_state", state, unique=["person_id", "contact_id"])
         report["written"] = {
             "attempts": attempts.num_rows,
             "contacts": contacts.num_rows,
@@ -233,7 +235,7 @@ def _ingest_file(kind: str, path: Path, ctx: _Ctx, out: _KindOut) -> None:
     out.files += 1
     spec = SPECS[kind]
     try:
-        table, bad_lines, row_numbers = v.read_landing_file(path)
+        table, bad_lines, row_numbers = v.read_landing_file(path, _DICTIONARY.get(kind, ()))
         cols = set(table.column_names)
         missing = [c for c in spec.required if c not in cols]
         if spec.one_of and not cols.intersection(spec.one_of):
@@ -352,7 +354,21 @@ def _concat_quarantine(parts: list[pa.Table]) -> pa.Table:
 def _concat(parts: list[pa.Table], schema: pa.Schema) -> pa.Table:
     if not parts:
         return schema.empty_table()
-    return pa.concat_tables([p.select(schema.names).cast(schema) for p in parts])
+    parts = [_conform(p, schema) for p in parts]
+    if len({p.schema for p in parts}) > 1:  # e.g. a CSV and a Parquet file of one day
+        parts = [p.cast(schema) for p in parts]
+    return pa.concat_tables(parts)
+
+
+def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """``table`` cast to ``schema``, except that dictionary-encoded columns of the schema's type stay
+    encoded (cheaper to filter and to write; the lake stores them as plain values)."""
+    cols = []
+    for f in schema:
+        col = table.column(f.name)
+        encoded = pa.types.is_dictionary(col.type) and col.type.value_type == f.type
+        cols.append(col if encoded or col.type == f.type else col.cast(f.type))
+    return pa.table(cols, names=schema.names)
 
 
 # --- per-kind validation ---------------------------------------------------------------------------------
@@ -372,7 +388,7 @@ def _string_checks(table: pa.Table, names: list[str], rej: v.Rejects, max_len: i
         t = col.type.value_type if pa.types.is_dictionary(col.type) else col.type
         if not (pa.types.is_string(t) or pa.types.is_large_string(t)):
             continue  # numbers, bools and timestamps cannot hold a NUL or a long text
-        nul, long = v.string_checks(v.as_string(col), max_len)
+        nul, long = v.string_checks(col if pa.types.is_dictionary(col.type) else v.as_string(col), max_len)
         rej.fail(nul, "nul_byte", name)
         rej.fail(long, "too_long", name)
 
@@ -383,8 +399,8 @@ def _keep(table: pa.Table, rej: v.Rejects) -> pa.Table:
 
 
 def _required_id(table: pa.Table, name: str, rej: v.Rejects) -> pa.Array:
-    col = v.trim(v.as_string(_col(table, name)))
-    rej.fail(v.blank(col), "empty_value", name)
+    col, empty = v.trim_blank(v.as_string(_col(table, name)))
+    rej.fail(empty, "empty_value", name)
     return col
 
 
@@ -392,10 +408,14 @@ def _optional_string(table: pa.Table, name: str, n: int, lower: bool = False) ->
     col = _col(table, name)
     if col is None:
         return pa.nulls(n, pa.string())
-    s = v.trim(v.as_string(col))
-    if lower:
-        s = pc.utf8_lower(s)
-    return pc.if_else(pc.equal(s, ""), pa.scalar(None, pa.string()), s)
+
+    def clean(s: pa.Array) -> pa.Array:
+        s = v.trim(s)
+        if lower:
+            s = pc.utf8_lower(s)
+        return pc.if_else(pc.equal(s, ""), pa.scalar(None, pa.string()), s)
+
+    return v.map_values(col, clean)
 
 
 def _timestamp(
@@ -424,9 +444,9 @@ def _validate_attempts(table: pa.Table, ctx: _Ctx) -> tuple[pa.Table, v.Rejects]
     attempt_id = _required_id(table, "attempt_id", rej)
     person_id = _required_id(table, "person_id", rej)
     contact_id = _required_id(table, "contact_id", rej)
-    channel, ok = v.vocab(v.as_string(_col(table, "channel")), CHANNELS)
+    channel, ok = v.vocab(_col(table, "channel"), CHANNELS)
     rej.fail(~ok, "bad_channel", "channel")
-    outcome, ok = v.vocab(v.as_string(_col(table, "outcome")), OUTCOMES)
+    outcome, ok = v.vocab(_col(table, "outcome"), OUTCOMES)
     rej.fail(~ok, "bad_outcome", "outcome")
     ts, hour = _timestamp(table, "attempted_at", ctx, rej, required=True)
     us = pc.fill_null(ts.cast(pa.int64()), 0).to_numpy(zero_copy_only=False)
@@ -456,7 +476,7 @@ def _validate_attempts(table: pa.Table, ctx: _Ctx) -> tuple[pa.Table, v.Rejects]
         "contact_id",
         v.normalise_contact_ids(clean["contact_id"], ctx.settings.default_country_code),
     )
-    return clean.cast(ATTEMPTS), rej
+    return _conform(clean, ATTEMPTS), rej
 
 
 def _chunk(col: pa.ChunkedArray) -> pa.Array:
@@ -482,7 +502,7 @@ def _validate_contacts(table: pa.Table, ctx: _Ctx) -> tuple[pa.Table, v.Rejects]
     )
     person_id = _required_id(table, "person_id", rej)
     contact_id = _required_id(table, "contact_id", rej)
-    channel, ok = v.vocab(v.as_string(_col(table, "channel")), CHANNELS)
+    channel, ok = v.vocab(_col(table, "channel"), CHANNELS)
     rej.fail(~ok, "bad_channel", "channel")
     bools = {}
     for name in ("consent", "active"):
@@ -645,7 +665,12 @@ def _dedupe_persons(parts: list[pa.Table], ctx: _Ctx) -> tuple[pa.Table, int]:
 
 def _opt_out_suppressions(attempts: pa.Table, d: date) -> pa.Table:
     """One contact-level suppression per opt_out outcome (person_id kept for erasure and audit)."""
-    oo = attempts.filter(pc.equal(attempts["outcome"], "opt_out"))
+    outcome = attempts["outcome"]
+    if pa.types.is_dictionary(outcome.type) and all(c.dictionary.equals(_OUTCOMES) for c in outcome.chunks):
+        opt_out = pc.equal(pa.chunked_array([c.indices for c in outcome.chunks]), OUTCOMES.index("opt_out"))
+    else:
+        opt_out = pc.equal(outcome, "opt_out")
+    oo = attempts.filter(opt_out)
     k = oo.num_rows
     return pa.table(
         {
@@ -664,7 +689,7 @@ def _contacts_state(settings: Settings, d: date, contacts: pa.Table, attempts: p
     delivery; attempts-only rows never override a known address; first_seen is the earliest date.
 
     Row order is deterministic without sorting strings: the earlier state's order, then new
-    upserted addresses in delivery order, then attempts-only addresses by first appearance.
+    upserted addresses in delivery order, then attempts-only addresses (``_new_addresses``).
     """
     prev_dates = [x for x in partition_dates(settings, "contacts_state") if x < d]
     prev = read_partition(settings, "contacts_state", prev_dates[-1]) if prev_dates else None
@@ -674,34 +699,40 @@ def _contacts_state(settings: Settings, d: date, contacts: pa.Table, attempts: p
     known = _merge_upserts(settings, d, prev, contacts) if contacts.num_rows else prev
     seen = _new_addresses(attempts, known)
     k = seen.num_rows
-    added = pa.table(
-        {
-            "person_id": seen["person_id"],
-            "contact_id": seen["contact_id"],
-            "channel": seen["channel"],
-            "source": pa.repeat(pa.scalar("attempts"), k),
-            "consent": pa.array(np.ones(k, bool)),
-            "active": pa.array(np.ones(k, bool)),
-            "first_seen": pa.array(np.full(k, (d - date(1970, 1, 1)).days, np.int32), pa.date32()),
-            "updated_at": pa.nulls(k, pa.timestamp("us", tz="UTC")),
-        },
-        schema=CONTACTS_STATE,
+    added = _conform(
+        pa.table(
+            {
+                "person_id": seen["person_id"],
+                "contact_id": seen["contact_id"],
+                "channel": seen["channel"],
+                "source": pa.DictionaryArray.from_arrays(pa.array(np.zeros(k, np.int8)), pa.array(["attempts"])),
+                "consent": pa.array(np.ones(k, bool)),
+                "active": pa.array(np.ones(k, bool)),
+                "first_seen": pa.array(np.full(k, (d - date(1970, 1, 1)).days, np.int32), pa.date32()),
+                "updated_at": pa.nulls(k, pa.timestamp("us", tz="UTC")),
+            }
+        ),
+        CONTACTS_STATE,
     )
-    return pa.concat_tables([known.cast(CONTACTS_STATE), added])
+    if not known.num_rows:
+        return added  # the first date: encoded channel and source, cheaper to write
+    return pa.concat_tables([known.cast(CONTACTS_STATE), added.cast(CONTACTS_STATE)])
 
 
 def _new_addresses(attempts: pa.Table, known: pa.Table) -> pa.Table:
-    """One row per (person_id, contact_id) of the attempts that is not in ``known``, in order of
-    first appearance, with the channel of its latest attempt (ties: the later one in CHANNELS).
+    """One row per (person_id, contact_id) of the attempts that is not in ``known``, with the
+    channel of its latest attempt (ties: the later one in CHANNELS), in the aggregation's order
+    (deterministic for a given input; sorting them would cost ~10% of the step).
 
     One single-threaded hash aggregation over the known keys followed by the attempts' keys
-    (~0.25 CPU-s per 1M attempts on an empty state): known rows carry ``_i = -1``, so a group
-    whose smallest ``_i`` is >= 0 is new and that ``_i`` is its first appearance; the channel code
-    rides in the low bits of the attempted_at micros, so max() picks the latest attempt's.
+    (~0.2 CPU-s per 1M attempts on an empty state): known rows carry ``_i = -1``, so a group whose
+    smallest ``_i`` is >= 0 is new; the channel code rides in the low bits of the attempted_at
+    micros, so max() picks the latest attempt's. It runs while another thread encodes the
+    attempts partition: splitting it into person shards on two threads was slower end to end.
     """
     n, m = attempts.num_rows, known.num_rows
     width = len(CHANNELS)
-    code = v.to_numpy_int(pc.fill_null(pc.index_in(attempts["channel"], pa.array(CHANNELS)), 0))
+    code = v.to_numpy_int(pc.fill_null(_channel_codes(attempts["channel"]), 0))
     us = v.to_numpy_int(pc.fill_null(attempts["attempted_at"].cast(pa.int64()), 0))
     keys = pa.table(
         {
@@ -726,20 +757,27 @@ def _new_addresses(attempts: pa.Table, known: pa.Table) -> pa.Table:
         )
         keys = pa.concat_tables([known_keys, keys])
     groups = keys.group_by(["person_id", "contact_id"], use_threads=False).aggregate([("_k", "max"), ("_i", "min")])
-    first = _chunk(groups["_i_min"]).to_numpy()
     if m:
-        groups = groups.filter(pa.array(first >= 0))
-        first = first[first >= 0]
-    if first.size > 1 and not (np.diff(first) > 0).all():  # groups normally come out in first-seen order
-        groups = groups.take(pa.array(np.argsort(first, kind="stable")))
+        groups = groups.filter(pc.greater_equal(groups["_i_min"], 0))
     k_max = v.to_numpy_int(groups["_k_max"])
     return pa.table(
         {
             "person_id": groups["person_id"],
             "contact_id": groups["contact_id"],
-            "channel": pa.array(CHANNELS, pa.string()).take(pa.array(k_max % width)),
+            "channel": pa.DictionaryArray.from_arrays(pa.array((k_max % width).astype(np.int8)), _CHANNELS),
         }
     )
+
+
+def _channel_codes(col: pa.ChunkedArray) -> pa.ChunkedArray:
+    """Index of each channel in CHANNELS (the indices themselves when the column is encoded by them)."""
+    if pa.types.is_dictionary(col.type) and all(c.dictionary.equals(_CHANNELS) for c in col.chunks):
+        return pa.chunked_array([c.indices for c in col.chunks], col.type.index_type)
+    return pc.index_in(col, _CHANNELS)
+
+
+_CHANNELS = pa.array(CHANNELS, pa.string())
+_OUTCOMES = pa.array(OUTCOMES, pa.string())
 
 
 def _merge_upserts(settings: Settings, d: date, prev: pa.Table, contacts: pa.Table) -> pa.Table:

@@ -129,8 +129,19 @@ def _write_parquet(table: pa.Table, path: Path, fsync: bool = False, unique: Seq
     options: dict = {}
     if unique:
         others = [c for c in table.column_names if c not in unique]
-        options = {"use_dictionary": others, "write_statistics": others}
-    pq.write_table(table, path, compression="zstd", **options)
+        options = {
+            "use_dictionary": others,
+            "write_statistics": others,
+            "compression": {c: "zstd" if c in others else "lz4" for c in table.column_names},
+        }
+    if any(pa.types.is_dictionary(t) for t in table.schema.types):
+        # Dictionary-encoded columns are written as they are (no hashing of every value), under
+        # one dictionary per column (the writer falls back to plain pages when it changes), and
+        # without the Arrow schema so that readers get the plain values back, as if written plain.
+        table = table.unify_dictionaries()
+        options["store_schema"] = False
+    options.setdefault("compression", "zstd")
+    pq.write_table(table, path, **options)
     if fsync:  # done here, in the writer's thread, so the commit's own fsync finds nothing dirty
         with open(path, "rb") as fh:
             os.fsync(fh.fileno())

@@ -90,3 +90,17 @@ def test_parse_date_and_ids() -> None:
     for bad in ["../x", "a/b", "", "..", "x\x00y"]:
         with pytest.raises(InputError):
             validate_id(bad)
+
+
+def test_dictionary_columns_are_stored_as_plain_values(settings) -> None:
+    """Chunks with different dictionaries (and a unique id column) come back as plain strings."""
+    enc = pa.chunked_array([pa.array(["b", "a", "b"]).dictionary_encode(), pa.array(["c", None]).dictionary_encode()])
+    ts = pa.array([0, 1, 2, 3, 4], pa.timestamp("us", tz="UTC"))
+    table = pa.table({"id": ["1", "2", "3", "4", "5"], "v": enc, "at": ts})
+    path = lake.partition_dir(settings, "attempts", D)
+    with lake.partition_batch(settings, D, ["attempts"]) as batch:
+        batch.write("attempts", table, unique=["id"])
+    back = lake.read_partition(settings, "attempts", D)
+    assert back.schema == pa.schema([("id", pa.string()), ("v", pa.string()), ("at", pa.timestamp("us", tz="UTC"))])
+    assert back.column("v").to_pylist() == ["b", "a", "b", "c", None]
+    assert (path / lake.DATA_FILE).is_file()

@@ -197,6 +197,29 @@ def test_no_valid_row_rejected_and_no_invalid_row_kept(flags):
 
 
 @PROPS
+@given(st.lists(st.tuples(st.booleans(), st.data()), min_size=1, max_size=30))
+def test_dictionary_encoded_columns_validate_like_plain_strings(flags):
+    """A Parquet landing file hands channel, outcome and campaign_id over dictionary-encoded (in
+    several chunks, each with its own dictionary): the verdicts and kept values must not change."""
+    rows = [data.draw(valid_rows() if ok else invalid_rows()) for ok, data in flags]
+    plain = pa.table({k: pa.array([r[k] for r in rows], pa.string()) for k in rows[0]})
+    cut = len(rows) // 2
+    encoded = plain
+    for name in ("channel", "outcome", "campaign_id"):
+        col = plain[name]
+        chunks = [col.slice(0, cut).combine_chunks(), col.slice(cut).combine_chunks()]
+        encoded = encoded.set_column(
+            encoded.schema.get_field_index(name), name, pa.chunked_array([c.dictionary_encode() for c in chunks])
+        )
+    ctx = _Ctx(SETTINGS, D, Path("."))
+    clean_plain, rej_plain = _validate_attempts(plain, ctx)
+    clean_enc, rej_enc = _validate_attempts(encoded, ctx)
+    assert list(rej_enc.ok) == list(rej_plain.ok)
+    assert list(rej_enc.reason(v.np.arange(len(rows))).to_pylist()) == rej_plain.reason(v.np.arange(len(rows))).to_pylist()
+    assert clean_enc.to_pylist() == clean_plain.to_pylist()
+
+
+@PROPS
 @given(
     st.integers(11, 99),
     st.integers(0, 99_999_999),
