@@ -8,8 +8,9 @@ Tables written for a business date D (all through ``features.lake.atomic_dir``):
 - ``feature_state/date=D``: ``part-0.parquet``, the running per-(person, contact) state at the end of
   D (windowed counts, decayed sums, last dates, streak...), every candidate plus every pair ever
   attempted; ``persons.parquet``, the point-in-time person attributes (latest non-null per column).
-- ``features/date=D``: one row per candidate of ``contacts_state`` (latest partition <= D) with the
-  ``f_*`` features of docs/features.md.
+- ``features/date=D``: one row per candidate (every address of the latest ``contacts_state``
+  partition <= D and every address ever seen in attempts) with the ``f_*`` features of
+  docs/features.md.
 - ``training/date=D``: the attempts of D, labelled, with the features of the end of D-1.
 
 Building D reads the state of D-1 and the daily aggregates of D, D-7, D-30, D-90 and D-365 (windows
@@ -327,6 +328,18 @@ def _cs_sql(cs: str) -> str:
   FROM {cs})"""
 
 
+def _live_sql(cs_live: str, n_attempts: str) -> str:
+    """A pair is live when contacts_state says it is active and consenting; an address only seen
+    in attempts (never delivered as a contact) is live by default."""
+    return f"coalesce({cs_live}, ({n_attempts}) > 0)"
+
+
+def _candidate_sql(alias: str) -> str:
+    """The candidates of a state: every delivered address and every address seen in attempts
+    (CONTRACT.md: a contact seen in attempts but never in contacts is a candidate too)."""
+    return f"({alias}.in_cs OR {alias}.n_attempts > 0)"
+
+
 def _state_tail() -> str:
     """Columns shared by both state builders, computed from cs_* and the aggregated fields."""
     return """coalesce(cs_channel, att_channel) AS channel,
@@ -393,7 +406,7 @@ recent AS (  -- pairs whose person was reached in the {DORMANT_DAYS} days before
 )
 SELECT p.person_id, p.contact_id,
   {_state_tail()},
-  p.first_seen, coalesce(p.cs_live, false) AS live, coalesce(p.n_attempts, 0) AS n_attempts,
+  p.first_seen, {_live_sql('p.cs_live', 'coalesce(p.n_attempts, 0)')} AS live, coalesce(p.n_attempts, 0) AS n_attempts,
   {fill},
   {', '.join('p.' + c for c in _DATE_COLS)},
   coalesce(sk.streak, 0) AS streak, p.last_outcome, p.last_ts, p.last_campaign, p.att_channel,
@@ -470,7 +483,7 @@ j AS (
 )
 SELECT person_id, contact_id,
   {_state_tail()},
-  new_first_seen AS first_seen, coalesce(cs_live, false) AS live,
+  new_first_seen AS first_seen, {_live_sql('cs_live', f"coalesce(p_n_attempts, 0) + {z('c_attempts')}")} AS live,
   (coalesce(p_n_attempts, 0) + {z('c_attempts')})::BIGINT AS n_attempts,
   {body},
   CASE WHEN coalesce(c_reach, 0) > 0 THEN c_tail_fail ELSE (coalesce(p_streak, 0) + {z('c_attempts')}) END::INTEGER AS streak,
@@ -588,7 +601,7 @@ def _assemble_sql(con, rows: str | None, passthrough: list[str], st: str, attrs:
 
     Only the state of ``x`` feeds the f_* columns: the features of D use x = D, the training examples
     of D use x = D-1. ``rows`` only chooses which (person, contact, channel) to describe; ``None``
-    means the candidates of ``st`` itself (``in_cs``), which saves joining the state to itself.
+    means the candidates of ``st`` itself (``_candidate_sql``), which saves joining the state to itself.
     ``st`` must hold every state row of the persons of ``rows``; the shared rates come from
     ``_create_rates``.
     """
@@ -657,7 +670,7 @@ CROSS JOIN _ga ga
 LEFT JOIN _gc gc ON gc.channel = {r}.channel
 LEFT JOIN _gk gk ON gk.campaign_id = p.last_campaign
 {f'LEFT JOIN {attrs} a ON a.person_id = {r}.person_id' if attrs else ''}
-{'WHERE s.in_cs' if rows is None else ''}
+{'WHERE ' + _candidate_sql('s') if rows is None else ''}
 """
 
 
@@ -757,7 +770,7 @@ def _training_rows(settings: Settings, d: date) -> str:
     src = f"read_parquet({_q(path)}, hive_partitioning=false)" if path.is_file() else "_empty_attempts"
     return f"""(SELECT a.attempt_id, a.person_id, a.contact_id, a.channel, {_lit(d)} AS date, a.campaign_id,
   ({KINDS['reach']})::INT8 AS label_reach, ({KINDS['conv']})::INT8 AS label_conversion, a.local_hour,
-  c.source AS source
+  coalesce(c.source, 'attempts') AS source
   FROM {src} a LEFT JOIN {_cs_rel(settings, d)} c ON c.person_id = a.person_id AND c.contact_id = a.contact_id)"""
 
 
@@ -843,7 +856,7 @@ def _pop_rel(settings: Settings, x: date) -> str:
 
 
 def _write_features(settings: Settings, con, d: date, state_dir: Path) -> int:
-    """Features of d: one row per candidate (the ``in_cs`` rows of the state of the end of d)."""
+    """Features of d: one row per candidate (``_candidate_sql``) of the state of the end of d."""
     st, attrs = _state_rels(state_dir)
     _create_rates(con, st, _pop_rel(settings, d), d, settings.prior_strength)
 

@@ -19,8 +19,9 @@ Rules worth knowing:
   (file-level errors only). An unreadable file is one quarantine row; for the quarantined share it
   counts as the number of rows it seems to hold (lines, or the Parquet footer's row count).
 - ``contacts_state/date=D`` chains on the latest earlier state: re-ingesting an old date means
-  re-ingesting the later ones too (``contactrank backfill`` does, in order). Its rows keep the
-  earlier state's order, then new upserts, then attempts-only addresses (deterministic order).
+  re-ingesting the later ones too (``contactrank backfill`` does, in order). It holds the delivered
+  contacts only (the earlier state's order, then new upserts); addresses seen only in attempts are
+  candidates through the features step.
 
 Quarantine reasons: ``unreadable_file`` (corrupt Parquet, not UTF-8, empty), ``missing_column``,
 ``bad_row_shape`` (a CSV line with the wrong number of fields), ``empty_value`` (a required value
@@ -187,10 +188,10 @@ def ingest(settings: Settings, d: date, landing: Path | None = None) -> dict[str
     kinds = [f"quarantine/{k}" for k in quarantine] + ["contacts", "contacts_state", "suppressions"]
     kinds += ["persons"] if with_persons else []
     # attempts committed last: its report marks the date as ingested. Its file is encoded while
-    # this thread merges the contacts state (both cores busy on a 2-core box).
+    # this thread merges the contacts state.
     with partition_batch(settings, d, [*kinds, "attempts"], threads=settings.num_threads) as batch:
         batch.write("attempts", attempts, unique=["attempt_id", "person_id", "contact_id"])
-        state = _contacts_state(settings, d, contacts, attempts)
+        state = _contacts_state(settings, d, contacts)
         batch.write("contacts_state", state, unique=["person_id", "contact_id"])
         for k in quarantine:
             batch.write(f"quarantine/{k}", _concat_quarantine(outs[k].quarantine))
@@ -683,100 +684,24 @@ def _opt_out_suppressions(attempts: pa.Table, d: date) -> pa.Table:
     ).cast(SUPPRESSIONS)
 
 
-def _contacts_state(settings: Settings, d: date, contacts: pa.Table, attempts: pa.Table) -> pa.Table:
-    """The state of every address at the end of D: the latest earlier state + D's upserts + new
-    addresses seen in D's attempts (source 'attempts'). Latest updated_at wins, ties go to the later
-    delivery; attempts-only rows never override a known address; first_seen is the earliest date.
+def _contacts_state(settings: Settings, d: date, contacts: pa.Table) -> pa.Table:
+    """The state of every delivered address at the end of D: the latest earlier state with D's
+    contact upserts applied (latest updated_at wins, ties go to the later delivery; first_seen is
+    the earliest date). Rows keep the earlier state's order, then new addresses in delivery order.
 
-    Row order is deterministic without sorting strings: the earlier state's order, then new
-    upserted addresses in delivery order, then attempts-only addresses (``_new_addresses``).
+    Addresses only seen in attempts are not in it: the features step, which aggregates every
+    (person, contact) pair of the attempts anyway, makes them candidates
+    (``features.features._candidate_sql``). Finding them here cost a second hash aggregation of
+    the day's attempts and a larger snapshot to write every day.
     """
     prev_dates = [x for x in partition_dates(settings, "contacts_state") if x < d]
     prev = read_partition(settings, "contacts_state", prev_dates[-1]) if prev_dates else None
     if prev is None:
         prev = CONTACTS_STATE.empty_table()
     prev = prev.select(CONTACTS_STATE.names).cast(CONTACTS_STATE)
-    known = _merge_upserts(settings, d, prev, contacts) if contacts.num_rows else prev
-    seen = _new_addresses(attempts, known)
-    k = seen.num_rows
-    added = _conform(
-        pa.table(
-            {
-                "person_id": seen["person_id"],
-                "contact_id": seen["contact_id"],
-                "channel": seen["channel"],
-                "source": pa.DictionaryArray.from_arrays(pa.array(np.zeros(k, np.int8)), pa.array(["attempts"])),
-                "consent": pa.array(np.ones(k, bool)),
-                "active": pa.array(np.ones(k, bool)),
-                "first_seen": pa.array(np.full(k, (d - date(1970, 1, 1)).days, np.int32), pa.date32()),
-                "updated_at": pa.nulls(k, pa.timestamp("us", tz="UTC")),
-            }
-        ),
-        CONTACTS_STATE,
-    )
-    if not known.num_rows:
-        return added  # the first date: encoded channel and source, cheaper to write
-    return pa.concat_tables([known.cast(CONTACTS_STATE), added.cast(CONTACTS_STATE)])
+    return _merge_upserts(settings, d, prev, contacts) if contacts.num_rows else prev
 
 
-def _new_addresses(attempts: pa.Table, known: pa.Table) -> pa.Table:
-    """One row per (person_id, contact_id) of the attempts that is not in ``known``, with the
-    channel of its latest attempt (ties: the later one in CHANNELS), in the aggregation's order
-    (deterministic for a given input; sorting them would cost ~10% of the step).
-
-    One single-threaded hash aggregation over the known keys followed by the attempts' keys
-    (~0.2 CPU-s per 1M attempts on an empty state): known rows carry ``_i = -1``, so a group whose
-    smallest ``_i`` is >= 0 is new; the channel code rides in the low bits of the attempted_at
-    micros, so max() picks the latest attempt's. It runs while another thread encodes the
-    attempts partition: splitting it into person shards on two threads was slower end to end.
-    """
-    n, m = attempts.num_rows, known.num_rows
-    width = len(CHANNELS)
-    code = v.to_numpy_int(pc.fill_null(_channel_codes(attempts["channel"]), 0))
-    us = v.to_numpy_int(pc.fill_null(attempts["attempted_at"].cast(pa.int64()), 0))
-    keys = pa.table(
-        {
-            "person_id": attempts["person_id"],
-            "contact_id": attempts["contact_id"],
-            "_k": pa.array(us * width + code),
-            "_i": pa.array(np.arange(n)),
-        }
-    )
-    # Only the known addresses of persons attempted on D can match: at 5M known addresses the
-    # aggregation over all of them cost GiBs for a few hundred thousand attempts.
-    known = known.filter(pc.is_in(known["person_id"], value_set=pc.unique(attempts["person_id"]))) if m else known
-    m = known.num_rows
-    if m:
-        known_keys = pa.table(
-            {
-                "person_id": known["person_id"],
-                "contact_id": known["contact_id"],
-                "_k": pa.array(np.zeros(m, np.int64)),
-                "_i": pa.array(np.full(m, -1, np.int64)),
-            }
-        )
-        keys = pa.concat_tables([known_keys, keys])
-    groups = keys.group_by(["person_id", "contact_id"], use_threads=False).aggregate([("_k", "max"), ("_i", "min")])
-    if m:
-        groups = groups.filter(pc.greater_equal(groups["_i_min"], 0))
-    k_max = v.to_numpy_int(groups["_k_max"])
-    return pa.table(
-        {
-            "person_id": groups["person_id"],
-            "contact_id": groups["contact_id"],
-            "channel": pa.DictionaryArray.from_arrays(pa.array((k_max % width).astype(np.int8)), _CHANNELS),
-        }
-    )
-
-
-def _channel_codes(col: pa.ChunkedArray) -> pa.ChunkedArray:
-    """Index of each channel in CHANNELS (the indices themselves when the column is encoded by them)."""
-    if pa.types.is_dictionary(col.type) and all(c.dictionary.equals(_CHANNELS) for c in col.chunks):
-        return pa.chunked_array([c.indices for c in col.chunks], col.type.index_type)
-    return pc.index_in(col, _CHANNELS)
-
-
-_CHANNELS = pa.array(CHANNELS, pa.string())
 _OUTCOMES = pa.array(OUTCOMES, pa.string())
 
 

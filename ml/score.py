@@ -1,7 +1,8 @@
 """Score the candidates of date D with the champion: best hour, calibrated score, rank, reasons.
 
 Candidates of D = rows of ``features/date=D`` whose address is active and consented in
-``contacts_state/date=D``, minus suppressions, minus ``invalid`` addresses (policy ``drop``), minus
+``contacts_state/date=D`` (an address only seen in attempts is not in it, and counts as both),
+minus suppressions, minus ``invalid`` addresses (policy ``drop``), minus
 frequency-capped persons and addresses. See docs/scoring.md for every rule and the figures.
 
 Memory is bounded: candidate selection runs in DuckDB, features stream in record batches of
@@ -147,7 +148,7 @@ def _select(settings: Settings, d: date, con, suppressions: pd.DataFrame) -> dic
         CREATE TEMP TABLE base AS
         SELECT f.person_id, f.contact_id, f.last_outcome = 'invalid' AS _invalid
         FROM read_parquet({_sql_str(feats)}) f
-        JOIN read_parquet({_sql_str(state)}) s USING (person_id, contact_id)
+        LEFT JOIN read_parquet({_sql_str(state)}) s USING (person_id, contact_id)  -- attempts-only: not in it
         WHERE coalesce(s.active, true) AND coalesce(s.consent, true)
         """
     )

@@ -259,7 +259,7 @@ def test_parquet_input_with_typed_columns(settings, tmp_path):
     ]
 
 
-def test_contacts_state_merges_upserts_attempts_and_history(settings, tmp_path):
+def test_contacts_state_merges_upserts_with_history(settings, tmp_path):
     d1, d2 = date(2026, 1, 2), D
     write_csv(
         tmp_path,
@@ -347,13 +347,11 @@ def test_contacts_state_merges_upserts_attempts_and_history(settings, tmp_path):
         (r["person_id"], r["contact_id"]): r
         for r in read_partition(settings, "contacts_state", d2).to_pylist()
     }
-    assert (
-        s1[("P0", "+5511900000001")]["source"] == "attempts"
-        and s1[("P0", "+5511900000001")]["updated_at"] is None
-    )
+    # addresses only seen in attempts are not delivered contacts: the features step makes them candidates
+    assert ("P0", "+5511900000001") not in s1 and ("P2", "+5511900000003") not in s2
     assert s1[("P1", "x@y.z")]["consent"] is False and s1[("P1", "x@y.z")]["active"] is True
     assert s1[("P1", "+5511900000002")]["source"] == "customer"
-    assert set(s2) == set(s1) | {("P2", "+5511900000003")}
+    assert set(s2) == set(s1) | {("P0", "+5511900000001")}
     assert (
         s2[("P1", "+5511900000002")]["source"] == "customer"
         and s2[("P1", "+5511900000002")]["active"] is True
@@ -361,9 +359,8 @@ def test_contacts_state_merges_upserts_attempts_and_history(settings, tmp_path):
     assert s2[("P1", "x@y.z")]["active"] is False and s2[("P1", "x@y.z")]["first_seen"] == d1
     assert (
         s2[("P0", "+5511900000001")]["source"] == "enrichment"
-        and s2[("P0", "+5511900000001")]["first_seen"] == d1
+        and s2[("P0", "+5511900000001")]["first_seen"] == d2  # first delivered; features take the first attempt
     )
-    assert s2[("P2", "+5511900000003")]["first_seen"] == d2
 
 
 def test_contacts_rejections(settings, tmp_path):
@@ -564,7 +561,11 @@ def test_parquet_vocabulary_columns_are_read_encoded_and_stored_plain(settings, 
     assert read_partition(settings, "contacts_state", D).schema == CONTACTS_STATE
 
 
-def test_attempts_only_addresses_keep_known_rows_first_and_the_channel_of_the_latest_attempt(settings, tmp_path):
+def test_addresses_seen_only_in_attempts_become_live_candidates_through_the_features(settings, tmp_path):
+    """They are not delivered contacts (contacts_state stays empty) but CONTRACT.md makes them
+    candidates: the features step does, with the channel of their latest attempt."""
+    from features.features import build_features
+
     d1, d2 = date(2026, 1, 2), D
     row = good_rows(1)[0]
 
@@ -577,30 +578,31 @@ def test_attempts_only_addresses_keep_known_rows_first_and_the_channel_of_the_la
         att(1, "P1", "+5511900000002", "sms", "2026-01-02T11:00:00Z", d1),
     ], d=d1)
     ingest(settings, d1, landing=tmp_path)
-    # day 2, no contact upserts: the known state stays as it was (and first), new addresses follow
     write_csv(tmp_path, "attempts", [
         att(0, "P3", "+5511900000009", "voice", "2026-01-03T12:00:00Z", d2),
-        att(1, "P1", "+5511900000002", "whatsapp", "2026-01-03T13:00:00Z", d2),  # known: not overridden
+        att(1, "P1", "+5511900000002", "whatsapp", "2026-01-03T13:00:00Z", d2),  # seen on d1 by sms
         att(2, "P2", "+5511900000005", "voice", "2026-01-03T09:00:00Z", d2),
         att(3, "P2", "+5511900000005", "sms", "2026-01-03T15:00:00Z", d2),  # latest: its channel wins
         att(4, "P3", "+5511900000009", "sms", "2026-01-03T08:00:00Z", d2),  # earlier: loses
         att(5, "P2", "+5511900000001", "voice", "2026-01-03T10:00:00Z", d2),  # same address, other person
     ], d=d2)
-    report = ingest(settings, d2, landing=tmp_path)
-    got = [
-        (r["person_id"], r["contact_id"], r["channel"], r["source"], r["first_seen"])
-        for r in read_partition(settings, "contacts_state", d2).to_pylist()
-    ]
-    assert got[:2] == [
-        ("P1", "+5511900000001", "voice", "attempts", d1),
-        ("P1", "+5511900000002", "sms", "attempts", d1),
-    ]
-    assert sorted(got[2:]) == [
-        ("P2", "+5511900000001", "voice", "attempts", d2),
-        ("P2", "+5511900000005", "sms", "attempts", d2),
-        ("P3", "+5511900000009", "voice", "attempts", d2),
-    ]
-    assert report["written"]["contacts_state"] == 5
+    ingest(settings, d2, landing=tmp_path)
+    assert read_partition(settings, "contacts_state", d2).num_rows == 0
+    build_features(settings, d1)
+    build_features(settings, d2)
+    got = {
+        (r["person_id"], r["contact_id"]): (r["channel"], r["f_source"], r["f_c_age_days"])
+        for r in read_partition(settings, "features", d2).to_pylist()
+    }
+    assert got == {
+        ("P1", "+5511900000001"): ("voice", "attempts", 1),
+        ("P1", "+5511900000002"): ("whatsapp", "attempts", 1),  # the latest attempt's channel
+        ("P3", "+5511900000009"): ("voice", "attempts", 0),
+        ("P2", "+5511900000005"): ("sms", "attempts", 0),
+        ("P2", "+5511900000001"): ("voice", "attempts", 0),
+    }
+    state = read_partition(settings, "feature_state", d2).to_pylist()
+    assert all(r["live"] and not r["in_cs"] for r in state) and len(state) == 5
 
 
 def test_threaded_validation_gives_the_same_lake_as_one_thread(settings, tmp_path, monkeypatch):
