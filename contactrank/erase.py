@@ -74,9 +74,15 @@ def drop_erased(settings: Settings, table: pa.Table) -> tuple[pa.Table, int]:
     hashes = erased_hashes(settings)
     if not hashes or "person_id" not in table.column_names or table.num_rows == 0:
         return table, 0
-    ids = table.column("person_id").to_pylist()
-    keep = pa.array([i is None or keyed_hash(settings, i) not in hashes for i in ids])
-    kept = table.filter(keep)
+    # one HMAC per distinct person, with the key read once (not per row: a 1M-row day took seconds)
+    ids = pc.cast(table.column("person_id"), pa.string())
+    key = _key(settings)
+    erased = [
+        p for p in pc.unique(ids).drop_null().to_pylist() if hmac.new(key, p.encode(), hashlib.sha256).hexdigest() in hashes
+    ]
+    if not erased:
+        return table, 0
+    kept = table.filter(pc.invert(pc.fill_null(pc.is_in(ids, pa.array(erased, pa.string())), False)))
     return kept, table.num_rows - kept.num_rows
 
 

@@ -4,7 +4,7 @@ Layout (under ``settings.lake``)::
 
     attempts/date=D/part-0.parquet          validated attempts of D (see features.schema)
     contacts/date=D/part-0.parquet          validated contact upserts delivered for D
-    contacts_state/date=D/part-0.parquet    current state of every address at the end of D
+    contacts_state/date=D/part-0.parquet    current state of every delivered contact at the end of D
     suppressions/date=D/part-0.parquet      suppressions learned on D (files, opt-outs, erasures)
     persons/date=D/part-0.parquet           person attribute upserts delivered for D
     quarantine/<kind>/date=D/part-0.parquet rejected rows with source file, row number and reason
