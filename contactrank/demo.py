@@ -118,7 +118,7 @@ def _summary(settings: Settings, last: date, truth: bool) -> None:
         f"  [bold]MLflow[/]:  {bindir}/mlflow ui --backend-store-uri {settings.tracking_uri} --port 5000"
     )
     console.print(
-        f"  [bold]Airflow[/]: PATH={bindir}:$PATH AIRFLOW_HOME={(settings.home / 'airflow').resolve()} "
+        f"  [bold]Airflow[/]: PATH={bindir}:$PATH AIRFLOW_HOME={airflow_home_for(settings)} "
         f"AIRFLOW__CORE__DAGS_FOLDER={ROOT / 'dags'} AIRFLOW__CORE__PLUGINS_FOLDER={ROOT / 'plugins'} "
         f"AIRFLOW__CORE__LOAD_EXAMPLES=False CONTACTRANK_HOME={settings.home.resolve()} airflow standalone"
     )
