@@ -108,9 +108,11 @@ def setup(home: Path, scale: float) -> dict:
 
 def step(home: Path, name: str, d: date) -> dict:
     """One step of the daily run, in this process (called in a child by ``main``)."""
+    from contactrank.settings import runtime_env
+
+    runtime_env()  # before LightGBM loads
     from contactrank.pipeline import run_step
 
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     t0 = time.perf_counter()
     out = run_step(name, _settings(home), d)
     usage = resource.getrusage(resource.RUSAGE_SELF)

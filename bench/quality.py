@@ -49,7 +49,9 @@ def main() -> None:
     a = ap.parse_args()
     if a.train_only and not a.home:
         ap.error("--train-only needs --home (the run to reuse)")
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    from contactrank.settings import runtime_env
+
+    runtime_env()
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     os.environ.pop("MLFLOW_TRACKING_URI", None)
     logging.basicConfig(level=logging.WARNING)

@@ -101,8 +101,10 @@ def _sub(*args: str) -> dict:
         **os.environ,
         "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
         "GIT_PYTHON_REFRESH": "quiet",
-        "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE"),
     }
+    from contactrank.settings import runtime_env
+
+    runtime_env(env)
     env.pop("MLFLOW_TRACKING_URI", None)
     out = subprocess.run(
         [sys.executable, __file__, *args], capture_output=True, text=True, env=env, cwd=ROOT, check=False

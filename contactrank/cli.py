@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 from datetime import date
 from pathlib import Path
@@ -16,7 +15,7 @@ from typing import Any
 
 from contactrank.dates import parse_date, validate_id
 from contactrank.errors import ContactrankError
-from contactrank.settings import Settings, load_settings
+from contactrank.settings import Settings, load_settings, runtime_env
 
 
 def _date(value: str) -> date:
@@ -190,9 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    # before LightGBM loads: idle OpenMP threads sleep instead of spinning (a 5x slower fit was
-    # measured on a loaded 2-core machine without it); an explicit setting wins
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    runtime_env()  # before LightGBM loads
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,

@@ -23,7 +23,7 @@ from rich.console import Console
 from rich.table import Table
 
 from contactrank.dates import parse_date
-from contactrank.settings import Settings, load_settings
+from contactrank.settings import Settings, load_settings, runtime_env
 
 ROOT = Path(__file__).resolve().parents[1]
 console = Console()
@@ -31,7 +31,7 @@ console = Console()
 
 def airflow_env(settings: Settings, airflow_home: Path) -> dict[str, str]:
     """Environment for the `airflow` CLI: this project's DAGs/plugins, SQLite metadata under the home."""
-    env = dict(os.environ)
+    env = runtime_env(dict(os.environ))
     bindir = str(Path(sys.executable).parent)
     env.update(
         {
@@ -43,7 +43,6 @@ def airflow_env(settings: Settings, airflow_home: Path) -> dict[str, str]:
             "AIRFLOW__CORE__PARALLELISM": "2",
             "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
             "AIRFLOW__CORE__DEFAULT_TASK_RETRY_DELAY": "5",
-            "OMP_WAIT_POLICY": env.get("OMP_WAIT_POLICY", "PASSIVE"),
             "CONTACTRANK_HOME": str(settings.home.resolve()),
             "CONTACTRANK_LANDING_DIR": str(settings.landing.resolve()),
             "PYTHONPATH": f"{ROOT}:{env.get('PYTHONPATH', '')}",
@@ -148,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--retrain-every", type=int, default=7, help="retrain cadence during the CLI backfill (days)")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    runtime_env()
     import logging
     import warnings
 

@@ -7,11 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from contactrank.settings import Settings, load_settings
+from contactrank.settings import Settings, load_settings, runtime_env
 
 ROOT = Path(__file__).resolve().parents[1]
-# LightGBM's OpenMP threads must sleep, not spin, on a shared 2-core CI machine (set before it loads)
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+runtime_env()  # LightGBM's OpenMP threads sleep, not spin, on a shared 2-core CI machine
 
 
 @pytest.fixture(autouse=True)

@@ -72,3 +72,10 @@ def test_channel_hours_override(tmp_path: Path) -> None:
     s = load_settings(home=tmp_path, channel_hours={"email": [0, 23]})
     assert s.allowed_hours("email") == list(range(24))
     assert s.allowed_hours("voice") == list(range(8, 22))
+
+
+def test_runtime_env_adds_defaults_and_keeps_explicit_values() -> None:
+    from contactrank.settings import RUNTIME_ENV, runtime_env
+
+    assert runtime_env({}) == RUNTIME_ENV
+    assert runtime_env({"OMP_WAIT_POLICY": "ACTIVE", "X": "1"}) == {"OMP_WAIT_POLICY": "ACTIVE", "X": "1"}
