@@ -58,7 +58,11 @@ def _key(settings: Settings) -> bytes:
 
 def keyed_hash(settings: Settings, value: str) -> str:
     """HMAC-SHA256 of an id: lets us recognise an erased person without keeping the id."""
-    return hmac.new(_key(settings), str(value).encode(), hashlib.sha256).hexdigest()
+    return _hmac(_key(settings), value)
+
+
+def _hmac(key: bytes, value: str) -> str:
+    return hmac.new(key, str(value).encode(), hashlib.sha256).hexdigest()
 
 
 def erased_hashes(settings: Settings) -> set[str]:
@@ -77,9 +81,7 @@ def drop_erased(settings: Settings, table: pa.Table) -> tuple[pa.Table, int]:
     # one HMAC per distinct person, with the key read once (not per row: a 1M-row day took seconds)
     ids = pc.cast(table.column("person_id"), pa.string())
     key = _key(settings)
-    erased = [
-        p for p in pc.unique(ids).drop_null().to_pylist() if hmac.new(key, p.encode(), hashlib.sha256).hexdigest() in hashes
-    ]
+    erased = [p for p in pc.unique(ids).drop_null().to_pylist() if _hmac(key, p) in hashes]
     if not erased:
         return table, 0
     kept = table.filter(pc.invert(pc.fill_null(pc.is_in(ids, pa.array(erased, pa.string())), False)))

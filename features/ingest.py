@@ -666,12 +666,7 @@ def _dedupe_persons(parts: list[pa.Table], ctx: _Ctx) -> tuple[pa.Table, int]:
 
 def _opt_out_suppressions(attempts: pa.Table, d: date) -> pa.Table:
     """One contact-level suppression per opt_out outcome (person_id kept for erasure and audit)."""
-    outcome = attempts["outcome"]
-    if pa.types.is_dictionary(outcome.type) and all(c.dictionary.equals(_OUTCOMES) for c in outcome.chunks):
-        opt_out = pc.equal(pa.chunked_array([c.indices for c in outcome.chunks]), OUTCOMES.index("opt_out"))
-    else:
-        opt_out = pc.equal(outcome, "opt_out")
-    oo = attempts.filter(opt_out)
+    oo = attempts.filter(pc.equal(attempts["outcome"], "opt_out"))
     k = oo.num_rows
     return pa.table(
         {
@@ -700,9 +695,6 @@ def _contacts_state(settings: Settings, d: date, contacts: pa.Table) -> pa.Table
         prev = CONTACTS_STATE.empty_table()
     prev = prev.select(CONTACTS_STATE.names).cast(CONTACTS_STATE)
     return _merge_upserts(settings, d, prev, contacts) if contacts.num_rows else prev
-
-
-_OUTCOMES = pa.array(OUTCOMES, pa.string())
 
 
 def _merge_upserts(settings: Settings, d: date, prev: pa.Table, contacts: pa.Table) -> pa.Table:
