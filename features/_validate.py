@@ -221,13 +221,18 @@ def _is_dict(col: pa.Array | pa.ChunkedArray) -> bool:
     return pa.types.is_dictionary(col.type)
 
 
+def _per_row(arr: pa.DictionaryArray, per_value: np.ndarray, null) -> np.ndarray:
+    """The value of each row of a dictionary array, from one value per dictionary entry
+    (``null`` for a null index)."""
+    return np.append(per_value, null)[to_numpy_int(pc.fill_null(arr.indices, len(arr.dictionary)))]
+
+
 def _row_mask(col: pa.Array | pa.ChunkedArray, value_mask, null: bool) -> np.ndarray:
     """Per-row mask of a dictionary column from ``value_mask(dictionary) -> numpy mask`` (per
     chunk, so a check costs the size of the dictionary); a null index gives ``null``."""
     parts = [np.zeros(0, bool)]
     for arr in _chunks(col):
-        m = np.append(value_mask(as_string(arr.dictionary)), null)
-        parts.append(m[to_numpy_int(pc.fill_null(arr.indices, len(arr.dictionary)))])
+        parts.append(_per_row(arr, value_mask(as_string(arr.dictionary)), null))
     return np.concatenate(parts)
 
 
@@ -315,6 +320,8 @@ def string_checks(col: pa.Array | pa.ChunkedArray, max_len: int) -> tuple[np.nda
             _row_mask(col, lambda d: string_checks(d, max_len)[0], False),
             _row_mask(col, lambda d: string_checks(d, max_len)[1], False),
         )
+    if pa.types.is_large_string(col.type):
+        col = as_string(col)
     n = len(col)
     nul = np.zeros(n, bool)
     long = np.zeros(n, bool)
@@ -366,8 +373,7 @@ def vocab(col: pa.Array | pa.ChunkedArray, values: tuple[str, ...]) -> tuple[pa.
     out, oks = [], [np.zeros(0, bool)]
     for arr in _chunks(col):
         if _is_dict(arr):
-            lookup = np.append(codes(as_string(arr.dictionary)), -1)
-            c = lookup[to_numpy_int(pc.fill_null(arr.indices, len(arr.dictionary)))]
+            c = _per_row(arr, codes(as_string(arr.dictionary)), -1)
         else:
             c = codes(as_string(arr))
         ok = c >= 0

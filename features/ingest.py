@@ -389,7 +389,7 @@ def _string_checks(table: pa.Table, names: list[str], rej: v.Rejects, max_len: i
         t = col.type.value_type if pa.types.is_dictionary(col.type) else col.type
         if not (pa.types.is_string(t) or pa.types.is_large_string(t)):
             continue  # numbers, bools and timestamps cannot hold a NUL or a long text
-        nul, long = v.string_checks(col if pa.types.is_dictionary(col.type) else v.as_string(col), max_len)
+        nul, long = v.string_checks(col, max_len)
         rej.fail(nul, "nul_byte", name)
         rej.fail(long, "too_long", name)
 
