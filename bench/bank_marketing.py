@@ -49,8 +49,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from contactrank.dates import date_range  # noqa: E402
+from contactrank.features.importers.bank_marketing import import_bank_marketing  # noqa: E402
 from contactrank.settings import Settings, load_settings  # noqa: E402
-from features.importers.bank_marketing import import_bank_marketing  # noqa: E402
 
 DEFAULT_DATA = Path("/work/shared/datasets/bank_marketing/bank-full.csv")
 NOTES = ROOT / "docs" / "bench-notes" / "bank_marketing.md"
@@ -168,7 +168,7 @@ class Models:
     """The champion and latest challenger, loaded once per registered version."""
 
     def __init__(self, settings: Settings) -> None:
-        from ml.tracking import client
+        from contactrank.ml.tracking import client
 
         self.settings = settings
         self.client = client(settings)
@@ -183,7 +183,7 @@ class Models:
             return None
 
     def predict(self, version: int, df: pd.DataFrame) -> np.ndarray:
-        from ml.registry import load_version
+        from contactrank.ml.registry import load_version
 
         if version not in self.cache:
             if len(self.cache) >= 3:  # champion and challenger, plus one being replaced
@@ -195,9 +195,9 @@ class Models:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    from contactrank.features.lake import partition_dir
+    from contactrank.ml.train import plan_window
     from contactrank.pipeline import run_step
-    from features.lake import partition_dir
-    from ml.train import plan_window
 
     t0 = time.perf_counter()
     home = Path(args.home) if args.home else Path(tempfile.mkdtemp(prefix="contactrank-bank-"))
@@ -377,8 +377,8 @@ def replay(args: argparse.Namespace) -> dict[str, Any]:
     online run, for every day whose pipeline steps completed (a run still in progress: up to the
     day before its last training partition).
     """
-    from features.lake import partition_dates, partition_dir
-    from ml.train import TAG_DATE, plan_window
+    from contactrank.features.lake import partition_dates, partition_dir
+    from contactrank.ml.train import TAG_DATE, plan_window
 
     t0 = time.perf_counter()
     home = Path(args.home)

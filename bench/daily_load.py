@@ -54,9 +54,9 @@ def setup(home: Path, scale: float) -> dict:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from features.features import build_features
-    from features.lake import DATA_FILE, partition_dir
-    from features.schema import ATTEMPT_LANDING_COLUMNS
+    from contactrank.features.features import build_features
+    from contactrank.features.lake import DATA_FILE, partition_dir
+    from contactrank.features.schema import ATTEMPT_LANDING_COLUMNS
 
     bf = _bench_features()
     size = {k: max(int(v * scale), 1000) for k, v in bf.FULL.items() if k != "days"}

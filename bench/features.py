@@ -60,8 +60,8 @@ def _ids(prefix: str, idx: np.ndarray) -> pa.Array:
 
 def generate(home: Path, days: int, per_day: int, persons: int, contacts: int, seed: int = 0) -> dict:
     """Write attempts for every day, contacts_state for the last 3 days, persons upserts."""
-    from features.lake import write_partition
-    from features.schema import ATTEMPTS, CONTACTS_STATE
+    from contactrank.features.lake import write_partition
+    from contactrank.features.schema import ATTEMPTS, CONTACTS_STATE
 
     settings = _settings(home)
     rng = np.random.default_rng(seed)
@@ -155,7 +155,7 @@ def generate(home: Path, days: int, per_day: int, persons: int, contacts: int, s
 
 
 def step_scan(home: Path) -> dict:
-    from features.lake import duckdb_connect, parquet_glob
+    from contactrank.features.lake import duckdb_connect, parquet_glob
 
     settings = _settings(home)
     con = duckdb_connect(settings)
@@ -168,7 +168,7 @@ def step_scan(home: Path) -> dict:
 
 
 def step_build(home: Path, day: int, full: bool) -> dict:
-    from features.features import build_features
+    from contactrank.features.features import build_features
 
     return build_features(_settings(home), START + timedelta(days=day), full=full)
 
@@ -178,8 +178,8 @@ def step_pandas(home: Path, day: int) -> dict:
     from the raw attempts (the comparison the issue asks for); compares a few columns with DuckDB's."""
     import pandas as pd
 
-    from features.features import BUCKETS, HALF_LIVES, KINDS, WINDOWS
-    from features.lake import parquet_glob
+    from contactrank.features.features import BUCKETS, HALF_LIVES, KINDS, WINDOWS
+    from contactrank.features.lake import parquet_glob
 
     settings = _settings(home)
     m = settings.prior_strength

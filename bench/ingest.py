@@ -38,8 +38,8 @@ DAY = date(2026, 1, 5)
 
 def make_file(rows: int, folder: Path, fmt: str, seed: int = 0, day: date = DAY) -> Path:
     """A realistic attempts file: 12% national-format phones, upper-case e-mails, -03:00 offsets."""
-    from features.schema import CHANNELS, OUTCOMES
-    from features.simulate import _iso_local, _join, _messy_ids, _str, _utc
+    from contactrank.features.schema import CHANNELS, OUTCOMES
+    from contactrank.features.simulate import _iso_local, _join, _messy_ids, _str, _utc
 
     rng = np.random.default_rng(seed)
     persons = rng.integers(0, rows // 2, rows)
@@ -79,8 +79,8 @@ def _child(task: str, path: str, home: str, queue: mp.Queue) -> None:
     import duckdb  # noqa: F401
     import pandas  # noqa: F401
 
+    from contactrank.features.ingest import ingest
     from contactrank.settings import load_settings
-    from features.ingest import ingest
 
     settings = load_settings(home=Path(home))
     day = DAY

@@ -24,8 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import pyarrow as pa  # noqa: E402
 
+from contactrank.features import lake  # noqa: E402
 from contactrank.settings import load_settings  # noqa: E402
-from features import lake  # noqa: E402
 
 START = date(2025, 1, 1)
 

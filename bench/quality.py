@@ -56,10 +56,10 @@ def main() -> None:
     os.environ.pop("MLFLOW_TRACKING_URI", None)
     logging.basicConfig(level=logging.WARNING)
 
+    from contactrank.features.simulate import simulate
+    from contactrank.ml.train import train
     from contactrank.pipeline import run_step
     from contactrank.settings import load_settings
-    from features.simulate import simulate
-    from ml.train import train
 
     tmp = None if a.home else tempfile.TemporaryDirectory(prefix="bench-quality-")
     home = Path(a.home or tmp.name)
@@ -131,7 +131,7 @@ def main() -> None:
     print(
         f"tuned parameters from {s.home / 'tuning' / 'best_params.json'}: {'yes' if tuned else 'no (defaults)'}"
     )
-    from ml.registry import load_version
+    from contactrank.ml.registry import load_version
 
     model = load_version(s, last["version"])
     _gap_report(s, end, model, last["version"])
@@ -152,10 +152,10 @@ def _gap_report(s, d: date, model, version: int) -> None:
     import pandas as pd
     from sklearn.metrics import roc_auc_score
 
-    from features.features import load_training
-    from features.lake import read_partition
-    from features.simulate import _FATIGUE_SAME_DAY
-    from ml import evaluate as ev
+    from contactrank.features.features import load_training
+    from contactrank.features.lake import read_partition
+    from contactrank.features.simulate import _FATIGUE_SAME_DAY
+    from contactrank.ml import evaluate as ev
 
     df = load_training(s, d, d)
     df = df[df["label_reach"].notna()].reset_index(drop=True)
@@ -215,8 +215,8 @@ def _hour_report(s, d: date, model) -> None:
     import numpy as np
     import pyarrow.parquet as pq
 
-    from features.lake import DATA_FILE, partition_dir
-    from ml.score import Predictor, score_frame
+    from contactrank.features.lake import DATA_FILE, partition_dir
+    from contactrank.ml.score import Predictor, score_frame
 
     truth_path = s.landing / "truth.parquet"
     if not truth_path.is_file():

@@ -74,8 +74,8 @@ def train_model(trees: int, rows: int, seed: int = 0):
     import lightgbm as lgb
     from sklearn.isotonic import IsotonicRegression
 
-    from features.context import add_context
-    from ml.model import ContactModel
+    from contactrank.features.context import add_context
+    from contactrank.ml.model import ContactModel
 
     rng = np.random.default_rng(seed)
     df = feature_frame(rows, rng)
@@ -98,7 +98,7 @@ def train_model(trees: int, rows: int, seed: int = 0):
 
 
 def write_lake(settings, n: int, seed: int = 1) -> None:
-    from features.lake import write_partition
+    from contactrank.features.lake import write_partition
 
     rng = np.random.default_rng(seed)
     persons = max(1, n // 3)
@@ -158,9 +158,9 @@ def child(home: str, model_path: str, predictor: str) -> None:
     """Score + publish in this process; print one JSON line of timings."""
     import logging
 
-    import ml.score as score_mod
+    import contactrank.ml.score as score_mod
+    from contactrank.ml.publish import publish
     from contactrank.settings import load_settings
-    from ml.publish import publish
 
     logging.basicConfig(level=logging.WARNING)
     score_mod.PREDICTOR = predictor
@@ -194,12 +194,12 @@ def run_child(home: Path, model_path: Path, predictor: str) -> dict:
 
 def micro(model, n_features: int, rows: int, settings) -> dict:
     """Stock LightGBM vs lleaves on the same prepared matrix."""
-    from ml.score import Predictor
+    from contactrank.ml.score import Predictor
 
     rng = np.random.default_rng(7)
     df = feature_frame(rows, rng)
-    from features.context import add_context
-    from ml.score import model_matrix
+    from contactrank.features.context import add_context
+    from contactrank.ml.score import model_matrix
 
     x = model_matrix(model, model.prepare(add_context(df, day=D, hour=rng.integers(8, 22, rows))))
     out = {}

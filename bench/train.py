@@ -56,7 +56,7 @@ def gen(home: Path, rows: int, days: int, features: int) -> dict:
 
 
 def train_phase(home: Path) -> dict:
-    from ml.train import train
+    from contactrank.ml.train import train
 
     s = _settings(home)
     t = time.perf_counter()
@@ -79,7 +79,7 @@ def _cpu() -> float:
 
 
 def tune_phase(home: Path, trials: int) -> dict:
-    from ml.tune import tune
+    from contactrank.ml.tune import tune
 
     s = _settings(home)
     t = time.perf_counter()

@@ -46,7 +46,7 @@ def _progress():
 
 
 def cmd_simulate(s: Settings, a: argparse.Namespace) -> Any:
-    from features.simulate import simulate
+    from contactrank.features.simulate import simulate
 
     return simulate(Path(a.landing) if a.landing else s.landing, a.start, a.days, persons=a.persons, seed=a.seed, fmt=a.format)
 
@@ -61,8 +61,8 @@ def cmd_step(step: str):
 
 
 def cmd_train(s: Settings, a: argparse.Namespace) -> Any:
-    from ml.registry import gate
-    from ml.train import train
+    from contactrank.ml.registry import gate
+    from contactrank.ml.train import train
 
     out = train(s, a.date, force=a.force)
     if out.get("status") == "trained":
@@ -105,13 +105,13 @@ def cmd_backfill(s: Settings, a: argparse.Namespace) -> Any:
 
 
 def cmd_tune(s: Settings, a: argparse.Namespace) -> Any:
-    from ml.tune import tune
+    from contactrank.ml.tune import tune
 
     return tune(s, a.date, trials=a.trials)
 
 
 def cmd_promote(s: Settings, a: argparse.Namespace) -> Any:
-    from ml.registry import promote
+    from contactrank.ml.registry import promote
 
     return promote(s, a.version)
 
@@ -123,19 +123,19 @@ def cmd_erase(s: Settings, a: argparse.Namespace) -> Any:
 
 
 def cmd_report(s: Settings, a: argparse.Namespace) -> Any:
-    from ml.report import report
+    from contactrank.ml.report import report
 
     return {"report": str(report(s, a.date))}
 
 
 def cmd_evaluate_policy(s: Settings, a: argparse.Namespace) -> Any:
-    from ml.policy_eval import evaluate_policy
+    from contactrank.ml.policy_eval import evaluate_policy
 
     return evaluate_policy(s, a.start, a.end, policy=a.policy)
 
 
 def cmd_import(s: Settings, a: argparse.Namespace) -> Any:
-    from features.importers import import_dataset
+    from contactrank.features.importers import import_dataset
 
     return import_dataset(a.dataset, Path(a.path), Path(a.landing) if a.landing else s.landing)
 

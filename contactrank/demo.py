@@ -127,8 +127,8 @@ def _champion_metrics(settings: Settings) -> dict[str, float]:
     try:
         import mlflow
 
-        from ml.registry import load_champion
-        from ml.tracking import configure
+        from contactrank.ml.registry import load_champion
+        from contactrank.ml.tracking import configure
 
         configure(settings)
         _, info = load_champion(settings)
@@ -158,8 +158,8 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(noisy).setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", category=UserWarning)
 
+    from contactrank.features.simulate import simulate
     from contactrank.pipeline import STEPS, run_date
-    from features.simulate import simulate
 
     t_start = time.perf_counter()
     settings = load_settings()

@@ -15,11 +15,9 @@ What it does, in order:
 from __future__ import annotations
 
 import hashlib
-import hmac
 import json
 import logging
 import os
-import secrets
 import shutil
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -32,60 +30,14 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from contactrank.errors import ContactrankError
+from contactrank.features.lake import atomic_dir
+from contactrank.ml.publish import write_csv  # the export's formula-injection escaping
+from contactrank.privacy import ERASURE_FILE, keyed_hash
 from contactrank.settings import Settings
-from features.lake import atomic_dir
 
 log = logging.getLogger(__name__)
 
-ERASURE_FILE = "erasures.parquet"
 _ID_COLUMNS = ("person_id", "contact_id")
-
-
-def _key(settings: Settings) -> bytes:
-    """The HMAC key: from the env var named by settings.hmac_key_env, else a key kept under <home>/.secrets."""
-    env = os.environ.get(settings.hmac_key_env)
-    if env:
-        return env.encode()
-    path = settings.home / ".secrets" / "hmac.key"
-    if not path.is_file():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(secrets.token_hex(32))
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, path)
-    return path.read_text().strip().encode()
-
-
-def keyed_hash(settings: Settings, value: str) -> str:
-    """HMAC-SHA256 of an id: lets us recognise an erased person without keeping the id."""
-    return _hmac(_key(settings), value)
-
-
-def _hmac(key: bytes, value: str) -> str:
-    return hmac.new(key, str(value).encode(), hashlib.sha256).hexdigest()
-
-
-def erased_hashes(settings: Settings) -> set[str]:
-    """Keyed hashes of every erased person (ingest drops their future deliveries)."""
-    path = settings.home / "erasure" / ERASURE_FILE
-    if not path.is_file():
-        return set()
-    return set(pq.read_table(path, columns=["person_hash"]).column("person_hash").to_pylist())
-
-
-def drop_erased(settings: Settings, table: pa.Table) -> tuple[pa.Table, int]:
-    """Remove rows of erased persons from a table with a person_id column; returns (table, dropped)."""
-    hashes = erased_hashes(settings)
-    if not hashes or "person_id" not in table.column_names or table.num_rows == 0:
-        return table, 0
-    # one HMAC per distinct person, with the key read once (not per row: a 1M-row day took seconds)
-    ids = pc.cast(table.column("person_id"), pa.string())
-    key = _key(settings)
-    erased = [p for p in pc.unique(ids).drop_null().to_pylist() if _hmac(key, p) in hashes]
-    if not erased:
-        return table, 0
-    kept = table.filter(pc.invert(pc.fill_null(pc.is_in(ids, pa.array(erased, pa.string())), False)))
-    return kept, table.num_rows - kept.num_rows
 
 
 @dataclass
@@ -139,9 +91,7 @@ def _write_like(path: Path, table: pa.Table) -> None:
     if path.suffix == ".parquet":
         pq.write_table(table, path, compression="zstd")
     elif path.name.startswith("priority") or path.name.startswith(".priority"):
-        from ml.publish import _write_csv  # keeps the export's formula-injection escaping
-
-        _write_csv(table, path)
+        write_csv(table, path)
     else:
         pacsv.write_csv(table, path)
 

@@ -23,31 +23,31 @@ STEPS = ("ingest", "features", "train", "gate", "score", "publish", "report")
 def run_step(step: str, settings: Settings, d: date, landing: Path | None = None) -> dict[str, Any]:
     """Run one named step for date ``d`` (imports lazily: each stage pulls its own libraries)."""
     if step == "ingest":
-        from features.ingest import ingest
+        from contactrank.features.ingest import ingest
 
         return ingest(settings, d, landing=landing)
     if step == "features":
-        from features.features import build_features
+        from contactrank.features.features import build_features
 
         return build_features(settings, d)
     if step == "train":
-        from ml.train import train
+        from contactrank.ml.train import train
 
         return train(settings, d)
     if step == "gate":
-        from ml.registry import gate
+        from contactrank.ml.registry import gate
 
         return gate(settings, d)
     if step == "score":
-        from ml.score import score
+        from contactrank.ml.score import score
 
         return score(settings, d)
     if step == "publish":
-        from ml.publish import publish
+        from contactrank.ml.publish import publish
 
         return publish(settings, d)
     if step == "report":
-        from ml.report import report
+        from contactrank.ml.report import report
 
         return {"report": str(report(settings, d))}
     raise ValueError(f"unknown step {step!r}")

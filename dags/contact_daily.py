@@ -80,7 +80,7 @@ def contact_daily():
 
     @task
     def ingest(**context) -> dict:
-        from features.ingest import ingest as run
+        from contactrank.features.ingest import ingest as run
 
         settings = load_settings(context)
         d = business_date(context)
@@ -88,11 +88,11 @@ def contact_daily():
 
     @task(outlets=[FEATURES_ASSET])
     def features(**context) -> dict:
-        from features.features import build_features
+        from contactrank.features.features import build_features
 
         settings = load_settings(context)
         d = business_date(context)
-        from ml.registry import champion_version
+        from contactrank.ml.registry import champion_version
 
         out = {"ds": d.isoformat(), **small(build_features(settings, d))}
         # the model that will score these features (None before the first champion)
@@ -106,7 +106,7 @@ def contact_daily():
 
     @task
     def train(**context) -> dict:
-        from ml.train import train as run
+        from contactrank.ml.train import train as run
 
         settings = load_settings(context)
         d = business_date(context)
@@ -116,7 +116,7 @@ def contact_daily():
 
     @task
     def gate(**context) -> dict:
-        from ml.registry import gate as run
+        from contactrank.ml.registry import gate as run
 
         settings = load_settings(context)
         d = business_date(context)
@@ -129,7 +129,7 @@ def contact_daily():
         from airflow.sdk.exceptions import AirflowSkipException
 
         from contactrank.errors import NotReady
-        from ml.score import score as run
+        from contactrank.ml.score import score as run
 
         settings = load_settings(context)
         d = business_date(context)
@@ -144,7 +144,7 @@ def contact_daily():
     def publish(**context) -> dict:
         from contactrank_airflow import export_facts
 
-        from ml.publish import publish as run
+        from contactrank.ml.publish import publish as run
 
         settings = load_settings(context)
         d = business_date(context)
@@ -161,7 +161,7 @@ def contact_daily():
 
     @task(trigger_rule="none_failed")
     def report(**context) -> dict:
-        from ml.report import report as run
+        from contactrank.ml.report import report as run
 
         settings = load_settings(context)
         d = business_date(context)

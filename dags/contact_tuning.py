@@ -38,7 +38,7 @@ Runs at most one at a time and never catches up: only the latest week matters.
 def contact_tuning():
     @task(execution_timeout=timedelta(hours=10))
     def tune(**context) -> dict:
-        from ml.tune import tune as run
+        from contactrank.ml.tune import tune as run
 
         settings = load_settings(context)
         d = business_date(context)

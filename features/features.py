@@ -39,9 +39,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from contactrank.errors import ContactrankError
-from contactrank.settings import Settings
-from features.context import add_context
-from features.lake import (
+from contactrank.features.context import add_context
+from contactrank.features.lake import (
     DATA_FILE,
     atomic_dir,
     duckdb_connect,
@@ -49,7 +48,8 @@ from features.lake import (
     partition_dir,
     write_partition,
 )
-from features.schema import ATTEMPTS, CONTACTS_STATE, CONVERSION_OUTCOMES, REACH_OUTCOMES
+from contactrank.features.schema import ATTEMPTS, CONTACTS_STATE, CONVERSION_OUTCOMES, REACH_OUTCOMES
+from contactrank.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -49,11 +49,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from contactrank.erase import drop_erased
 from contactrank.errors import InputError, QuarantineThresholdExceeded
-from contactrank.settings import Settings
-from features import _validate as v
-from features.lake import (
+from contactrank.features import _validate as v
+from contactrank.features.lake import (
     DATA_FILE,
     duckdb_connect,
     partition_batch,
@@ -61,7 +59,7 @@ from features.lake import (
     partition_dir,
     read_partition,
 )
-from features.schema import (
+from contactrank.features.schema import (
     ATTEMPTS,
     CHANNELS,
     CONTACTS,
@@ -71,6 +69,8 @@ from features.schema import (
     QUARANTINE_META,
     SUPPRESSIONS,
 )
+from contactrank.privacy import drop_erased
+from contactrank.settings import Settings
 
 log = logging.getLogger(__name__)
 

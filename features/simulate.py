@@ -29,7 +29,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from features.schema import CHANNELS, OUTCOMES
+from contactrank.features.schema import CHANNELS, OUTCOMES
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
-from features.schema import FEATURE_PREFIX
+from contactrank.features.schema import FEATURE_PREFIX
 
 
 class Calibrator(Protocol):

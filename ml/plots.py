@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from features.schema import OUTCOMES
+from contactrank.features.schema import OUTCOMES
 
 WIDTH, HEIGHT, DPI = 8.0, 3.6, 100
 

@@ -34,9 +34,9 @@ import pyarrow.parquet as pq
 
 from contactrank.dates import date_range
 from contactrank.errors import InputError, NotReady
+from contactrank.features.lake import read_partition
+from contactrank.features.schema import CONVERSION_OUTCOMES, REACH_OUTCOMES
 from contactrank.settings import Settings
-from features.lake import read_partition
-from features.schema import CONVERSION_OUTCOMES, REACH_OUTCOMES
 
 log = logging.getLogger(__name__)
 

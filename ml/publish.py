@@ -9,10 +9,8 @@ new one, or none, never a partial one; a rerun replaces the date the same way.
 from __future__ import annotations
 
 import hashlib
-import hmac
 import json
 import logging
-import os
 import re
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -22,11 +20,11 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from contactrank.errors import InputError
+from contactrank.features.lake import atomic_dir
+from contactrank.features.schema import PRIORITY
+from contactrank.ml.score import CONTRACT_COLUMNS, read_report, read_scores
+from contactrank.privacy import export_key, pseudonymise
 from contactrank.settings import Settings
-from features.lake import atomic_dir
-from features.schema import PRIORITY
-from ml.score import CONTRACT_COLUMNS, read_report, read_scores
 
 log = logging.getLogger(__name__)
 
@@ -64,22 +62,6 @@ def escape_formulas(table: pa.Table) -> pa.Table:
     return pa.table(cols, names=table.column_names)
 
 
-def _hmac_key(settings: Settings) -> bytes:
-    key = os.environ.get(settings.hmac_key_env)
-    if not key:
-        raise InputError(f"pseudonymise_exports is on but the key variable {settings.hmac_key_env} is not set")
-    return key.encode()
-
-
-def pseudonymise(table: pa.Table, key: bytes, columns: tuple[str, ...] = ("person_id", "contact_id")) -> pa.Table:
-    """Replace the id columns by their HMAC-SHA256 (hex) under ``key``."""
-    for name in columns:
-        i = table.column_names.index(name)
-        values = [None if v is None else hmac.new(key, v.encode(), hashlib.sha256).hexdigest() for v in table.column(name).to_pylist()]
-        table = table.set_column(i, name, pa.array(values, type=pa.string()))
-    return table
-
-
 def _sha256(path: Path) -> str:
     h = hashlib.sha256()
     with path.open("rb") as fh:
@@ -92,7 +74,7 @@ def _write_parquet(table: pa.Table, path: Path) -> None:
     pq.write_table(table, path, compression="zstd")
 
 
-def _write_csv(table: pa.Table, path: Path) -> None:
+def write_csv(table: pa.Table, path: Path) -> None:
     pacsv.write_csv(escape_formulas(table), path, write_options=pacsv.WriteOptions(quoting_style="needed"))
 
 
@@ -102,12 +84,12 @@ def publish(settings: Settings, d: date) -> dict:
     report = read_report(settings, d)
     table = scores.select(CONTRACT_COLUMNS).cast(PRIORITY_SCHEMA)
     if settings.pseudonymise_exports:
-        table = pseudonymise(table, _hmac_key(settings))
+        table = pseudonymise(table, export_key(settings))
     model = report.get("model") or {}
     target = export_dir(settings, d)
     with atomic_dir(target) as staging:
         _write_parquet(table, staging / "priority.parquet")
-        _write_csv(table, staging / "priority.csv")
+        write_csv(table, staging / "priority.csv")
         files = {
             name: {"sha256": _sha256(staging / name), "bytes": (staging / name).stat().st_size}
             for name in ("priority.parquet", "priority.csv")

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from ml.model import ContactModel
+from contactrank.ml.model import ContactModel
 
 
 @dataclass(frozen=True)

@@ -69,7 +69,7 @@ def decide(settings: Settings, challenger: Scorecard, champion: Scorecard | None
 
 def champion_version(settings: Settings) -> int | None:
     """The version behind the ``champion`` alias (an alias lookup, no model load), or None."""
-    from ml.tracking import client as mlflow_client
+    from contactrank.ml.tracking import client as mlflow_client
 
     mv = _alias(mlflow_client(settings), settings, CHAMPION)
     return int(mv.version) if mv is not None else None
@@ -88,7 +88,7 @@ def load_version(settings: Settings, version: int | str):
     """The ContactModel of one registered version (loaded through its MLflow pyfunc)."""
     import mlflow.pyfunc
 
-    from ml.tracking import configure
+    from contactrank.ml.tracking import configure
 
     configure(settings)
     pyfunc = mlflow.pyfunc.load_model(f"models:/{settings.model_name}/{version}")
@@ -97,7 +97,7 @@ def load_version(settings: Settings, version: int | str):
 
 def load_champion(settings: Settings) -> tuple[Any, dict[str, Any]]:
     """(ContactModel, info with name, version, run_id) of the version behind alias ``champion``."""
-    from ml.tracking import client as mlflow_client
+    from contactrank.ml.tracking import client as mlflow_client
 
     client = mlflow_client(settings)
     mv = _alias(client, settings, CHAMPION)
@@ -116,7 +116,7 @@ def load_champion(settings: Settings) -> tuple[Any, dict[str, Any]]:
 
 
 def _scorecard(settings: Settings, model, df, label: str) -> Scorecard:
-    from ml import evaluate as ev
+    from contactrank.ml import evaluate as ev
 
     y = df[label].astype(int).to_numpy()
     p = model.predict_proba(df, num_threads=settings.num_threads)
@@ -128,8 +128,15 @@ def _scorecard(settings: Settings, model, df, label: str) -> Scorecard:
 
 def gate(settings: Settings, d: date) -> dict[str, Any]:
     """Challenger vs champion on the challenger's test day; promote when every rule passes."""
-    from ml.tracking import client as mlflow_client
-    from ml.train import TAG_DRIFT_BLOCKED, TAG_DRIFT_REASON, TAG_TEST_DAY, _labelled, _read_day, label_column
+    from contactrank.ml.tracking import client as mlflow_client
+    from contactrank.ml.train import (
+        TAG_DRIFT_BLOCKED,
+        TAG_DRIFT_REASON,
+        TAG_TEST_DAY,
+        _labelled,
+        _read_day,
+        label_column,
+    )
 
     client = mlflow_client(settings)
     challenger = _alias(client, settings, CHALLENGER)
@@ -202,7 +209,7 @@ def promote(settings: Settings, version: int) -> dict[str, Any]:
     """Point ``champion`` at ``version`` (any registered version: this is also the rollback)."""
     from mlflow.exceptions import MlflowException
 
-    from ml.tracking import client as mlflow_client
+    from contactrank.ml.tracking import client as mlflow_client
 
     client = mlflow_client(settings)
     try:

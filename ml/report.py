@@ -31,12 +31,12 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from contactrank.errors import ContactrankError
+from contactrank.features import lake
+from contactrank.features.schema import KINDS, LABEL_COLUMNS, REACH_OUTCOMES
+from contactrank.ml import plots
+from contactrank.ml.drift import psi
+from contactrank.ml.evaluate import ECE_BINS, ece, heuristic_score, oracle_probabilities
 from contactrank.settings import Settings
-from features import lake
-from features.schema import KINDS, LABEL_COLUMNS, REACH_OUTCOMES
-from ml import plots
-from ml.drift import psi
-from ml.evaluate import ECE_BINS, ece, heuristic_score, oracle_probabilities
 
 log = logging.getLogger(__name__)
 
@@ -200,7 +200,7 @@ class _Inputs:
         """
         if not self.mlflow_store_exists():
             raise _Missing("no model yet: the MLflow store does not exist")
-        from ml.registry import load_champion, load_version
+        from contactrank.ml.registry import load_champion, load_version
 
         published = ((self.manifest() or {}).get("model") or {}).get("version")
         if published is not None:
@@ -292,7 +292,7 @@ def _trained_on(settings: Settings, run_id: str | None) -> str | None:
     """The business date (ISO) a registered model's training run was made for, when recorded."""
     if not run_id:
         return None
-    from ml.tracking import client as mlflow_client
+    from contactrank.ml.tracking import client as mlflow_client
 
     return mlflow_client(settings).get_run(run_id).data.tags.get(TAG_TRAIN_DATE)
 
@@ -317,8 +317,8 @@ class _Runs:
 
 
 def _runs_of_day(settings: Settings, d: date) -> _Runs:
-    from ml.tracking import client as mlflow_client
-    from ml.tracking import configure
+    from contactrank.ml.tracking import client as mlflow_client
+    from contactrank.ml.tracking import configure
 
     exp_id = configure(settings)
     client = mlflow_client(settings)

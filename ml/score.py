@@ -25,11 +25,17 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from contactrank.errors import FailClosed, NotReady
+from contactrank.features.lake import (
+    DATA_FILE,
+    partition_dates,
+    partition_dir,
+    read_partition,
+    write_partition,
+)
+from contactrank.features.schema import CHANNELS, PRIORITY
+from contactrank.ml import explore, reasons
+from contactrank.ml.model import ContactModel
 from contactrank.settings import Settings
-from features.lake import DATA_FILE, partition_dates, partition_dir, read_partition, write_partition
-from features.schema import CHANNELS, PRIORITY
-from ml import explore, reasons
-from ml.model import ContactModel
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +116,7 @@ def _attempt_files(settings: Settings, d: date) -> list[str]:
 
 def _load_model(settings: Settings, model: ContactModel | None, model_info: dict | None) -> tuple[ContactModel, dict]:
     if model is None:
-        from ml.registry import load_champion
+        from contactrank.ml.registry import load_champion
 
         model, model_info = load_champion(settings)
     info = {"name": settings.model_name, "version": None, "run_id": None, **(model_info or {})}
@@ -337,7 +343,7 @@ def score_frame(
     The context of each hour comes from ``features.context.add_context`` (the definition used
     in training); the rest of a row is prepared once and reused for every hour.
     """
-    from features.context import add_context
+    from contactrank.features.context import add_context
 
     valid_from = d + timedelta(days=1)
     predictor = predictor or Predictor(settings, model, 0)
@@ -421,7 +427,7 @@ def _owned(col: pd.Series) -> pd.Series:
 
 def score(settings: Settings, d: date, model: ContactModel | None = None, model_info: dict | None = None) -> dict:
     """Score the candidates of ``d`` and write ``scores/date=D``; return the figures."""
-    from features.lake import duckdb_connect
+    from contactrank.features.lake import duckdb_connect
 
     suppressions = read_suppressions(settings, d)  # first: fail closed before any other work
     model, info = _load_model(settings, model, model_info)

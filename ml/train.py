@@ -28,9 +28,9 @@ import numpy as np
 import pandas as pd
 
 from contactrank.errors import ContactrankError, NotReady
+from contactrank.features.lake import DATA_FILE, partition_dates, partition_dir, read_partition
+from contactrank.features.schema import FEATURE_PREFIX, LABEL_COLUMNS
 from contactrank.settings import Settings
-from features.lake import DATA_FILE, partition_dates, partition_dir, read_partition
-from features.schema import FEATURE_PREFIX, LABEL_COLUMNS
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +128,7 @@ def label_column(settings: Settings) -> str:
 def _read_day(settings: Settings, d: date, columns: list[str] | None = None) -> pd.DataFrame:
     """One training partition as a frame (features.features.load_training when it is available)."""
     try:
-        from features.features import load_training
+        from contactrank.features.features import load_training
     except ImportError:
         load_training = None
     if load_training is not None and columns is None:
@@ -267,7 +267,7 @@ def build_matrix(
     the same share of persons is kept on every day (whole person-days, chosen by a seeded hash
     of person_id: the same persons every run).
     """
-    from ml.model import encode
+    from contactrank.ml.model import encode
 
     label = label_column(settings)
     counts = []
@@ -416,10 +416,10 @@ def train(settings: Settings, d: date, force: bool = False) -> dict[str, Any]:
     """Train, evaluate, log and register a challenger for date ``d`` (see the module docstring)."""
     import mlflow
 
-    from ml import evaluate as ev
-    from ml.model import ContactModel
-    from ml.tracking import client as mlflow_client
-    from ml.tracking import git_sha
+    from contactrank.ml import evaluate as ev
+    from contactrank.ml.model import ContactModel
+    from contactrank.ml.tracking import client as mlflow_client
+    from contactrank.ml.tracking import git_sha
 
     t0 = time.perf_counter()
     window = plan_window(settings, d)
@@ -597,7 +597,7 @@ def train(settings: Settings, d: date, force: bool = False) -> dict[str, Any]:
 
 def _drift(settings: Settings, window: Window, test_df: pd.DataFrame, features: list[str], label: str) -> dict[str, Any]:
     """PSI of each feature and the label rate of the test day against the last week of the window."""
-    from ml.drift import drift_report
+    from contactrank.ml.drift import drift_report
 
     ref_days = (window.train_days + window.valid_days)[-7:]
     ref = pd.concat([_labelled(_read_day(settings, x), label) for x in ref_days], ignore_index=True)
@@ -656,7 +656,7 @@ def _log_model(settings: Settings, model, test_df: pd.DataFrame, features: list[
     import sklearn
     from mlflow.models import infer_signature
 
-    from ml.model import ContactPyfunc
+    from contactrank.ml.model import ContactPyfunc
 
     example = _example(test_df, features, model.categories)
     signature = infer_signature(example, model.predict_proba(example))
@@ -700,7 +700,7 @@ def _write_artifacts(
     metrics: dict[str, float],
     params: dict[str, Any],
 ) -> None:
-    from ml import evaluate as ev
+    from contactrank.ml import evaluate as ev
 
     gain = pd.Series(
         model.booster.feature_importance(importance_type="gain"), index=model.features, name="gain"

@@ -57,7 +57,7 @@ def _fail_stale(study) -> int:
 
 
 def _write_best(settings: Settings, blob: dict[str, Any]) -> None:
-    from ml.train import best_params_path
+    from contactrank.ml.train import best_params_path
 
     path = best_params_path(settings)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -73,8 +73,15 @@ def tune(settings: Settings, d: date, trials: int = 20) -> dict[str, Any]:
     from optuna.trial import TrialState
     from optuna_integration import LightGBMPruningCallback
 
-    from ml.tracking import configure
-    from ml.train import build_matrix, fit, freeze_categories, lgb_params, make_datasets, plan_window
+    from contactrank.ml.tracking import configure
+    from contactrank.ml.train import (
+        build_matrix,
+        fit,
+        freeze_categories,
+        lgb_params,
+        make_datasets,
+        plan_window,
+    )
 
     window = plan_window(settings, d)
     if isinstance(window, str):

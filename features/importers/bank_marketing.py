@@ -50,7 +50,7 @@ import numpy as np
 import pandas as pd
 
 from contactrank.errors import InputError
-from features.schema import ATTEMPT_LANDING_COLUMNS
+from contactrank.features.schema import ATTEMPT_LANDING_COLUMNS
 
 log = logging.getLogger(__name__)
 

@@ -7,9 +7,9 @@ from datetime import UTC, date, datetime, timedelta
 import numpy as np
 import pandas as pd
 
+from contactrank.features.lake import write_partition
+from contactrank.features.schema import ATTEMPTS, CHANNELS, CONTACTS_STATE, OUTCOMES
 from contactrank.settings import Settings
-from features.lake import write_partition
-from features.schema import ATTEMPTS, CHANNELS, CONTACTS_STATE, OUTCOMES
 
 START = date(2025, 1, 1)
 

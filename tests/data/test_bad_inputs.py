@@ -12,8 +12,8 @@ from datetime import date
 
 import pytest
 
-from features.ingest import ingest
-from features.lake import read_partition
+from contactrank.features.ingest import ingest
+from contactrank.features.lake import read_partition
 
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1] / "unit"))
 from test_ingest import ATT_COLS, D, good_rows, write_csv  # noqa: E402

@@ -12,9 +12,10 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
 
-from contactrank.erase import drop_erased, erase, erased_hashes, keyed_hash
+from contactrank.erase import erase
 from contactrank.errors import ContactrankError
-from features import lake
+from contactrank.features import lake
+from contactrank.privacy import drop_erased, erased_hashes, keyed_hash
 
 D = date(2026, 3, 2)
 VICTIM, OTHER = "11122233344", "55566677788"
@@ -121,8 +122,8 @@ def test_erasure_refuses_to_report_success_when_the_id_survives(settings) -> Non
 
 def test_future_deliveries_of_an_erased_person_are_dropped_at_ingest(settings, tmp_path: Path) -> None:
     """Erase after ingesting a simulated day; the same landing files re-ingested bring nothing back."""
-    from features.ingest import ingest
-    from features.simulate import simulate
+    from contactrank.features.ingest import ingest
+    from contactrank.features.simulate import simulate
 
     landing = settings.landing
     simulate(landing, D, 2, persons=300, seed=3)

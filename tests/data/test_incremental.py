@@ -10,9 +10,9 @@ import pyarrow.parquet as pq
 import pytest
 from feature_history import START, attempt, attempts_for, contacts, history, write_attempts
 
-import features.features as ff
-from features.features import DAILY_AGG, STATE, build_features
-from features.lake import DATA_FILE, partition_dir
+import contactrank.features.features as ff
+from contactrank.features.features import DAILY_AGG, STATE, build_features
+from contactrank.features.lake import DATA_FILE, partition_dir
 
 # Attempt days chosen so that, while the chain runs over days 395..410, days leave every window:
 # 365d (days 31..44), 90d (305..320), 30d (370, 380) and 7d (390..403).

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from contactrank.errors import QuarantineThresholdExceeded
-from features.ingest import REPORT_FILE, ingest
-from features.lake import partition_dir, read_partition
-from features.simulate import simulate
+from contactrank.features.ingest import REPORT_FILE, ingest
+from contactrank.features.lake import partition_dir, read_partition
+from contactrank.features.simulate import simulate
 
 START = date(2026, 1, 1)
 KINDS = ("attempts", "contacts", "contacts_state", "suppressions", "persons")

@@ -22,9 +22,9 @@ from feature_history import (
 )
 from test_incremental import assert_same, sorted_partition
 
-import features.features as ff
-from features.features import STATE, build_features
-from features.lake import DATA_FILE, partition_dir
+import contactrank.features.features as ff
+from contactrank.features.features import STATE, build_features
+from contactrank.features.lake import DATA_FILE, partition_dir
 
 ATTEMPT_DAYS = [0, 5, 20, 60, 97, 98, 99, 100, 101, 102, 103, 104]
 D = 101

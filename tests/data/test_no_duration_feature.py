@@ -14,10 +14,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.importers.bank_marketing import import_bank_marketing
+from contactrank.features.importers.bank_marketing import import_bank_marketing
 
 FULL = Path("/work/shared/datasets/bank_marketing/bank-full.csv")
-_PIPELINE = all(importlib.util.find_spec(m) is not None for m in ("features.ingest", "features.features"))
+_PIPELINE = all(importlib.util.find_spec(m) is not None for m in ("contactrank.features.ingest", "contactrank.features.features"))
 
 pytestmark = [
     pytest.mark.skipif(not FULL.is_file(), reason="the shared Bank Marketing files are not on this machine"),
@@ -53,8 +53,8 @@ def test_the_check_catches_a_leak() -> None:
 
 
 def test_duration_never_reaches_a_feature(settings) -> None:
-    from features.features import build_features
-    from features.ingest import ingest
+    from contactrank.features.features import build_features
+    from contactrank.features.ingest import ingest
 
     landing = settings.home / "landing"
     out = import_bank_marketing(FULL, landing, limit=1700)  # 2008-05-04 .. 2008-05-09

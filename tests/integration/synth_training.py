@@ -11,7 +11,7 @@ from datetime import date, timedelta
 import numpy as np
 import pandas as pd
 
-from features.lake import write_partition
+from contactrank.features.lake import write_partition
 
 CHANNELS = np.array(["voice", "sms", "email", "whatsapp"])
 SOURCES = np.array(["customer", "bureau", "enrichment"])

@@ -43,7 +43,7 @@ def _dags_test(env: dict[str, str], d: date, log_dir: Path) -> str:
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    from features.simulate import simulate
+    from contactrank.features.simulate import simulate
 
     base = tmp_path_factory.mktemp("e2e")
     home = base / "home"

@@ -6,9 +6,9 @@ from datetime import date, timedelta
 
 from synth_training import write_days
 
+from contactrank.ml import registry
+from contactrank.ml.train import train
 from contactrank.settings import Settings
-from ml import registry
-from ml.train import train
 
 D = date(2026, 5, 30)
 
@@ -31,7 +31,7 @@ def test_label_rate_shift_blocks_promotion_and_logs_the_figures(settings: Settin
     assert g["status"] == "rejected" and g["champion"] == first["version"]
     assert any(r.startswith("fail: drift: label rate") for r in g["reasons"])
     # the figures are on the run for the MLflow UI
-    from ml.tracking import client
+    from contactrank.ml.tracking import client
 
     run = client(s).get_run(shifted["run_id"]).data
     assert run.metrics["drift_label_rate_ratio"] > 2.0

@@ -21,7 +21,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from features.simulate import simulate
+from contactrank.features.simulate import simulate
 
 pytestmark = pytest.mark.slow
 

@@ -16,9 +16,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from features.lake import write_partition
-from ml import publish as pub
-from ml.score import REPORT_FILE, SCORES_SCHEMA
+from contactrank.features.lake import write_partition
+from contactrank.ml import publish as pub
+from contactrank.ml.score import REPORT_FILE, SCORES_SCHEMA
 
 D = date(2026, 11, 20)
 ROOT = Path(__file__).resolve().parents[2]
@@ -30,7 +30,7 @@ CHILD = textwrap.dedent(
     from datetime import date
     from pathlib import Path
     from contactrank.settings import load_settings
-    import ml.publish as pub
+    import contactrank.ml.publish as pub
 
     home, marker, where = sys.argv[1], Path(sys.argv[2]), sys.argv[3]
 
@@ -39,11 +39,11 @@ CHILD = textwrap.dedent(
         time.sleep(120)
 
     if where == "csv":
-        real = pub._write_csv
-        def _write_csv(table, path):
+        real = pub.write_csv
+        def write_csv(table, path):
             real(table, path)
             hang()
-        pub._write_csv = _write_csv
+        pub.write_csv = write_csv
     else:  # between moving the old directory aside and renaming the new one in
         real_replace = os.replace
         def replace(src, dst):

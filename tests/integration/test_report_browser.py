@@ -95,7 +95,7 @@ def _render(page: Path, workdir: Path) -> tuple[dict, list[str]]:
 def test_full_report_renders_every_image_without_console_errors(
     settings: Settings, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    from ml.report import PANELS, report
+    from contactrank.ml.report import PANELS, report
 
     helpers = _unit_helpers()
     world = helpers.build_lake(settings, days=8, train_days=4)
@@ -117,7 +117,7 @@ def test_full_report_renders_every_image_without_console_errors(
 def test_report_of_an_empty_home_renders_cleanly(settings: Settings, tmp_path: Path) -> None:
     from datetime import date
 
-    from ml.report import PANELS, report
+    from contactrank.ml.report import PANELS, report
 
     page = report(settings, date(2026, 3, 20))
 

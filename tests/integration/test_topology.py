@@ -239,7 +239,7 @@ def _wait_http(url: str, procs: Procs, seconds: float) -> None:
 @pytest.mark.topology
 @pytest.mark.slow
 def test_contact_daily_on_the_native_topology(postgres: dict, tmp_path: Path) -> None:
-    from features.simulate import simulate
+    from contactrank.features.simulate import simulate
 
     home, airflow_home, logs = tmp_path / "home", tmp_path / "airflow", tmp_path / "logs"
     logs.mkdir()

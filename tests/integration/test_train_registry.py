@@ -10,15 +10,15 @@ import pytest
 from synth_training import make_day, write_days
 
 from contactrank.errors import InputError, NotReady
+from contactrank.ml import registry
+from contactrank.ml.train import train
 from contactrank.settings import Settings
-from ml import registry
-from ml.train import train
 
 D = date(2026, 11, 20)
 
 
 def _client(settings: Settings):
-    from ml.tracking import client
+    from contactrank.ml.tracking import client
 
     return client(settings)
 

@@ -8,9 +8,9 @@ from datetime import date
 import optuna
 from synth_training import write_days
 
+from contactrank.ml.train import train
+from contactrank.ml.tune import storage_url, study_name, tune
 from contactrank.settings import Settings
-from ml.train import train
-from ml.tune import storage_url, study_name, tune
 
 D = date(2026, 11, 20)
 
@@ -35,7 +35,7 @@ def test_tune_resumes_a_killed_study_and_feeds_train(settings: Settings) -> None
     assert tune(s, D, trials=4)["trials_run"] == 0
 
     # nested MLflow runs under one parent per invocation
-    from ml.tracking import client
+    from contactrank.ml.tracking import client
 
     c = client(s)
     children = c.search_runs(

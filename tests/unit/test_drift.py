@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ml.drift import drift_report, psi
+from contactrank.ml.drift import drift_report, psi
 
 
 def _frame(n: int, shift: float = 0.0, rate: float = 0.2, seed: int = 0) -> pd.DataFrame:

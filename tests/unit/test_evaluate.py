@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ml import evaluate as ev
+from contactrank.ml import evaluate as ev
 
 
 def test_ece_by_hand() -> None:

@@ -7,7 +7,7 @@ from datetime import date, timedelta
 import numpy as np
 import pandas as pd
 
-from ml import explore
+from contactrank.ml import explore
 
 D = date(2026, 11, 20)
 

@@ -11,11 +11,11 @@ import pyarrow as pa
 import pytest
 
 from contactrank.errors import NotReady
+from contactrank.features.context import add_context
+from contactrank.features.features import build_features, load_features, load_training
+from contactrank.features.lake import write_partition
+from contactrank.features.schema import ATTEMPTS, CONTACTS_STATE
 from contactrank.settings import Settings
-from features.context import add_context
-from features.features import build_features, load_features, load_training
-from features.lake import write_partition
-from features.schema import ATTEMPTS, CONTACTS_STATE
 
 D0 = date(2025, 3, 3)  # a Monday
 M = 5.0  # settings.prior_strength
@@ -148,7 +148,7 @@ def test_stream_writes_every_chunk_and_surfaces_a_writer_failure(tmp_path):
     import duckdb
     import pyarrow.parquet as pq
 
-    from features.features import _stream
+    from contactrank.features.features import _stream
 
     con = duckdb.connect()
     sqls = [f"SELECT range AS x FROM range({lo}, {lo + 5})" for lo in (0, 5, 10)]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from contactrank.ml.registry import Scorecard, decide
 from contactrank.settings import Settings
-from ml.registry import Scorecard, decide
 
 
 @pytest.fixture

@@ -11,8 +11,8 @@ import pytest
 
 from contactrank.cli import main
 from contactrank.errors import InputError
-from features.importers import import_dataset
-from features.importers.bank_marketing import import_bank_marketing
+from contactrank.features.importers import import_dataset
+from contactrank.features.importers.bank_marketing import import_bank_marketing
 
 DATA = Path("/work/shared/datasets/bank_marketing")
 FULL = DATA / "bank-full.csv"

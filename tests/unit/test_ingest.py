@@ -12,9 +12,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from contactrank.errors import InputError, QuarantineThresholdExceeded
-from features.ingest import REPORT_FILE, ingest
-from features.lake import partition_dir, read_partition
-from features.schema import ATTEMPT_LANDING_COLUMNS, ATTEMPTS, CONTACTS_STATE
+from contactrank.features.ingest import REPORT_FILE, ingest
+from contactrank.features.lake import partition_dir, read_partition
+from contactrank.features.schema import ATTEMPT_LANDING_COLUMNS, ATTEMPTS, CONTACTS_STATE
 
 D = date(2026, 1, 3)
 ATT_COLS = list(ATTEMPT_LANDING_COLUMNS)
@@ -564,7 +564,7 @@ def test_parquet_vocabulary_columns_are_read_encoded_and_stored_plain(settings, 
 def test_addresses_seen_only_in_attempts_become_live_candidates_through_the_features(settings, tmp_path):
     """They are not delivered contacts (contacts_state stays empty) but CONTRACT.md makes them
     candidates: the features step does, with the channel of their latest attempt."""
-    from features.features import build_features
+    from contactrank.features.features import build_features
 
     d1, d2 = date(2026, 1, 2), D
     row = good_rows(1)[0]
@@ -606,7 +606,7 @@ def test_addresses_seen_only_in_attempts_become_live_candidates_through_the_feat
 
 
 def test_threaded_validation_gives_the_same_lake_as_one_thread(settings, tmp_path, monkeypatch):
-    import features.ingest as fi
+    import contactrank.features.ingest as fi
 
     rows = good_rows(40)
     rows[3]["channel"] = "pigeon"  # bad rows in the first and the last range

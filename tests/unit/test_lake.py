@@ -10,7 +10,7 @@ import pytest
 
 from contactrank.dates import date_range, parse_date, validate_id
 from contactrank.errors import InputError
-from features import lake
+from contactrank.features import lake
 
 D = date(2026, 1, 5)
 

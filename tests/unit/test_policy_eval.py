@@ -10,10 +10,10 @@ import pyarrow as pa
 import pytest
 
 from contactrank.errors import InputError, NotReady
-from features.lake import write_partition
-from ml import policy_eval as pe
-from ml.publish import publish
-from ml.score import REPORT_FILE, SCORES_SCHEMA
+from contactrank.features.lake import write_partition
+from contactrank.ml import policy_eval as pe
+from contactrank.ml.publish import publish
+from contactrank.ml.score import REPORT_FILE, SCORES_SCHEMA
 
 
 def toy_log(n: int, seed: int = 0):

@@ -13,9 +13,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from contactrank.errors import InputError, NotReady
-from features.lake import write_partition
-from ml import publish as pub
-from ml.score import REPORT_FILE, SCORES_SCHEMA
+from contactrank.features.lake import write_partition
+from contactrank.ml import publish as pub
+from contactrank.ml.score import REPORT_FILE, SCORES_SCHEMA
 
 D = date(2026, 11, 20)
 CONTRACT = ["person_id", "contact_id", "channel", "rank", "score", "best_hour", "reason", "explore", "propensity", "model_version"]

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from test_score import tiny_model
 
-from ml import reasons
+from contactrank.ml import reasons
 
 
 @pytest.fixture(scope="module")

@@ -13,10 +13,10 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
+from contactrank.features import lake
+from contactrank.features.schema import ATTEMPTS, CHANNELS, OUTCOMES, REACH_OUTCOMES
+from contactrank.ml.model import ContactModel, categorical_columns, feature_columns, freeze_categories
 from contactrank.settings import Settings
-from features import lake
-from features.schema import ATTEMPTS, CHANNELS, OUTCOMES, REACH_OUTCOMES
-from ml.model import ContactModel, categorical_columns, feature_columns, freeze_categories
 
 D = date(2026, 3, 20)
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -227,7 +227,7 @@ def write_export(
 
 def use_champion(monkeypatch: pytest.MonkeyPatch, model: ContactModel, version: str = "3") -> None:
     """Stand-in for the registry until a test registers a real champion (the model itself is real)."""
-    from ml import report as report_mod
+    from contactrank.ml import report as report_mod
 
     monkeypatch.setattr(
         report_mod._Inputs, "_champion", lambda self: (model, {"version": version, "run_id": "r"})
@@ -249,7 +249,7 @@ def _images(page: str) -> list[bytes]:
 
 
 def test_all_inputs_missing_gives_a_report_that_says_so(settings: Settings) -> None:
-    from ml.report import PANELS, report
+    from contactrank.ml.report import PANELS, report
 
     path = report(settings, D)
 
@@ -265,7 +265,7 @@ def test_all_inputs_missing_gives_a_report_that_says_so(settings: Settings) -> N
 
 
 def test_full_lake_draws_every_panel(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
-    from ml.report import PANELS, report
+    from contactrank.ml.report import PANELS, report
 
     world = build_lake(settings)
     use_champion(monkeypatch, world["model"])
@@ -305,7 +305,7 @@ def test_full_lake_draws_every_panel(settings: Settings, monkeypatch: pytest.Mon
 
 
 def test_report_is_idempotent_and_atomic(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
-    from ml.report import report
+    from contactrank.ml.report import report
 
     world = build_lake(settings, days=4, train_days=2)
     use_champion(monkeypatch, world["model"])
@@ -320,7 +320,7 @@ def test_report_is_idempotent_and_atomic(settings: Settings, monkeypatch: pytest
 
 
 def test_missing_model_only_affects_model_panels(settings: Settings) -> None:
-    from ml.report import report
+    from contactrank.ml.report import report
 
     build_lake(settings, days=5, train_days=3)
     summary = _panels(report(settings, D))
@@ -335,7 +335,7 @@ def test_missing_model_only_affects_model_panels(settings: Settings) -> None:
 
 
 def test_single_labelled_day_and_no_truth(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
-    from ml.report import report
+    from contactrank.ml.report import report
 
     world = build_lake(settings, days=3, train_days=1, export=False)
     (settings.landing / "truth_attempts.parquet").unlink()
@@ -351,7 +351,7 @@ def test_single_labelled_day_and_no_truth(settings: Settings, monkeypatch: pytes
 
 
 def test_a_broken_panel_is_shown_not_raised(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
-    from ml import report as report_mod
+    from contactrank.ml import report as report_mod
 
     build_lake(settings, days=3, train_days=2)
 
@@ -371,7 +371,7 @@ def test_a_broken_panel_is_shown_not_raised(settings: Settings, monkeypatch: pyt
 
 
 def test_history_window_ignores_days_after_the_report_date(settings: Settings) -> None:
-    from ml.report import report
+    from contactrank.ml.report import report
 
     build_lake(settings, d=D + timedelta(days=5), days=8, train_days=1, export=False)
     page = report(settings, D).read_text()
@@ -383,10 +383,10 @@ def test_history_window_ignores_days_after_the_report_date(settings: Settings) -
 @pytest.mark.slow
 def test_real_registry_gate_decision_and_mlflow_artifact(settings: Settings) -> None:
     """Train and gate through ml.train / ml.registry, promote by hand, and report on the real store."""
-    from ml.registry import gate, promote
-    from ml.report import PANELS, report
-    from ml.tracking import client as mlflow_client
-    from ml.train import train
+    from contactrank.ml.registry import gate, promote
+    from contactrank.ml.report import PANELS, report
+    from contactrank.ml.tracking import client as mlflow_client
+    from contactrank.ml.train import train
 
     s = settings.replace(min_train_days=3, valid_days=1, num_boost_round=30)
     build_lake(s, days=10, train_days=7, export=False)

@@ -11,15 +11,15 @@ import pyarrow as pa
 import pytest
 
 from contactrank.errors import FailClosed, NotReady
-from features.lake import partition_dir, read_partition, write_partition
-from ml.model import ContactModel
-from ml.score import read_report, score
+from contactrank.features.lake import partition_dir, read_partition, write_partition
+from contactrank.ml.model import ContactModel
+from contactrank.ml.score import read_report, score
 
 D = date(2026, 11, 20)
 
 
 def add_context(df: pd.DataFrame, day: date, hour: int) -> pd.DataFrame:
-    from features.context import add_context as real
+    from contactrank.features.context import add_context as real
 
     return real(df, day=day, hour=hour)
 
@@ -291,7 +291,7 @@ def _mixed_frame(n: int = 500) -> pd.DataFrame:
 def test_predictor_matches_predict_proba_with_a_calibrator(settings, model):
     from sklearn.isotonic import IsotonicRegression
 
-    from ml.score import Predictor, model_matrix
+    from contactrank.ml.score import Predictor, model_matrix
 
     df = _mixed_frame()
     raw = model.raw_score(df)
@@ -304,7 +304,7 @@ def test_predictor_matches_predict_proba_with_a_calibrator(settings, model):
 
 def test_compiled_predictor_agrees_with_lightgbm(settings, model):
     pytest.importorskip("lleaves")
-    from ml.score import Predictor, model_matrix
+    from contactrank.ml.score import Predictor, model_matrix
 
     x = model_matrix(model, model.prepare(_mixed_frame()))
     stock = Predictor(settings, model, 0, kind="lightgbm").proba(x)

@@ -11,9 +11,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from features._validate import read_landing_file
-from features.schema import CHANNELS, OUTCOMES, REACH_OUTCOMES
-from features.simulate import simulate
+from contactrank.features._validate import read_landing_file
+from contactrank.features.schema import CHANNELS, OUTCOMES, REACH_OUTCOMES
+from contactrank.features.simulate import simulate
 
 START = date(2026, 1, 1)
 

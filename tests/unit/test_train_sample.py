@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from features.lake import read_partition
-from ml.train import build_matrix, freeze_categories, plan_window
+from contactrank.features.lake import read_partition
+from contactrank.ml.train import build_matrix, freeze_categories, plan_window
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
 from synth_training import write_days  # noqa: E402
@@ -48,7 +48,7 @@ def test_no_cap_or_a_high_cap_keeps_every_row(settings):
 
 
 def test_the_cap_changes_the_training_config(settings):
-    from ml.train import _train_config, lgb_params
+    from contactrank.ml.train import _train_config, lgb_params
 
     params = lgb_params(settings, None)
     smaller = dataclasses.replace(settings, train_max_rows=1000)

@@ -12,10 +12,10 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
+from contactrank.features import _validate as v
+from contactrank.features.ingest import _Ctx, _validate_attempts
+from contactrank.features.schema import CHANNELS, OUTCOMES
 from contactrank.settings import load_settings
-from features import _validate as v
-from features.ingest import _Ctx, _validate_attempts
-from features.schema import CHANNELS, OUTCOMES
 
 D = date(2026, 1, 3)
 TZ = "America/Sao_Paulo"
