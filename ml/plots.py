@@ -1,22 +1,30 @@
-"""The daily report's charts: small pure functions from prepared data to PNG bytes.
+"""The project's charts: small pure functions from prepared data to PNG bytes or PNG files.
 
-Figures are built with ``matplotlib.figure.Figure`` and rendered by the Agg canvas directly, so
-nothing here touches pyplot's global state or the process-wide backend (safe in Airflow workers
-and under a test runner that already chose another backend). matplotlib is imported inside the
-functions: importing this module costs nothing.
+The daily report's charts return PNG bytes; the training artefacts (``plot_*``) write one file
+each and return its path. Figures are built with ``matplotlib.figure.Figure`` and rendered by
+the Agg canvas directly, so nothing here touches pyplot's global state or the process-wide
+backend (safe in Airflow workers, in threads, and under a test runner that already chose
+another backend).
 """
 
 from __future__ import annotations
 
 import io
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import LogLocator, NullFormatter, PercentFormatter, ScalarFormatter
+from sklearn.calibration import calibration_curve
 
 from contactrank.features.schema import OUTCOMES
+from contactrank.ml.evaluate import ece, reliability
 
 WIDTH, HEIGHT, DPI = 8.0, 3.6, 100
+ARTEFACT_DPI = 72  # training artefacts: small files, the resolution they always had
 
 # Reached outcomes in greens, dead ends in reds, the rest in greys/blues: the mix reads at a glance.
 OUTCOME_COLOURS = {
@@ -35,16 +43,12 @@ SERIES_COLOURS = {"model": "#1f77b4", "last success": "#ff7f0e", "oracle": "#2ca
 
 
 def _figure(ncols: int = 1, width: float = WIDTH, height: float = HEIGHT):
-    from matplotlib.figure import Figure
-
     fig = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
     axes = fig.subplots(1, ncols)
     return fig, axes
 
 
 def _png(fig) -> bytes:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-
     FigureCanvasAgg(fig)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=DPI)
@@ -144,8 +148,6 @@ def reach_by_hour(stats: pd.DataFrame, min_attempts: int) -> bytes:
 
 def calibration(y: np.ndarray, p: np.ndarray, n_bins: int = 10) -> bytes:
     """Reliability curve (quantile bins) with the score histogram beneath it."""
-    from sklearn.calibration import calibration_curve
-
     frac, mean = calibration_curve(y, p, n_bins=n_bins, strategy="quantile")
     fig, (ax, hist) = _figure(ncols=2)
     top = (
@@ -256,8 +258,6 @@ def exploration(shares: Sequence[tuple[str, float]], propensity: np.ndarray) -> 
     positive = counts[counts > 0]
     if len(positive) and positive.max() / positive.min() > 50:
         # greedy rows pile up near 1 and explored ones are few: a log axis keeps both visible
-        from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
-
         hist.set_yscale("log")
         hist.yaxis.set_major_locator(LogLocator(base=10))
         hist.yaxis.set_major_formatter(ScalarFormatter())
@@ -270,6 +270,116 @@ def exploration(shares: Sequence[tuple[str, float]], propensity: np.ndarray) -> 
 
 
 def _percent(decimals: int = 0):
-    from matplotlib.ticker import PercentFormatter
-
     return PercentFormatter(xmax=1.0, decimals=decimals)
+
+
+# --------------------------------------------------------------------------------------------
+# training artefacts: one PNG file per chart, logged with the model run
+
+
+def plot_calibration(y: np.ndarray, curves: dict[str, np.ndarray], path: Path) -> Path:
+    """Reliability diagram of each probability vector in ``curves`` (with its ECE in the legend)."""
+    fig, ax = _artefact_figure(5.5, 5)
+    ax.plot([0, 1], [0, 1], "k--", lw=1, label="perfect")
+    for name, p in curves.items():
+        rel = reliability(y, p)
+        ax.plot(rel["mean_p"], rel["rate"], "o-", ms=3, label=f"{name} (ECE {ece(y, p):.4f})")
+    ax.set_xlabel("predicted probability")
+    ax.set_ylabel("observed success rate")
+    ax.set_title("Calibration on the test day")
+    ax.legend(fontsize=8)
+    return _save_artefact(fig, path)
+
+
+def plot_gains(y: np.ndarray, scores: dict[str, np.ndarray], path: Path) -> Path:
+    """Cumulative gain and lift of each scorer: share of successes captured in the top x% of attempts."""
+    y = np.asarray(y, dtype="float64")
+    fig, (ax1, ax2) = _artefact_figure(10, 4.5, ncols=2)
+    total = max(y.sum(), 1.0)
+    x = np.arange(1, len(y) + 1) / max(len(y), 1)
+    # at most ~500 points per curve: the picture is the same and drawing stays cheap
+    pick = np.unique(np.linspace(0, max(len(y) - 1, 0), min(len(y), 500)).astype(int))
+    start = pick[pick >= len(x) // 100]
+    for name, s in scores.items():
+        order = np.argsort(-np.asarray(s, dtype="float64"), kind="mergesort")
+        gain = np.cumsum(y[order]) / total
+        ax1.plot(x[pick], gain[pick], label=name)
+        lift = gain / x
+        ax2.plot(x[start], lift[start], label=name)
+    ax1.plot([0, 1], [0, 1], "k--", lw=1)
+    ax1.set_xlabel("share of attempts (ranked by score)")
+    ax1.set_ylabel("share of successes captured")
+    ax1.set_title("Cumulative gain, test day")
+    ax2.axhline(1.0, color="k", ls="--", lw=1)
+    ax2.set_xlabel("share of attempts")
+    ax2.set_ylabel("lift")
+    ax2.set_title("Lift vs baselines")
+    ax1.legend(fontsize=8)
+    return _save_artefact(fig, path)
+
+
+def plot_importance(importance: pd.Series, path: Path, top: int = 25) -> Path:
+    """Horizontal bar chart of the largest values (gain importance)."""
+    imp = importance.sort_values(ascending=False).head(top)[::-1]
+    fig, ax = _artefact_figure(7, 0.28 * len(imp) + 1.2)
+    ax.barh(imp.index, imp.to_numpy())
+    ax.set_xlabel("total gain")
+    ax.set_title("Feature importance (gain)")
+    ax.tick_params(axis="y", labelsize=7)
+    return _save_artefact(fig, path)
+
+
+def plot_shap_summary(
+    contrib: pd.DataFrame, values: pd.DataFrame, path: Path, top: int = 20, seed: int = 0
+) -> Path:
+    """SHAP summary (beeswarm-like): per feature, each row's contribution coloured by its value rank."""
+    contrib = contrib.drop(columns=["bias"], errors="ignore")
+    order = contrib.abs().mean().sort_values(ascending=False).head(top).index[::-1]
+    rng = np.random.default_rng(seed)
+    fig, ax = _artefact_figure(7.5, 0.32 * len(order) + 1.5)
+    for i, col in enumerate(order):
+        c = contrib[col].to_numpy()
+        v = values[col]
+        if isinstance(v.dtype, pd.CategoricalDtype):
+            v = pd.Series(v.cat.codes, index=v.index).where(v.cat.codes >= 0)
+        v = pd.to_numeric(v, errors="coerce")
+        colour = v.rank(pct=True).to_numpy()
+        jitter = rng.uniform(-0.3, 0.3, len(c))
+        sc = ax.scatter(
+            c, i + jitter, c=colour, cmap="coolwarm", s=3, alpha=0.6, vmin=0, vmax=1, rasterized=True
+        )
+    ax.set_yticks(range(len(order)))
+    ax.set_yticklabels(order, fontsize=7)
+    ax.axvline(0, color="k", lw=0.8)
+    ax.set_xlabel("SHAP value (contribution to the raw score)")
+    ax.set_title("SHAP summary, test day (colour: feature value rank)")
+    if len(order):
+        fig.colorbar(sc, ax=ax, label="feature value (low → high)")
+    return _save_artefact(fig, path)
+
+
+def plot_confusion(cm: dict[str, int], threshold: float, path: Path) -> Path:
+    """The 2x2 confusion matrix at the operating threshold."""
+    mat = np.array([[cm["tn"], cm["fp"]], [cm["fn"], cm["tp"]]])
+    fig, ax = _artefact_figure(4.2, 3.8)
+    ax.imshow(mat, cmap="Blues")
+    for (i, j), v in np.ndenumerate(mat):
+        ax.text(j, i, f"{v:,}", ha="center", va="center", color="black")
+    ax.set_xticks([0, 1], ["pred 0", "pred 1"])
+    ax.set_yticks([0, 1], ["true 0", "true 1"])
+    ax.set_title(f"Confusion at p >= {threshold:.3f}")
+    return _save_artefact(fig, path)
+
+
+def _artefact_figure(width: float, height: float, ncols: int = 1):
+    # pyplot's default dpi and layout, so the files look as they did when pyplot drew them
+    fig = Figure(figsize=(width, height))
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, ncols)
+    return fig, axes
+
+
+def _save_artefact(fig: Figure, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=ARTEFACT_DPI)
+    return path
