@@ -1,4 +1,4 @@
-"""Load test of the daily run (issue 7, item 4): one whole day at the scale of the features benchmark.
+"""Load test of the daily run: one whole day at the scale of the features benchmark.
 
 History: 120 days x 300k attempts (36M rows), 2M persons, 5M contacts (the generator of
 ``bench/features.py``). Set-up (not measured): the last day's attempts become a landing file with
@@ -28,9 +28,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
+from contactrank.stages import STAGE_NAMES as STEPS  # noqa: E402
+
 DAYS = 120
 FIRST_TRAINING_DAY = 108  # 11 labelled days before the run date: 7 train + 3 validation + the test day
-STEPS = ("ingest", "features", "train", "gate", "score", "publish", "report")
 RSS_BOUND_GIB = 6.0
 
 

@@ -1,4 +1,4 @@
-"""Quality bar (issue 4, item 7): on the project's simulator, test AUC vs the oracle and baselines.
+"""Quality bar: on the project's simulator, test AUC vs the oracle and baselines.
 
     nice .venv/bin/python bench/quality.py                    # 60 days x 50k persons
     .venv/bin/python bench/quality.py --days 15 --persons 5000 # smoke

@@ -1,10 +1,12 @@
 """The daily pipeline as plain function calls: what `contactrank run` and `backfill` execute.
 
-The Airflow DAG `contact_daily` calls the same stage functions, one task each.
+The Airflow DAG `contact_daily` calls the same stages (``contactrank.stages.STAGES``), one task each,
+through ``run_step``.
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
 from collections.abc import Callable
 from datetime import date
@@ -14,43 +16,21 @@ from typing import Any
 from contactrank.dates import date_range
 from contactrank.errors import NotReady
 from contactrank.settings import Settings
+from contactrank.stages import STAGE_NAMES, stage
 
 log = logging.getLogger(__name__)
 
-STEPS = ("ingest", "features", "train", "gate", "score", "publish", "report")
+STEPS = STAGE_NAMES
 
 
 def run_step(step: str, settings: Settings, d: date, landing: Path | None = None) -> dict[str, Any]:
-    """Run one named step for date ``d`` (imports lazily: each stage pulls its own libraries)."""
+    """Run one named step for date ``d``; the stage's module is imported here, when it runs."""
+    module, _, name = stage(step).function.partition(":")
+    function = getattr(importlib.import_module(module), name)
     if step == "ingest":
-        from contactrank.features.ingest import ingest
-
-        return ingest(settings, d, landing=landing)
-    if step == "features":
-        from contactrank.features.features import build_features
-
-        return build_features(settings, d)
-    if step == "train":
-        from contactrank.ml.train import train
-
-        return train(settings, d)
-    if step == "gate":
-        from contactrank.ml.registry import gate
-
-        return gate(settings, d)
-    if step == "score":
-        from contactrank.ml.score import score
-
-        return score(settings, d)
-    if step == "publish":
-        from contactrank.ml.publish import publish
-
-        return publish(settings, d)
-    if step == "report":
-        from contactrank.ml.report import report
-
-        return {"report": str(report(settings, d))}
-    raise ValueError(f"unknown step {step!r}")
+        return function(settings, d, landing=landing)
+    result = function(settings, d)
+    return result if isinstance(result, dict) else {step: str(result)}
 
 
 def run_date(
@@ -63,21 +43,22 @@ def run_date(
     """Every step for one date, in order; stops at the first failure (the exception propagates).
 
     Before the first champion exists (the first days of history), scoring raises NotReady: the
-    run then skips score and publish for that date, says why, and still writes the report.
+    run then skips the stages that need a champion for that date, says why, and still writes the
+    report.
     """
     results: dict[str, dict[str, Any]] = {}
     not_ready: str | None = None
     for step in steps:
         if on_step:
             on_step(step)
-        if not_ready and step in ("score", "publish"):
+        if not_ready and stage(step).needs_champion:
             results[step] = {"status": "skipped", "reason": not_ready}
             continue
         log.info("%s: %s", d, step)
         try:
             results[step] = run_step(step, settings, d, landing)
         except NotReady as exc:
-            if step != "score":
+            if not stage(step).needs_champion:
                 raise
             not_ready = str(exc)
             log.warning("%s: nothing scored or published: %s", d, exc)

@@ -48,8 +48,7 @@ class Settings:
     objective: Literal["binary", "lambdarank"] = "binary"
     train_window_days: int = 90
     # Training rows kept at most (whole persons sampled by a hash of person_id, training days only):
-    # bounds memory and time when the window holds more (90 days x 300k attempts = 27M rows).
-    # bench/daily_load.py: 2.4M train + 0.9M validation rows x 121 features peaked at 3.87 GiB.
+    # bounds memory and time when the window holds more (docs/benchmarks.md: the daily-load run).
     train_max_rows: int = 3_000_000
     valid_days: int = 3
     min_train_days: int = 7  # fewer labelled days than this: no training yet
@@ -77,9 +76,9 @@ class Settings:
     cap_address_day: int = 3  # an address attempted this often on D rests on D+1
     explore_share: float = 0.05
     explore_max_attempts: int = 2  # an address with at most this many attempts counts as untested
-    score_batch_rows: int = 500_000  # candidate x hour rows per scoring batch (~0.5 GB at 120 features)
+    score_batch_rows: int = 500_000  # candidate x hour rows per scoring batch (memory grows with it)
     # reason codes: "path" (Saabas attribution from one pred_leaf pass, fast) or "shap" (LightGBM
-    # pred_contrib, exact TreeSHAP, ~100x slower: fine for small files, hours at 5M candidates)
+    # pred_contrib, exact TreeSHAP, far slower: fine for small files, too slow for millions of rows)
     reason_method: Literal["path", "shap"] = "path"
     pseudonymise_exports: bool = False
     hmac_key_env: str = "CONTACTRANK_HMAC_KEY"
@@ -199,7 +198,7 @@ def load_settings(config_file: Path | str | None = None, base: Settings | None =
 
 
 # Process environment every entry point sets before LightGBM loads: idle OpenMP threads sleep
-# instead of spinning (a 5x slower fit was measured on a loaded 2-core machine without it).
+# instead of spinning (spinning threads slow a fit down badly on a loaded machine with few cores).
 RUNTIME_ENV = {"OMP_WAIT_POLICY": "PASSIVE"}
 
 

@@ -12,7 +12,7 @@ from contactrank_airflow import (
     default_args,
     load_settings,
     push_links,
-    small,
+    run_stage,
     start_date,
 )
 
@@ -80,47 +80,25 @@ def contact_daily():
 
     @task
     def ingest(**context) -> dict:
-        from contactrank.features.ingest import ingest as run
-
-        settings = load_settings(context)
-        d = business_date(context)
-        return {"ds": d.isoformat(), **small(run(settings, d, landing=settings.landing))}
+        return run_stage(context, "ingest")
 
     @task(outlets=[FEATURES_ASSET])
     def features(**context) -> dict:
-        from contactrank.features.features import build_features
+        from contactrank_airflow import features_facts
 
-        settings = load_settings(context)
-        d = business_date(context)
-        from contactrank.ml.registry import champion_version
-
-        out = {"ds": d.isoformat(), **small(build_features(settings, d))}
-        # the model that will score these features (None before the first champion)
-        version = champion_version(settings)
-        context["outlet_events"][FEATURES_ASSET].extra = {
-            "ds": d.isoformat(),
-            "rows": out.get("rows"),
-            "model_version": str(version) if version is not None else None,
-        }
+        out = run_stage(context, "features")
+        context["outlet_events"][FEATURES_ASSET].extra = features_facts(context, out)
         return out
 
     @task
     def train(**context) -> dict:
-        from contactrank.ml.train import train as run
-
-        settings = load_settings(context)
-        d = business_date(context)
-        out = {"ds": d.isoformat(), **small(run(settings, d))}
+        out = run_stage(context, "train")
         push_links(context, mlflow_run_id=out.get("run_id"), model_version=out.get("version"))
         return out
 
     @task
     def gate(**context) -> dict:
-        from contactrank.ml.registry import gate as run
-
-        settings = load_settings(context)
-        d = business_date(context)
-        out = {"ds": d.isoformat(), **small(run(settings, d))}
+        out = run_stage(context, "gate")
         push_links(context, model_version=out.get("champion"))
         return out
 
@@ -129,12 +107,9 @@ def contact_daily():
         from airflow.sdk.exceptions import AirflowSkipException
 
         from contactrank.errors import NotReady
-        from contactrank.ml.score import score as run
 
-        settings = load_settings(context)
-        d = business_date(context)
         try:
-            out = {"ds": d.isoformat(), **small(run(settings, d))}
+            out = run_stage(context, "score")
         except NotReady as exc:  # no champion yet (first days): skip score and publish, still report
             raise AirflowSkipException(str(exc)) from None
         push_links(context, mlflow_run_id=out.get("model_run_id"), model_version=out.get("model_version"))
@@ -144,12 +119,8 @@ def contact_daily():
     def publish(**context) -> dict:
         from contactrank_airflow import export_facts
 
-        from contactrank.ml.publish import publish as run
-
-        settings = load_settings(context)
-        d = business_date(context)
-        out = {"ds": d.isoformat(), **small(run(settings, d))}
-        facts = export_facts(settings, d, out)
+        out = run_stage(context, "publish")
+        facts = export_facts(load_settings(context), business_date(context), out)
         context["outlet_events"][EXPORT_ASSET].extra = facts
         push_links(
             context,
@@ -161,12 +132,9 @@ def contact_daily():
 
     @task(trigger_rule="none_failed")
     def report(**context) -> dict:
-        from contactrank.ml.report import report as run
+        return run_stage(context, "report")
 
-        settings = load_settings(context)
-        d = business_date(context)
-        return {"ds": d.isoformat(), "report": str(run(settings, d))}
-
+    # the order of contactrank.stages.STAGES (tests/dags/test_integrity.py checks it)
     (wait_for_attempts() >> ingest() >> features() >> train() >> gate() >> score() >> publish() >> report())
 
 

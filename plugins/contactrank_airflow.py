@@ -3,7 +3,7 @@
 Airflow puts the plugins folder on ``sys.path``, so a DAG file does ``from contactrank_airflow import ...``.
 This module imports nothing but ``airflow.sdk`` and the standard library: it is loaded while every DAG
 file is parsed, so the heavy libraries (pandas, LightGBM, MLflow, DuckDB) are imported inside task
-bodies only. The library packages (contactrank/, features/, ml/) never import this module or Airflow.
+bodies only. The library (the ``contactrank`` package) never imports this module or Airflow.
 """
 
 from __future__ import annotations
@@ -171,6 +171,29 @@ def _scalar(value: Any) -> Any:
     return value
 
 
+def run_stage(context: dict[str, Any], name: str) -> dict[str, Any]:
+    """The body of a daily task: one library call, the stage ``name`` of ``contactrank.stages``, for
+    the run's settings and business date; returns ``ds`` and the small figures of the result."""
+    from contactrank.pipeline import run_step
+
+    settings = load_settings(context)
+    d = business_date(context)
+    landing = settings.landing if name == "ingest" else None
+    return {"ds": d.isoformat(), **small(run_step(name, settings, d, landing))}
+
+
+def features_facts(context: dict[str, Any], built: dict[str, Any]) -> dict[str, Any]:
+    """Event extra of the features asset: the day, its rows and the model that will score them."""
+    from contactrank.ml.registry import champion_version
+
+    version = champion_version(load_settings(context))
+    return {
+        "ds": built["ds"],
+        "rows": built.get("rows"),
+        "model_version": str(version) if version is not None else None,
+    }
+
+
 def attempts_ready(landing: Path, d: date) -> list[str]:
     """The data files of ``<landing>/attempts/date=D/`` (hidden and temporary files do not count)."""
     folder = Path(landing) / "attempts" / f"date={d.isoformat()}"
@@ -193,8 +216,8 @@ def push_links(context: dict[str, Any], **info: Any) -> None:
 def export_facts(settings: Any, d: date, published: dict[str, Any]) -> dict[str, Any]:
     """``ds``, ``model_version``, ``rows`` and ``path`` of the export of D, for the asset event extra.
 
-    The manifest written by publish is the source of truth (CONTRACT.md section 2); the publish
-    result fills in what the manifest does not name.
+    The manifest written by publish is the source of truth (docs/contract.md section 2); the
+    publish result fills in what the manifest does not name.
     """
     import json
 

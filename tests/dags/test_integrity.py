@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 from airflow_testenv import DAG_FILES
 
+from contactrank.stages import STAGE_NAMES
+
 DAG_IDS = [p.stem for p in DAG_FILES]
 
 
@@ -36,7 +38,7 @@ def test_conventions(dagbag, dag_id: str) -> None:
 
 def test_daily_dag_shape(dagbag) -> None:
     dag = dagbag.dags["contact_daily"]
-    order = ["wait_for_attempts", "ingest", "features", "train", "gate", "score", "publish", "report"]
+    order = ["wait_for_attempts", *STAGE_NAMES]  # the one definition of the step order
     assert sorted(t.task_id for t in dag.tasks) == sorted(order)
     for up, down in zip(order, order[1:], strict=False):
         assert dag.get_task(up).downstream_task_ids == {down}, f"{up} should lead to {down} only"

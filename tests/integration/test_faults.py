@@ -1,4 +1,4 @@
-"""Fault injection on the whole pipeline (issue: reliability suite), on a small simulated world.
+"""Fault injection on the whole pipeline on a small simulated world.
 
 Each test is "inject -> expect". A world of 500 persons over 7 days is simulated once; each test
 copies what it needs into its own CONTACTRANK_HOME and runs the real CLI in a subprocess (real
