@@ -1,4 +1,4 @@
-"""`contactrank` command line (CONTRACT.md §3). The only module that prints.
+"""`contactrank` command line (docs/contract.md §3). The only module that prints.
 
 Every command exits 0 on success and non-zero with a one-line reason on stderr on failure.
 """
@@ -61,12 +61,14 @@ def cmd_step(step: str):
 
 
 def cmd_train(s: Settings, a: argparse.Namespace) -> Any:
+    from contactrank.lock import home_lock
     from contactrank.ml.registry import gate
     from contactrank.ml.train import train
 
-    out = train(s, a.date, force=a.force)
-    if out.get("status") == "trained":
-        out["gate"] = gate(s, a.date)
+    with home_lock(s, f"train {a.date}"):
+        out = train(s, a.date, force=a.force)
+        if out.get("status") == "trained":
+            out["gate"] = gate(s, a.date)
     return out
 
 
@@ -111,9 +113,11 @@ def cmd_tune(s: Settings, a: argparse.Namespace) -> Any:
 
 
 def cmd_promote(s: Settings, a: argparse.Namespace) -> Any:
+    from contactrank.lock import home_lock
     from contactrank.ml.registry import promote
 
-    return promote(s, a.version)
+    with home_lock(s, f"promote {a.version}"):
+        return promote(s, a.version)
 
 
 def cmd_erase(s: Settings, a: argparse.Namespace) -> Any:

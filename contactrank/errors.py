@@ -19,3 +19,7 @@ class NotReady(ContactrankError):
 
 class FailClosed(ContactrankError):
     """A safety input (suppressions) could not be read: nothing is published."""
+
+
+class HomeBusy(ContactrankError):
+    """Another command holds the home's lock for longer than this one may wait."""

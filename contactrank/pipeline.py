@@ -15,6 +15,7 @@ from typing import Any
 
 from contactrank.dates import date_range
 from contactrank.errors import NotReady
+from contactrank.lock import home_lock
 from contactrank.settings import Settings
 from contactrank.stages import STAGE_NAMES, stage
 
@@ -24,12 +25,12 @@ STEPS = STAGE_NAMES
 
 
 def run_step(step: str, settings: Settings, d: date, landing: Path | None = None) -> dict[str, Any]:
-    """Run one named step for date ``d``; the stage's module is imported here, when it runs."""
+    """Run one named step for date ``d`` under the home's lock; the stage's module is imported here,
+    when it runs."""
     module, _, name = stage(step).function.partition(":")
     function = getattr(importlib.import_module(module), name)
-    if step == "ingest":
-        return function(settings, d, landing=landing)
-    result = function(settings, d)
+    with home_lock(settings, f"{step} {d.isoformat()}"):
+        result = function(settings, d, landing=landing) if step == "ingest" else function(settings, d)
     return result if isinstance(result, dict) else {step: str(result)}
 
 
@@ -46,6 +47,17 @@ def run_date(
     run then skips the stages that need a champion for that date, says why, and still writes the
     report.
     """
+    with home_lock(settings, f"run {d.isoformat()}"):  # a day's steps never interleave with another command
+        return _run_steps(settings, d, landing, on_step, steps)
+
+
+def _run_steps(
+    settings: Settings,
+    d: date,
+    landing: Path | None,
+    on_step: Callable[[str], None] | None,
+    steps: tuple[str, ...],
+) -> dict[str, dict[str, Any]]:
     results: dict[str, dict[str, Any]] = {}
     not_ready: str | None = None
     for step in steps:

@@ -82,6 +82,8 @@ class Settings:
     reason_method: Literal["path", "shap"] = "path"
     pseudonymise_exports: bool = False
     hmac_key_env: str = "CONTACTRANK_HMAC_KEY"
+    # a mutating command waits this long for another one holding the home's lock, then says who holds it
+    lock_wait_seconds: float = 900.0
 
     # --- derived paths -----------------------------------------------------------------------
     @property
@@ -126,7 +128,8 @@ class Settings:
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
-_LOCATION_FIELDS = frozenset({"home", "landing_dir", "mlflow_tracking_uri"})
+# where things are and how long to wait for the home: not part of what a run computes
+_LOCATION_FIELDS = frozenset({"home", "landing_dir", "mlflow_tracking_uri", "lock_wait_seconds"})
 
 
 def _coerce(name: str, value: Any) -> Any:
