@@ -13,7 +13,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from contactrank.dates import parse_date, validate_id
+from contactrank.dates import parse_date
 from contactrank.errors import ContactrankError
 from contactrank.settings import Settings, load_settings, runtime_env
 
@@ -123,7 +123,8 @@ def cmd_promote(s: Settings, a: argparse.Namespace) -> Any:
 def cmd_erase(s: Settings, a: argparse.Namespace) -> Any:
     from contactrank.erase import erase
 
-    return erase(s, validate_id(a.person_id, "person id"))
+    # any id that ingest accepted can be erased (a "/" or a control character included)
+    return erase(s, a.person_id)
 
 
 def cmd_report(s: Settings, a: argparse.Namespace) -> Any:

@@ -6,15 +6,19 @@ What it does, in order:
    the home) and the MLflow artifacts without the person's rows — each lake partition and export
    directory through `atomic_dir`, so readers never see a half-erased table; export manifests are
    rewritten with the new row counts and checksums;
-3. scrubs the raw id from any other text file (reports, JSON) and refuses to finish if the id is still
-   found anywhere (a final byte scan);
-4. adds a keyed-hash `erasure` entry that ingest uses to drop future deliveries of the person, and
-   writes an audit entry (when, what was rewritten) holding only the keyed hash.
+3. scrubs the raw id from any other text file (reports, JSON) and refuses to finish if the id is
+   still found anywhere: in the decoded cells of a table, or in the bytes of any other file;
+4. the keyed-hash `erasure` entry that ingest and publish use to drop the person is written before
+   all of this (so an erasure that cannot finish still blocks re-deliveries), the audit entry (when,
+   what was rewritten, holding only the keyed hash) after it.
+Only rows of the erased person go: an address the person shared with someone else stays theirs.
 """
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import json
 import logging
 import os
@@ -29,8 +33,9 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from contactrank.errors import ContactrankError
+from contactrank.errors import ContactrankError, InputError
 from contactrank.features.lake import atomic_dir
+from contactrank.lock import home_lock
 from contactrank.ml.publish import write_csv  # the export's formula-injection escaping
 from contactrank.privacy import ERASURE_FILE, keyed_hash
 from contactrank.settings import Settings
@@ -38,48 +43,90 @@ from contactrank.settings import Settings
 log = logging.getLogger(__name__)
 
 _ID_COLUMNS = ("person_id", "contact_id")
+_TABULAR = {".parquet", ".csv"}
 
 
 @dataclass
 class _Plan:
+    """What to remove: rows whose person is the erased one, and in tables keyed by address alone
+    (no person column) the addresses that only this person ever had — a number shared with
+    someone else stays theirs."""
+
     person_id: str
-    contact_ids: set[str] = field(default_factory=set)
+    contact_ids: set[str] = field(default_factory=set)  # every address of the person
+    own_contact_ids: set[str] = field(default_factory=set)  # those that nobody else has
     rewritten: list[str] = field(default_factory=list)
     rows_removed: int = 0
 
     def mask(self, table: pa.Table) -> pa.Array | None:
-        """Boolean 'remove this row' mask, or None when no id column is present."""
-        masks = []
+        """Boolean 'remove this row' mask, or None when the table names no person or address."""
         if "person_id" in table.column_names:
-            masks.append(pc.equal(pc.cast(table.column("person_id"), pa.string()), self.person_id))
-        if "contact_id" in table.column_names and self.contact_ids:
-            masks.append(pc.is_in(pc.cast(table.column("contact_id"), pa.string()), pa.array(sorted(self.contact_ids))))
-        if not masks:
-            return None
-        out = masks[0]
-        for m in masks[1:]:
-            out = pc.or_(out, m)
-        return pc.fill_null(out, False)
+            out = pc.equal(pc.cast(table.column("person_id"), pa.string()), self.person_id)
+            if "_error" in table.column_names:  # a quarantined line too malformed to have columns
+                out = pc.or_(pc.fill_null(out, False), _lines_naming(table.column("_error"), self.person_id))
+            return pc.fill_null(out, False)
+        if "_error" in table.column_names:
+            return _lines_naming(table.column("_error"), self.person_id)
+        if "contact_id" in table.column_names and self.own_contact_ids:
+            owned = pa.array(sorted(self.own_contact_ids), pa.string())
+            return pc.fill_null(pc.is_in(pc.cast(table.column("contact_id"), pa.string()), owned), False)
+        return None
 
 
-def _collect_contacts(settings: Settings, person_id: str) -> set[str]:
-    found: set[str] = set()
+def _lines_naming(text: pa.ChunkedArray | pa.Array, person_id: str) -> pa.Array:
+    """Rows whose quarantined raw text holds ``person_id`` as one of its CSV cells (decoded)."""
+    hits = []
+    for value in pc.cast(text, pa.string()).to_pylist():
+        cells: list[str] = []
+        if value:
+            raw = value.split(": ", 1)[-1]
+            try:
+                cells = [c.strip() for row in csv.reader(io.StringIO(raw)) for c in row]
+            except csv.Error:
+                cells = [c.strip().strip('"') for c in raw.split(",")]
+        hits.append(person_id in cells)
+    return pa.array(hits, pa.bool_())
+
+
+def _collect_contacts(settings: Settings, person_id: str) -> tuple[set[str], set[str]]:
+    """(the person's addresses, the addresses other persons have)."""
+    mine: set[str] = set()
+    others: set[str] = set()
     for kind in ("contacts_state", "contacts", "attempts"):
         for path in (settings.lake / kind).glob("date=*/*.parquet"):
             t = pq.read_table(path, columns=["person_id", "contact_id"])
-            hit = t.filter(pc.equal(t.column("person_id"), person_id))
-            found.update(v for v in hit.column("contact_id").to_pylist() if v)
-    return found
+            is_mine = pc.fill_null(pc.equal(t.column("person_id"), person_id), False)
+            mine.update(v for v in t.filter(is_mine).column("contact_id").to_pylist() if v)
+            others.update(v for v in t.filter(pc.invert(is_mine)).column("contact_id").to_pylist() if v)
+    return mine, others
+
+
+def _read_table(path: Path) -> pa.Table:
+    """A Parquet or CSV file as a table of strings-for-ids; a CSV with malformed lines is read
+    line by line, so that a line the ingest quarantined can still be erased."""
+    if path.suffix == ".parquet":
+        return pq.read_table(path)
+    opts = pacsv.ConvertOptions(strings_can_be_null=False, column_types={c: pa.string() for c in _ID_COLUMNS})
+    try:
+        return pacsv.read_csv(path, convert_options=opts)
+    except (pa.ArrowInvalid, UnicodeDecodeError):
+        with path.open(newline="", encoding="utf-8", errors="surrogateescape") as fh:
+            rows = list(csv.reader(fh))
+        header, body = (rows[0], rows[1:]) if rows else ([], [])
+        width = max([len(header), *(len(r) for r in body)])
+        names = [*header, *(f"_extra_{i}" for i in range(len(header), width))]
+        columns = {n: [r[i] if i < len(r) else None for r in body] for i, n in enumerate(names)}
+        return pa.table({n: pa.array(v, pa.string()) for n, v in columns.items()})
 
 
 def _filter_file(path: Path, plan: _Plan) -> pa.Table | None:
     """The file's table without the person's rows, or None when nothing changes."""
-    if path.suffix == ".parquet":
-        table = pq.read_table(path)
-    else:
-        opts = pacsv.ConvertOptions(strings_can_be_null=False, column_types={c: pa.string() for c in _ID_COLUMNS})
-        table = pacsv.read_csv(path, convert_options=opts)
+    table = _read_table(path)
     mask = plan.mask(table)
+    if any(n.startswith("_extra_") for n in table.column_names):  # ragged CSV: any cell naming the person
+        ragged = [pc.fill_null(pc.equal(table.column(n), plan.person_id), False) for n in table.column_names]
+        for m in ragged:
+            mask = m if mask is None else pc.or_(mask, m)
     if mask is None or not pc.any(mask).as_py():
         return None
     kept = table.filter(pc.invert(mask))
@@ -87,8 +134,20 @@ def _filter_file(path: Path, plan: _Plan) -> pa.Table | None:
     return kept
 
 
+def _cells_naming(path: Path, person_id: str) -> bool:
+    """Whether a table still holds the person in a person column (decoded cells, not bytes)."""
+    try:
+        table = _read_table(path)
+    except (OSError, pa.ArrowInvalid):
+        return False
+    mask = _Plan(person_id).mask(table)
+    return mask is not None and bool(pc.any(mask).as_py())
+
+
 def _write_like(path: Path, table: pa.Table) -> None:
-    if path.suffix == ".parquet":
+    if any(n.startswith("_extra_") for n in table.column_names):  # a ragged CSV keeps its shape
+        _write_ragged_csv(table, path)
+    elif path.suffix == ".parquet":
         pq.write_table(table, path, compression="zstd")
     elif path.name.startswith("priority") or path.name.startswith(".priority"):
         write_csv(table, path)
@@ -96,9 +155,23 @@ def _write_like(path: Path, table: pa.Table) -> None:
         pacsv.write_csv(table, path)
 
 
+def _write_ragged_csv(table: pa.Table, path: Path) -> None:
+    header = [n for n in table.column_names if not n.startswith("_extra_")]
+    with path.open("w", newline="", encoding="utf-8", errors="surrogateescape") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(header)
+        for row in table.to_pylist():
+            cells = [row[n] for n in table.column_names]
+            while cells and cells[-1] is None and len(cells) > len(header):
+                cells.pop()
+            writer.writerow(["" if c is None else c for c in cells])
+
+
 def _rewrite_dir(directory: Path, plan: _Plan) -> None:
     """Rewrite one partition/export directory atomically if any of its tables holds the person."""
-    changed = {p: t for p in sorted(directory.iterdir()) if p.suffix in {".parquet", ".csv"} and (t := _filter_file(p, plan)) is not None}
+    changed = {
+        p: t for p in sorted(directory.iterdir()) if p.suffix in _TABULAR and (t := _filter_file(p, plan)) is not None
+    }
     if not changed:
         return
     if any(p.is_dir() for p in directory.iterdir()):
@@ -169,27 +242,35 @@ def _files_with(root: Path, raw: bytes) -> list[Path]:
 
 
 def erase(settings: Settings, person_id: str) -> dict[str, Any]:
-    """Erase ``person_id`` everywhere under the home; idempotent (a second call finds nothing)."""
-    plan = _Plan(person_id=person_id, contact_ids=_collect_contacts(settings, person_id))
-    roots = [settings.lake, settings.exports, settings.home / "mlartifacts"]
-    landing = settings.landing.resolve()
-    if settings.home.resolve() in landing.parents:
-        roots.append(landing)
-    for root in roots:
-        if not root.is_dir():
-            continue
-        dirs = sorted({p.parent for ext in ("*.parquet", "*.csv") for p in root.rglob(ext) if not p.parent.name.startswith(".")})
-        for directory in dirs:
-            _rewrite_dir(directory, plan)
+    """Erase ``person_id`` everywhere under the home; idempotent (a second call finds nothing).
 
-    raw = person_id.encode()
-    scrubbed = [str(p) for p in _files_with(settings.home, raw) if p.suffix not in {".parquet", ".db", ".sqlite"} and _scrub_text(p, raw)]
-    left = [str(p) for p in _files_with(settings.home, raw)]
-    if left:
-        raise ContactrankError(f"erasure incomplete: the id is still in {left[0]} ({len(left)} file(s))")
+    Takes the home's lock, so no run reads or publishes while the person is half erased; the
+    keyed-hash record is written first, so that even an erasure that cannot finish blocks every
+    later delivery of the person and publish drops them.
+    """
+    if not person_id or len(person_id) > settings.max_string_length:
+        raise InputError(f"invalid person id of {len(person_id)} characters")
+    with home_lock(settings, "erase"):
+        person_hash = keyed_hash(settings, person_id)
+        _record(settings, person_hash, audit=None)
+        mine, others = _collect_contacts(settings, person_id)
+        plan = _Plan(person_id=person_id, contact_ids=mine, own_contact_ids=mine - others)
+        for root in _roots(settings):
+            dirs = sorted(
+                {p.parent for ext in ("*.parquet", "*.csv") for p in root.rglob(ext) if not p.parent.name.startswith(".")}
+            )
+            for directory in dirs:
+                _rewrite_dir(directory, plan)
 
-    person_hash = keyed_hash(settings, person_id)
-    _record(settings, person_hash, plan, scrubbed)
+        raw = person_id.encode("utf-8", "surrogateescape")
+        others_files = [p for p in _files_with(settings.home, raw) if p.suffix not in _TABULAR]
+        scrubbed = [str(p) for p in others_files if p.suffix not in {".db", ".sqlite"} and _scrub_text(p, raw)]
+        left = [str(p) for p in _files_with(settings.home, raw) if p.suffix not in _TABULAR]
+        left += [str(p) for root in _roots(settings) for ext in ("*.parquet", "*.csv") for p in root.rglob(ext)
+                 if _cells_naming(p, person_id)]
+        if left:
+            raise ContactrankError(f"erasure incomplete: the id is still in {left[0]} ({len(left)} file(s))")
+        _record(settings, person_hash, audit=(plan, scrubbed))
     return {
         "person_hash": person_hash,
         "addresses": len(plan.contact_ids),
@@ -199,13 +280,33 @@ def erase(settings: Settings, person_id: str) -> dict[str, Any]:
     }
 
 
-def _record(settings: Settings, person_hash: str, plan: _Plan, scrubbed: list[str]) -> None:
-    """Add the erasure suppression (keyed hash) and one audit entry; both written atomically."""
+def _roots(settings: Settings) -> list[Path]:
+    roots = [settings.lake, settings.exports, settings.home / "mlartifacts"]
+    landing = settings.landing.resolve()
+    if settings.home.resolve() in landing.parents:
+        roots.append(landing)
+    return [r for r in roots if r.is_dir()]
+
+
+def _record(settings: Settings, person_hash: str, audit: tuple[_Plan, list[str]] | None) -> None:
+    """Add the erasure suppression (keyed hash) and, once done, one audit entry; written atomically."""
     target = settings.home / "erasure"
     previous = pq.read_table(target / ERASURE_FILE) if (target / ERASURE_FILE).is_file() else None
+    if audit is None and previous is not None and person_hash in previous.column("person_hash").to_pylist():
+        return
     when = datetime.now(UTC).isoformat(timespec="seconds")  # audit timestamp only; decides nothing
     row = pa.table({"person_hash": [person_hash], "reason": ["erasure"], "erased_at": [when]})
-    table = row if previous is None else pa.concat_tables([previous.filter(pc.invert(pc.equal(previous.column("person_hash"), person_hash))), row])
+    if previous is not None:
+        others = previous.filter(pc.invert(pc.equal(previous.column("person_hash"), person_hash)))
+        table = pa.concat_tables([others, row])
+    else:
+        table = row
+    if audit is None:
+        with atomic_dir(target) as staging:
+            _carry_over(target, staging)
+            pq.write_table(table, staging / ERASURE_FILE)
+        return
+    plan, scrubbed = audit
     audit_entry = {
         "person_hash": person_hash,
         "erased_at": when,
@@ -214,10 +315,14 @@ def _record(settings: Settings, person_hash: str, plan: _Plan, scrubbed: list[st
         "scrubbed": scrubbed,
     }
     with atomic_dir(target) as staging:
-        if target.is_dir():
-            for f in target.iterdir():
-                if f.is_file():
-                    shutil.copy2(f, staging / f.name)
+        _carry_over(target, staging)
         pq.write_table(table, staging / ERASURE_FILE)
         (staging / f"audit-{when.replace(':', '')}-{person_hash[:12]}.json").write_text(json.dumps(audit_entry, indent=2))
     log.info("erased person %s… from %d directories", person_hash[:12], len(plan.rewritten))
+
+
+def _carry_over(target: Path, staging: Path) -> None:
+    if target.is_dir():
+        for f in target.iterdir():
+            if f.is_file():
+                shutil.copy2(f, staging / f.name)

@@ -1,0 +1,118 @@
+"""Erasure cases an outside audit found: shared addresses, malformed lines, odd ids, a racing run."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from datetime import date
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from contactrank.cli import main
+from contactrank.erase import erase
+from contactrank.features import lake
+from contactrank.privacy import erased_hashes, keyed_hash
+
+D = date(2026, 3, 2)
+X, Y = "11122233344", "55566677788"
+Y_PHONE = "+5511911112222"
+
+
+def _cells(root: Path, value: str) -> list[str]:
+    out = []
+    for path in root.rglob("*.parquet"):
+        t = pq.read_table(path)
+        for name in t.column_names:
+            if pa.types.is_string(t.schema.field(name).type) and value in t.column(name).to_pylist():
+                out.append(f"{path}:{name}")
+    return out
+
+
+def test_a_shared_address_stays_with_its_other_person(settings) -> None:
+    """X made one attempt on Y's phone: erasing X removes X's row, not Y's eight."""
+    attempts = pa.table(
+        {
+            "attempt_id": [f"y{i}" for i in range(8)] + ["x0"],
+            "person_id": [Y] * 8 + [X],
+            "contact_id": [Y_PHONE] * 9,
+        }
+    )
+    lake.write_partition(settings, "attempts", D, attempts)
+    lake.write_partition(settings, "features", D, attempts.select(["person_id", "contact_id"]))
+    lake.write_partition(settings, "daily_agg", D, pa.table({"contact_id": [Y_PHONE], "n": [9]}))
+
+    out = erase(settings, X)
+
+    assert out["rows_removed"] == 2
+    kept = lake.read_partition(settings, "attempts", D)
+    assert kept.column("person_id").to_pylist() == [Y] * 8
+    assert lake.read_partition(settings, "features", D).num_rows == 8
+    assert lake.read_partition(settings, "daily_agg", D).num_rows == 1  # Y's number, still Y's
+
+
+def test_a_person_with_a_malformed_landing_line_is_erased(settings) -> None:
+    folder = settings.landing / "attempts" / f"date={D}"
+    folder.mkdir(parents=True)
+    (folder / "part-0.csv").write_text(
+        "attempt_id,person_id,contact_id,channel,attempted_at,outcome\n"
+        f"a1,{Y},+5511900000001,voice,2026-03-02T10:00:00Z,busy\n"
+        f"a2,{X},+5511900000002,voice,2026-03-02T11:00:00Z,busy,EXTRA,FIELDS\n"
+        f"a3,{X},+5511900000002,voice,2026-03-02T12:00:00Z,no_answer\n"
+    )
+    quarantine = pa.table(
+        {
+            "_source_file": [str(folder / "part-0.csv")],
+            "_row_number": [2],
+            "_column": pa.nulls(1, pa.string()),
+            "_reason": ["bad_row_shape"],
+            "_error": [f"expected 6 fields, got 8: a2,{X},+5511900000002,voice,2026-03-02T11:00:00Z,busy,EXTRA"],
+        }
+    )
+    lake.write_partition(settings, "quarantine/attempts", D, quarantine)
+
+    erase(settings, X)
+
+    assert erased_hashes(settings) == {keyed_hash(settings, X)}
+    text = (folder / "part-0.csv").read_text()
+    assert X not in text and Y in text
+    assert lake.read_partition(settings, "quarantine/attempts", D).num_rows == 0
+    assert _cells(settings.home, X) == []
+
+
+def test_ids_with_a_slash_or_a_control_character_can_be_erased(settings, monkeypatch, capsys) -> None:
+    odd = "ab/12\x01"
+    lake.write_partition(settings, "attempts", D, pa.table({"person_id": [odd, Y], "contact_id": ["c1", "c2"]}))
+    monkeypatch.setenv("CONTACTRANK_HOME", str(settings.home))
+    assert main(["erase", "--person-id", odd]) == 0, capsys.readouterr().err
+    assert lake.read_partition(settings, "attempts", D).column("person_id").to_pylist() == [Y]
+
+
+RUN = """
+import sys, time
+from contactrank.lock import home_lock
+from contactrank.settings import load_settings
+with home_lock(load_settings(home=sys.argv[1]), "publish 2026-03-02"):
+    print("publishing", flush=True)
+    time.sleep(1.5)
+    import pyarrow as pa, pyarrow.csv as pacsv
+    out = load_settings(home=sys.argv[1]).exports / "priority" / "date=2026-03-02"
+    out.mkdir(parents=True, exist_ok=True)
+    pacsv.write_csv(pa.table({"person_id": [sys.argv[2], "other"]}), out / "priority.csv")
+"""
+
+
+def test_an_erasure_waits_for_a_running_step_and_then_reaches_its_output(settings) -> None:
+    """`run` and `erase` at the same time: the erasure takes the home after the step, so the
+    person is not in what the step published."""
+    proc = subprocess.Popen([sys.executable, "-c", RUN, str(settings.home), X], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "publishing"
+    t0 = time.monotonic()
+    erase(settings, X)
+    assert time.monotonic() - t0 > 0.5  # it waited for the holder
+    proc.wait(timeout=30)
+    table = pacsv.read_csv(settings.exports / "priority" / "date=2026-03-02" / "priority.csv")
+    assert table.column("person_id").to_pylist() == ["other"]
