@@ -11,7 +11,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from contactrank.features._validate import read_landing_file
+from contactrank.features.landing_files import read_landing_file
 from contactrank.features.schema import CHANNELS, OUTCOMES, REACH_OUTCOMES
 from contactrank.features.simulate import simulate
 

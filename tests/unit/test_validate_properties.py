@@ -12,8 +12,9 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from contactrank.features import _validate as v
-from contactrank.features.ingest import _Ctx, _validate_attempts
+from contactrank.features import parsers as v
+from contactrank.features.landing_rules import IngestDay as _Ctx
+from contactrank.features.landing_rules import validate_attempts as _validate_attempts
 from contactrank.features.schema import CHANNELS, OUTCOMES
 from contactrank.settings import load_settings
 
