@@ -227,11 +227,9 @@ def write_export(
 
 def use_champion(monkeypatch: pytest.MonkeyPatch, model: ContactModel, version: str = "3") -> None:
     """Stand-in for the registry until a test registers a real champion (the model itself is real)."""
-    from contactrank.ml import report as report_mod
+    from contactrank.ml.report_inputs import ReportInputs
 
-    monkeypatch.setattr(
-        report_mod._Inputs, "_champion", lambda self: (model, {"version": version, "run_id": "r"})
-    )
+    monkeypatch.setattr(ReportInputs, "_champion", lambda self: (model, {"version": version, "run_id": "r"}))
 
 
 # --------------------------------------------------------------------------------------------
