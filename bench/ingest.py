@@ -1,4 +1,4 @@
-"""Benchmark ingest on one 1M-row attempts file, as CSV and as Parquet (issue 2 item 7).
+"""Benchmark ingest on one 1M-row attempts file, as CSV and as Parquet.
 
 For each format: rows/s and peak RSS of ``features.ingest.ingest`` (whole step: read, validate,
 normalise, dedupe, contacts state, write partitions), and the same for a bare pyarrow read of the
@@ -39,14 +39,15 @@ DAY = date(2026, 1, 5)
 def make_file(rows: int, folder: Path, fmt: str, seed: int = 0, day: date = DAY) -> Path:
     """A realistic attempts file: 12% national-format phones, upper-case e-mails, -03:00 offsets."""
     from contactrank.features.schema import CHANNELS, OUTCOMES
-    from contactrank.features.simulate import _iso_local, _join, _messy_ids, _str, _utc
+    from contactrank.features.simulated_landing import iso_local, messy_ids, utc_timestamps
+    from contactrank.features.simulated_world import concat_text, to_text
 
     rng = np.random.default_rng(seed)
     persons = rng.integers(0, rows // 2, rows)
     addr = persons * 4 + rng.integers(0, 4, rows)
     ch = rng.choice(4, rows, p=[0.5, 0.15, 0.2, 0.15])
-    phone = _join("+55", _str(11 * 10**9 + 900_000_000 + addr))
-    email = _join("p", _str(persons), ".", _str(addr), "@mail.example")
+    phone = concat_text("+55", to_text(11 * 10**9 + 900_000_000 + addr))
+    email = concat_text("p", to_text(persons), ".", to_text(addr), "@mail.example")
     ids = pc.if_else(pa.array(ch == 2), email, phone)
     secs = np.sort(rng.integers(8 * 3600, 22 * 3600, rows))
     prefix = "A" if day == DAY else f"A{day:%m%d}-"
@@ -54,11 +55,11 @@ def make_file(rows: int, folder: Path, fmt: str, seed: int = 0, day: date = DAY)
     duration = np.where(ch == 0, np.round(rng.exponential(60.0, rows), 1), np.nan)
     table = pa.table(
         {
-            "attempt_id": _join(prefix, pc.utf8_lpad(_str(np.arange(rows)), width=9, padding="0")),
-            "person_id": _join("P", pc.utf8_lpad(_str(persons), width=8, padding="0")),
-            "contact_id": _messy_ids(rng, ids, ch),
+            "attempt_id": concat_text(prefix, pc.utf8_lpad(to_text(np.arange(rows)), width=9, padding="0")),
+            "person_id": concat_text("P", pc.utf8_lpad(to_text(persons), width=8, padding="0")),
+            "contact_id": messy_ids(rng, ids, ch),
             "channel": pa.array(np.array(CHANNELS)[ch]),
-            "attempted_at": _utc(day, secs) if fmt == "parquet" else _iso_local(day, secs),
+            "attempted_at": utc_timestamps(day, secs) if fmt == "parquet" else iso_local(day, secs),
             "outcome": pa.array(np.array(OUTCOMES)[outcome]),
             "campaign_id": pa.array(np.array(["C01", "C02", "C03"])[rng.integers(0, 3, rows)]),
             "duration_s": pa.array(duration, mask=np.isnan(duration)),
