@@ -126,16 +126,7 @@ def import_bank_marketing(
             "_date": before,
         }
     )
-    persons = pd.DataFrame({"person_id": ids, "updated_at": stamps_before})
-    for col in raw.columns:
-        if col in NOT_ATTRIBUTES:
-            continue
-        persons[col.replace(".", "_")] = raw[col].to_numpy()
-    persons.insert(
-        persons.columns.get_loc("pdays"), "campaign_prior_calls", pd.to_numeric(raw["campaign"]) - 1
-    )
-    persons["_date"] = before
-    assert "duration" not in persons.columns  # the one rule this importer exists to keep
+    persons = _persons(raw, ids, stamps_before, before)
 
     first, last = min(dates), max(dates)
     files = 0
@@ -168,6 +159,21 @@ def import_bank_marketing(
         {k: out[k] for k in ("variant", "rows", "days", "first_date", "last_date")},
     )
     return out
+
+
+def _persons(raw: pd.DataFrame, ids: pd.Series, stamps_before: list[str], before: pd.Series) -> pd.DataFrame:
+    """One row per person: every client column and the counts known before the call."""
+    persons = pd.DataFrame({"person_id": ids, "updated_at": stamps_before})
+    for col in raw.columns:
+        if col in NOT_ATTRIBUTES:
+            continue
+        persons[col.replace(".", "_")] = raw[col].to_numpy()
+    persons.insert(
+        persons.columns.get_loc("pdays"), "campaign_prior_calls", pd.to_numeric(raw["campaign"]) - 1
+    )
+    persons["_date"] = before
+    assert "duration" not in persons.columns  # the one rule this importer exists to keep
+    return persons
 
 
 # --- reading -----------------------------------------------------------------------------------
@@ -243,7 +249,8 @@ def _dates(raw: pd.DataFrame, variant: str, start_year: int, path: Path) -> list
                 out.append(date(int(y), int(m), int(dd)))
             except (ValueError, TypeError):
                 raise InputError(
-                    f"{path}: data row {i + 1}: day {raw['day'].iloc[i]!r} of {MONTHS[m - 1]} {y} is not a date"
+                    f"{path}: data row {i + 1}: day {raw['day'].iloc[i]!r} of {MONTHS[m - 1]} {y} "
+                    "is not a date"
                 ) from None
         return out
     return _dates_from_weekdays(raw, years, months, path)
@@ -255,7 +262,8 @@ def _dates_from_weekdays(raw: pd.DataFrame, years: np.ndarray, months: np.ndarra
     if bad.any():
         row = int(np.flatnonzero(bad)[0]) + 1
         raise InputError(
-            f"{path}: data row {row}, column 'day_of_week': {raw['day_of_week'].iloc[row - 1]!r} is not a weekday"
+            f"{path}: data row {row}, column 'day_of_week': {raw['day_of_week'].iloc[row - 1]!r} "
+            "is not a weekday"
         )
     wd = dow.map({d: i for i, d in enumerate(WEEKDAYS)}).to_numpy()
     key = years * 1000 + months * 10 + wd
