@@ -25,7 +25,7 @@ LO = datetime(2026, 1, 3, tzinfo=UTC) - timedelta(hours=SETTINGS.time_tolerance_
 HI = datetime(2026, 1, 4, tzinfo=UTC) + timedelta(hours=SETTINGS.time_tolerance_hours)
 PROPS = hsettings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
-# The contract's timestamp grammar, written independently of features._validate (ASCII only).
+# The contract's timestamp grammar, written independently of features.parsers (ASCII only).
 _WS = "[ \t\n\f\r]"
 _ORACLE = re.compile(
     rf"{_WS}*(\d{{4}})-(\d{{2}})-(\d{{2}})[Tt ](\d{{2}}):(\d{{2}})(?::(\d{{2}}))?(?:[.,](\d{{1,9}}))?"
@@ -243,7 +243,7 @@ def test_emails_are_lower_cased_and_trimmed(email):
 
 
 def _reference_contact_id(text: str, cc: str = "55") -> str:
-    """The normalisation rules of features._validate.normalise_contact_ids, one value at a time."""
+    """The normalisation rules of features.parsers.normalise_contact_ids, one value at a time."""
     t = text.strip(" \t")
     if re.fullmatch(r"\+[1-9][0-9]{7,14}", t):
         return t
