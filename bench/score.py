@@ -158,12 +158,13 @@ def child(home: str, model_path: str, predictor: str) -> None:
     """Score + publish in this process; print one JSON line of timings."""
     import logging
 
+    import contactrank.ml.predictor as predictor_mod
     import contactrank.ml.score as score_mod
     from contactrank.ml.publish import publish
     from contactrank.settings import load_settings
 
     logging.basicConfig(level=logging.WARNING)
-    score_mod.PREDICTOR = predictor
+    predictor_mod.PREDICTOR = predictor
     settings = load_settings(home=home)
     with open(model_path, "rb") as fh:
         model = pickle.load(fh)
@@ -194,12 +195,12 @@ def run_child(home: Path, model_path: Path, predictor: str) -> dict:
 
 def micro(model, n_features: int, rows: int, settings) -> dict:
     """Stock LightGBM vs lleaves on the same prepared matrix."""
-    from contactrank.ml.score import Predictor
+    from contactrank.ml.predictor import Predictor
 
     rng = np.random.default_rng(7)
     df = feature_frame(rows, rng)
     from contactrank.features.context import add_context
-    from contactrank.ml.score import model_matrix
+    from contactrank.ml.predictor import model_matrix
 
     x = model_matrix(model, model.prepare(add_context(df, day=D, hour=rng.integers(8, 22, rows))))
     out = {}

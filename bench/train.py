@@ -1,4 +1,4 @@
-"""Training benchmark (issue 4, item 8): 5M synthetic training rows, 20 Optuna trials on 1M rows,
+"""Training benchmark: 5M synthetic training rows, 20 Optuna trials on 1M rows,
 MLflow logging overhead per run.
 
     nice .venv/bin/python bench/train.py                      # full size

@@ -44,7 +44,9 @@ def psi(reference: pd.Series, current: pd.Series, bins: int = 10) -> float:
         ref = _round_sig(pd.to_numeric(reference, errors="coerce").replace([np.inf, -np.inf], np.nan))
         cur = _round_sig(pd.to_numeric(current, errors="coerce").replace([np.inf, -np.inf], np.nan))
         finite = ref.dropna().to_numpy(dtype="float64")
-        edges = np.unique(np.quantile(finite, np.linspace(0, 1, bins + 1))) if len(finite) else np.array([0.0])
+        edges = (
+            np.unique(np.quantile(finite, np.linspace(0, 1, bins + 1))) if len(finite) else np.array([0.0])
+        )
         inner = edges[1:-1]
 
         def hist(x: pd.Series) -> np.ndarray:
@@ -73,9 +75,16 @@ def drift_report(
     ref_rate = float(window[label].mean()) if len(window) else float("nan")
     new_rate = float(newest[label].mean()) if len(newest) else float("nan")
     ratio = new_rate / ref_rate if ref_rate and ref_rate > 0 else float("nan")
-    reasons = [f"PSI {f} = {v:.3f} > {psi_threshold}" for f, v in sorted(scores.items(), key=lambda kv: -np.nan_to_num(kv[1])) if v > psi_threshold]
+    reasons = [
+        f"PSI {f} = {v:.3f} > {psi_threshold}"
+        for f, v in sorted(scores.items(), key=lambda kv: -np.nan_to_num(kv[1]))
+        if v > psi_threshold
+    ]
     if np.isfinite(ratio) and (ratio > label_rate_ratio or ratio < 1.0 / label_rate_ratio):
-        reasons.append(f"label rate {new_rate:.4f} vs window {ref_rate:.4f} (ratio {ratio:.2f}, limit {label_rate_ratio})")
+        reasons.append(
+            f"label rate {new_rate:.4f} vs window {ref_rate:.4f}"
+            f" (ratio {ratio:.2f}, limit {label_rate_ratio})"
+        )
     return {
         "psi": scores,
         "max_psi": max((v for v in scores.values() if np.isfinite(v)), default=0.0),

@@ -1,4 +1,4 @@
-"""Metrics, calibrators, baselines and plots for the contact-success model.
+"""Metrics, calibrators and baselines for the contact-success model, and the test-day evaluation.
 
 Everything here is pure computation on arrays/frames (no MLflow): training, the gate, tuning and
 the benchmarks share it so a figure means the same thing wherever it is printed.
@@ -14,12 +14,26 @@ Conventions
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
+from sklearn.isotonic import IsotonicRegression
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import (
+    average_precision_score,
+    brier_score_loss,
+    log_loss,
+    precision_recall_curve,
+    roc_auc_score,
+)
+
+from contactrank.ml.model import ContactModel
+from contactrank.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +72,6 @@ def _both_classes(y: np.ndarray) -> bool:
 
 def binary_metrics(y: np.ndarray, p: np.ndarray, probabilistic: bool = True) -> dict[str, float]:
     """AUC and PR-AUC (any score); log loss, Brier and ECE too when ``p`` is a probability."""
-    from sklearn.metrics import average_precision_score, brier_score_loss, log_loss, roc_auc_score
-
     y = np.asarray(y, dtype="int64")
     p = np.asarray(p, dtype="float64")
     nan = float("nan")
@@ -149,8 +161,6 @@ def channel_auc(
     y: np.ndarray, score: np.ndarray, channels: np.ndarray, min_rows: int = 50, min_pos: int = 5
 ) -> dict[str, float]:
     """AUC per channel, only for channels with enough rows and both classes (used by the gate)."""
-    from sklearn.metrics import roc_auc_score
-
     y = np.asarray(y, dtype="int64")
     channels = np.asarray(channels).astype(str)
     out = {}
@@ -184,8 +194,6 @@ class PlattCalibrator:
 
     @classmethod
     def fit(cls, raw: np.ndarray, y: np.ndarray, on_logit: bool = True) -> PlattCalibrator:
-        from sklearn.linear_model import LogisticRegression
-
         z = _logit(raw) if on_logit else np.asarray(raw, dtype="float64")
         lr = LogisticRegression(C=1e6, max_iter=1000).fit(z.reshape(-1, 1), np.asarray(y, dtype=int))
         return cls(float(lr.coef_[0, 0]), float(lr.intercept_[0]), on_logit)
@@ -212,8 +220,6 @@ class IsotonicCalibrator:
 
     @classmethod
     def fit(cls, raw: np.ndarray, y: np.ndarray, on_logit: bool = True) -> IsotonicCalibrator:
-        from sklearn.isotonic import IsotonicRegression
-
         iso = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0).fit(
             np.asarray(raw, dtype="float64"), np.asarray(y, dtype="float64")
         )
@@ -258,8 +264,6 @@ def fit_calibrator(
 
 def operating_threshold(y: np.ndarray, p: np.ndarray) -> float:
     """The probability threshold with the best F1 on held-out data (the confusion's operating point)."""
-    from sklearn.metrics import precision_recall_curve
-
     if not _both_classes(np.asarray(y)):
         return 0.5
     prec, rec, thr = precision_recall_curve(y, p)
@@ -309,8 +313,6 @@ def oracle_probabilities(truth_path: Path, attempt_ids: pd.Series, label: str) -
     """The simulator's true probability of each attempt (NaN where unknown), or None without truth."""
     if not truth_path.is_file():
         return None
-    import pyarrow.parquet as pq
-
     col = "p_reach" if label == "reach" else "p_conversion"
     truth = pq.read_table(truth_path, columns=["attempt_id", col]).to_pandas()
     truth = truth.drop_duplicates("attempt_id").set_index("attempt_id")[col]
@@ -318,126 +320,52 @@ def oracle_probabilities(truth_path: Path, attempt_ids: pd.Series, label: str) -
 
 
 # --------------------------------------------------------------------------------------------
-# plots (matplotlib, Agg backend, one figure per file)
+# the test day: the model and the baselines on the same attempts
 # --------------------------------------------------------------------------------------------
-def _plt():
-    import matplotlib
+@dataclass
+class DayEvaluation:
+    """The test day: the model's scores, every metric, and the baselines it is compared to."""
 
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def plot_calibration(y: np.ndarray, curves: dict[str, np.ndarray], path: Path) -> Path:
-    """Reliability diagram of each probability vector in ``curves`` (with its ECE in the legend)."""
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(5.5, 5))
-    ax.plot([0, 1], [0, 1], "k--", lw=1, label="perfect")
-    for name, p in curves.items():
-        rel = reliability(y, p)
-        ax.plot(rel["mean_p"], rel["rate"], "o-", ms=3, label=f"{name} (ECE {ece(y, p):.4f})")
-    ax.set_xlabel("predicted probability")
-    ax.set_ylabel("observed success rate")
-    ax.set_title("Calibration on the test day")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=72)
-    plt.close(fig)
-    return path
+    y: np.ndarray
+    raw: np.ndarray  # uncalibrated model output
+    p: np.ndarray  # calibrated probability
+    threshold: float
+    confusion: dict[str, int]
+    metrics: dict[str, float]
+    baselines: dict[str, np.ndarray] = field(default_factory=dict)
 
 
-def plot_gains(y: np.ndarray, scores: dict[str, np.ndarray], path: Path) -> Path:
-    """Cumulative gain and lift of each scorer: share of successes captured in the top x% of attempts."""
-    plt = _plt()
-    y = np.asarray(y, dtype="float64")
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4.5))
-    total = max(y.sum(), 1.0)
-    x = np.arange(1, len(y) + 1) / max(len(y), 1)
-    # at most ~500 points per curve: the picture is the same and drawing stays cheap
-    pick = np.unique(np.linspace(0, max(len(y) - 1, 0), min(len(y), 500)).astype(int))
-    start = pick[pick >= len(x) // 100]
-    for name, s in scores.items():
-        order = np.argsort(-np.asarray(s, dtype="float64"), kind="mergesort")
-        gain = np.cumsum(y[order]) / total
-        ax1.plot(x[pick], gain[pick], label=name)
-        lift = gain / x
-        ax2.plot(x[start], lift[start], label=name)
-    ax1.plot([0, 1], [0, 1], "k--", lw=1)
-    ax1.set_xlabel("share of attempts (ranked by score)")
-    ax1.set_ylabel("share of successes captured")
-    ax1.set_title("Cumulative gain, test day")
-    ax2.axhline(1.0, color="k", ls="--", lw=1)
-    ax2.set_xlabel("share of attempts")
-    ax2.set_ylabel("lift")
-    ax2.set_title("Lift vs baselines")
-    ax1.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=72)
-    plt.close(fig)
-    return path
-
-
-def plot_importance(importance: pd.Series, path: Path, top: int = 25) -> Path:
-    """Horizontal bar chart of the largest values (gain importance)."""
-    plt = _plt()
-    imp = importance.sort_values(ascending=False).head(top)[::-1]
-    fig, ax = plt.subplots(figsize=(7, 0.28 * len(imp) + 1.2))
-    ax.barh(imp.index, imp.to_numpy())
-    ax.set_xlabel("total gain")
-    ax.set_title("Feature importance (gain)")
-    ax.tick_params(axis="y", labelsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=72)
-    plt.close(fig)
-    return path
-
-
-def plot_shap_summary(
-    contrib: pd.DataFrame, values: pd.DataFrame, path: Path, top: int = 20, seed: int = 0
-) -> Path:
-    """SHAP summary (beeswarm-like): per feature, each row's contribution coloured by its value rank."""
-    plt = _plt()
-    contrib = contrib.drop(columns=["bias"], errors="ignore")
-    order = contrib.abs().mean().sort_values(ascending=False).head(top).index[::-1]
-    rng = np.random.default_rng(seed)
-    fig, ax = plt.subplots(figsize=(7.5, 0.32 * len(order) + 1.5))
-    for i, col in enumerate(order):
-        c = contrib[col].to_numpy()
-        v = values[col]
-        if isinstance(v.dtype, pd.CategoricalDtype):
-            v = pd.Series(v.cat.codes, index=v.index).where(v.cat.codes >= 0)
-        v = pd.to_numeric(v, errors="coerce")
-        colour = v.rank(pct=True).to_numpy()
-        jitter = rng.uniform(-0.3, 0.3, len(c))
-        sc = ax.scatter(
-            c, i + jitter, c=colour, cmap="coolwarm", s=3, alpha=0.6, vmin=0, vmax=1, rasterized=True
+def evaluate_test_day(
+    settings: Settings, model: ContactModel, test_df: pd.DataFrame, label: str, day: date, threshold: float
+) -> DayEvaluation:
+    """Metrics of the model and of the random, heuristic and (simulated worlds) oracle baselines."""
+    y = test_df[label].astype(int).to_numpy()
+    groups = (test_df["person_id"].astype(str) + "|" + day.isoformat()).to_numpy()
+    channels = test_df["channel"].astype(str).to_numpy()
+    raw = model.raw_score(test_df, num_threads=settings.num_threads)
+    p = model.predict_proba(test_df, num_threads=settings.num_threads)
+    metrics = evaluate(y, p, groups, channels, seed=settings.seed)
+    if settings.objective != "lambdarank":
+        metrics["ece_uncalibrated"] = ece(y, raw)
+    metrics["threshold"] = threshold
+    baselines: dict[str, np.ndarray] = {
+        "random": random_score(len(test_df), settings.seed),
+        "heuristic": heuristic_score(test_df),
+    }
+    oracle = None
+    if "attempt_id" in test_df:
+        oracle = oracle_probabilities(
+            settings.landing / "truth_attempts.parquet", test_df["attempt_id"], settings.label
         )
-    ax.set_yticks(range(len(order)))
-    ax.set_yticklabels(order, fontsize=7)
-    ax.axvline(0, color="k", lw=0.8)
-    ax.set_xlabel("SHAP value (contribution to the raw score)")
-    ax.set_title("SHAP summary, test day (colour: feature value rank)")
-    if len(order):
-        fig.colorbar(sc, ax=ax, label="feature value (low → high)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=72)
-    plt.close(fig)
-    return path
-
-
-def plot_confusion(cm: dict[str, int], threshold: float, path: Path) -> Path:
-    """The 2x2 confusion matrix at the operating threshold."""
-    plt = _plt()
-    mat = np.array([[cm["tn"], cm["fp"]], [cm["fn"], cm["tp"]]])
-    fig, ax = plt.subplots(figsize=(4.2, 3.8))
-    ax.imshow(mat, cmap="Blues")
-    for (i, j), v in np.ndenumerate(mat):
-        ax.text(j, i, f"{v:,}", ha="center", va="center", color="black")
-    ax.set_xticks([0, 1], ["pred 0", "pred 1"])
-    ax.set_yticks([0, 1], ["true 0", "true 1"])
-    ax.set_title(f"Confusion at p >= {threshold:.3f}")
-    fig.tight_layout()
-    fig.savefig(path, dpi=72)
-    plt.close(fig)
-    return path
+    for name, s in baselines.items():
+        m = evaluate(y, s, groups, channels, probabilistic=False, seed=settings.seed)
+        metrics.update({f"baseline_{name}_{k}": v for k, v in m.items()})
+    if oracle is not None and np.isfinite(oracle).any():
+        known = np.isfinite(oracle)
+        m = evaluate(y[known], oracle[known], groups[known], channels[known], seed=settings.seed)
+        metrics.update({f"baseline_oracle_{k}": v for k, v in m.items()})
+        metrics["oracle_coverage"] = float(known.mean())
+        # the model on exactly the oracle's rows, so the gap is like for like
+        metrics["auc_on_oracle_rows"] = binary_metrics(y[known], p[known])["auc"]
+        baselines["oracle"] = np.where(known, oracle, np.nanmean(oracle))
+    return DayEvaluation(y, raw, p, threshold, confusion(y, p, threshold), metrics, baselines)

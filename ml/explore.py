@@ -56,7 +56,10 @@ def apply(frame: pd.DataFrame, settings: Settings, d: date) -> pd.DataFrame:
         raise ValueError(f"setting 'explore_share' must be in [0, 1): {eps}")
     keys, ascending = ["person_id", "_invalid", "score", "contact_id"], [True, True, False, True]
     if "_raw" in frame.columns:  # the uncalibrated output breaks the ties of a stepwise calibrator
-        keys, ascending = ["person_id", "_invalid", "score", "_raw", "contact_id"], [True, True, False, False, True]
+        keys, ascending = (
+            ["person_id", "_invalid", "score", "_raw", "contact_id"],
+            [True, True, False, False, True],
+        )
     df = frame.sort_values(keys, ascending=ascending, kind="stable").reset_index(drop=True)
     n = len(df)
     if n == 0:
@@ -87,7 +90,11 @@ def apply(frame: pd.DataFrame, settings: Settings, d: date) -> pd.DataFrame:
     order_key = df.loc[explorable, ["person_id", "contact_id"]]
     pos = np.full(n, -1, dtype=np.int64)
     pos[np.flatnonzero(explorable)] = (
-        order_key.sort_values(["person_id", "contact_id"]).groupby("person_id", sort=False).cumcount().reindex(order_key.index).to_numpy()
+        order_key.sort_values(["person_id", "contact_id"])
+        .groupby("person_id", sort=False)
+        .cumcount()
+        .reindex(order_key.index)
+        .to_numpy()
     )
     chosen = explorable & explores[person_idx] & (pos == pick[person_idx])
     person_explores = explores[person_idx]

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import lightgbm as lgb
+import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 
@@ -32,7 +33,11 @@ def categorical_columns(df: pd.DataFrame, features: list[str]) -> list[str]:
     out = []
     for c in features:
         dtype = df[c].dtype
-        if isinstance(dtype, pd.CategoricalDtype) or pd.api.types.is_string_dtype(dtype) or pd.api.types.is_object_dtype(dtype):
+        if (
+            isinstance(dtype, pd.CategoricalDtype)
+            or pd.api.types.is_string_dtype(dtype)
+            or pd.api.types.is_object_dtype(dtype)
+        ):
             out.append(c)
     return out
 
@@ -68,7 +73,11 @@ def encode(
             else:
                 col = np.full(n, np.nan, dtype=np.float32)
         elif c in df.columns:
-            col = pd.to_numeric(df[c], errors="coerce").to_numpy(dtype="float64", na_value=np.nan).astype(np.float32)
+            col = (
+                pd.to_numeric(df[c], errors="coerce")
+                .to_numpy(dtype="float64", na_value=np.nan)
+                .astype(np.float32)
+            )
             col[~np.isfinite(col)] = np.nan
         else:
             col = np.full(n, np.nan, dtype=np.float32)
@@ -123,13 +132,7 @@ class ContactModel:
         return pd.DataFrame(np.asarray(contrib), columns=[*self.features, "bias"], index=df.index)
 
 
-def _pyfunc_base():
-    import mlflow.pyfunc
-
-    return mlflow.pyfunc.PythonModel
-
-
-class ContactPyfunc(_pyfunc_base()):  # type: ignore[misc]
+class ContactPyfunc(mlflow.pyfunc.PythonModel):
     """MLflow pyfunc flavour: ``predict`` returns the calibrated probability of each row."""
 
     def __init__(self, model: ContactModel):

@@ -54,7 +54,14 @@ def estimate(reward: np.ndarray, propensity: np.ndarray, target: np.ndarray, z: 
     pi = np.asarray(target, dtype=np.float64)
     n = len(r)
     if n == 0:
-        return {"n": 0, "ips": None, "ips_ci": [None, None], "snips": None, "snips_ci": [None, None], "ess": 0.0}
+        return {
+            "n": 0,
+            "ips": None,
+            "ips_ci": [None, None],
+            "snips": None,
+            "snips_ci": [None, None],
+            "ess": 0.0,
+        }
     if np.any(p <= 0) or np.any(p > 1):
         raise ValueError("logged propensities must lie in (0, 1]")
     w = pi / p
@@ -65,7 +72,9 @@ def estimate(reward: np.ndarray, propensity: np.ndarray, target: np.ndarray, z: 
     if sw > 0:
         snips = float(wr.sum() / sw)
         # Delta method for a ratio of means: var ≈ mean(w² (r - V)²) / (n mean(w)²).
-        snips_se = float(math.sqrt(np.mean(w**2 * (r - snips) ** 2) / n) / w.mean()) if n > 1 else float("nan")
+        snips_se = (
+            float(math.sqrt(np.mean(w**2 * (r - snips) ** 2) / n) / w.mean()) if n > 1 else float("nan")
+        )
     else:
         snips, snips_se = None, float("nan")
     ess = float(sw**2 / np.sum(w**2)) if np.sum(w**2) > 0 else 0.0
@@ -92,7 +101,10 @@ def target_probability(rows: pd.DataFrame, policy: str) -> pd.Series:
         sort_cols, asc = ["person_id", "_inv", "score", "contact_id"], [True, True, False, True]
         if policy == "last_success":
             key["_dsr"] = key["f_c_days_since_reach"].astype("float64").fillna(np.inf)
-            sort_cols, asc = ["person_id", "_inv", "_dsr", "score", "contact_id"], [True, True, True, False, True]
+            sort_cols, asc = (
+                ["person_id", "_inv", "_dsr", "score", "contact_id"],
+                [True, True, True, False, True],
+            )
         top = key.sort_values(sort_cols, ascending=asc, kind="stable").groupby("person_id").head(1).index
         return pd.Series(rows.index.isin(top).astype("float64"), index=rows.index)
     raise InputError(f"unknown policy {policy!r}: expected one of {', '.join(POLICIES)}")
@@ -129,7 +141,9 @@ def evaluate_policy(settings: Settings, start: date, end: date, policy: str = "m
             rows = rows.merge(internal.to_pandas(), on=["person_id", "contact_id"], how="left")
             rows["_invalid"] = rows["_invalid"].fillna(False).astype(bool)
         if policy == "last_success":
-            feats = read_partition(settings, "features", x, columns=["person_id", "contact_id", "f_c_days_since_reach"])
+            feats = read_partition(
+                settings, "features", x, columns=["person_id", "contact_id", "f_c_days_since_reach"]
+            )
             if feats is None:
                 raise NotReady(f"policy last_success needs features/date={x}")
             rows = rows.merge(feats.to_pandas(), on=["person_id", "contact_id"], how="left")

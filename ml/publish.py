@@ -99,7 +99,11 @@ def publish(settings: Settings, d: date) -> dict:
             "schema_version": SCHEMA_VERSION,
             "date": d.isoformat(),
             "valid_from": (d + timedelta(days=1)).isoformat(),
-            "model": {"name": model.get("name", settings.model_name), "version": model.get("version"), "run_id": model.get("run_id")},
+            "model": {
+                "name": model.get("name", settings.model_name),
+                "version": model.get("version"),
+                "run_id": model.get("run_id"),
+            },
             "rows": table.num_rows,
             "persons": persons,
             "persons_left_out": {

@@ -4,8 +4,8 @@ Contributions are additive decompositions of the model's raw score (log-odds for
 ``raw = bias + sum(contributions)``. Two ways to get them:
 
 - ``shap_contributions`` — LightGBM ``pred_contrib`` (TreeSHAP) via ``ContactModel.contributions``.
-  Exact Shapley values, but measured at ≈ 400 rows/s on 2 cores for a 500-tree model: fine to
-  explain a handful of rows, far too slow for millions of candidates.
+  Exact Shapley values, but orders of magnitude slower than a prediction: fine to explain a
+  handful of rows, far too slow for millions of candidates.
 - ``path_contributions`` — the path (Saabas) decomposition: every split on a tree path moves the
   node value by ``value(child) - value(node)``, credited to the split's feature. It needs one
   ``pred_leaf`` pass (the cost of a prediction) plus a table lookup per tree, and sums to the raw
@@ -39,11 +39,31 @@ class Group:
 GROUPS: tuple[Group, ...] = (
     Group("wrong_party", r"^f_c_(wrong_party_\d+d|days_since_wrong_party)$", None, "wrong_party_before"),
     Group("invalid", r"^f_c_(invalid_\d+d|days_since_invalid)$", None, "invalid_before"),
-    Group("timing", r"^(f_hour|f_dow|f_c_(reach|attempt)_hour_\w+|f_c_reach_dow_\d|f_p_reach_share_(morning|midday|afternoon|evening|night))$", "answers_{bucket}", "bad_time"),
-    Group("success", r"^f_c_(reach_\d+d|conv_\d+d|reach_rate_hl\d+|days_since_reach|last_outcome)$", "recent_success", "no_recent_success"),
-    Group("failures", r"^f_c_(attempts_\d+d|noanswer_\d+d|fail_streak|days_since_attempt)$", "few_failures", "many_failures"),
+    Group(
+        "timing",
+        r"^(f_hour|f_dow|f_c_(reach|attempt)_hour_\w+|f_c_reach_dow_\d|f_p_reach_share_(morning|midday|afternoon|evening|night))$",
+        "answers_{bucket}",
+        "bad_time",
+    ),
+    Group(
+        "success",
+        r"^f_c_(reach_\d+d|conv_\d+d|reach_rate_hl\d+|days_since_reach|last_outcome)$",
+        "recent_success",
+        "no_recent_success",
+    ),
+    Group(
+        "failures",
+        r"^f_c_(attempts_\d+d|noanswer_\d+d|fail_streak|days_since_attempt)$",
+        "few_failures",
+        "many_failures",
+    ),
     Group("newness", r"^f_(c_age_days|source)$", "new_address", "old_address"),
-    Group("channel", r"^f_(channel|g_channel_reach_rate_\d+d|p_reach_share_(voice|sms|email|whatsapp))$", "good_channel", "weak_channel"),
+    Group(
+        "channel",
+        r"^f_(channel|g_channel_reach_rate_\d+d|p_reach_share_(voice|sms|email|whatsapp))$",
+        "good_channel",
+        "weak_channel",
+    ),
     Group("person", r"^f_p_", "person_reachable", "person_hard_to_reach"),
     Group("profile", r"^f_attr_", "profile_fit", "profile_mismatch"),
     # Population and calendar features are the same for every candidate of a day: they explain
@@ -206,7 +226,9 @@ def codes(group_contrib: np.ndarray, best_hour: np.ndarray | list[int]) -> list[
     silent = np.array([g.positive is None and g.negative is None for g in groups])
     ranked = np.where(silent[None, :], 0.0, group_contrib)
     order = np.argsort(-np.abs(ranked), axis=1, kind="stable")[:, :MAX_CODES]
-    buckets = np.array([hour_bucket(int(h)) for h in range(24)], dtype=object)[np.asarray(best_hour, dtype=np.int64) % 24]
+    buckets = np.array([hour_bucket(int(h)) for h in range(24)], dtype=object)[
+        np.asarray(best_hour, dtype=np.int64) % 24
+    ]
     rows = np.arange(n)
     slots = [_slot(groups, order[:, k], ranked[rows, order[:, k]], buckets) for k in range(order.shape[1])]
     joined = pd.Series(slots[0])
@@ -217,7 +239,9 @@ def codes(group_contrib: np.ndarray, best_hour: np.ndarray | list[int]) -> list[
     return joined.tolist()
 
 
-def explain(model: ContactModel, frame: pd.DataFrame, best_hour, method: str = "path", num_threads: int = 0) -> list[str]:
+def explain(
+    model: ContactModel, frame: pd.DataFrame, best_hour, method: str = "path", num_threads: int = 0
+) -> list[str]:
     """Reason codes for the rows of ``frame`` (a model input with its context columns)."""
     if method == "shap":
         contrib = shap_contributions(model, frame, num_threads=num_threads)

@@ -13,15 +13,21 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
+import mlflow.pyfunc
 import numpy as np
+from mlflow.exceptions import MlflowException
 
 from contactrank.errors import InputError, NotReady
+from contactrank.ml import evaluate as ev
+from contactrank.ml.dataset import label_column, labelled, read_day
+from contactrank.ml.tracking import client as mlflow_client
+from contactrank.ml.tracking import configure
+from contactrank.ml.train_logging import CHALLENGER, TAG_DRIFT_BLOCKED, TAG_DRIFT_REASON, TAG_TEST_DAY
 from contactrank.settings import Settings
 
 log = logging.getLogger(__name__)
 
 CHAMPION = "champion"
-CHALLENGER = "challenger"
 TAG_DECISION = "contactrank.gate.decision"
 
 
@@ -56,7 +62,8 @@ def decide(settings: Settings, challenger: Scorecard, champion: Scorecard | None
         need = champion.auc - settings.gate_auc_margin
         check(
             challenger.auc >= need,
-            f"auc {challenger.auc:.4f} vs champion {champion.auc:.4f} (margin {settings.gate_auc_margin:.4f})",
+            f"auc {challenger.auc:.4f} vs champion {champion.auc:.4f}"
+            f" (margin {settings.gate_auc_margin:.4f})",
         )
         for ch in sorted(set(challenger.channels) & set(champion.channels)):
             a, b = challenger.channels[ch], champion.channels[ch]
@@ -69,15 +76,11 @@ def decide(settings: Settings, challenger: Scorecard, champion: Scorecard | None
 
 def champion_version(settings: Settings) -> int | None:
     """The version behind the ``champion`` alias (an alias lookup, no model load), or None."""
-    from contactrank.ml.tracking import client as mlflow_client
-
     mv = _alias(mlflow_client(settings), settings, CHAMPION)
     return int(mv.version) if mv is not None else None
 
 
 def _alias(client, settings: Settings, alias: str):
-    from mlflow.exceptions import MlflowException
-
     try:
         return client.get_model_version_by_alias(settings.model_name, alias)
     except MlflowException:
@@ -86,10 +89,6 @@ def _alias(client, settings: Settings, alias: str):
 
 def load_version(settings: Settings, version: int | str):
     """The ContactModel of one registered version (loaded through its MLflow pyfunc)."""
-    import mlflow.pyfunc
-
-    from contactrank.ml.tracking import configure
-
     configure(settings)
     pyfunc = mlflow.pyfunc.load_model(f"models:/{settings.model_name}/{version}")
     return pyfunc.unwrap_python_model().model
@@ -97,13 +96,12 @@ def load_version(settings: Settings, version: int | str):
 
 def load_champion(settings: Settings) -> tuple[Any, dict[str, Any]]:
     """(ContactModel, info with name, version, run_id) of the version behind alias ``champion``."""
-    from contactrank.ml.tracking import client as mlflow_client
-
     client = mlflow_client(settings)
     mv = _alias(client, settings, CHAMPION)
     if mv is None:
         raise NotReady(
-            f"model {settings.model_name!r} has no {CHAMPION!r} version yet (train and gate first, or promote --version N)"
+            f"model {settings.model_name!r} has no {CHAMPION!r} version yet"
+            " (train and gate first, or promote --version N)"
         )
     model = load_version(settings, mv.version)
     info = {
@@ -116,8 +114,6 @@ def load_champion(settings: Settings) -> tuple[Any, dict[str, Any]]:
 
 
 def _scorecard(settings: Settings, model, df, label: str) -> Scorecard:
-    from contactrank.ml import evaluate as ev
-
     y = df[label].astype(int).to_numpy()
     p = model.predict_proba(df, num_threads=settings.num_threads)
     m = ev.binary_metrics(y, p)
@@ -128,16 +124,6 @@ def _scorecard(settings: Settings, model, df, label: str) -> Scorecard:
 
 def gate(settings: Settings, d: date) -> dict[str, Any]:
     """Challenger vs champion on the challenger's test day; promote when every rule passes."""
-    from contactrank.ml.tracking import client as mlflow_client
-    from contactrank.ml.train import (
-        TAG_DRIFT_BLOCKED,
-        TAG_DRIFT_REASON,
-        TAG_TEST_DAY,
-        _labelled,
-        _read_day,
-        label_column,
-    )
-
     client = mlflow_client(settings)
     challenger = _alias(client, settings, CHALLENGER)
     champion = _alias(client, settings, CHAMPION)
@@ -146,7 +132,8 @@ def gate(settings: Settings, d: date) -> dict[str, Any]:
     if champion is not None and int(challenger.version) <= int(champion.version):
         return {
             "status": "skipped",
-            "reason": f"no challenger newer than the champion (champion v{champion.version}, challenger v{challenger.version})",
+            "reason": "no challenger newer than the champion"
+            f" (champion v{champion.version}, challenger v{challenger.version})",
         }
     done = (challenger.tags or {}).get(TAG_DECISION)
     if done:
@@ -154,7 +141,7 @@ def gate(settings: Settings, d: date) -> dict[str, Any]:
 
     test_day = date.fromisoformat(challenger.tags[TAG_TEST_DAY])
     label = label_column(settings)
-    df = _labelled(_read_day(settings, test_day), label)
+    df = labelled(read_day(settings, test_day), label)
     ch_model = load_version(settings, challenger.version)
     ch_card = _scorecard(settings, ch_model, df, label)
     cp_card = None
@@ -207,10 +194,6 @@ def gate(settings: Settings, d: date) -> dict[str, Any]:
 
 def promote(settings: Settings, version: int) -> dict[str, Any]:
     """Point ``champion`` at ``version`` (any registered version: this is also the rollback)."""
-    from mlflow.exceptions import MlflowException
-
-    from contactrank.ml.tracking import client as mlflow_client
-
     client = mlflow_client(settings)
     try:
         mv = client.get_model_version(settings.model_name, str(int(version)))

@@ -1,6 +1,6 @@
 """MLflow setup: tracking URI, experiment with an explicit artifact location, run provenance.
 
-Nothing happens at import; every function configures MLflow when called.
+Nothing is configured at import; every function configures MLflow when called.
 """
 
 from __future__ import annotations
@@ -8,6 +8,9 @@ from __future__ import annotations
 import logging
 import subprocess
 from pathlib import Path
+
+import mlflow
+from mlflow.tracking import MlflowClient
 
 from contactrank.settings import Settings
 
@@ -20,9 +23,6 @@ def configure(settings: Settings) -> str:
     The experiment is created with ``settings.artifact_location`` so artifacts never land in a
     ``./mlruns`` relative to the working directory (the default with a ``sqlite://`` store).
     """
-    import mlflow
-    from mlflow.tracking import MlflowClient
-
     uri = settings.tracking_uri
     if uri.startswith("sqlite:///"):
         Path(uri[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
@@ -48,8 +48,6 @@ def configure(settings: Settings) -> str:
 
 def client(settings: Settings):
     """An ``MlflowClient`` on the configured store (calls :func:`configure` first)."""
-    from mlflow.tracking import MlflowClient
-
     configure(settings)
     return MlflowClient(tracking_uri=settings.tracking_uri)
 

@@ -17,6 +17,15 @@ import os
 from datetime import date
 from typing import Any
 
+import lightgbm as lgb
+import mlflow
+import optuna
+from optuna.trial import TrialState
+from optuna_integration import LightGBMPruningCallback
+
+from contactrank.ml.dataset import Window, build_matrix, freeze_categories, make_datasets, plan_window
+from contactrank.ml.tracking import configure
+from contactrank.ml.train import best_params_path, fit, lgb_params
 from contactrank.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -48,8 +57,6 @@ def study_name(settings: Settings, d: date) -> str:
 
 def _fail_stale(study) -> int:
     """Mark trials a killed run left RUNNING as FAIL so they neither count nor block the sampler."""
-    from optuna.trial import TrialState
-
     stale = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.RUNNING]
     for t in stale:
         study._storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL)
@@ -57,8 +64,6 @@ def _fail_stale(study) -> int:
 
 
 def _write_best(settings: Settings, blob: dict[str, Any]) -> None:
-    from contactrank.ml.train import best_params_path
-
     path = best_params_path(settings)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".json.tmp")
@@ -66,30 +71,11 @@ def _write_best(settings: Settings, blob: dict[str, Any]) -> None:
     os.replace(tmp, path)  # readers see the old file or the new one, never half of one
 
 
-def tune(settings: Settings, d: date, trials: int = 20) -> dict[str, Any]:
-    """Run (or resume) the study of date ``d`` up to ``trials`` finished trials; store the best params."""
-    import mlflow
-    import optuna
-    from optuna.trial import TrialState
-    from optuna_integration import LightGBMPruningCallback
-
-    from contactrank.ml.tracking import configure
-    from contactrank.ml.train import (
-        build_matrix,
-        fit,
-        freeze_categories,
-        lgb_params,
-        make_datasets,
-        plan_window,
-    )
-
-    window = plan_window(settings, d)
-    if isinstance(window, str):
-        return {"status": "skipped", "reason": window}
+def _open_study(settings: Settings, name: str) -> optuna.Study:
+    """The study in its RDB storage, created or loaded (a resumed study keeps its trials)."""
     (settings.home / "tuning").mkdir(parents=True, exist_ok=True)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    name = study_name(settings, d)
-    study = optuna.create_study(
+    return optuna.create_study(
         study_name=name,
         storage=storage_url(settings),
         sampler=optuna.samplers.TPESampler(seed=settings.seed),
@@ -97,23 +83,87 @@ def tune(settings: Settings, d: date, trials: int = 20) -> dict[str, Any]:
         direction="maximize",
         load_if_exists=True,
     )
+
+
+def _datasets(settings: Settings, window: Window) -> tuple[lgb.Dataset, lgb.Dataset]:
+    """The LightGBM datasets of the window's train and validation days, built once for every trial."""
+    categories = freeze_categories(settings, window.train_days + window.valid_days, window.categorical)
+    train = build_matrix(
+        settings,
+        window.train_days,
+        window.features,
+        categories,
+        extras=False,
+        max_rows=settings.train_max_rows,
+    )
+    valid = build_matrix(settings, window.valid_days, window.features, categories, extras=False)
+    return make_datasets(lgb_params(settings), train, valid, window.features, window.categorical)
+
+
+def _objective(settings: Settings, dtrain: lgb.Dataset, dvalid: lgb.Dataset, metric: str):
+    """One trial: fit with the sampled parameters as a nested MLflow run; the validation ``metric``."""
+
+    def objective(trial: optuna.Trial) -> float:
+        sampled = search_space(trial)
+        params = lgb_params(settings, sampled)
+        mlflow.start_run(run_name=f"trial-{trial.number}", nested=True)
+        status = "FAILED"
+        try:
+            mlflow.log_params({**sampled, "trial": trial.number})
+            pruning = LightGBMPruningCallback(trial, metric, valid_name="valid")
+            booster = fit(settings, params, dtrain, dvalid, [pruning])
+            value = float(booster.best_score["valid"][metric])
+            trial.set_user_attr("best_iteration", int(booster.best_iteration or booster.current_iteration()))
+            mlflow.log_metrics(
+                {f"valid_{metric.replace('@', '_at_')}": value, "best_iteration": booster.best_iteration}
+            )
+            status = "FINISHED"
+            return value
+        except optuna.TrialPruned:
+            mlflow.set_tag("optuna.state", "pruned")
+            status = "KILLED"
+            raise
+        finally:
+            mlflow.end_run(status=status)
+
+    return objective
+
+
+def _store_best(settings: Settings, d: date, study: optuna.Study, metric: str) -> dict[str, Any]:
+    """Write the best trial's parameters for ``train`` and log them on the active run."""
+    best = study.best_trial
+    blob = {
+        "label": settings.label,
+        "objective": settings.objective,
+        "study": study.study_name,
+        "date": d.isoformat(),
+        "metric": metric,
+        "value": best.value,
+        "trial": best.number,
+        "best_iteration": best.user_attrs.get("best_iteration"),
+        "params": {**search_space(optuna.trial.FixedTrial(best.params))},
+    }
+    _write_best(settings, blob)
+    mlflow.log_metric(f"best_valid_{metric.replace('@', '_at_')}", float(best.value))
+    mlflow.log_dict(blob, "best_params.json")
+    return blob
+
+
+def tune(settings: Settings, d: date, trials: int = 20) -> dict[str, Any]:
+    """Run (or resume) the study of date ``d`` up to ``trials`` finished trials; store the best params."""
+    window = plan_window(settings, d)
+    if isinstance(window, str):
+        return {"status": "skipped", "reason": window}
+    name = study_name(settings, d)
+    study = _open_study(settings, name)
     stale = _fail_stale(study)
     finished = [
         t for t in study.get_trials(deepcopy=False) if t.state in (TrialState.COMPLETE, TrialState.PRUNED)
     ]
     remaining = max(int(trials) - len(finished), 0)
-
-    lambdarank = settings.objective == "lambdarank"
-    metric = "ndcg@3" if lambdarank else "auc"
-    base = lgb_params(settings)
+    metric = "ndcg@3" if settings.objective == "lambdarank" else "auc"
     if remaining:
-        categories = freeze_categories(settings, window.train_days + window.valid_days, window.categorical)
-        mtrain = build_matrix(
-            settings, window.train_days, window.features, categories, extras=False, max_rows=settings.train_max_rows
-        )
-        mvalid = build_matrix(settings, window.valid_days, window.features, categories, extras=False)
-        dtrain, dvalid = make_datasets(base, mtrain, mvalid, window.features, window.categorical)
-        del mtrain, mvalid
+        dtrain, dvalid = _datasets(settings, window)
 
     configure(settings)
     with mlflow.start_run(run_name=f"tune-{d.isoformat()}") as parent:
@@ -127,58 +177,14 @@ def tune(settings: Settings, d: date, trials: int = 20) -> dict[str, Any]:
         mlflow.log_params(
             {"trials_target": trials, "trials_before": len(finished), "stale_failed": stale, "metric": metric}
         )
-
-        def objective(trial: optuna.Trial) -> float:
-            sampled = search_space(trial)
-            params = lgb_params(settings, sampled)
-            mlflow.start_run(run_name=f"trial-{trial.number}", nested=True)
-            status = "FAILED"
-            try:
-                mlflow.log_params({**sampled, "trial": trial.number})
-                booster = fit(
-                    settings,
-                    params,
-                    dtrain,
-                    dvalid,
-                    [LightGBMPruningCallback(trial, metric, valid_name="valid")],
-                )
-                value = float(booster.best_score["valid"][metric])
-                trial.set_user_attr(
-                    "best_iteration", int(booster.best_iteration or booster.current_iteration())
-                )
-                mlflow.log_metrics(
-                    {f"valid_{metric.replace('@', '_at_')}": value, "best_iteration": booster.best_iteration}
-                )
-                status = "FINISHED"
-                return value
-            except optuna.TrialPruned:
-                mlflow.set_tag("optuna.state", "pruned")
-                status = "KILLED"
-                raise
-            finally:
-                mlflow.end_run(status=status)
-
         if remaining:
-            study.optimize(objective, n_trials=remaining, gc_after_trial=True)
+            study.optimize(
+                _objective(settings, dtrain, dvalid, metric), n_trials=remaining, gc_after_trial=True
+            )
         complete = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
         if not complete:
             return {"status": "failed", "study": name, "reason": "no trial completed"}
-        best = study.best_trial
-        params = {**search_space(optuna.trial.FixedTrial(best.params))}
-        blob = {
-            "label": settings.label,
-            "objective": settings.objective,
-            "study": name,
-            "date": d.isoformat(),
-            "metric": metric,
-            "value": best.value,
-            "trial": best.number,
-            "best_iteration": best.user_attrs.get("best_iteration"),
-            "params": params,
-        }
-        _write_best(settings, blob)
-        mlflow.log_metric(f"best_valid_{metric.replace('@', '_at_')}", float(best.value))
-        mlflow.log_dict(blob, "best_params.json")
+        best = _store_best(settings, d, study, metric)
         n_pruned = sum(t.state == TrialState.PRUNED for t in study.get_trials(deepcopy=False))
         return {
             "status": "tuned",
@@ -189,8 +195,8 @@ def tune(settings: Settings, d: date, trials: int = 20) -> dict[str, Any]:
             "trials_run": remaining,
             "trials_pruned": n_pruned,
             "stale_failed": stale,
-            "best_value": round(float(best.value), 6),
-            "best_trial": best.number,
-            "best_params": params,
+            "best_value": round(float(best["value"]), 6),
+            "best_trial": best["trial"],
+            "best_params": best["params"],
             "path": str(settings.home / "tuning" / "best_params.json"),
         }

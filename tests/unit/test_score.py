@@ -291,7 +291,7 @@ def _mixed_frame(n: int = 500) -> pd.DataFrame:
 def test_predictor_matches_predict_proba_with_a_calibrator(settings, model):
     from sklearn.isotonic import IsotonicRegression
 
-    from contactrank.ml.score import Predictor, model_matrix
+    from contactrank.ml.predictor import Predictor, model_matrix
 
     df = _mixed_frame()
     raw = model.raw_score(df)
@@ -304,7 +304,7 @@ def test_predictor_matches_predict_proba_with_a_calibrator(settings, model):
 
 def test_compiled_predictor_agrees_with_lightgbm(settings, model):
     pytest.importorskip("lleaves")
-    from contactrank.ml.score import Predictor, model_matrix
+    from contactrank.ml.predictor import Predictor, model_matrix
 
     x = model_matrix(model, model.prepare(_mixed_frame()))
     stock = Predictor(settings, model, 0, kind="lightgbm").proba(x)

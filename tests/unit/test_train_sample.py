@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from contactrank.features.lake import read_partition
-from contactrank.ml.train import build_matrix, freeze_categories, plan_window
+from contactrank.ml.dataset import build_matrix, freeze_categories, plan_window
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
 from synth_training import write_days  # noqa: E402
@@ -48,7 +48,8 @@ def test_no_cap_or_a_high_cap_keeps_every_row(settings):
 
 
 def test_the_cap_changes_the_training_config(settings):
-    from contactrank.ml.train import _train_config, lgb_params
+    from contactrank.ml.train import lgb_params
+    from contactrank.ml.train import train_config as _train_config
 
     params = lgb_params(settings, None)
     smaller = dataclasses.replace(settings, train_max_rows=1000)

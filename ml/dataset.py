@@ -1,0 +1,257 @@
+"""The training data of one run: which days, which rows, encoded how.
+
+Split (by business date, never by row): the newest labelled day of the window is the test day,
+the ``valid_days`` labelled days before it validate, every older labelled day trains.
+
+Determinism: rows are sorted by (date, person_id, attempt_id) and categories are frozen sorted,
+so the same partitions give the same matrices (and, with LightGBM's determinism switches, the
+same model bytes).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from contactrank.errors import ContactrankError, NotReady
+from contactrank.features.build import load_training
+from contactrank.features.lake import DATA_FILE, partition_dates, partition_dir, read_partition
+from contactrank.features.schema import FEATURE_PREFIX, LABEL_COLUMNS
+from contactrank.ml.model import encode
+from contactrank.settings import Settings
+
+log = logging.getLogger(__name__)
+
+KIND = "training"
+
+
+def label_column(settings: Settings) -> str:
+    return LABEL_COLUMNS[settings.label]
+
+
+def read_day(settings: Settings, d: date, columns: list[str] | None = None) -> pd.DataFrame:
+    """One training partition as a frame (every column through the feature store's reader)."""
+    if columns is None:
+        df = load_training(settings, d, d)
+        if not isinstance(df, pd.DataFrame):
+            df = df.to_pandas()
+        return df
+    table = read_partition(settings, KIND, d, columns=columns)
+    if table is None:
+        raise NotReady(f"training partition {partition_dir(settings, KIND, d)} does not exist")
+    return table.to_pandas()
+
+
+def sort_rows(df: pd.DataFrame) -> pd.DataFrame:
+    """Rows in (date, person_id, attempt_id) order: person-day groups become contiguous."""
+    keys = [c for c in ("date", "person_id", "attempt_id") if c in df.columns]
+    return df.sort_values(keys, kind="mergesort").reset_index(drop=True) if keys else df
+
+
+def labelled(df: pd.DataFrame, label: str) -> pd.DataFrame:
+    """The rows that carry a label, in :func:`sort_rows` order."""
+    return sort_rows(df[df[label].notna()])
+
+
+def partition_schema(settings: Settings, d: date) -> pa.Schema:
+    return pq.read_schema(partition_dir(settings, KIND, d) / DATA_FILE)
+
+
+def file_fingerprint(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@dataclass
+class Window:
+    """The days of one training run and what identifies their data."""
+
+    test_day: date
+    train_days: list[date]
+    valid_days: list[date]
+    labelled_days: int
+    fingerprints: dict[str, str]
+    fingerprint: str
+    features: list[str] = field(default_factory=list)
+    categorical: list[str] = field(default_factory=list)
+
+
+def _labelled_days(settings: Settings, days: list[date]) -> list[date]:
+    """The days with at least one labelled row (reads only the label column)."""
+    label = label_column(settings)
+    out = []
+    for x in days:
+        table = read_partition(settings, KIND, x, columns=[label])
+        if table is not None and table.num_rows and table.column(label).null_count < table.num_rows:
+            out.append(x)
+    return out
+
+
+def _is_categorical(dtype: pa.DataType) -> bool:
+    return pa.types.is_string(dtype) or pa.types.is_large_string(dtype) or pa.types.is_dictionary(dtype)
+
+
+def plan_window(settings: Settings, d: date) -> Window | str:
+    """The split for date ``d``, or the reason there is nothing to train on yet."""
+    start = d - timedelta(days=settings.train_window_days - 1)
+    days = [x for x in partition_dates(settings, KIND) if start <= x <= d]
+    if d not in days:
+        raise NotReady(
+            f"training partition {partition_dir(settings, KIND, d)} does not exist (run features first)"
+        )
+    labelled_days = _labelled_days(settings, days)
+    if d not in labelled_days:
+        return f"test day {d} has no labelled attempts"
+    need = max(settings.min_train_days, settings.valid_days + 2)
+    if len(labelled_days) < need:
+        return f"{len(labelled_days)} labelled day(s) in the window, need {need}"
+    test = labelled_days[-1]
+    valid = labelled_days[-1 - settings.valid_days : -1]
+    train = labelled_days[: -1 - settings.valid_days]
+    fingerprints = {
+        x.isoformat(): file_fingerprint(partition_dir(settings, KIND, x) / DATA_FILE) for x in labelled_days
+    }
+    fingerprint = hashlib.sha256(json.dumps(fingerprints, sort_keys=True).encode()).hexdigest()
+    schema = partition_schema(settings, d)
+    features = [n for n in schema.names if n.startswith(FEATURE_PREFIX)]
+    categorical = [n for n in features if _is_categorical(schema.field(n).type)]
+    if not features:
+        raise ContactrankError(f"training partition of {d} has no f_* feature columns")
+    return Window(test, train, valid, len(labelled_days), fingerprints, fingerprint, features, categorical)
+
+
+def freeze_categories(settings: Settings, days: list[date], categorical: list[str]) -> dict[str, list[str]]:
+    """Sorted categories of each categorical feature over ``days`` (reads only those columns)."""
+    seen: dict[str, set[str]] = {c: set() for c in categorical}
+    for x in days:
+        schema = partition_schema(settings, x)
+        present = [c for c in categorical if c in schema.names]
+        if not present:
+            continue
+        table = read_partition(settings, KIND, x, columns=present)
+        for c in present:
+            seen[c].update(str(v) for v in table.column(c).unique().to_pylist() if v is not None)
+    return {c: sorted(v) for c, v in seen.items()}
+
+
+def person_sample(person: pd.Series, share: float, seed: int) -> np.ndarray:
+    """Rows of the persons whose seeded hash falls in the first ``share`` of the hash range."""
+    hashes = pd.util.hash_array(person.astype(str).to_numpy(dtype=object), hash_key=f"{seed:016d}"[:16])
+    return hashes < np.uint64(min(share, 1.0) * float(np.iinfo(np.uint64).max))
+
+
+@dataclass
+class Matrix:
+    """Encoded rows of some days: features, label, person-day groups, channels."""
+
+    X: np.ndarray
+    y: np.ndarray
+    group_sizes: np.ndarray  # contiguous person-day groups (for lambdarank)
+    groups: np.ndarray  # person-day key per row
+    channels: np.ndarray
+    folds: np.ndarray  # 0/1 by a hash of the person (calibration cross-fit)
+
+
+def _sampled_counts(settings: Settings, days: list[date], max_rows: int | None) -> tuple[float, list[int]]:
+    """The share of persons to keep (1.0: all) and the labelled rows it keeps on each day."""
+    label = label_column(settings)
+    counts = []
+    for x in days:
+        table = read_partition(settings, KIND, x, columns=[label])
+        counts.append(table.num_rows - table.column(label).null_count)
+    share = 1.0 if max_rows is None or sum(counts) <= max_rows else max_rows / sum(counts)
+    if share < 1.0:
+        counts = []
+        for x in days:
+            rows = read_partition(settings, KIND, x, columns=[label, "person_id"]).to_pandas()
+            counts.append(
+                int(person_sample(rows[rows[label].notna()]["person_id"], share, settings.seed).sum())
+            )
+        log.info("training rows sampled over %d days: a %.3f share of persons, %d rows (train_max_rows %d)",
+                 len(days), share, sum(counts), max_rows)  # fmt: skip
+    return share, counts
+
+
+def build_matrix(
+    settings: Settings,
+    days: list[date],
+    features: list[str],
+    categories: dict[str, list[str]],
+    extras: bool = True,
+    max_rows: int | None = None,
+) -> Matrix:
+    """Encode the labelled rows of ``days`` into one float32 matrix, reading one day at a time.
+
+    ``extras=False`` skips the per-row group keys, channels and folds (not needed to fit; they
+    cost more memory than the matrix on millions of rows). With more than ``max_rows`` rows,
+    the same share of persons is kept on every day (whole person-days, chosen by a seeded hash
+    of person_id: the same persons every run).
+    """
+    label = label_column(settings)
+    share, counts = _sampled_counts(settings, days, max_rows)
+    n = int(sum(counts))
+    X = np.empty((n, len(features)), dtype=np.float32, order="F")
+    y = np.empty(n, dtype=np.float32)
+    m = n if extras else 0
+    groups = np.empty(m, dtype=object)
+    channels = np.empty(m, dtype=object)
+    folds = np.empty(m, dtype=np.int8)
+    sizes: list[np.ndarray] = []
+    row = 0
+    for x in days:
+        df = labelled(read_day(settings, x), label)
+        if share < 1.0:
+            df = df[person_sample(df["person_id"], share, settings.seed)].reset_index(drop=True)
+        k = len(df)
+        encode(df, features, categories, out=X, row=row)
+        y[row : row + k] = df[label].astype("float32").to_numpy()
+        person = df["person_id"].astype(str).to_numpy() if "person_id" in df else np.arange(k).astype(str)
+        if extras:
+            groups[row : row + k] = np.char.add(person.astype(str), "|" + x.isoformat())
+            channels[row : row + k] = df["channel"].astype(str).to_numpy() if "channel" in df else "all"
+            folds[row : row + k] = (pd.util.hash_array(person.astype(object)) % 2).astype(np.int8)
+        # rows are sorted by person within the day: consecutive runs are the person-day groups
+        codes, _ = pd.factorize(person, sort=False)
+        starts = np.flatnonzero(np.diff(codes, prepend=-1) != 0)
+        sizes.append(np.diff(np.append(starts, k)))
+        row += k
+        del df
+    return Matrix(X, y, np.concatenate(sizes) if sizes else np.zeros(0, int), groups, channels, folds)
+
+
+def make_datasets(
+    params: dict[str, Any], train: Matrix, valid: Matrix, features: list[str], categorical: list[str]
+) -> tuple[lgb.Dataset, lgb.Dataset]:
+    """LightGBM datasets of the train and validation days (built once; reusable across trials)."""
+    lambdarank = params.get("objective") == "lambdarank"
+    dtrain = lgb.Dataset(
+        train.X,
+        label=train.y,
+        group=train.group_sizes if lambdarank else None,
+        feature_name=features,
+        categorical_feature=categorical,
+        free_raw_data=True,
+        params=params,
+    )
+    dvalid = lgb.Dataset(
+        valid.X,
+        label=valid.y,
+        group=valid.group_sizes if lambdarank else None,
+        reference=dtrain,
+        free_raw_data=True,
+    )
+    return dtrain, dvalid

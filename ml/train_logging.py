@@ -1,0 +1,207 @@
+"""MLflow record of one training: the run (params, tags, metrics), datasets, model, artifacts, version.
+
+The model is registered as a new version of ``settings.model_name`` carrying the alias
+``challenger``; ``ml.registry.gate`` reads the tags written here to decide on ``champion``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import lightgbm as lgb
+import mlflow
+import numpy as np
+import pandas as pd
+import sklearn
+from mlflow.data.dataset_source_registry import resolve_dataset_source
+from mlflow.data.meta_dataset import MetaDataset
+from mlflow.models import infer_signature
+
+from contactrank.ml import evaluate as ev
+from contactrank.ml import plots
+from contactrank.ml.dataset import KIND, Window
+from contactrank.ml.model import ContactModel, ContactPyfunc
+from contactrank.ml.tracking import git_sha
+from contactrank.settings import Settings
+
+TAG_DATE = "contactrank.date"
+TAG_FINGERPRINT = "contactrank.fingerprint"
+TAG_CONFIG = "contactrank.train_config"
+TAG_TEST_DAY = "contactrank.test_day"
+TAG_DRIFT_BLOCKED = "contactrank.drift.blocked"
+TAG_DRIFT_REASON = "contactrank.drift.reason."
+CHALLENGER = "challenger"
+
+
+@dataclass
+class TrainingRun:
+    """Everything one training produced that MLflow records."""
+
+    day: date
+    window: Window
+    model: ContactModel
+    params: dict[str, Any]
+    config: str  # hash of the training configuration (the cadence compares it)
+    tuned: bool
+    calibration: dict[str, Any]
+    test: ev.DayEvaluation
+    drift: dict[str, Any]
+    counts: dict[str, float]
+    timings: dict[str, float]
+
+
+def run_params(settings: Settings, run: TrainingRun) -> dict[str, Any]:
+    window = run.window
+    return {
+        **{f"lgb_{k}": v for k, v in run.params.items()},
+        "label": settings.label,
+        "objective": settings.objective,
+        "window_days": settings.train_window_days,
+        "train_max_rows": settings.train_max_rows,
+        "window_start": (window.train_days or window.valid_days)[0].isoformat(),
+        "window_end": run.day.isoformat(),
+        "train_days": f"{window.train_days[0]}..{window.train_days[-1]} ({len(window.train_days)})"
+        if window.train_days
+        else "",
+        "valid_days": ",".join(x.isoformat() for x in window.valid_days),
+        "test_day": window.test_day.isoformat(),
+        "n_features": len(window.features),
+        "calibration": run.calibration["method"],
+        "tuned_params": run.tuned,
+        "config_hash": settings.config_hash(),
+    }
+
+
+def run_tags(run: TrainingRun) -> dict[str, str]:
+    """Tags of the run and of the registered version (the cadence and the gate read them)."""
+    sha = git_sha()
+    return {
+        TAG_DATE: run.day.isoformat(),
+        TAG_TEST_DAY: run.window.test_day.isoformat(),
+        TAG_FINGERPRINT: run.window.fingerprint,
+        TAG_CONFIG: run.config,
+        "mlflow.source.git.commit": sha or "unknown",
+        "git_sha": sha or "unknown",
+        TAG_DRIFT_BLOCKED: str(run.drift["blocked"]).lower(),
+        **{f"{TAG_DRIFT_REASON}{i:02d}": r[:250] for i, r in enumerate(run.drift["reasons"][:20])},
+    }
+
+
+def log_training_run(settings: Settings, client, run: TrainingRun, test_df: pd.DataFrame) -> tuple[str, str]:
+    """One MLflow run with everything of ``run``; the model registered as challenger.
+
+    Returns (run id, version) and adds ``mlflow_s`` to ``run.timings``.
+    """
+    started = time.perf_counter()
+    tags = run_tags(run)
+    with mlflow.start_run(run_name=f"train-{run.day.isoformat()}") as active:
+        mlflow.set_tags(tags)
+        mlflow.log_params(run_params(settings, run))
+        log_datasets(settings, run.window)
+        # The model first, then every metric in one batch linked to it: logging a model after
+        # the metrics makes MLflow re-read each metric's history to link it (one query each).
+        info = log_model(run.model, test_df, run.window.features)
+        figures = {**run.test.metrics, **run.counts, **run.timings}
+        mlflow.log_metrics(
+            {k: float(v) for k, v in figures.items() if np.isfinite(v)}, model_id=info.model_id
+        )
+        with tempfile.TemporaryDirectory() as tmp:
+            write_artifacts(Path(tmp), run, test_df)
+            mlflow.log_artifacts(tmp, artifact_path="evaluation")
+        version = register(client, settings, info, tags)
+        run.timings["mlflow_s"] = time.perf_counter() - started
+        mlflow.log_metric("mlflow_s", run.timings["mlflow_s"])
+    return active.info.run_id, version
+
+
+def log_datasets(settings: Settings, window: Window) -> None:
+    """Each split as an MLflow dataset input whose digest is the fingerprint of its partitions."""
+    root = (settings.lake / KIND).resolve().as_uri()
+    for context, days in (
+        ("training", window.train_days),
+        ("validation", window.valid_days),
+        ("test", [window.test_day]),
+    ):
+        if not days:
+            continue
+        joined = "".join(window.fingerprints[x.isoformat()] for x in days)
+        fingerprint = hashlib.sha256(joined.encode()).hexdigest()
+        with warnings.catch_warnings():  # two registered local sources match a file URI; either is right
+            warnings.simplefilter("ignore", UserWarning)
+            source = resolve_dataset_source(root)
+        dataset = MetaDataset(source=source, name=f"training {days[0]}..{days[-1]}", digest=fingerprint[:32])
+        mlflow.log_input(dataset, context=context)
+
+
+def input_example(
+    test_df: pd.DataFrame, features: list[str], categorical: dict[str, list[str]]
+) -> pd.DataFrame:
+    """A few rows of the test day with the model's f_* columns only (no ids), in serving dtypes."""
+    example = test_df[features].head(5).copy()
+    for c in features:
+        if c in categorical:
+            example[c] = example[c].astype("string").fillna("none").astype(object)
+        else:
+            example[c] = pd.to_numeric(example[c], errors="coerce").astype("float64")
+    return example.reset_index(drop=True)
+
+
+def log_model(model: ContactModel, test_df: pd.DataFrame, features: list[str]):
+    """The model as an MLflow pyfunc with its signature, an id-free input example and pinned requirements."""
+    example = input_example(test_df, features, model.categories)
+    signature = infer_signature(example, model.predict_proba(example))
+    requirements = [
+        f"lightgbm=={lgb.__version__}",
+        f"pandas=={pd.__version__}",
+        f"numpy=={np.__version__}",
+        f"scikit-learn=={sklearn.__version__}",
+        f"mlflow=={mlflow.__version__}",
+    ]
+    return mlflow.pyfunc.log_model(
+        name="model",
+        python_model=ContactPyfunc(model),
+        signature=signature,
+        input_example=example,
+        pip_requirements=requirements,
+    )
+
+
+def register(client, settings: Settings, info, tags: dict[str, str]) -> str:
+    """Register the logged model as a new version of ``settings.model_name`` with alias challenger."""
+    version = mlflow.register_model(info.model_uri, settings.model_name, tags=tags)
+    client.set_registered_model_alias(settings.model_name, CHALLENGER, version.version)
+    return version.version
+
+
+def write_artifacts(out: Path, run: TrainingRun, test_df: pd.DataFrame) -> None:
+    """The evaluation folder of the run: importance, SHAP, calibration, gains, confusion, inputs."""
+    model, test = run.model, run.test
+    gain = pd.Series(
+        model.booster.feature_importance(importance_type="gain"), index=model.features, name="gain"
+    )
+    gain.sort_values(ascending=False).to_frame().to_csv(out / "importance_gain.csv", index_label="feature")
+    plots.plot_importance(gain, out / "importance_gain.png")
+    sample = test_df.sample(n=min(len(test_df), 1000), random_state=0) if len(test_df) else test_df
+    if len(sample):
+        plots.plot_shap_summary(model.contributions(sample), model.prepare(sample), out / "shap_summary.png")
+    curves = {"model (calibrated)": test.p}
+    if model.calibrator is not None and model.meta.get("objective") != "lambdarank":
+        curves["model (raw)"] = test.raw
+    plots.plot_calibration(test.y, curves, out / "calibration.png")
+    ev.reliability(test.y, test.p).to_csv(out / "reliability.csv", index=False)
+    plots.plot_gains(test.y, {"model": test.p, **test.baselines}, out / "lift_gain.png")
+    plots.plot_confusion(test.confusion, test.threshold, out / "confusion.png")
+    confusion = {"threshold": test.threshold, **test.confusion}
+    (out / "confusion.json").write_text(json.dumps(confusion, indent=2))
+    (out / "calibration.json").write_text(json.dumps(run.calibration, indent=2, default=float))
+    (out / "fingerprints.json").write_text(json.dumps(run.window.fingerprints, indent=2))
+    (out / "metrics.json").write_text(json.dumps(test.metrics, indent=2, default=float))
+    (out / "params.json").write_text(json.dumps(run.params, indent=2, default=str))
