@@ -5,6 +5,7 @@
 FROM python:3.11-slim-bookworm
 
 ARG WITH_CELERY=false
+ARG EXTRAS=airflow,postgres
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
@@ -22,25 +23,33 @@ RUN apt-get update \
 
 WORKDIR /opt/contactrank
 # Dependencies first (cached while only the code changes), every version from the constraints file.
-COPY constraints.txt pyproject.toml README.md ./
-COPY contactrank/__init__.py contactrank/__init__.py
-COPY features/__init__.py features/__init__.py
-COPY ml/__init__.py ml/__init__.py
-RUN pip install -c constraints.txt ".[airflow,postgres]" \
+# The requirement list is read from pyproject.toml ([project] dependencies plus the EXTRAS), so this
+# layer needs no package source: new packages or package-dir entries cannot break it.
+# mlflow[auth]: Flask-WTF for the MLflow server's basic-auth app (`--app-name basic-auth`).
+COPY constraints.txt pyproject.toml ./
+RUN python -c "import sys, tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; \
+extras = p.get('optional-dependencies', {}); \
+reqs = list(p['dependencies']) + [r for e in sys.argv[1].split(',') if e for r in extras[e]]; \
+print('\n'.join(reqs + ['mlflow[auth]']))" "$EXTRAS" > /tmp/requirements.txt \
+ && cat /tmp/requirements.txt \
+ && pip install -c constraints.txt -r /tmp/requirements.txt \
  && if [ "$WITH_CELERY" = "true" ]; then \
       # not in constraints.txt (no engine here to test it): pinned by Airflow's own provider range
       pip install -c constraints.txt "apache-airflow-providers-celery" "redis"; \
-    fi \
- && pip uninstall -y contactrank
+    fi
 
+COPY README.md ./
 COPY contactrank/ contactrank/
 COPY features/ features/
 COPY ml/ ml/
 COPY dags/ dags/
 COPY plugins/ plugins/
+# The MLflow basic-auth configuration and the pipeline-user bootstrap (docker-compose.yml).
+COPY deploy/mlflow/ deploy/mlflow/
 RUN pip install --no-deps -c constraints.txt . \
+ && pip check \
  && useradd --uid 50000 --gid 0 --home-dir "$AIRFLOW_HOME" --create-home airflow \
- && mkdir -p "$CONTACTRANK_HOME" \
+ && mkdir -p "$CONTACTRANK_HOME" "$AIRFLOW_HOME/.mlflow" \
  && chown -R 50000:0 "$AIRFLOW_HOME" "$CONTACTRANK_HOME"
 
 USER 50000
