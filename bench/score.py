@@ -49,7 +49,9 @@ def feature_frame(n: int, rng: np.random.Generator) -> pd.DataFrame:
         att = rng.poisson(w / 10, n).astype(np.float64)
         cols[f"f_c_attempts_{w}d"] = att
         cols[f"f_c_reach_{w}d"] = rng.binomial(att.astype(np.int64), base_rate).astype(np.float64)
-        cols[f"f_c_conv_{w}d"] = rng.binomial(cols[f"f_c_reach_{w}d"].astype(np.int64), 0.2).astype(np.float64)
+        cols[f"f_c_conv_{w}d"] = rng.binomial(cols[f"f_c_reach_{w}d"].astype(np.int64), 0.2).astype(
+            np.float64
+        )
         cols[f"f_c_wrong_party_{w}d"] = rng.binomial(att.astype(np.int64), 0.05).astype(np.float64)
         cols[f"f_c_invalid_{w}d"] = rng.binomial(att.astype(np.int64), 0.02).astype(np.float64)
         cols[f"f_c_noanswer_{w}d"] = att - cols[f"f_c_reach_{w}d"]
@@ -82,18 +84,33 @@ def train_model(trees: int, rows: int, seed: int = 0):
     hours = rng.integers(8, 22, rows)
     df = add_context(df, day=D, hour=hours)
     evening = (df["f_hour"] >= 18).to_numpy()
-    logit = np.log(df["_rate"] / (1 - df["_rate"] + 1e-9) + 1e-9) - 0.3 * df["f_c_fail_streak"] + 0.5 * evening
+    logit = (
+        np.log(df["_rate"] / (1 - df["_rate"] + 1e-9) + 1e-9) - 0.3 * df["f_c_fail_streak"] + 0.5 * evening
+    )
     y = (rng.random(rows) < 1 / (1 + np.exp(-logit))).astype(int)
     features = [c for c in df.columns if c.startswith("f_")]
-    model = ContactModel(booster=None, features=features, categories={"f_channel": sorted(CHANNELS), "f_source": sorted(SOURCES)})  # type: ignore[arg-type]
+    model = ContactModel(
+        booster=None,
+        features=features,
+        categories={"f_channel": sorted(CHANNELS), "f_source": sorted(SOURCES)},
+    )  # type: ignore[arg-type]
     x = model.prepare(df)
     cut = int(rows * 0.8)
     model.booster = lgb.train(
-        {"objective": "binary", "num_leaves": 31, "learning_rate": 0.05, "verbose": -1, "num_threads": 2, "seed": seed},
+        {
+            "objective": "binary",
+            "num_leaves": 31,
+            "learning_rate": 0.05,
+            "verbose": -1,
+            "num_threads": 2,
+            "seed": seed,
+        },
         lgb.Dataset(x.iloc[:cut], y[:cut]),
         num_boost_round=trees,
     )
-    model.calibrator = IsotonicRegression(out_of_bounds="clip", y_min=0, y_max=1).fit(model.raw_score(df.iloc[cut:]), y[cut:])
+    model.calibrator = IsotonicRegression(out_of_bounds="clip", y_min=0, y_max=1).fit(
+        model.raw_score(df.iloc[cut:]), y[cut:]
+    )
     return model, len(features)
 
 
@@ -111,11 +128,25 @@ def write_lake(settings, n: int, seed: int = 1) -> None:
     last = np.where(rng.random(n) < 0.01, "invalid", np.where(n_att == 0, "none", "no_answer")).astype(object)
     table = pa.Table.from_pandas(df, preserve_index=False)
     for name, col in reversed(
-        [("person_id", pid), ("contact_id", cid), ("channel", pa.array(channel, pa.string())), ("last_outcome", pa.array(last, pa.string())), ("n_attempts", pa.array(n_att))]
+        [
+            ("person_id", pid),
+            ("contact_id", cid),
+            ("channel", pa.array(channel, pa.string())),
+            ("last_outcome", pa.array(last, pa.string())),
+            ("n_attempts", pa.array(n_att)),
+        ]
     ):
         table = table.add_column(0, name, col)
     write_partition(settings, "features", D, table)
-    state = pa.table({"person_id": pid, "contact_id": cid, "channel": pa.array(channel, pa.string()), "active": rng.random(n) > 0.002, "consent": rng.random(n) > 0.002})
+    state = pa.table(
+        {
+            "person_id": pid,
+            "contact_id": cid,
+            "channel": pa.array(channel, pa.string()),
+            "active": rng.random(n) > 0.002,
+            "consent": rng.random(n) > 0.002,
+        }
+    )
     write_partition(settings, "contacts_state", D, state)
     # 0.5% of persons suppressed, 0.2% of addresses opted out
     sp = np.unique(rng.choice(person_idx, size=max(1, persons // 200), replace=False))
@@ -142,7 +173,9 @@ def write_lake(settings, n: int, seed: int = 1) -> None:
             day,
             pa.table(
                 {
-                    "attempt_id": pc.binary_join_element_wise(f"{day}-", pc.cast(pa.array(np.arange(per_day)), pa.string()), ""),
+                    "attempt_id": pc.binary_join_element_wise(
+                        f"{day}-", pc.cast(pa.array(np.arange(per_day)), pa.string()), ""
+                    ),
                     "person_id": pid.take(pa.array(rows)),
                     "contact_id": cid.take(pa.array(rows)),
                     "channel": pa.array(channel[rows], pa.string()),
@@ -170,20 +203,36 @@ def child(home: str, model_path: str, predictor: str) -> None:
         model = pickle.load(fh)
     r0 = resource.getrusage(resource.RUSAGE_SELF)
     t0 = time.perf_counter()
-    rep = score_mod.score(settings, D, model=model, model_info={"name": "bench", "version": "1", "run_id": "bench"})
+    rep = score_mod.score(
+        settings, D, model=model, model_info={"name": "bench", "version": "1", "run_id": "bench"}
+    )
     t1 = time.perf_counter()
     man = publish(settings, D)
     t2 = time.perf_counter()
     r1 = resource.getrusage(resource.RUSAGE_SELF)
     peak = r1.ru_maxrss / 2**20  # KiB -> GiB, this process only
     cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
-    print(json.dumps({"score_s": t1 - t0, "publish_s": t2 - t1, "cpu_s": cpu, "peak_rss_gib": peak, "report": rep, "published_rows": man["rows"]}))
+    print(
+        json.dumps(
+            {
+                "score_s": t1 - t0,
+                "publish_s": t2 - t1,
+                "cpu_s": cpu,
+                "peak_rss_gib": peak,
+                "report": rep,
+                "published_rows": man["rows"],
+            }
+        )
+    )
 
 
 def run_child(home: Path, model_path: Path, predictor: str) -> dict:
     t0 = time.perf_counter()
     proc = subprocess.run(
-        [sys.executable, __file__, "--child", str(home), str(model_path), predictor], capture_output=True, text=True, check=False
+        [sys.executable, __file__, "--child", str(home), str(model_path), predictor],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
@@ -240,7 +289,10 @@ def main() -> None:
         settings = load_settings(home=home)
         t = time.perf_counter()
         model, n_features = train_model(a.trees, a.train_rows)
-        print(f"model: {a.trees} trees, {n_features} features, trained in {time.perf_counter() - t:.1f}s", flush=True)
+        print(
+            f"model: {a.trees} trees, {n_features} features, trained in {time.perf_counter() - t:.1f}s",
+            flush=True,
+        )
         model_path = Path(tmp) / "model.pkl"
         model_path.write_bytes(pickle.dumps(model))
         t = time.perf_counter()
@@ -252,7 +304,8 @@ def main() -> None:
         results = {}
         for predictor in a.predictors.split(","):
             if predictor == "auto":
-                # the compiled binary is cached under <home>/tmp/lleaves by the micro run; drop it to time a cold start
+                # the compiled binary is cached under <home>/tmp/lleaves by the micro run;
+                # drop it to time a cold start
                 for f in (home / "tmp" / "lleaves").glob("*.o"):
                     f.unlink()
             r = run_child(home, model_path, predictor)
@@ -261,14 +314,22 @@ def main() -> None:
             r["model_rows_s"] = model_rows / r["score_s"]
             results[predictor] = r
             print(
-                f"{predictor}: predictor={rep['predictor']} candidates={rep['candidates']} persons={rep['persons']} "
+                f"{predictor}: predictor={rep['predictor']} candidates={rep['candidates']} "
+                f"persons={rep['persons']} "
                 f"score={r['score_s']:.1f}s publish={r['publish_s']:.1f}s wall={r['wall_s']:.1f}s "
-                f"model rows/s={r['model_rows_s']:,.0f} cpu={r['cpu_s']:.0f}s peak RSS={r['peak_rss_gib']:.2f} GiB "
+                f"model rows/s={r['model_rows_s']:,.0f} cpu={r['cpu_s']:.0f}s "
+                f"peak RSS={r['peak_rss_gib']:.2f} GiB "
                 f"load avg={os.getloadavg()[0]:.1f} "
-                f"left out cap={rep['persons_left_out_cap']} suppression={rep['persons_left_out_suppression']}",
+                f"left out cap={rep['persons_left_out_cap']} "
+                f"suppression={rep['persons_left_out_suppression']}",
                 flush=True,
             )
-        print(json.dumps({"machine": platform.processor() or platform.machine(), "micro": m, "runs": results}, default=str))
+        print(
+            json.dumps(
+                {"machine": platform.processor() or platform.machine(), "micro": m, "runs": results},
+                default=str,
+            )
+        )
 
 
 if __name__ == "__main__":

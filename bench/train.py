@@ -159,12 +159,14 @@ def main() -> None:
         print(
             f"train: {tr['counts']['rows_train']:,} train + {tr['counts']['rows_valid']:,} valid rows, "
             f"{tr['counts']['best_iteration']} trees; wall {train_s:.1f} s "
-            f"(load {t['load_s']:.1f}, fit {t['fit_s']:.1f}, evaluate {t['evaluate_s']:.1f}, mlflow {t['mlflow_s']:.1f}); "
+            f"(load {t['load_s']:.1f}, fit {t['fit_s']:.1f}, evaluate {t['evaluate_s']:.1f}, "
+            f"mlflow {t['mlflow_s']:.1f}); "
             f"peak RSS {tr['peak_rss_gib']:.2f} GiB; test AUC {tr['auc']:.4f}; CPU {tr['cpu_s']:.0f} s "
             f"(load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)"
         )
         print(
-            f"  target <= 180 s: {train_s / 180:.2f}x of budget; <= 6 GiB: {tr['peak_rss_gib'] / 6:.2f}x of budget"
+            f"  target <= 180 s: {train_s / 180:.2f}x of budget; "
+            f"<= 6 GiB: {tr['peak_rss_gib'] / 6:.2f}x of budget"
         )
         print(f"  MLflow logging {t['mlflow_s']:.1f} s = {overhead:.1%} of the training run (target < 5%)")
         _sub(
@@ -181,7 +183,8 @@ def main() -> None:
         )
         tu = _sub("--phase", "tune", "--home", str(small), "--trials", str(a.trials))
         print(
-            f"tune: {tu['trials']} trials ({tu['pruned']} pruned) on {a.tune_rows:,} rows in {tu['wall_s']:.0f} s "
+            f"tune: {tu['trials']} trials ({tu['pruned']} pruned) on {a.tune_rows:,} rows "
+            f"in {tu['wall_s']:.0f} s "
             f"({tu['wall_s'] / max(tu['trials'] or 1, 1):.1f} s/trial), best valid AUC {tu['best']}, "
             f"peak RSS {tu['peak_rss_gib']:.2f} GiB; CPU {tu['cpu_s']:.0f} s"
         )

@@ -28,7 +28,10 @@ def test_psi_is_near_zero_for_the_same_distribution() -> None:
 
 def test_psi_grows_with_the_shift() -> None:
     ref = _frame(20_000)["f_x"]
-    small, large = psi(ref, _frame(20_000, shift=0.2, seed=3)["f_x"]), psi(ref, _frame(20_000, shift=1.5, seed=3)["f_x"])
+    small, large = (
+        psi(ref, _frame(20_000, shift=0.2, seed=3)["f_x"]),
+        psi(ref, _frame(20_000, shift=1.5, seed=3)["f_x"]),
+    )
     assert 0.01 < small < large and large > 0.25
 
 
@@ -41,7 +44,9 @@ def test_psi_handles_missing_infinite_and_empty() -> None:
 
 
 def test_report_blocks_on_feature_shift_and_names_it() -> None:
-    rep = drift_report(_frame(10_000), _frame(2_000, shift=2.0, seed=5), ["f_x", "f_channel"], "label_reach", 0.25, 2.0)
+    rep = drift_report(
+        _frame(10_000), _frame(2_000, shift=2.0, seed=5), ["f_x", "f_channel"], "label_reach", 0.25, 2.0
+    )
     assert rep["blocked"] and rep["reasons"][0].startswith("PSI f_x")
     assert rep["psi"]["f_channel"] < 0.25
 

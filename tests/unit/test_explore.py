@@ -21,7 +21,9 @@ def population(n_persons: int, seed: int = 1) -> pd.DataFrame:
         rows.append((pid, f"{pid}-a", 0.9, False, 10))
         for j in range(int(rng.integers(0, 4))):
             rows.append((pid, f"{pid}-{'bcd'[j]}", float(rng.random()) * 0.5, False, int(rng.integers(0, 5))))
-    return pd.DataFrame(rows, columns=["person_id", "contact_id", "score", "_invalid", "_n_attempts"]).assign(reason="recent_success")
+    return pd.DataFrame(rows, columns=["person_id", "contact_id", "score", "_invalid", "_n_attempts"]).assign(
+        reason="recent_success"
+    )
 
 
 def test_deterministic_for_seed_and_date_and_independent_of_row_order(settings):
@@ -95,7 +97,14 @@ def test_rank_moves_the_greedy_top_to_second_when_exploring(settings):
 
 def test_person_without_untested_address_keeps_propensity_one(settings):
     pop = pd.DataFrame(
-        {"person_id": ["p", "p"], "contact_id": ["a", "b"], "score": [0.2, 0.3], "_invalid": [False, False], "_n_attempts": [5, 5], "reason": ["x", "y"]}
+        {
+            "person_id": ["p", "p"],
+            "contact_id": ["a", "b"],
+            "score": [0.2, 0.3],
+            "_invalid": [False, False],
+            "_n_attempts": [5, 5],
+            "reason": ["x", "y"],
+        }
     )
     out = explore.apply(pop, settings.replace(explore_share=0.5), D)
     assert list(out.contact_id) == ["b", "a"] and list(out.propensity) == [1.0, 0.0] and not out.explore.any()

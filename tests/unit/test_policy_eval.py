@@ -90,7 +90,13 @@ def publish_day(settings, d: date, rows: list[tuple]) -> None:
         },
         schema=SCORES_SCHEMA,
     )
-    write_partition(settings, "scores", d, table, extra_files={REPORT_FILE: json.dumps({"model": {"version": "1"}}).encode()})
+    write_partition(
+        settings,
+        "scores",
+        d,
+        table,
+        extra_files={REPORT_FILE: json.dumps({"model": {"version": "1"}}).encode()},
+    )
     publish(settings, d)
 
 
@@ -106,7 +112,9 @@ def attempts(settings, d: date, rows: list[tuple[str, str, str]]) -> None:
                 "person_id": [r[0] for r in rows],
                 "contact_id": [r[1] for r in rows],
                 "channel": ["voice"] * n,
-                "attempted_at": pa.array([datetime(d.year, d.month, d.day, 10, tzinfo=UTC)] * n, pa.timestamp("us", tz="UTC")),
+                "attempted_at": pa.array(
+                    [datetime(d.year, d.month, d.day, 10, tzinfo=UTC)] * n, pa.timestamp("us", tz="UTC")
+                ),
                 "local_hour": pa.array([10] * n, pa.int8()),
                 "outcome": [r[2] for r in rows],
             }
@@ -128,7 +136,11 @@ def test_evaluate_policy_joins_rank1_rows_to_next_day_outcomes(settings):
             ("p3", "e", 1, 0.5, 1.0, False),
         ],
     )
-    attempts(settings, D + timedelta(days=1), [("p1", "b", "right_party"), ("p2", "c", "no_answer"), ("p2", "c", "busy")])
+    attempts(
+        settings,
+        D + timedelta(days=1),
+        [("p1", "b", "right_party"), ("p2", "c", "no_answer"), ("p2", "c", "busy")],
+    )
     model = pe.evaluate_policy(settings, D, D, policy="model")
     assert model["n"] == 2 and model["days"] == 1
     # model picks a for p1 (pi=0 on the logged b) and c for p2 (pi=1, reward 0): IPS = 0

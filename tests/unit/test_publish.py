@@ -18,14 +18,25 @@ from contactrank.ml import publish as pub
 from contactrank.ml.score import REPORT_FILE, SCORES_SCHEMA
 
 D = date(2026, 11, 20)
-CONTRACT = ["person_id", "contact_id", "channel", "rank", "score", "best_hour", "reason", "explore", "propensity", "model_version"]
+CONTRACT = [
+    "person_id",
+    "contact_id",
+    "channel",
+    "rank",
+    "score",
+    "best_hour",
+    "reason",
+    "explore",
+    "propensity",
+    "model_version",
+]
 
 
 def write_scores(settings, d: date = D, rows: list[tuple] | None = None, version: str = "4") -> None:
     """rows: (person_id, contact_id, channel, rank, score, reason)."""
     rows = rows or [
         ("p1", "+5511987654321", "voice", 1, 0.61, "recent_success;answers_evenings"),
-        ("p1", "=HYPERLINK(\"http://x\")", "email", 2, 0.20, "baseline"),
+        ("p1", '=HYPERLINK("http://x")', "email", 2, 0.20, "baseline"),
         ("p2", "@SUM(A1)", "email", 1, 0.33, "explore"),
         ("p2", "-cmd|' /C calc'!A0", "sms", 2, 0.10, "many_failures"),
         ("+p3", "-15", "voice", 1, 0.05, "\tnew_address"),
@@ -66,7 +77,12 @@ def test_publish_writes_the_contract_directory(settings):
     write_scores(settings)
     out = pub.publish(settings, D)
     folder = settings.exports / "priority" / "date=2026-11-20"
-    assert sorted(p.name for p in folder.iterdir()) == ["_SUCCESS", "_manifest.json", "priority.csv", "priority.parquet"]
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "_SUCCESS",
+        "_manifest.json",
+        "priority.csv",
+        "priority.parquet",
+    ]
     table = pq.read_table(folder / "priority.parquet")
     assert table.column_names == CONTRACT
     assert table.schema.field("rank").type == pa.int32() and table.schema.field("explore").type == pa.bool_()
@@ -87,23 +103,39 @@ def test_csv_cells_are_escaped_against_formula_injection_but_phones_stay(setting
     pub.publish(settings, D)
     csv = pacsv.read_csv(
         settings.exports / "priority" / "date=2026-11-20" / "priority.csv",
-        convert_options=pacsv.ConvertOptions(column_types={c: pa.string() for c in ("person_id", "contact_id", "reason")}),
+        convert_options=pacsv.ConvertOptions(
+            column_types={c: pa.string() for c in ("person_id", "contact_id", "reason")}
+        ),
     ).to_pylist()
     by_contact = {r["contact_id"]: r for r in csv}
     assert "+5511987654321" in by_contact  # E.164 phone intact
     assert "-15" in by_contact  # minus followed by a digit: data, not a formula
-    assert "'=HYPERLINK(\"http://x\")" in by_contact
+    assert '\'=HYPERLINK("http://x")' in by_contact
     assert "'@SUM(A1)" in by_contact
     assert "'-cmd|' /C calc'!A0" in by_contact
     assert by_contact["-15"]["person_id"] == "'+p3" and by_contact["-15"]["reason"] == "'\tnew_address"
     # the parquet keeps the raw values
-    raw = pq.read_table(settings.exports / "priority" / "date=2026-11-20" / "priority.parquet").column("contact_id").to_pylist()
-    assert "=HYPERLINK(\"http://x\")" in raw
+    raw = (
+        pq.read_table(settings.exports / "priority" / "date=2026-11-20" / "priority.parquet")
+        .column("contact_id")
+        .to_pylist()
+    )
+    assert '=HYPERLINK("http://x")' in raw
 
 
 @pytest.mark.parametrize(
     "cell,escaped",
-    [("=1+1", True), ("@x", True), ("+x", True), ("-x", True), ("+", True), ("+5511987654321", False), ("-1.5", False), ("a=b", False), ("", False)],
+    [
+        ("=1+1", True),
+        ("@x", True),
+        ("+x", True),
+        ("-x", True),
+        ("+", True),
+        ("+5511987654321", False),
+        ("-1.5", False),
+        ("a=b", False),
+        ("", False),
+    ],
 )
 def test_escape_rule(cell, escaped):
     assert (pub.escape_cell(cell) == "'" + cell) is escaped

@@ -68,7 +68,12 @@ def test_codes_pick_the_two_largest_groups_with_their_sign():
     contrib[2, names.index("newness")] = 0.2
     contrib[3, names.index("success")] = 0.001  # too small to say anything
     out = reasons.codes(contrib, [19, 9, 12, 3])
-    assert out == ["recent_success;answers_evenings", "many_failures;wrong_party_before", "new_address", "baseline"]
+    assert out == [
+        "recent_success;answers_evenings",
+        "many_failures;wrong_party_before",
+        "new_address",
+        "baseline",
+    ]
 
 
 def test_path_contributions_add_up_to_the_raw_margin(model):

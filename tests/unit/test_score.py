@@ -44,7 +44,14 @@ def tiny_model(seed: int = 0, n: int = 4000, trees: int = 30) -> ContactModel:
     model = ContactModel(booster=None, features=features, categories=cats)  # type: ignore[arg-type]
     x = model.prepare(df)
     model.booster = lgb.train(
-        {"objective": "binary", "num_leaves": 7, "verbose": -1, "seed": seed, "num_threads": 1, "min_data_in_leaf": 20},
+        {
+            "objective": "binary",
+            "num_leaves": 7,
+            "verbose": -1,
+            "seed": seed,
+            "num_threads": 1,
+            "min_data_in_leaf": 20,
+        },
         lgb.Dataset(x, y, categorical_feature=["f_channel"]),
         num_boost_round=trees,
     )
@@ -53,7 +60,18 @@ def tiny_model(seed: int = 0, n: int = 4000, trees: int = 30) -> ContactModel:
 
 def features_frame(rows: list[tuple]) -> pd.DataFrame:
     """rows: (person_id, contact_id, channel, last_outcome, n_attempts, reach_30d, fail_streak)."""
-    df = pd.DataFrame(rows, columns=["person_id", "contact_id", "channel", "last_outcome", "n_attempts", "f_c_reach_30d", "f_c_fail_streak"])
+    df = pd.DataFrame(
+        rows,
+        columns=[
+            "person_id",
+            "contact_id",
+            "channel",
+            "last_outcome",
+            "n_attempts",
+            "f_c_reach_30d",
+            "f_c_fail_streak",
+        ],
+    )
     df["f_c_age_days"] = 30.0
     df["f_channel"] = df["channel"]
     return df
@@ -165,7 +183,9 @@ def test_invalid_last_ranks_invalid_addresses_last(settings, model):
 
 def test_inactive_and_unconsented_addresses_are_not_candidates(settings, model):
     feats = features_frame(BASE)
-    state = feats[["person_id", "contact_id", "channel"]].assign(active=True, consent=pd.array([True] * len(feats), dtype="boolean"))
+    state = feats[["person_id", "contact_id", "channel"]].assign(
+        active=True, consent=pd.array([True] * len(feats), dtype="boolean")
+    )
     state.loc[state.contact_id == "+5511900000001", "active"] = False
     state.loc[state.contact_id == "a@x.com", "consent"] = False
     state.loc[state.contact_id == "+5511900000005", "consent"] = pd.NA  # unknown consent: default true
@@ -175,7 +195,11 @@ def test_inactive_and_unconsented_addresses_are_not_candidates(settings, model):
 
 
 def test_suppressions_by_level_reason_and_effective_date(settings, model):
-    rows = [*BASE, ("p4", "+5511900000006", "voice", "none", 0, 0.0, 0.0), ("p5", "+5511900000002", "voice", "none", 0, 0.0, 0.0)]
+    rows = [
+        *BASE,
+        ("p4", "+5511900000006", "voice", "none", 0, 0.0, 0.0),
+        ("p5", "+5511900000002", "voice", "none", 0, 0.0, 0.0),
+    ]
     write_world(settings, D, features_frame(rows))
     write_suppressions(
         settings,
@@ -194,7 +218,9 @@ def test_suppressions_by_level_reason_and_effective_date(settings, model):
             ("p4", None, "legal", D + timedelta(days=1)),  # in force on valid_from: applies
         ],
     )
-    write_suppressions(settings, D + timedelta(days=1), [("p1", None, "legal", D)])  # a later partition: ignored
+    write_suppressions(
+        settings, D + timedelta(days=1), [("p1", None, "legal", D)]
+    )  # a later partition: ignored
     out = score(settings, D, model=model, model_info=INFO)
     df = scored(settings)
     assert set(df.person_id) == {"p1"}
@@ -206,7 +232,9 @@ def test_suppressions_by_level_reason_and_effective_date(settings, model):
 def test_unreadable_suppressions_fail_closed_and_write_nothing(settings, model):
     write_world(settings, D, features_frame(BASE))
     write_suppressions(settings, D - timedelta(days=1), [("p3", None, "legal", None)])
-    (partition_dir(settings, "suppressions", D - timedelta(days=1)) / "part-0.parquet").write_bytes(b"not parquet")
+    (partition_dir(settings, "suppressions", D - timedelta(days=1)) / "part-0.parquet").write_bytes(
+        b"not parquet"
+    )
     with pytest.raises(FailClosed, match="suppressions"):
         score(settings, D, model=model, model_info=INFO)
     assert not partition_dir(settings, "scores", D).exists()
@@ -214,7 +242,9 @@ def test_unreadable_suppressions_fail_closed_and_write_nothing(settings, model):
 
 def test_suppressions_missing_a_column_fail_closed(settings, model):
     write_world(settings, D, features_frame(BASE))
-    write_partition(settings, "suppressions", D, pa.table({"person_id": pa.array(["p1"]), "reason": pa.array(["legal"])}))
+    write_partition(
+        settings, "suppressions", D, pa.table({"person_id": pa.array(["p1"]), "reason": pa.array(["legal"])})
+    )
     with pytest.raises(FailClosed, match="contact_id"):
         score(settings, D, model=model, model_info=INFO)
     assert not partition_dir(settings, "scores", D).exists()
@@ -231,10 +261,16 @@ def test_frequency_caps_leave_out_persons_and_addresses(settings, model):
     write_attempts(settings, D - timedelta(days=7), [("p4", "+5511900000006")] * 3)
     for k in range(1, 7):
         existing = read_partition(settings, "attempts", D - timedelta(days=k)).to_pandas()
-        write_attempts(settings, D - timedelta(days=k), [*zip(existing.person_id, existing.contact_id, strict=True), ("p4", "+5511900000006")])
+        write_attempts(
+            settings,
+            D - timedelta(days=k),
+            [*zip(existing.person_id, existing.contact_id, strict=True), ("p4", "+5511900000006")],
+        )
     # p2's whatsapp address attempted on D: at the per-address daily cap (1) -> rests on D+1
     existing = read_partition(settings, "attempts", D).to_pandas()
-    write_attempts(settings, D, [*zip(existing.person_id, existing.contact_id, strict=True), ("p2", "+5511900000003")])
+    write_attempts(
+        settings, D, [*zip(existing.person_id, existing.contact_id, strict=True), ("p2", "+5511900000003")]
+    )
     out = score(settings, D, model=model, model_info=INFO)
     df = scored(settings)
     assert "p1" not in set(df.person_id)
@@ -278,7 +314,9 @@ def _mixed_frame(n: int = 500) -> pd.DataFrame:
             "f_c_reach_30d": rng.poisson(1.0, n).astype(float),
             "f_c_fail_streak": rng.poisson(2.0, n).astype(float),
             "f_c_age_days": rng.integers(0, 400, n).astype(float),
-            "f_channel": rng.choice(["voice", "sms", "email", "whatsapp", "fax"], n).astype(object),  # fax: unseen
+            "f_channel": rng.choice(["voice", "sms", "email", "whatsapp", "fax"], n).astype(
+                object
+            ),  # fax: unseen
             "f_hour": rng.integers(8, 22, n),
             "f_dow": rng.integers(0, 7, n),
         }
@@ -314,7 +352,6 @@ def test_compiled_predictor_agrees_with_lightgbm(settings, model):
     again = Predictor(settings, model, 0, kind="lleaves")  # from the cache
     assert np.array_equal(again.proba(x), compiled.proba(x))
     assert len(list((settings.home / "tmp" / "lleaves").glob("*.o"))) == 1
-
 
 
 class _Steps:

@@ -35,7 +35,9 @@ def test_cap_keeps_a_share_of_whole_persons_and_is_deterministic(settings):
     np.testing.assert_array_equal(a.X, b.X)
     # whole persons: each kept person keeps every one of its rows on every training day
     kept = {g.split("|")[0] for g in a.groups}
-    rows = pd.concat([read_partition(settings, "training", x, columns=["person_id"]).to_pandas() for x in w.train_days])
+    rows = pd.concat(
+        [read_partition(settings, "training", x, columns=["person_id"]).to_pandas() for x in w.train_days]
+    )
     assert len(a.y) == int(rows["person_id"].astype(str).isin(kept).sum())
     assert 0 < len(kept) < rows["person_id"].nunique()
 
