@@ -198,7 +198,7 @@ class Models:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from contactrank.features.lake import partition_dir
-    from contactrank.ml.train import plan_window
+    from contactrank.ml.dataset import plan_window
     from contactrank.pipeline import run_step
 
     t0 = time.perf_counter()
@@ -380,7 +380,8 @@ def replay(args: argparse.Namespace) -> dict[str, Any]:
     day before its last training partition).
     """
     from contactrank.features.lake import partition_dates, partition_dir
-    from contactrank.ml.train import TAG_DATE, plan_window
+    from contactrank.ml.dataset import plan_window
+    from contactrank.ml.train_logging import TAG_DATE
 
     t0 = time.perf_counter()
     home = Path(args.home)

@@ -45,6 +45,34 @@ def _progress():
     )
 
 
+def newest_data_date(s: Settings, landing: Path | None) -> date | None:
+    """The newest business date with landing files or an attempts partition in the lake."""
+    found: list[date] = []
+    for root in ((landing or s.landing), s.lake / "attempts"):
+        folders = [root / kind for kind in ("attempts", "contacts", "suppressions", "persons")] + [root]
+        for folder in folders:
+            if folder.is_dir():
+                for child in folder.glob("date=*"):
+                    try:
+                        found.append(date.fromisoformat(child.name[5:]))
+                    except ValueError:
+                        continue
+    return max(found) if found else None
+
+
+def refuse_future(s: Settings, a: argparse.Namespace) -> None:
+    """A --date days after the newest data is a typo or a clock problem, not a day to process."""
+    d = getattr(a, "date", None)
+    if d is None or getattr(a, "allow_future", False):
+        return
+    newest = newest_data_date(s, Path(a.landing) if getattr(a, "landing", None) else None)
+    if newest is not None and (d - newest).days > s.max_days_ahead_of_data:
+        raise ContactrankError(
+            f"--date {d} is {(d - newest).days} days after the newest data ({newest}); "
+            "pass --allow-future to run it anyway"
+        )
+
+
 def cmd_simulate(s: Settings, a: argparse.Namespace) -> Any:
     from contactrank.features.simulate import simulate
 
@@ -155,6 +183,9 @@ def build_parser() -> argparse.ArgumentParser:
         sp = sub.add_parser(name, help=help_)
         if date_arg:
             sp.add_argument("--date", type=_date, required=True, help="business date YYYY-MM-DD")
+            sp.add_argument(
+                "--allow-future", action="store_true", help="run a date days after the newest landing data"
+            )
         if landing:
             sp.add_argument("--landing", help="landing directory (default: $CONTACTRANK_HOME/landing)")
         sp.set_defaults(func=func)
@@ -203,6 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         settings = load_settings(args.config)
+        refuse_future(settings, args)
         result = args.func(settings, args)
     except ContactrankError as exc:
         print(f"contactrank {args.command}: {exc}", file=sys.stderr)

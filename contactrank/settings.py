@@ -82,6 +82,9 @@ class Settings:
     reason_method: Literal["path", "shap"] = "path"
     pseudonymise_exports: bool = False
     hmac_key_env: str = "CONTACTRANK_HMAC_KEY"
+    # a --date more than this many days after the newest landing or lake data is refused (a typo
+    # such as 2062 for 2026 would otherwise build empty days and publish nothing-ranked files)
+    max_days_ahead_of_data: int = 3
     # a mutating command waits this long for another one holding the home's lock, then says who holds it
     lock_wait_seconds: float = 900.0
 
