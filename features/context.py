@@ -25,7 +25,9 @@ def add_context(df: pd.DataFrame, day: date, hour: Any) -> pd.DataFrame:
     if np.ndim(hour) == 0:
         hours = np.full(n, np.nan if hour is None else hour, dtype="float64")
     else:
-        hours = pd.to_numeric(pd.Series(np.asarray(hour)), errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+        hours = pd.to_numeric(pd.Series(np.asarray(hour)), errors="coerce").to_numpy(
+            dtype="float64", na_value=np.nan
+        )
         if len(hours) != n:
             raise ContextError(f"add_context: {len(hours)} hours for {n} rows")
     f_hour = hours.astype("int8") if not np.isnan(hours).any() else hours

@@ -61,7 +61,10 @@ def attempts_for(book: pd.DataFrame, day: int, n: int, seed: int) -> pd.DataFram
             "person_id": pick.person_id,
             "contact_id": pick.contact_id,
             "channel": pick.channel,
-            "attempted_at": [datetime(d.year, d.month, d.day, int(h), int(m), tzinfo=UTC) for h, m in zip(hours, minutes, strict=True)],
+            "attempted_at": [
+                datetime(d.year, d.month, d.day, int(h), int(m), tzinfo=UTC)
+                for h, m in zip(hours, minutes, strict=True)
+            ],
             "local_hour": hours.astype("int8"),
             "outcome": rng.choice(OUTCOMES, n, p=weights / weights.sum()),
             "campaign_id": rng.choice(["camp-a", "camp-b", None], n),
@@ -86,14 +89,29 @@ def _typed(df: pd.DataFrame, schema) -> object:
 
 def attempt(day: int, i: int, person: str, contact: str, channel: str, outcome: str, hour: int) -> dict:
     d = START + timedelta(days=day)
-    return {"attempt_id": f"x{day:04d}-{i:03d}", "person_id": person, "contact_id": contact, "channel": channel,
-            "attempted_at": datetime(d.year, d.month, d.day, hour, i % 60, tzinfo=UTC), "local_hour": hour,
-            "outcome": outcome, "campaign_id": "camp-x", "duration_s": 1.0}
+    return {
+        "attempt_id": f"x{day:04d}-{i:03d}",
+        "person_id": person,
+        "contact_id": contact,
+        "channel": channel,
+        "attempted_at": datetime(d.year, d.month, d.day, hour, i % 60, tzinfo=UTC),
+        "local_hour": hour,
+        "outcome": outcome,
+        "campaign_id": "camp-x",
+        "duration_s": 1.0,
+    }
 
 
-def history(settings: Settings, attempt_days: list[int], cs_days: list[int], n: int = 25, seed: int = 0,
-            n_persons: int = 24, extra_book: list[dict] | None = None,
-            extra_attempts: list[dict] | None = None) -> pd.DataFrame:
+def history(
+    settings: Settings,
+    attempt_days: list[int],
+    cs_days: list[int],
+    n: int = 25,
+    seed: int = 0,
+    n_persons: int = 24,
+    extra_book: list[dict] | None = None,
+    extra_attempts: list[dict] | None = None,
+) -> pd.DataFrame:
     """Write attempts on ``attempt_days``, contacts_state on ``cs_days`` and a few person upserts.
 
     ``extra_book`` adds addresses (dicts like the rows of ``contacts``, with an optional
@@ -101,12 +119,20 @@ def history(settings: Settings, attempt_days: list[int], cs_days: list[int], n: 
     """
     book = contacts(n_persons=n_persons, seed=seed)
     if extra_book:
-        book = pd.concat([book.assign(visible_from=book.first_day), pd.DataFrame(extra_book)], ignore_index=True)
+        book = pd.concat(
+            [book.assign(visible_from=book.first_day), pd.DataFrame(extra_book)], ignore_index=True
+        )
         book["visible_from"] = book["visible_from"].fillna(book["first_day"]).astype(int)
     extra = pd.DataFrame(extra_attempts or [], columns=ATTEMPTS.names)
-    days = sorted(set(attempt_days) | {int((pd.Timestamp(t).date() - START).days) for t in extra.attempted_at})
+    days = sorted(
+        set(attempt_days) | {int((pd.Timestamp(t).date() - START).days) for t in extra.attempted_at}
+    )
     for day in days:
-        random_part = attempts_for(book[book.person_id.str.startswith("p")], day, n, seed) if day in attempt_days else None
+        random_part = (
+            attempts_for(book[book.person_id.str.startswith("p")], day, n, seed)
+            if day in attempt_days
+            else None
+        )
         mine = extra[[(pd.Timestamp(t).date() - START).days == day for t in extra.attempted_at]]
         df = pd.concat([x for x in (random_part, mine) if x is not None and len(x)], ignore_index=True)
         df["local_hour"] = df["local_hour"].astype("int8")
@@ -114,19 +140,31 @@ def history(settings: Settings, attempt_days: list[int], cs_days: list[int], n: 
     for day in cs_days:
         write_contacts_state(settings, book, day)
     persons = sorted(book.person_id.unique())
-    write_persons(settings, 0, pd.DataFrame({
-        "person_id": persons,
-        "updated_at": [datetime(2025, 1, 1, tzinfo=UTC)] * len(persons),
-        "region": [["north", "south", "east"][i % 3] for i in range(len(persons))],
-        "balance": [float(i) * 10.5 for i in range(len(persons))],
-        "vip": [i % 4 == 0 for i in range(len(persons))],
-    }))
+    write_persons(
+        settings,
+        0,
+        pd.DataFrame(
+            {
+                "person_id": persons,
+                "updated_at": [datetime(2025, 1, 1, tzinfo=UTC)] * len(persons),
+                "region": [["north", "south", "east"][i % 3] for i in range(len(persons))],
+                "balance": [float(i) * 10.5 for i in range(len(persons))],
+                "vip": [i % 4 == 0 for i in range(len(persons))],
+            }
+        ),
+    )
     later = [x for x in attempt_days if x > 0]
     if later:
-        write_persons(settings, later[len(later) // 2], pd.DataFrame({
-            "person_id": persons[:5],
-            "updated_at": [datetime(2025, 6, 1, tzinfo=UTC)] * 5,
-            "region": ["west", None, "west", "north", "west"],
-            "segment": ["gold", "silver", "gold", None, "bronze"],
-        }))
+        write_persons(
+            settings,
+            later[len(later) // 2],
+            pd.DataFrame(
+                {
+                    "person_id": persons[:5],
+                    "updated_at": [datetime(2025, 6, 1, tzinfo=UTC)] * 5,
+                    "region": ["west", None, "west", "north", "west"],
+                    "segment": ["gold", "silver", "gold", None, "bronze"],
+                }
+            ),
+        )
     return book

@@ -10,8 +10,8 @@ import pyarrow.parquet as pq
 import pytest
 from feature_history import START, attempt, attempts_for, contacts, history, write_attempts
 
-import contactrank.features.features as ff
-from contactrank.features.features import DAILY_AGG, STATE, build_features
+from contactrank.features import feature_chunks
+from contactrank.features.build import DAILY_AGG, STATE, build_features
 from contactrank.features.lake import DATA_FILE, partition_dir
 
 # Attempt days chosen so that, while the chain runs over days 395..410, days leave every window:
@@ -23,14 +23,14 @@ CHAIN = list(range(395, 411))
 # q001: unreachable for months on its old address, a new address first seen on day 398 answers on
 # day 401 (came back). q002: an address delivered on day 402 with a first_seen of day 399 (late).
 EXTRA_BOOK = [
-    {"person_id": "q001", "contact_id": "+5511800000001", "channel": "voice", "source": "customer", "first_day": 0,
-     "active": True, "consent": True},
-    {"person_id": "q001", "contact_id": "+5511800000002", "channel": "whatsapp", "source": "bureau", "first_day": 398,
-     "active": True, "consent": True},
-    {"person_id": "q002", "contact_id": "+5511800000003", "channel": "voice", "source": "customer", "first_day": 0,
-     "active": True, "consent": True},
-    {"person_id": "q002", "contact_id": "+5511800000004", "channel": "sms", "source": "enrichment", "first_day": 399,
-     "visible_from": 402, "active": True, "consent": True},
+    {"person_id": "q001", "contact_id": "+5511800000001", "channel": "voice", "source": "customer",
+     "first_day": 0, "active": True, "consent": True},
+    {"person_id": "q001", "contact_id": "+5511800000002", "channel": "whatsapp", "source": "bureau",
+     "first_day": 398, "active": True, "consent": True},
+    {"person_id": "q002", "contact_id": "+5511800000003", "channel": "voice", "source": "customer",
+     "first_day": 0, "active": True, "consent": True},
+    {"person_id": "q002", "contact_id": "+5511800000004", "channel": "sms", "source": "enrichment",
+     "first_day": 399, "visible_from": 402, "active": True, "consent": True},
 ]  # fmt: skip
 EXTRA_ATTEMPTS = [
     attempt(100, 1, "q001", "+5511800000001", "voice", "right_party", 10),
@@ -86,14 +86,15 @@ def test_chain_equals_full_rebuild(settings, tmp_path, monkeypatch):
 
     full = settings.replace(home=tmp_path / "full")
     _write_history(full)
-    monkeypatch.setattr(ff, "CHUNK_PAIRS", 10)  # the rebuild also runs in person-hash chunks
+    monkeypatch.setattr(feature_chunks, "CHUNK_PAIRS", 10)  # the rebuild also runs in person-hash chunks
     out = build_features(full, _day(410), full=True)
     assert out["mode"] == "full" and out["daily_agg_days"] == len(ATTEMPT_DAYS)
     for kind, frame in chained.items():
         assert_same(frame, _read(full, kind, 410), rtol=1e-6 if kind != STATE else 1e-9)
     assert_same(chained_persons, _read(full, STATE, 410, "persons.parquet"))
 
-    # The fixture exercises what it claims: windows actually slid, the came-back and late-address cases happened.
+    # The fixture exercises what it claims: windows actually slid, the came-back and late-address cases
+    # happened.
     f = chained["features"].set_index("contact_id")
     assert (f.f_c_attempts_365d < f.n_attempts).any() and (f.f_c_attempts_7d < f.f_c_attempts_30d).any()
     assert f.loc["+5511800000002", "f_p_came_back"] == 1
@@ -126,7 +127,9 @@ def test_stale_state_is_detected_and_recomputed(settings, tmp_path):
         attempt_id=lambda df: "y" + df.attempt_id)], ignore_index=True)  # fmt: skip
     write_attempts(settings, 396, bigger)
     build_features(settings, _day(396))  # rebuilds daily_agg/date=396 only
-    out = build_features(settings, _day(403))  # day 396 leaves the 7-day window; state(402) counted the old one
+    out = build_features(
+        settings, _day(403)
+    )  # day 396 leaves the 7-day window; state(402) counted the old one
     assert out["mode"] == "direct"
 
     full = settings.replace(home=tmp_path / "full")
@@ -140,7 +143,9 @@ def test_missing_previous_state_builds_directly(settings):
     _write_history(settings)
     assert build_features(settings, _day(401))["mode"] == "direct"  # first build: no state of 400
     # every earlier day with attempts got its daily aggregates from raw, and nothing was built after 401
-    assert all((partition_dir(settings, DAILY_AGG, _day(n)) / DATA_FILE).exists() for n in ATTEMPT_DAYS if n <= 401)
+    assert all(
+        (partition_dir(settings, DAILY_AGG, _day(n)) / DATA_FILE).exists() for n in ATTEMPT_DAYS if n <= 401
+    )
     assert not (partition_dir(settings, DAILY_AGG, _day(403)) / DATA_FILE).exists()
     assert not (partition_dir(settings, STATE, _day(400)) / DATA_FILE).exists()
     assert build_features(settings, _day(403))["mode"] == "direct"  # the state of 402 is missing

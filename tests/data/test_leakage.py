@@ -22,8 +22,9 @@ from feature_history import (
 )
 from test_incremental import assert_same, sorted_partition
 
-import contactrank.features.features as ff
-from contactrank.features.features import STATE, build_features
+from contactrank.features import build
+from contactrank.features import history as lake_history
+from contactrank.features.build import STATE, build_features
 from contactrank.features.lake import DATA_FILE, partition_dir
 
 ATTEMPT_DAYS = [0, 5, 20, 60, 97, 98, 99, 100, 101, 102, 103, 104]
@@ -78,9 +79,9 @@ def test_features_of_d_ignore_later_data(settings, monkeypatch):
     assert not _differs(before, _snapshot(settings, D))
 
     # Leaky variant: file listings not cut at D. The same check must flag it.
-    real_files = ff._files
-    monkeypatch.setattr(ff, "_files", lambda s, kind, upto, since=None, name=DATA_FILE: real_files(
-        s, kind, upto + timedelta(days=30), since, name))  # fmt: skip
+    real_files = lake_history.partition_files
+    monkeypatch.setattr(lake_history, "partition_files", lambda s, kind, upto, since=None, name=DATA_FILE:
+                        real_files(s, kind, upto + timedelta(days=30), since, name))  # fmt: skip
     build_features(settings, _day(D), full=True)
     assert _differs(before, _snapshot(settings, D))
 
@@ -94,7 +95,11 @@ def test_training_example_never_sees_its_own_outcome(settings, monkeypatch):
 
     # Flip every outcome of day D and rebuild D: labels change, features do not.
     att = pq.read_table(partition_dir(settings, "attempts", _day(D)) / DATA_FILE).to_pandas()
-    flipped = att.assign(outcome=att.outcome.map(lambda o: "no_answer" if o in ("right_party", "converted", "opt_out") else "converted"))
+    flipped = att.assign(
+        outcome=att.outcome.map(
+            lambda o: "no_answer" if o in ("right_party", "converted", "opt_out") else "converted"
+        )
+    )
     write_attempts(settings, D, flipped)
     build_features(settings, _day(D))
     after = _read(settings, "training", D)
@@ -103,8 +108,10 @@ def test_training_example_never_sees_its_own_outcome(settings, monkeypatch):
     assert_same(before[["attempt_id", *f_cols]], after[["attempt_id", *f_cols]])
 
     # Leaky variant: training joined with the state of the end of D (which includes the attempt itself).
-    real = ff._write_training
-    monkeypatch.setattr(ff, "_write_training", lambda s, con, d, prev_dir: real(s, con, d, partition_dir(s, STATE, d)))
+    real = build.write_training
+    monkeypatch.setattr(
+        build, "write_training", lambda s, con, d, prev_dir: real(s, con, d, partition_dir(s, STATE, d))
+    )
     write_attempts(settings, D, att)
     build_features(settings, _day(D))
     leaky_before = _read(settings, "training", D)
@@ -134,6 +141,10 @@ def test_training_rows_carry_the_features_of_the_day_before(settings):
     assert context.isdisjoint(f_cols) and context <= set(train.columns)
     for c in f_cols:
         pd.testing.assert_series_equal(merged[c], merged[c + "_prev"], check_names=False, check_dtype=False)
-    att = pq.read_table(partition_dir(settings, "attempts", _day(D)) / DATA_FILE).to_pandas().set_index("attempt_id")
+    att = (
+        pq.read_table(partition_dir(settings, "attempts", _day(D)) / DATA_FILE)
+        .to_pandas()
+        .set_index("attempt_id")
+    )
     assert (train.set_index("attempt_id").f_hour == att.local_hour.reindex(train.attempt_id)).all()
     assert (train.f_dow == _day(D).weekday()).all() and (train.date == _day(D)).all()

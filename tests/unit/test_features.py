@@ -11,8 +11,8 @@ import pyarrow as pa
 import pytest
 
 from contactrank.errors import NotReady
+from contactrank.features.build import build_features, load_features, load_training
 from contactrank.features.context import add_context
-from contactrank.features.features import build_features, load_features, load_training
 from contactrank.features.lake import write_partition
 from contactrank.features.schema import ATTEMPTS, CONTACTS_STATE
 from contactrank.settings import Settings
@@ -48,16 +48,36 @@ def lake(tmp_path_factory):
     settings = Settings(home=tmp_path_factory.mktemp("features") / "home")
     for day in range(5):
         rows = ATTEMPTS_BY_DAY.get(day, [])
-        write_partition(settings, "attempts", D0 + timedelta(days=day),
-                        pa.Table.from_pylist(rows, schema=ATTEMPTS) if rows else ATTEMPTS.empty_table())  # fmt: skip
+        table = pa.Table.from_pylist(rows, schema=ATTEMPTS) if rows else ATTEMPTS.empty_table()
+        write_partition(settings, "attempts", D0 + timedelta(days=day), table)
         cs = [{"person_id": p, "contact_id": c, "channel": ch, "source": src, "consent": True, "active": act,
                "first_seen": D0 + timedelta(days=fs), "updated_at": datetime(2025, 1, 1, tzinfo=UTC)}
               for p, c, ch, src, act, fs in CANDIDATES if fs <= day]  # fmt: skip
-        write_partition(settings, "contacts_state", D0 + timedelta(days=day), pa.Table.from_pylist(cs, schema=CONTACTS_STATE))
-    write_partition(settings, "persons", D0, pd.DataFrame({"person_id": ["p1", "p2"], "region": ["north", "east"],
-                                                           "score": [1.0, 3.0], "vip": [True, False]}))  # fmt: skip
-    write_partition(settings, "persons", D0 + timedelta(days=2), pd.DataFrame({"person_id": ["p1"], "region": [None], "score": [2.0]}))
-    write_partition(settings, "persons", D0 + timedelta(days=4), pd.DataFrame({"person_id": ["p1"], "region": ["south"], "score": [9.0]}))
+        write_partition(
+            settings,
+            "contacts_state",
+            D0 + timedelta(days=day),
+            pa.Table.from_pylist(cs, schema=CONTACTS_STATE),
+        )
+    persons = {
+        "person_id": ["p1", "p2"],
+        "region": ["north", "east"],
+        "score": [1.0, 3.0],
+        "vip": [True, False],
+    }
+    write_partition(settings, "persons", D0, pd.DataFrame(persons))
+    write_partition(
+        settings,
+        "persons",
+        D0 + timedelta(days=2),
+        pd.DataFrame({"person_id": ["p1"], "region": [None], "score": [2.0]}),
+    )
+    write_partition(
+        settings,
+        "persons",
+        D0 + timedelta(days=4),
+        pd.DataFrame({"person_id": ["p1"], "region": ["south"], "score": [9.0]}),
+    )
     for day in range(4):
         build_features(settings, D0 + timedelta(days=day))
     return settings
@@ -121,7 +141,12 @@ def test_training_labels_and_state_of_previous_day(lake):
     assert (vm.label_reach, vm.label_conversion, vm.f_c_attempts_7d, vm.f_c_reach_7d) == (0, 0, 3, 1)
     assert (vm.f_hour, vm.f_dow, vm.f_dom, vm.f_c_days_since_attempt) == (13, 2, 5, 1)
     lucky = t.loc["a2-2"]
-    assert (lucky.label_reach, lucky.f_c_attempts_365d, lucky.f_p_attempts_365d, lucky.f_c_age_days) == (1, 0, 0, 0)
+    assert (lucky.label_reach, lucky.f_c_attempts_365d, lucky.f_p_attempts_365d, lucky.f_c_age_days) == (
+        1,
+        0,
+        0,
+        0,
+    )
     first = t.loc["a0-2"]  # nothing happened before day 0
     assert (first.label_reach, first.f_c_attempts_365d) == (1, 0) and math.isnan(first.f_g_reach_rate_7d)
     assert set(t.columns) >= {"person_id", "contact_id", "channel", "date", "label_reach", "label_conversion"}
@@ -137,7 +162,12 @@ def test_add_context_scalar_and_array():
     df = pd.DataFrame({"x": [1, 2, 3]})
     day = date(2026, 11, 27)  # a Friday
     one = add_context(df, day, 9)
-    assert one.f_hour.tolist() == [9, 9, 9] and set(one.f_dow) == {4} and set(one.f_month) == {11} and set(one.f_dom) == {27}
+    assert (
+        one.f_hour.tolist() == [9, 9, 9]
+        and set(one.f_dow) == {4}
+        and set(one.f_month) == {11}
+        and set(one.f_dom) == {27}
+    )
     many = add_context(df, day, np.array([8, 12, 21]))
     assert many.f_hour.tolist() == [8, 12, 21] and "f_hour" not in df.columns
     with pytest.raises(Exception, match="3 rows"):
@@ -148,7 +178,7 @@ def test_stream_writes_every_chunk_and_surfaces_a_writer_failure(tmp_path):
     import duckdb
     import pyarrow.parquet as pq
 
-    from contactrank.features.features import _stream
+    from contactrank.features.feature_chunks import stream_to_parquet as _stream
 
     con = duckdb.connect()
     sqls = [f"SELECT range AS x FROM range({lo}, {lo + 5})" for lo in (0, 5, 10)]
