@@ -56,7 +56,7 @@ def setup(home: Path, scale: float) -> dict:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from contactrank.features.features import build_features
+    from contactrank.features.build import build_features
     from contactrank.features.lake import DATA_FILE, partition_dir
     from contactrank.features.schema import ATTEMPT_LANDING_COLUMNS
 

@@ -152,9 +152,9 @@ def _gap_report(s, d: date, model, version: int) -> None:
     import pandas as pd
     from sklearn.metrics import roc_auc_score
 
-    from contactrank.features.features import load_training
+    from contactrank.features.build import load_training
     from contactrank.features.lake import read_partition
-    from contactrank.features.simulate import _FATIGUE_SAME_DAY
+    from contactrank.features.simulated_world import FATIGUE_SAME_DAY as _FATIGUE_SAME_DAY
     from contactrank.ml import evaluate as ev
 
     df = load_training(s, d, d)

@@ -149,8 +149,16 @@ def cmd_promote(s: Settings, a: argparse.Namespace) -> Any:
 
 
 def cmd_erase(s: Settings, a: argparse.Namespace) -> Any:
-    from contactrank.erase import erase
+    from contactrank.erase import erase, erase_requested, request_erasure
 
+    if a.person_hash:
+        return erase_requested(s, a.person_hash)
+    if not a.person_id:
+        raise ContactrankError("give --person-id (or --person-hash of a queued request)")
+    if a.request:
+        out = request_erasure(s, a.person_id)
+        conf = json.dumps({"person_hash": out["person_hash"]})
+        return {**out, "trigger": f"airflow dags trigger contact_erasure --conf '{conf}'"}
     # any id that ingest accepted can be erased (a "/" or a control character included)
     return erase(s, a.person_id)
 
@@ -213,7 +221,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("promote", cmd_promote, "point the champion alias at a version (rollback)", date_arg=False)
     sp.add_argument("--version", type=int, required=True)
     sp = add("erase", cmd_erase, "GDPR erasure of a person everywhere", date_arg=False)
-    sp.add_argument("--person-id", required=True)
+    sp.add_argument("--person-id")
+    sp.add_argument(
+        "--request", action="store_true", help="queue it for the contact_erasure DAG: prints the keyed hash"
+    )
+    sp.add_argument("--person-hash", help="carry out a queued request")
     sp = add("evaluate-policy", cmd_evaluate_policy, "off-policy value (IPS/SNIPS) from logged exports", date_arg=False)
     sp.add_argument("--start", type=_date, required=True)
     sp.add_argument("--end", type=_date, required=True)

@@ -16,6 +16,7 @@ Only rows of the erased person go: an address the person shared with someone els
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import io
@@ -37,7 +38,7 @@ from contactrank.errors import ContactrankError, InputError
 from contactrank.features.lake import atomic_dir
 from contactrank.lock import home_lock
 from contactrank.ml.publish import write_csv  # the export's formula-injection escaping
-from contactrank.privacy import ERASURE_FILE, keyed_hash
+from contactrank.privacy import ERASURE_FILE, erased_hashes, keyed_hash
 from contactrank.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -262,6 +263,7 @@ def erase(settings: Settings, person_id: str) -> dict[str, Any]:
             for directory in dirs:
                 _rewrite_dir(directory, plan)
 
+        _drop_request(settings, person_hash)  # the queued request holds the raw id: consumed now
         raw = person_id.encode("utf-8", "surrogateescape")
         others_files = [p for p in _files_with(settings.home, raw) if p.suffix not in _TABULAR]
         scrubbed = [str(p) for p in others_files if p.suffix not in {".db", ".sqlite"} and _scrub_text(p, raw)]
@@ -278,6 +280,46 @@ def erase(settings: Settings, person_id: str) -> dict[str, Any]:
         "directories_rewritten": len(plan.rewritten),
         "files_scrubbed": len(scrubbed),
     }
+
+
+# beside erasure/, not in it: that folder is swapped whole when a record is added
+REQUESTS_DIR = "erasure-requests"
+
+
+def request_erasure(settings: Settings, person_id: str) -> dict[str, str]:
+    """Queue the erasure of ``person_id`` for a scheduler that must not see the raw id.
+
+    The id is kept under ``<home>/erasure-requests/<keyed hash>`` (the home is what erasure wipes);
+    the returned keyed hash is what an Airflow run is triggered with, so Airflow's database, its
+    run conf, XComs and task logs never hold the id.
+    """
+    if not person_id or len(person_id) > settings.max_string_length:
+        raise InputError(f"invalid person id of {len(person_id)} characters")
+    person_hash = keyed_hash(settings, person_id)
+    folder = settings.home / REQUESTS_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / f".{person_hash}.tmp"
+    tmp.write_bytes(person_id.encode("utf-8", "surrogateescape"))
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, folder / person_hash)
+    return {"person_hash": person_hash}
+
+
+def erase_requested(settings: Settings, person_hash: str) -> dict[str, Any]:
+    """Carry out the erasure queued under ``person_hash`` (see ``request_erasure``)."""
+    if len(person_hash) != 64 or any(c not in "0123456789abcdef" for c in person_hash):
+        raise InputError("person_hash must be the 64-character keyed hash printed by `erase --request`")
+    request = settings.home / REQUESTS_DIR / person_hash
+    if not request.is_file():
+        if person_hash in erased_hashes(settings):
+            return {"person_hash": person_hash, "status": "already erased"}
+        raise InputError(f"no erasure request {person_hash[:12]}… under the home")
+    return erase(settings, request.read_bytes().decode("utf-8", "surrogateescape"))
+
+
+def _drop_request(settings: Settings, person_hash: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        (settings.home / REQUESTS_DIR / person_hash).unlink()
 
 
 def _roots(settings: Settings) -> list[Path]:

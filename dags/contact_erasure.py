@@ -11,9 +11,16 @@ DOC = """
 ### contact_erasure
 
 Erases one person from every table, export, landing file and MLflow artifact under
-`CONTACTRANK_HOME` (`contactrank.erase.erase`), and records a keyed-hash entry so that future
-deliveries of the person are dropped at ingest. Trigger it by hand with the `person_id` param
-(UI "Trigger" form, or `airflow dags trigger contact_erasure --conf '{"person_id": "..."}'`).
+`CONTACTRANK_HOME` (`contactrank.erase.erase_requested`), and records a keyed-hash entry so that
+future deliveries of the person are dropped at ingest.
+
+The raw id never reaches Airflow (its database keeps run params, XComs and logs, and erasure must
+leave nothing behind): queue the request where the data lives, then trigger with the keyed hash
+it prints:
+
+    contactrank erase --request --person-id 12345678900
+    airflow dags trigger contact_erasure --conf '{"person_hash": "<printed hash>"}'
+
 
 The erasure is idempotent (erasing twice is harmless) and rewrites each partition atomically, so a
 `contact_daily` run reading at the same time sees a table either before or after the erasure.
@@ -30,7 +37,11 @@ The task's XCom holds only counts, never the id.
     default_args=default_args(retries=2),
     dagrun_timeout=timedelta(hours=6),
     params={
-        "person_id": Param(type="string", minLength=1, maxLength=256, description="the person to erase"),
+        "person_hash": Param(
+            type="string",
+            pattern="^[0-9a-f]{64}$",
+            description="keyed hash printed by `contactrank erase --request --person-id ID`",
+        ),
     },
     tags=["contactrank", "gdpr", "manual"],
     doc_md=DOC,

@@ -70,9 +70,9 @@ def test_tuning_and_erasure_params(dagbag) -> None:
     assert tuning.catchup is False
     erasure = dagbag.dags["contact_erasure"]
     assert erasure.timetable.__class__.__name__ == "NullTimetable"
-    assert "person_id" in erasure.params
-    with pytest.raises(Exception, match="person_id|valid"):
-        erasure.params.validate()  # no default: a run without a person_id is refused
+    assert "person_hash" in erasure.params
+    with pytest.raises(Exception, match="person_hash|valid"):
+        erasure.params.validate()  # no default: a run without a person_hash is refused
 
 
 def test_plugin_registers_both_links() -> None:

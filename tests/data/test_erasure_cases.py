@@ -116,3 +116,15 @@ def test_an_erasure_waits_for_a_running_step_and_then_reaches_its_output(setting
     proc.wait(timeout=30)
     table = pacsv.read_csv(settings.exports / "priority" / "date=2026-03-02" / "priority.csv")
     assert table.column("person_id").to_pylist() == ["other"]
+
+
+def test_a_queued_request_is_carried_out_by_its_keyed_hash_and_then_gone(settings) -> None:
+    from contactrank.erase import erase_requested, request_erasure
+
+    lake.write_partition(settings, "attempts", D, pa.table({"person_id": [X, Y], "contact_id": ["c1", "c2"]}))
+    queued = request_erasure(settings, X)
+    assert queued == {"person_hash": keyed_hash(settings, X)}
+    out = erase_requested(settings, queued["person_hash"])
+    assert out["rows_removed"] == 1
+    assert not list((settings.home / "erasure-requests").iterdir())
+    assert erase_requested(settings, queued["person_hash"])["status"] == "already erased"

@@ -193,7 +193,9 @@ def test_erasure_dag_removes_the_person(world: dict) -> None:
     """Last in this module: it rewrites the exports the tests above read."""
     export = world["settings"].exports / "priority" / f"date={AIRFLOW_DAYS[-1]}"
     person = world["first_rows"][0]["person_id"]
-    conf = json.dumps({"person_id": person})
+    from contactrank.erase import request_erasure
+
+    conf = json.dumps(request_erasure(world["settings"], person))
     proc = _airflow(
         world["env"], "dags", "test", "contact_erasure", AIRFLOW_DAYS[-1].isoformat(), "--conf", conf
     )
@@ -204,3 +206,8 @@ def test_erasure_dag_removes_the_person(world: dict) -> None:
     out = _xcom(world["db"], "contact_erasure", "erase")
     assert out["rows_removed"] > 0
     assert person not in json.dumps(out)
+    # nothing under Airflow's home (metadata DB, task logs) holds the raw id of the erased person
+    airflow_home = world["base"] / "airflow"
+    holders = [p for p in airflow_home.rglob("*") if p.is_file() and person.encode() in p.read_bytes()]
+    assert holders == [], holders
+    assert not list((world["settings"].home / "erasure-requests").glob("*"))
