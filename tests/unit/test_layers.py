@@ -4,7 +4,7 @@ The layers, bottom to top (docs/design.md draws the same table):
 
 | layer | modules |
 |---|---|
-| foundation | settings, errors, dates, privacy |
+| foundation | settings, errors, dates, privacy, the home lock |
 | data | schema, lake, sql, parsing and validation, ingest, importers, simulator |
 | features | the point-in-time feature build, the attempt context |
 | model | model, tracking, evaluation, plots, drift, training data, train, tune, registry |
@@ -38,6 +38,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "contactrank.errors",
             "contactrank.dates",
             "contactrank.privacy",
+            "contactrank.lock",
         ),
     ),
     (
@@ -47,6 +48,9 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "contactrank.features.lake",
             "contactrank.features.sql",
             "contactrank.features.parsers",
+            "contactrank.features.arrow_columns",
+            "contactrank.features.landing_files",
+            "contactrank.features.person_rules",
             "contactrank.features.validate",
             "contactrank.features.validate_*",
             "contactrank.features.ingest*",
