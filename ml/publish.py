@@ -4,6 +4,10 @@
 ``_SUCCESS`` (written last). Everything is written into a hidden staging folder that
 ``features.lake.atomic_dir`` renames into place, so a reader sees the previous directory, the
 new one, or none, never a partial one; a rerun replaces the date the same way.
+
+Score and publish are separate steps (separate DAG tasks), so an erasure can complete between
+them: publish drops the rows of every person erased by then, under the home lock so that no
+erasure runs while the export is being written.
 """
 
 from __future__ import annotations
@@ -22,8 +26,9 @@ import pyarrow.parquet as pq
 
 from contactrank.features.lake import atomic_dir
 from contactrank.features.schema import PRIORITY
+from contactrank.lock import home_lock
 from contactrank.ml.score import CONTRACT_COLUMNS, read_report, read_scores
-from contactrank.privacy import export_key, pseudonymise
+from contactrank.privacy import drop_erased, export_key, pseudonymise
 from contactrank.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -32,10 +37,12 @@ SCHEMA_VERSION = "1"
 PRIORITY_SCHEMA = PRIORITY
 assert PRIORITY_SCHEMA.names == CONTRACT_COLUMNS
 
-# A spreadsheet evaluates a cell that starts with = @ + - (and tab / CR); "+5511..." and "-1.5" are
-# data, so + and - are escaped only when a non-digit follows.
-_FORMULA = re.compile(r"^(?:[=@\t\r]|[+\-](?!\d)).*", re.DOTALL)
-_FORMULA_PATTERN = r"^([=@\t\r]|[+\-]([^0-9]|$))"
+# A spreadsheet evaluates a cell that starts with = + - @ (and tab / CR). Every such cell is
+# escaped (the OWASP rule), phone numbers and negative numbers written as text included: an
+# exemption for "+ or - then a digit" let "-1+cmd|..." through as a formula. The Parquet file
+# keeps the raw values.
+_FORMULA_PATTERN = r"^[=+\-@\t\r]"
+_FORMULA = re.compile(_FORMULA_PATTERN)
 
 
 def export_dir(settings: Settings, d: date) -> Path:
@@ -79,13 +86,29 @@ def write_csv(table: pa.Table, path: Path) -> None:
 
 
 def publish(settings: Settings, d: date) -> dict:
-    """Export ``scores/date=D`` as the priority directory of D; return the manifest."""
+    """Export ``scores/date=D`` as the priority directory of D; return the manifest.
+
+    Holds the home lock (re-entrant: a ``run`` already holds it) from reading the scores until the
+    directory is in place, so an erasure either completes before (its rows are dropped here) or
+    waits until after (it rewrites the export)."""
+    with home_lock(settings, f"publish {d.isoformat()}"):
+        return _publish(settings, d)
+
+
+def _distinct_persons(table: pa.Table) -> int:
+    return pc.count_distinct(table.column("person_id")).as_py() if table.num_rows else 0
+
+
+def _publish(settings: Settings, d: date) -> dict:
     scores = read_scores(settings, d)
     report = read_report(settings, d)
     table = scores.select(CONTRACT_COLUMNS).cast(PRIORITY_SCHEMA)
+    # before pseudonymising: the erasure records are keyed hashes of the raw ids
+    persons_scored = _distinct_persons(table)
+    table, erased_rows = drop_erased(settings, table)
+    erased_persons = persons_scored - _distinct_persons(table) if erased_rows else 0
     if settings.pseudonymise_exports:
         table = pseudonymise(table, export_key(settings))
-    model = report.get("model") or {}
     target = export_dir(settings, d)
     with atomic_dir(target) as staging:
         _write_parquet(table, staging / "priority.parquet")
@@ -94,34 +117,48 @@ def publish(settings: Settings, d: date) -> dict:
             name: {"sha256": _sha256(staging / name), "bytes": (staging / name).stat().st_size}
             for name in ("priority.parquet", "priority.csv")
         }
-        persons = pc.count_distinct(table.column("person_id")).as_py() if table.num_rows else 0
-        manifest = {
-            "schema_version": SCHEMA_VERSION,
-            "date": d.isoformat(),
-            "valid_from": (d + timedelta(days=1)).isoformat(),
-            "model": {
-                "name": model.get("name", settings.model_name),
-                "version": model.get("version"),
-                "run_id": model.get("run_id"),
-            },
-            "rows": table.num_rows,
-            "persons": persons,
-            "persons_left_out": {
-                "cap": int(report.get("persons_left_out_cap", 0)),
-                "suppression": int(report.get("persons_left_out_suppression", 0)),
-            },
-            "addresses_left_out": {
-                "cap": int(report.get("addresses_capped", 0)),
-                "suppression": int(report.get("addresses_suppressed", 0)),
-                "invalid": int(report.get("addresses_invalid_dropped", 0)),
-            },
-            "explored_persons": int(report.get("explored_persons", 0)),
-            "pseudonymised": bool(settings.pseudonymise_exports),
-            "files": files,
-            "config_hash": settings.config_hash(),
-            "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        }
+        manifest = _manifest(settings, d, table, report, files, erased_persons)
         (staging / "_manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
         (staging / "_SUCCESS").write_text("")
-    log.info("%s: published %d rows for %d persons -> %s", d, manifest["rows"], persons, target)
+    log.info(
+        "%s: published %d rows for %d persons (%d erased since scoring) -> %s",
+        d,
+        manifest["rows"],
+        manifest["persons"],
+        erased_persons,
+        target,
+    )
     return {**manifest, "path": str(target)}
+
+
+def _manifest(
+    settings: Settings, d: date, table: pa.Table, report: dict, files: dict, erased_persons: int
+) -> dict:
+    model = report.get("model") or {}
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "date": d.isoformat(),
+        "valid_from": (d + timedelta(days=1)).isoformat(),
+        "model": {
+            "name": model.get("name", settings.model_name),
+            "version": model.get("version"),
+            "run_id": model.get("run_id"),
+        },
+        "rows": table.num_rows,
+        "persons": _distinct_persons(table),
+        "persons_left_out": {
+            "cap": int(report.get("persons_left_out_cap", 0)),
+            "suppression": int(report.get("persons_left_out_suppression", 0)),
+            "erasure": int(erased_persons),
+        },
+        "addresses_left_out": {
+            "cap": int(report.get("addresses_capped", 0)),
+            "suppression": int(report.get("addresses_suppressed", 0)),
+            "invalid": int(report.get("addresses_invalid_dropped", 0)),
+        },
+        "explored_persons": int(report.get("explored_persons", 0)),
+        "pseudonymised": bool(settings.pseudonymise_exports),
+        "files": files,
+        "config_hash": settings.config_hash(),
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }

@@ -90,7 +90,7 @@ def test_publish_writes_the_contract_directory(settings):
     assert manifest["schema_version"] == "1" and manifest["valid_from"] == "2026-11-21"
     assert manifest["model"] == {"name": "contactrank", "version": "4", "run_id": "run-4"}
     assert manifest["rows"] == 5 and manifest["persons"] == 3
-    assert manifest["persons_left_out"] == {"cap": 2, "suppression": 3}
+    assert manifest["persons_left_out"] == {"cap": 2, "suppression": 3, "erasure": 0}
     assert manifest["config_hash"] == settings.config_hash() and manifest["created_at"]
     for name in ("priority.parquet", "priority.csv"):
         assert manifest["files"][name]["sha256"] == hashlib.sha256((folder / name).read_bytes()).hexdigest()
@@ -98,7 +98,7 @@ def test_publish_writes_the_contract_directory(settings):
     assert not [p for p in folder.parent.iterdir() if p.name.startswith(".")]  # no staging left behind
 
 
-def test_csv_cells_are_escaped_against_formula_injection_but_phones_stay(settings):
+def test_csv_cells_are_escaped_against_formula_injection_phones_included(settings):
     write_scores(settings)
     pub.publish(settings, D)
     csv = pacsv.read_csv(
@@ -108,19 +108,20 @@ def test_csv_cells_are_escaped_against_formula_injection_but_phones_stay(setting
         ),
     ).to_pylist()
     by_contact = {r["contact_id"]: r for r in csv}
-    assert "+5511987654321" in by_contact  # E.164 phone intact
-    assert "-15" in by_contact  # minus followed by a digit: data, not a formula
+    # every leading = + - @ tab CR is escaped, numbers written as text included (the OWASP rule)
+    assert "'+5511987654321" in by_contact
+    assert "'-15" in by_contact
     assert '\'=HYPERLINK("http://x")' in by_contact
     assert "'@SUM(A1)" in by_contact
     assert "'-cmd|' /C calc'!A0" in by_contact
-    assert by_contact["-15"]["person_id"] == "'+p3" and by_contact["-15"]["reason"] == "'\tnew_address"
+    assert by_contact["'-15"]["person_id"] == "'+p3" and by_contact["'-15"]["reason"] == "'\tnew_address"
     # the parquet keeps the raw values
     raw = (
         pq.read_table(settings.exports / "priority" / "date=2026-11-20" / "priority.parquet")
         .column("contact_id")
         .to_pylist()
     )
-    assert '=HYPERLINK("http://x")' in raw
+    assert '=HYPERLINK("http://x")' in raw and "+5511987654321" in raw
 
 
 @pytest.mark.parametrize(
@@ -131,8 +132,8 @@ def test_csv_cells_are_escaped_against_formula_injection_but_phones_stay(setting
         ("+x", True),
         ("-x", True),
         ("+", True),
-        ("+5511987654321", False),
-        ("-1.5", False),
+        ("+5511987654321", True),
+        ("-1.5", True),
         ("a=b", False),
         ("", False),
     ],
