@@ -1,4 +1,4 @@
-"""The simulated world's landing files (CONTRACT.md §1) and its ground-truth files.
+"""The simulated world's landing files (docs/contract.md §1) and its ground-truth files.
 
 Timestamps are ISO 8601 with a ``-03:00`` offset in CSV and UTC timestamps in Parquet; some
 phones arrive in national format and some e-mails upper-cased, as providers deliver them.

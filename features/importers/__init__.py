@@ -1,4 +1,4 @@
-"""Importers: map public contact-outcome datasets onto the landing files of CONTRACT.md §1.
+"""Importers: map public contact-outcome datasets onto the landing files of docs/contract.md §1.
 
 ``contactrank import <name> PATH --landing DIR`` calls :func:`import_dataset`.
 """

@@ -1,4 +1,4 @@
-"""UCI Bank Marketing (Moro et al.) -> landing files of CONTRACT.md §1.
+"""UCI Bank Marketing (Moro et al.) -> landing files of docs/contract.md §1.
 
 The data set (``/work/shared/datasets/PROVENANCE.md`` §1 and §5) holds one row per client and
 campaign, describing the *last* call of that campaign, with the rows in time order from May 2008
@@ -23,7 +23,7 @@ to Nov 2010. The mapping, for each data row ``i`` (1-based, the file has no clie
   it: -1 in bank-full, 999 in bank-additional mean "never contacted before") and ``poutcome``.
 - **delivery date**: contacts and persons are delivered the calendar day *before* the call
   (``updated_at`` 18:00 Lisbon): a training example of date D sees the state at the end of D-1
-  (CONTRACT.md §3), so attributes delivered on D itself would never reach the model. That is
+  (docs/contract.md §3), so attributes delivered on D itself would never reach the model. That is
   also how a dialer works: tomorrow's call list and its client data are known today.
 - **every calendar day** from the day before the first call to the last call gets an attempts
   folder (header only on days without calls), so ``contactrank backfill`` can run over the whole

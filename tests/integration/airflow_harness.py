@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 
-# CONTRACT.md section 2, written out here so the test checks the contract, not the implementation.
+# docs/contract.md section 2, written out here so the test checks the contract, not the implementation.
 CONTRACT_COLUMNS = [
     "person_id",
     "contact_id",
@@ -80,7 +80,7 @@ def _sha256(path: Path) -> str:
 
 
 def check_export(folder: Path, d: date) -> list[dict]:
-    """Assert that ``folder`` is a valid priority export of D (CONTRACT.md section 2); return its rows."""
+    """Assert that ``folder`` is a valid priority export of D (docs/contract.md section 2); return its rows."""
     assert (folder / "_SUCCESS").is_file(), f"{folder}: no _SUCCESS"
     manifest = json.loads((folder / "_manifest.json").read_text())
     assert manifest["valid_from"] == (d + timedelta(days=1)).isoformat()
