@@ -50,11 +50,13 @@ def parse_float(col: pa.Array | pa.ChunkedArray) -> tuple[pa.Array, np.ndarray, 
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
             pass
     good = to_mask(pc.match_substring_regex(s, _NUMBER_RE))
-    ok = good | ~present
     vals = pc.cast(
         pc.utf8_trim_whitespace(pc.if_else(pa.array(good), s, pa.scalar(None, pa.string()))), pa.float64()
     )
-    return vals, ok, present
+    # a well-formed number beyond float64 ("1e400") parses to inf: as unusable as "inf" itself
+    good &= to_mask(pc.is_finite(pc.fill_null(vals, 0.0)))
+    vals = pc.if_else(pa.array(good), vals, pa.scalar(None, pa.float64()))
+    return vals, good | ~present, present
 
 
 def parse_bool(col: pa.Array, default: bool | None = True) -> tuple[pa.Array, np.ndarray]:
@@ -218,7 +220,7 @@ def parse_timestamps(
     """(UTC timestamps, local hours int8, ok, present) from ISO 8601 strings or Parquet timestamps.
 
     The local hour is the hour in the offset the provider gave; timestamps without an offset are
-    UTC (CONTRACT.md §1) and, like explicit UTC, get the hour in ``local_tz``.
+    UTC (docs/contract.md §1) and, like explicit UTC, get the hour in ``local_tz``.
     """
     if pa.types.is_timestamp(col.type) or pa.types.is_date(col.type):
         if pa.types.is_date(col.type):
