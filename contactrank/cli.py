@@ -76,7 +76,14 @@ def refuse_future(s: Settings, a: argparse.Namespace) -> None:
 def cmd_simulate(s: Settings, a: argparse.Namespace) -> Any:
     from contactrank.features.simulate import simulate
 
-    return simulate(Path(a.landing) if a.landing else s.landing, a.start, a.days, persons=a.persons, seed=a.seed, fmt=a.format)
+    return simulate(
+        Path(a.landing) if a.landing else s.landing,
+        a.start,
+        a.days,
+        persons=a.persons,
+        seed=a.seed,
+        fmt=a.format,
+    )
 
 
 def cmd_step(step: str):
@@ -199,7 +206,9 @@ def build_parser() -> argparse.ArgumentParser:
         sp.set_defaults(func=func)
         return sp
 
-    sp = add("simulate", cmd_simulate, "write a simulated world's landing files", date_arg=False, landing=True)
+    sp = add(
+        "simulate", cmd_simulate, "write a simulated world's landing files", date_arg=False, landing=True
+    )
     sp.add_argument("--start", type=_date, required=True)
     sp.add_argument("--days", type=int, required=True)
     sp.add_argument("--persons", type=int, default=20_000)
@@ -226,7 +235,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--request", action="store_true", help="queue it for the contact_erasure DAG: prints the keyed hash"
     )
     sp.add_argument("--person-hash", help="carry out a queued request")
-    sp = add("evaluate-policy", cmd_evaluate_policy, "off-policy value (IPS/SNIPS) from logged exports", date_arg=False)
+    sp = add(
+        "evaluate-policy",
+        cmd_evaluate_policy,
+        "off-policy value (IPS/SNIPS) from logged exports",
+        date_arg=False,
+    )
     sp.add_argument("--start", type=_date, required=True)
     sp.add_argument("--end", type=_date, required=True)
     sp.add_argument("--policy", default="model", help="policy to evaluate: model, random, last_success")

@@ -68,7 +68,10 @@ def _run_airflow_days(settings: Settings, days: list[date]) -> None:
         t0 = time.perf_counter()
         with console.status(f"airflow dags test contact_daily {d}"):
             proc = subprocess.run(
-                [airflow, "dags", "test", "contact_daily", d.isoformat()], env=env, capture_output=True, text=True
+                [airflow, "dags", "test", "contact_daily", d.isoformat()],
+                env=env,
+                capture_output=True,
+                text=True,
             )
         log = airflow_home / f"dags-test-{d}.log"
         log.write_text(proc.stdout + proc.stderr)
@@ -143,8 +146,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--days", type=int, default=60)
     p.add_argument("--persons", type=int, default=20_000)
     p.add_argument("--start", default="2026-09-01")
-    p.add_argument("--airflow-days", type=int, default=2, help="how many of the last days run through Airflow")
-    p.add_argument("--retrain-every", type=int, default=7, help="retrain cadence during the CLI backfill (days)")
+    p.add_argument(
+        "--airflow-days", type=int, default=2, help="how many of the last days run through Airflow"
+    )
+    p.add_argument(
+        "--retrain-every", type=int, default=7, help="retrain cadence during the CLI backfill (days)"
+    )
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     runtime_env()
@@ -153,7 +160,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from rich.logging import RichHandler
 
-    logging.basicConfig(level=logging.WARNING, format="%(message)s", handlers=[RichHandler(console=console, show_path=False)])
+    logging.basicConfig(
+        level=logging.WARNING, format="%(message)s", handlers=[RichHandler(console=console, show_path=False)]
+    )
     for noisy in ("mlflow", "alembic", "optuna"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", category=UserWarning)
@@ -165,7 +174,9 @@ def main(argv: list[str] | None = None) -> int:
     settings = load_settings()
     start = parse_date(args.start)
     last = start + timedelta(days=args.days - 1)
-    console.rule(f"contactrank demo: {args.days} days x {args.persons:,} persons, home {settings.home.resolve()}")
+    console.rule(
+        f"contactrank demo: {args.days} days x {args.persons:,} persons, home {settings.home.resolve()}"
+    )
     with console.status("simulating the world"):
         figures = simulate(settings.landing, start, args.days, persons=args.persons, seed=args.seed)
     console.print(f"[green]✓[/] simulated: {json.dumps(figures, default=str)[:300]}")
@@ -175,14 +186,24 @@ def main(argv: list[str] | None = None) -> int:
     cli_days = [start + timedelta(days=i) for i in range(args.days - args.airflow_days)]
     backfill_settings = settings.replace(retrain_every_days=args.retrain_every)
     with Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total} days"),
-        TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[step]}"), console=console,
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total} days"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[step]}"),
+        console=console,
     ) as progress:
         task = progress.add_task("backfill (CLI)", total=len(cli_days), step="")
         for d in cli_days:
             # the HTML report of every past day would double the demo's time: only the last one
             steps = STEPS if d == cli_days[-1] else tuple(s for s in STEPS if s != "report")
-            run_date(backfill_settings, d, on_step=lambda s, d=d: progress.update(task, step=f"{d} {s}"), steps=steps)
+            run_date(
+                backfill_settings,
+                d,
+                on_step=lambda s, d=d: progress.update(task, step=f"{d} {s}"),
+                steps=steps,
+            )
             progress.advance(task)
     console.print(f"[green]✓[/] {len(cli_days)} days through the library ({', '.join(STEPS)})")
     _run_airflow_days(settings, [cli_days[-1] + timedelta(days=i + 1) for i in range(args.airflow_days)])

@@ -171,7 +171,9 @@ def _write_ragged_csv(table: pa.Table, path: Path) -> None:
 def _rewrite_dir(directory: Path, plan: _Plan) -> None:
     """Rewrite one partition/export directory atomically if any of its tables holds the person."""
     changed = {
-        p: t for p in sorted(directory.iterdir()) if p.suffix in _TABULAR and (t := _filter_file(p, plan)) is not None
+        p: t
+        for p in sorted(directory.iterdir())
+        if p.suffix in _TABULAR and (t := _filter_file(p, plan)) is not None
     }
     if not changed:
         return
@@ -258,7 +260,12 @@ def erase(settings: Settings, person_id: str) -> dict[str, Any]:
         plan = _Plan(person_id=person_id, contact_ids=mine, own_contact_ids=mine - others)
         for root in _roots(settings):
             dirs = sorted(
-                {p.parent for ext in ("*.parquet", "*.csv") for p in root.rglob(ext) if not p.parent.name.startswith(".")}
+                {
+                    p.parent
+                    for ext in ("*.parquet", "*.csv")
+                    for p in root.rglob(ext)
+                    if not p.parent.name.startswith(".")
+                }
             )
             for directory in dirs:
                 _rewrite_dir(directory, plan)
@@ -266,10 +273,17 @@ def erase(settings: Settings, person_id: str) -> dict[str, Any]:
         _drop_request(settings, person_hash)  # the queued request holds the raw id: consumed now
         raw = person_id.encode("utf-8", "surrogateescape")
         others_files = [p for p in _files_with(settings.home, raw) if p.suffix not in _TABULAR]
-        scrubbed = [str(p) for p in others_files if p.suffix not in {".db", ".sqlite"} and _scrub_text(p, raw)]
+        scrubbed = [
+            str(p) for p in others_files if p.suffix not in {".db", ".sqlite"} and _scrub_text(p, raw)
+        ]
         left = [str(p) for p in _files_with(settings.home, raw) if p.suffix not in _TABULAR]
-        left += [str(p) for root in _roots(settings) for ext in ("*.parquet", "*.csv") for p in root.rglob(ext)
-                 if _cells_naming(p, person_id)]
+        left += [
+            str(p)
+            for root in _roots(settings)
+            for ext in ("*.parquet", "*.csv")
+            for p in root.rglob(ext)
+            if _cells_naming(p, person_id)
+        ]
         if left:
             raise ContactrankError(f"erasure incomplete: the id is still in {left[0]} ({len(left)} file(s))")
         _record(settings, person_hash, audit=(plan, scrubbed))
@@ -353,13 +367,18 @@ def _record(settings: Settings, person_hash: str, audit: tuple[_Plan, list[str]]
         "person_hash": person_hash,
         "erased_at": when,
         "rows_removed": plan.rows_removed,
-        "rewritten": [str(Path(p).relative_to(settings.home)) if settings.home in Path(p).parents else p for p in plan.rewritten],
+        "rewritten": [
+            str(Path(p).relative_to(settings.home)) if settings.home in Path(p).parents else p
+            for p in plan.rewritten
+        ],
         "scrubbed": scrubbed,
     }
     with atomic_dir(target) as staging:
         _carry_over(target, staging)
         pq.write_table(table, staging / ERASURE_FILE)
-        (staging / f"audit-{when.replace(':', '')}-{person_hash[:12]}.json").write_text(json.dumps(audit_entry, indent=2))
+        (staging / f"audit-{when.replace(':', '')}-{person_hash[:12]}.json").write_text(
+            json.dumps(audit_entry, indent=2)
+        )
     log.info("erased person %s… from %d directories", person_hash[:12], len(plan.rewritten))
 
 

@@ -88,5 +88,7 @@ def backfill(
     """``run_date`` for every date from start to end, in order (a day depends on the day before)."""
     out = {}
     for d in date_range(start, end):
-        out[d.isoformat()] = run_date(settings, d, landing, on_step=(lambda s, d=d: on_step(d, s)) if on_step else None)
+        out[d.isoformat()] = run_date(
+            settings, d, landing, on_step=(lambda s, d=d: on_step(d, s)) if on_step else None
+        )
     return out

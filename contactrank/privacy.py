@@ -51,7 +51,9 @@ def export_key(settings: Settings) -> bytes:
     """The key of pseudonymised exports: the env var only (readers of the export share it)."""
     key = os.environ.get(settings.hmac_key_env)
     if not key:
-        raise InputError(f"pseudonymise_exports is on but the key variable {settings.hmac_key_env} is not set")
+        raise InputError(
+            f"pseudonymise_exports is on but the key variable {settings.hmac_key_env} is not set"
+        )
     return key.encode()
 
 
@@ -87,7 +89,9 @@ def drop_erased(settings: Settings, table: pa.Table) -> tuple[pa.Table, int]:
     return kept, table.num_rows - kept.num_rows
 
 
-def pseudonymise(table: pa.Table, key: bytes, columns: tuple[str, ...] = ("person_id", "contact_id")) -> pa.Table:
+def pseudonymise(
+    table: pa.Table, key: bytes, columns: tuple[str, ...] = ("person_id", "contact_id")
+) -> pa.Table:
     """Replace the id columns by their HMAC-SHA256 (hex) under ``key``."""
     for name in columns:
         i = table.column_names.index(name)

@@ -178,7 +178,9 @@ def _flatten(table: dict[str, Any]) -> dict[str, Any]:
     return flat
 
 
-def load_settings(config_file: Path | str | None = None, base: Settings | None = None, **overrides: Any) -> Settings:
+def load_settings(
+    config_file: Path | str | None = None, base: Settings | None = None, **overrides: Any
+) -> Settings:
     """Build the settings. ``config_file`` defaults to $CONTACTRANK_CONFIG or ./contactrank.toml."""
     values: dict[str, Any] = {}
     if base is None:

@@ -45,7 +45,11 @@ def test_far_future_and_pre_1970_timestamps(settings, tmp_path, stamp: str) -> N
     write_csv(tmp_path, "attempts", rows)
     ingest(settings, D, landing=tmp_path)
     q = _quarantine(settings)
-    assert len(q) == 1 and q[0]["_column"] == "attempted_at" and q[0]["_reason"] in {"outside_date", "bad_timestamp"}
+    assert (
+        len(q) == 1
+        and q[0]["_column"] == "attempted_at"
+        and q[0]["_reason"] in {"outside_date", "bad_timestamp"}
+    )
     assert len(_kept(settings)) == 49
 
 
@@ -83,10 +87,25 @@ def test_above_threshold_the_cli_fails_with_one_line_after_keeping_good_rows(set
     for i in range(0, 40, 4):  # 25% bad
         rows[i]["channel"] = "pigeon"
     write_csv(tmp_path, "attempts", rows)
-    env = {"CONTACTRANK_HOME": str(settings.home), "PATH": "/usr/bin:/bin", "CONTACTRANK_CONFIG": str(tmp_path / "none.toml")}
+    env = {
+        "CONTACTRANK_HOME": str(settings.home),
+        "PATH": "/usr/bin:/bin",
+        "CONTACTRANK_CONFIG": str(tmp_path / "none.toml"),
+    }
     proc = subprocess.run(
-        [sys.executable, "-m", "contactrank.cli", "ingest", "--date", D.isoformat(), "--landing", str(tmp_path)],
-        capture_output=True, text=True, env=env,
+        [
+            sys.executable,
+            "-m",
+            "contactrank.cli",
+            "ingest",
+            "--date",
+            D.isoformat(),
+            "--landing",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
     )
     assert proc.returncode == 1
     last = proc.stderr.strip().splitlines()[-1]

@@ -23,7 +23,11 @@ def test_the_copy_equals_the_binding_contract() -> None:
 def test_nothing_cites_a_contract_outside_the_repo() -> None:
     hits = []
     for path in ROOT.rglob("*"):
-        if path.suffix not in {".py", ".md", ".toml", ".yml"} or ".venv" in path.parts or ".git" in path.parts:
+        if (
+            path.suffix not in {".py", ".md", ".toml", ".yml"}
+            or ".venv" in path.parts
+            or ".git" in path.parts
+        ):
             continue
         if path in (COPY, Path(__file__)):
             continue
@@ -35,7 +39,9 @@ def test_nothing_cites_a_contract_outside_the_repo() -> None:
 
 def test_the_export_columns_are_the_contracts() -> None:
     section = COPY.read_text().split("## 2.")[1].split("## 3.")[0]
-    table = [line for line in section.splitlines() if line.startswith("| ") and not line.startswith("| column")]
+    table = [
+        line for line in section.splitlines() if line.startswith("| ") and not line.startswith("| column")
+    ]
     columns = [line.split("|")[1].strip() for line in table if not set(line) <= set("|- ")]
     if "timezone" in columns and "timezone" not in PRIORITY.names:
         pytest.xfail("contract v1.1 columns (timezone, best_hour_utc) are not produced yet")

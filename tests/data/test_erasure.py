@@ -31,17 +31,25 @@ def _home_with_two_persons(settings) -> Path:
             "outcome": ["right_party", "no_answer", "busy"],
         }
     )
-    lake.write_partition(settings, "attempts", D, attempts, extra_files={"_ingest_report.json": b'{"rows": 3}'})
+    lake.write_partition(
+        settings, "attempts", D, attempts, extra_files={"_ingest_report.json": b'{"rows": 3}'}
+    )
     lake.write_partition(settings, "contacts_state", D, attempts.select(["person_id", "contact_id"]))
     # an aggregate keyed by contact only: the victim's address must go too
-    lake.write_partition(settings, "daily_agg", D, pa.table({"contact_id": [PHONE, "+5511900000000"], "n": [1, 1]}))
-    lake.write_partition(settings, "quarantine/attempts", D, pa.table({"person_id": [VICTIM], "_reason": ["bad channel"]}))
+    lake.write_partition(
+        settings, "daily_agg", D, pa.table({"contact_id": [PHONE, "+5511900000000"], "n": [1, 1]})
+    )
+    lake.write_partition(
+        settings, "quarantine/attempts", D, pa.table({"person_id": [VICTIM], "_reason": ["bad channel"]})
+    )
     export = settings.exports / "priority" / f"date={D}"
     export.mkdir(parents=True)
     prio = pa.table({"person_id": [VICTIM, OTHER], "contact_id": [PHONE, "+5511900000000"], "rank": [1, 1]})
     pq.write_table(prio, export / "priority.parquet")
     pacsv.write_csv(prio, export / "priority.csv")
-    sums = {f: hashlib.sha256((export / f).read_bytes()).hexdigest() for f in ("priority.parquet", "priority.csv")}
+    sums = {
+        f: hashlib.sha256((export / f).read_bytes()).hexdigest() for f in ("priority.parquet", "priority.csv")
+    }
     (export / "_manifest.json").write_text(json.dumps({"rows": 2, "persons": 2, "files": sums}))
     (export / "_SUCCESS").write_text("")
     report = settings.exports / "reports" / f"date={D}"
@@ -71,7 +79,9 @@ def test_erase_removes_every_trace_and_keeps_others(settings) -> None:
         table = pq.read_table(path)
         for col in ("person_id", "contact_id"):
             if col in table.column_names:
-                assert VICTIM not in table.column(col).to_pylist() and PHONE not in table.column(col).to_pylist()
+                assert (
+                    VICTIM not in table.column(col).to_pylist() and PHONE not in table.column(col).to_pylist()
+                )
     # the other person survives everywhere
     assert pq.read_table(export / "priority.parquet").column("person_id").to_pylist() == [OTHER]
     assert lake.read_partition(settings, "attempts", D).num_rows == 1

@@ -69,7 +69,9 @@ def test_a_person_with_a_malformed_landing_line_is_erased(settings) -> None:
             "_row_number": [2],
             "_column": pa.nulls(1, pa.string()),
             "_reason": ["bad_row_shape"],
-            "_error": [f"expected 6 fields, got 8: a2,{X},+5511900000002,voice,2026-03-02T11:00:00Z,busy,EXTRA"],
+            "_error": [
+                f"expected 6 fields, got 8: a2,{X},+5511900000002,voice,2026-03-02T11:00:00Z,busy,EXTRA"
+            ],
         }
     )
     lake.write_partition(settings, "quarantine/attempts", D, quarantine)
@@ -85,7 +87,9 @@ def test_a_person_with_a_malformed_landing_line_is_erased(settings) -> None:
 
 def test_ids_with_a_slash_or_a_control_character_can_be_erased(settings, monkeypatch, capsys) -> None:
     odd = "ab/12\x01"
-    lake.write_partition(settings, "attempts", D, pa.table({"person_id": [odd, Y], "contact_id": ["c1", "c2"]}))
+    lake.write_partition(
+        settings, "attempts", D, pa.table({"person_id": [odd, Y], "contact_id": ["c1", "c2"]})
+    )
     monkeypatch.setenv("CONTACTRANK_HOME", str(settings.home))
     assert main(["erase", "--person-id", odd]) == 0, capsys.readouterr().err
     assert lake.read_partition(settings, "attempts", D).column("person_id").to_pylist() == [Y]
@@ -108,7 +112,9 @@ with home_lock(load_settings(home=sys.argv[1]), "publish 2026-03-02"):
 def test_an_erasure_waits_for_a_running_step_and_then_reaches_its_output(settings) -> None:
     """`run` and `erase` at the same time: the erasure takes the home after the step, so the
     person is not in what the step published."""
-    proc = subprocess.Popen([sys.executable, "-c", RUN, str(settings.home), X], stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", RUN, str(settings.home), X], stdout=subprocess.PIPE, text=True
+    )
     assert proc.stdout.readline().strip() == "publishing"
     t0 = time.monotonic()
     erase(settings, X)

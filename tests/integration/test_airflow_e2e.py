@@ -54,7 +54,10 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict:
     )
     migrate = _airflow(env, "db", "migrate")
     assert migrate.returncode == 0, migrate.stderr[-3000:]
-    history_logs = {START + timedelta(days=i): _dags_test(env, START + timedelta(days=i), base) for i in range(HISTORY_DAYS)}
+    history_logs = {
+        START + timedelta(days=i): _dags_test(env, START + timedelta(days=i), base)
+        for i in range(HISTORY_DAYS)
+    }
     logs = {d: _dags_test(env, d, base) for d in AIRFLOW_DAYS}
     first_rows = check_export(settings.exports / "priority" / f"date={AIRFLOW_DAYS[-1]}", AIRFLOW_DAYS[-1])
     rerun_log = _dags_test(env, AIRFLOW_DAYS[-1], base)

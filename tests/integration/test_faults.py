@@ -47,14 +47,24 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _env(home: Path, landing: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CONTACTRANK_") and k != "MLFLOW_TRACKING_URI"}
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith("CONTACTRANK_") and k != "MLFLOW_TRACKING_URI"
+    }
     env.update(FAST)
-    env.update({"CONTACTRANK_HOME": str(home), "CONTACTRANK_LANDING_DIR": str(landing), "GIT_PYTHON_REFRESH": "quiet"})
+    env.update(
+        {
+            "CONTACTRANK_HOME": str(home),
+            "CONTACTRANK_LANDING_DIR": str(landing),
+            "GIT_PYTHON_REFRESH": "quiet",
+        }
+    )
     env["CONTACTRANK_CONFIG"] = str(home / "absent.toml")
     return env
 
 
-def _cli(home: Path, landing: Path, *args: str, prefix: tuple[str, ...] = (), check: bool = True) -> subprocess.CompletedProcess:
+def _cli(
+    home: Path, landing: Path, *args: str, prefix: tuple[str, ...] = (), check: bool = True
+) -> subprocess.CompletedProcess:
     cmd = [*prefix, sys.executable, "-m", "contactrank.cli", *args]
     proc = subprocess.run(cmd, env=_env(home, landing), capture_output=True, text=True, cwd=home.parent)
     if check and proc.returncode != 0:
@@ -70,7 +80,9 @@ def _run_days(home: Path, landing: Path, days: list[date], prefix: tuple[str, ..
 def _table_digest(path: Path) -> str:
     """Content hash of a table: sorted rows, volatile columns dropped."""
     df = pq.read_table(path).to_pandas()
-    df = df.drop(columns=[c for c in df.columns if c in VOLATILE_KEYS or c.startswith("_model_run")], errors="ignore")
+    df = df.drop(
+        columns=[c for c in df.columns if c in VOLATILE_KEYS or c.startswith("_model_run")], errors="ignore"
+    )
     df = df.sort_values(list(df.columns)).reset_index(drop=True) if len(df) else df
     return hashlib.sha256(df.to_csv(index=False).encode()).hexdigest()
 
@@ -78,12 +90,18 @@ def _table_digest(path: Path) -> str:
 def _json_digest(path: Path) -> str:
     def clean(obj):
         if isinstance(obj, dict):
-            return {k: clean(v) for k, v in obj.items() if k not in VOLATILE_KEYS and k != "sha256" and k != "files"}
+            return {
+                k: clean(v)
+                for k, v in obj.items()
+                if k not in VOLATILE_KEYS and k != "sha256" and k != "files"
+            }
         if isinstance(obj, list):
             return [clean(v) for v in obj]
         return obj
 
-    return hashlib.sha256(json.dumps(clean(json.loads(path.read_text())), sort_keys=True).encode()).hexdigest()
+    return hashlib.sha256(
+        json.dumps(clean(json.loads(path.read_text())), sort_keys=True).encode()
+    ).hexdigest()
 
 
 def _snapshot(home: Path) -> dict[str, str]:
@@ -127,7 +145,12 @@ def test_frozen_clock_does_not_change_outputs(reference: Path, world: Path, tmp_
     if not shutil.which("faketime"):
         pytest.skip("faketime is not installed (make system installs it)")
     home = tmp_path / "home"
-    _run_days(home, world, [START + timedelta(days=i) for i in range(DAYS)], prefix=("faketime", "2031-07-15 03:04:05"))
+    _run_days(
+        home,
+        world,
+        [START + timedelta(days=i) for i in range(DAYS)],
+        prefix=("faketime", "2031-07-15 03:04:05"),
+    )
     manifest = json.loads((home / "exports" / "priority" / f"date={LAST}" / "_manifest.json").read_text())
     assert manifest["created_at"].startswith("2031-07-15")  # the clock really was frozen
     assert _snapshot(home) == _snapshot(reference)
@@ -136,8 +159,11 @@ def test_frozen_clock_does_not_change_outputs(reference: Path, world: Path, tmp_
 def _kill_when_staging_appears(cmd_home: Path, landing: Path, args: list[str], kind_dir: Path) -> int:
     """Start a CLI step, SIGKILL it as soon as it starts writing a staging folder under kind_dir."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "contactrank.cli", *args], env=_env(cmd_home, landing),
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=cmd_home.parent,
+        [sys.executable, "-m", "contactrank.cli", *args],
+        env=_env(cmd_home, landing),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=cmd_home.parent,
     )
     deadline = time.monotonic() + 120
     try:
@@ -154,7 +180,9 @@ def _kill_when_staging_appears(cmd_home: Path, landing: Path, args: list[str], k
 
 
 @pytest.mark.parametrize(("step", "kind"), [("ingest", "attempts"), ("features", "features")])
-def test_sigkill_mid_write_leaves_no_partial_partition(reference: Path, world: Path, tmp_path: Path, step: str, kind: str) -> None:
+def test_sigkill_mid_write_leaves_no_partial_partition(
+    reference: Path, world: Path, tmp_path: Path, step: str, kind: str
+) -> None:
     home = tmp_path / "home"
     shutil.copytree(reference, home)
     d = LAST
@@ -167,7 +195,10 @@ def test_sigkill_mid_write_leaves_no_partial_partition(reference: Path, world: P
     assert pq.read_table(target / "part-0.parquet").num_rows > 0
     if rc == -signal.SIGKILL:
         # the reader sees the old version, whole
-        assert _table_digest(target / "part-0.parquet") == before[str(target.relative_to(home) / "part-0.parquet")]
+        assert (
+            _table_digest(target / "part-0.parquet")
+            == before[str(target.relative_to(home) / "part-0.parquet")]
+        )
     _cli(home, world, step, "--date", d.isoformat())  # a rerun completes
     assert not any(p.name.startswith(".staging-") for p in target.parent.iterdir())
     assert _snapshot(home) == before
@@ -182,7 +213,9 @@ def test_late_file_rebuilds_its_date_and_the_next_only(reference: Path, world: P
 
     src = next((landing / "attempts" / f"date={late_day}").glob("*.csv"))
     day = pd.read_csv(src, dtype=str, keep_default_na=False)
-    late = pd.concat([day.head(1)] * 25, ignore_index=True)  # 25 more reached attempts on an address of the day
+    late = pd.concat(
+        [day.head(1)] * 25, ignore_index=True
+    )  # 25 more reached attempts on an address of the day
     late["attempt_id"] = [f"late-{i}" for i in range(25)]
     late["outcome"] = "right_party"
     late.to_csv(src.parent / "late-delivery.csv", index=False)
@@ -210,12 +243,16 @@ def test_unreadable_suppressions_publish_nothing(reference: Path, world: Path, t
     export = home / "exports" / "priority" / f"date={d}"
     shutil.rmtree(export)
     shutil.rmtree(home / "lake" / "scores" / f"date={d}", ignore_errors=True)
-    (home / "lake" / "suppressions" / f"date={START + timedelta(days=1)}" / "part-0.parquet").write_bytes(b"PAR1 garbage")
+    (home / "lake" / "suppressions" / f"date={START + timedelta(days=1)}" / "part-0.parquet").write_bytes(
+        b"PAR1 garbage"
+    )
     proc = _cli(home, world, "run", "--date", d.isoformat(), check=False)
     assert proc.returncode != 0
     assert "suppression" in proc.stderr.strip().splitlines()[-1].lower()
     assert not export.exists()
-    assert (home / "exports" / "priority" / f"date={d - timedelta(days=1)}" / "_SUCCESS").exists()  # previous intact
+    assert (
+        home / "exports" / "priority" / f"date={d - timedelta(days=1)}" / "_SUCCESS"
+    ).exists()  # previous intact
 
 
 def test_nan_and_inf_features_still_give_finite_scores(reference: Path, world: Path, tmp_path: Path) -> None:

@@ -13,7 +13,19 @@ from contactrank.cli import build_parser, main
 def test_every_contract_command_exists() -> None:
     parser = build_parser()
     sub = next(a for a in parser._actions if a.dest == "command")
-    for cmd in ["simulate", "run", "ingest", "features", "train", "score", "publish", "backfill", "tune", "promote", "erase"]:
+    for cmd in [
+        "simulate",
+        "run",
+        "ingest",
+        "features",
+        "train",
+        "score",
+        "publish",
+        "backfill",
+        "tune",
+        "promote",
+        "erase",
+    ]:
         assert cmd in sub.choices
 
 
@@ -26,7 +38,16 @@ def test_bad_date_is_refused() -> None:
 def test_missing_landing_is_a_one_line_failure(tmp_path) -> None:
     env = {"CONTACTRANK_HOME": str(tmp_path / "home"), "PATH": "/usr/bin:/bin"}
     proc = subprocess.run(
-        [sys.executable, "-m", "contactrank.cli", "ingest", "--date", "2026-01-05", "--landing", str(tmp_path / "nope")],
+        [
+            sys.executable,
+            "-m",
+            "contactrank.cli",
+            "ingest",
+            "--date",
+            "2026-01-05",
+            "--landing",
+            str(tmp_path / "nope"),
+        ],
         capture_output=True,
         text=True,
         env=env,

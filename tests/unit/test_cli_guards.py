@@ -25,6 +25,9 @@ def test_allow_future_and_a_near_date_pass_the_guard(tmp_path: Path, monkeypatch
     monkeypatch.setenv("CONTACTRANK_HOME", str(tmp_path))
     _landing(tmp_path, "2026-01-10")
     # the guard lets these through; what follows (no lake yet) fails for its own reason
-    for argv in (["features", "--date", "2026-01-12"], ["features", "--date", "2062-01-10", "--allow-future"]):
+    for argv in (
+        ["features", "--date", "2026-01-12"],
+        ["features", "--date", "2062-01-10", "--allow-future"],
+    ):
         main(argv)
         assert "newest data" not in capsys.readouterr().err

@@ -21,7 +21,9 @@ def test_defaults_and_derived_paths(tmp_path: Path) -> None:
 
 def test_precedence_toml_then_env_then_override(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     toml = tmp_path / "contactrank.toml"
-    toml.write_text('home = "/from/toml"\n[scoring]\nexplore_share = 0.2\ncap_person_7d = 3\n[gate]\ngate_ece_cap = 0.1\n')
+    toml.write_text(
+        'home = "/from/toml"\n[scoring]\nexplore_share = 0.2\ncap_person_7d = 3\n[gate]\ngate_ece_cap = 0.1\n'
+    )
     s = load_settings(toml)
     assert (s.home, s.explore_share, s.cap_person_7d, s.gate_ece_cap) == (Path("/from/toml"), 0.2, 3, 0.1)
     monkeypatch.setenv("CONTACTRANK_EXPLORE_SHARE", "0.3")
@@ -48,7 +50,9 @@ def test_settings_are_frozen_and_replace_returns_a_copy(tmp_path: Path) -> None:
         ("CONTACTRANK_PSEUDONYMISE_EXPORTS", "perhaps", "pseudonymise_exports"),
     ],
 )
-def test_bad_values_name_the_setting(monkeypatch: pytest.MonkeyPatch, env: str, value: str, message: str) -> None:
+def test_bad_values_name_the_setting(
+    monkeypatch: pytest.MonkeyPatch, env: str, value: str, message: str
+) -> None:
     monkeypatch.setenv(env, value)
     with pytest.raises(ValueError, match=message):
         load_settings()

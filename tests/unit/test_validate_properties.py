@@ -210,13 +210,18 @@ def test_dictionary_encoded_columns_validate_like_plain_strings(flags):
         col = plain[name]
         chunks = [col.slice(0, cut).combine_chunks(), col.slice(cut).combine_chunks()]
         encoded = encoded.set_column(
-            encoded.schema.get_field_index(name), name, pa.chunked_array([c.dictionary_encode() for c in chunks])
+            encoded.schema.get_field_index(name),
+            name,
+            pa.chunked_array([c.dictionary_encode() for c in chunks]),
         )
     ctx = _Ctx(SETTINGS, D, Path("."))
     clean_plain, rej_plain = _validate_attempts(plain, ctx)
     clean_enc, rej_enc = _validate_attempts(encoded, ctx)
     assert list(rej_enc.ok) == list(rej_plain.ok)
-    assert list(rej_enc.reason(v.np.arange(len(rows))).to_pylist()) == rej_plain.reason(v.np.arange(len(rows))).to_pylist()
+    assert (
+        list(rej_enc.reason(v.np.arange(len(rows))).to_pylist())
+        == rej_plain.reason(v.np.arange(len(rows))).to_pylist()
+    )
     assert clean_enc.to_pylist() == clean_plain.to_pylist()
 
 
