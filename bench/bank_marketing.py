@@ -467,13 +467,19 @@ def write_notes(result: dict[str, Any], path: Path, command: str) -> None:
     lines = [
         "## Real data: UCI Bank Marketing",
         "",
-        f"Command: `{command}` on {platform.node()} ({os.cpu_count()} cores shared with other jobs), "
-        f"{r['seconds']:.0f} s in all ({', '.join(f'{k} {v:.0f} s' for k, v in r['timing'].items())}).",
+        f"Command: `{command}` on {platform.node()} ({os.cpu_count()} cores shared with other "
+        "jobs), "
+        f"{r['seconds']:.0f} s in all "
+        f"({', '.join(f'{k} {v:.0f} s' for k, v in r['timing'].items())}).",
         "",
-        f"Data: `{r['data']}` ({r['variant']}), {r['rows']:,} calls = persons, {r['call_days']} call days over "
-        f"{r['days']} calendar days ({r['first_date']} .. {r['last_date']}), label `converted` (y = yes). "
-        f"The pipeline ran every day: ingest, features, train (weekly: `retrain_every_days={r['retrain_every_days']}`, "
-        f"window {r['train_window_days']} days, other settings default) and gate; {r['trainings']} trainings, gate {r['gate']}"
+        f"Data: `{r['data']}` ({r['variant']}), {r['rows']:,} calls = persons, "
+        f"{r['call_days']} call days over "
+        f"{r['days']} calendar days ({r['first_date']} .. {r['last_date']}), "
+        "label `converted` (y = yes). "
+        "The pipeline ran every day: ingest, features, train "
+        f"(weekly: `retrain_every_days={r['retrain_every_days']}`, "
+        f"window {r['train_window_days']} days, other settings default) and gate; "
+        f"{r['trainings']} trainings, gate {r['gate']}"
         + (f" (failed checks: {r['gate_failures']})" if r["gate_failures"] else "")
         + f". Score and publish on the last day: {r['publish_last_day']}.",
         "",
@@ -491,17 +497,24 @@ def write_notes(result: dict[str, Any], path: Path, command: str) -> None:
             if r.get("replayed_upto")
             else []
         ),
-        "Forward evaluation: each day's calls scored before the models saw that day (features of the end of the day "
+        "Forward evaluation: each day's calls scored before the models saw that day "
+        "(features of the end of the day "
         "before). Person attributes reaching the model: "
         + (", ".join(f"`{x}`" for x in r["attributes"]) or "**none**")
         + ".",
         "",
         "| model (forward, pooled rows) | rows | AUC | lift@10% | recall@top 50% | mean within-day AUC |",
         "|---|---|---|---|---|---|",
-        f"| contactrank champion (served by the pipeline, from {r['first_scored']}) | {r['scored_rows']:,} | {r['auc']} | {r['lift10']} | {r['recall50']} | {r['auc_within_day']} |",
-        f"| logistic regression, same rows as the champion | {champ.get('rows', 0):,} | {champ.get('auc')} | {champ.get('lift10')} | {champ.get('recall50')} | {champ.get('auc_within_day')} |",
-        f"| contactrank latest challenger (gated or not) | {r['compared_rows']:,} | {r['auc_latest']} | {r['lift10_latest']} | {r['recall50_latest']} | {r['auc_within_day_latest']} |",
-        f"| logistic regression, same features and days as that challenger | {r['compared_rows']:,} | {r['auc_logreg']} | {r['lift10_logreg']} | {r['recall50_logreg']} | {r['auc_within_day_logreg']} |",
+        f"| contactrank champion (served by the pipeline, from {r['first_scored']}) "
+        f"| {r['scored_rows']:,} | {r['auc']} | {r['lift10']} | {r['recall50']} | {r['auc_within_day']} |",
+        f"| logistic regression, same rows as the champion | {champ.get('rows', 0):,} "
+        f"| {champ.get('auc')} | {champ.get('lift10')} | {champ.get('recall50')} "
+        f"| {champ.get('auc_within_day')} |",
+        f"| contactrank latest challenger (gated or not) | {r['compared_rows']:,} | {r['auc_latest']} "
+        f"| {r['lift10_latest']} | {r['recall50_latest']} | {r['auc_within_day_latest']} |",
+        f"| logistic regression, same features and days as that challenger | {r['compared_rows']:,} "
+        f"| {r['auc_logreg']} | {r['lift10_logreg']} | {r['recall50_logreg']} "
+        f"| {r['auc_within_day_logreg']} |",
         "",
         "Anchors (PROVENANCE.md §4, all without call duration unless said):",
         "",
@@ -518,7 +531,8 @@ def write_notes(result: dict[str, Any], path: Path, command: str) -> None:
         ratio = f"{r['auc'] / a[name]:.3f}" if r["auc"] else "–"
         lines.append(f"| {label} | {a[name]} | {ratio} |")
     lines += [
-        f"| Moro et al. 2014: top half of clients reaches 79% of subscribers | recall@50% {a['moro2014_top_half_recall']} | "
+        "| Moro et al. 2014: top half of clients reaches 79% of subscribers "
+        f"| recall@50% {a['moro2014_top_half_recall']} | "
         + (f"{r['recall50'] / a['moro2014_top_half_recall']:.3f} (recall)" if r["recall50"] else "–")
         + " |",
         "",

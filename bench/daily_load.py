@@ -73,7 +73,9 @@ def setup(home: Path, scale: float) -> dict:
     shutil.rmtree(partition_dir(s, "contacts_state", run_day))
     land = s.landing
     (land / "attempts" / f"date={run_day}").mkdir(parents=True)
-    pq.write_table(att.select(list(ATTEMPT_LANDING_COLUMNS)), land / "attempts" / f"date={run_day}" / "attempts.parquet")
+    pq.write_table(
+        att.select(list(ATTEMPT_LANDING_COLUMNS)), land / "attempts" / f"date={run_day}" / "attempts.parquet"
+    )
     state = pq.read_table(partition_dir(s, "contacts_state", run_day - timedelta(days=1)) / DATA_FILE)
     rng = np.random.default_rng(1)
     upd = state.take(pa.array(rng.choice(state.num_rows, max(state.num_rows // 250, 10), replace=False)))
@@ -89,7 +91,13 @@ def setup(home: Path, scale: float) -> dict:
     opt = att.filter(pa.compute.equal(att["outcome"], "opt_out"))
     (land / "suppressions" / f"date={run_day}").mkdir(parents=True)
     pq.write_table(
-        pa.table({"person_id": opt["person_id"], "contact_id": opt["contact_id"], "reason": pa.array(["opt_out"] * opt.num_rows)}),
+        pa.table(
+            {
+                "person_id": opt["person_id"],
+                "contact_id": opt["contact_id"],
+                "reason": pa.array(["opt_out"] * opt.num_rows),
+            }
+        ),
         land / "suppressions" / f"date={run_day}" / "suppressions.parquet",
     )
     t1 = time.perf_counter()
@@ -118,7 +126,18 @@ def step(home: Path, name: str, d: date) -> dict:
     t0 = time.perf_counter()
     out = run_step(name, _settings(home), d)
     usage = resource.getrusage(resource.RUSAGE_SELF)
-    keep = ("status", "mode", "rows", "state_rows", "training_rows", "candidates", "persons", "version", "reasons", "counts")
+    keep = (
+        "status",
+        "mode",
+        "rows",
+        "state_rows",
+        "training_rows",
+        "candidates",
+        "persons",
+        "version",
+        "reasons",
+        "counts",
+    )
     return {
         "step": name,
         "wall_seconds": round(time.perf_counter() - t0, 1),
@@ -149,8 +168,10 @@ def main() -> None:
     if not ns.run_only:
         # In a child: Linux carries a process's peak RSS over fork and exec, so a parent that had
         # built the features itself would hand its peak to every measured step.
-        out = subprocess.run([sys.executable, __file__, "--home", str(home), "--scale", str(ns.scale), "--step-setup"],
-                             capture_output=True, text=True, cwd=ROOT)  # fmt: skip
+        out = subprocess.run(
+            [sys.executable, __file__, "--home", str(home), "--scale", str(ns.scale), "--step-setup"],
+            capture_output=True, text=True, cwd=ROOT,
+        )  # fmt: skip
         if out.returncode != 0:
             raise SystemExit(f"set-up failed:\n{out.stderr[-3000:]}")
         res["setup"] = json.loads(out.stdout.strip().splitlines()[-1])

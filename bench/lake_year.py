@@ -65,7 +65,9 @@ def main() -> None:
         t_write = time.perf_counter()
         for checkpoint in (30, 90, 180, 365):
             while written < checkpoint:
-                lake.write_partition(s, "attempts", START + timedelta(days=written), _day(args.rows_per_day, written))
+                lake.write_partition(
+                    s, "attempts", START + timedelta(days=written), _day(args.rows_per_day, written)
+                )
                 written += 1
             last = START + timedelta(days=written - 1)
             since = (last - timedelta(days=29)).isoformat()
@@ -74,12 +76,16 @@ def main() -> None:
                 "read_one_s": _best(lambda last=last: lake.read_partition(s, "attempts", last)),
                 "scan_last_30d_s": _best(
                     lambda since=since: con.sql(
-                        f"select count(*), count(distinct contact_id) from read_parquet('{glob}', hive_partitioning=true) "
+                        "select count(*), count(distinct contact_id) "
+                        f"from read_parquet('{glob}', hive_partitioning=true) "
                         f"where date >= DATE '{since}'"
                     ).fetchall()
                 ),
                 "scan_all_s": _best(
-                    lambda: con.sql(f"select count(*) from read_parquet('{glob}', hive_partitioning=true)").fetchall(), 3
+                    lambda: con.sql(
+                        f"select count(*) from read_parquet('{glob}', hive_partitioning=true)"
+                    ).fetchall(),
+                    3,
                 ),
             }
         out["write_365_s"] = round(time.perf_counter() - t_write, 2)

@@ -92,8 +92,10 @@ def main() -> None:
                     m = out["metrics"]
                     history.append((d, m.get("auc"), m.get("baseline_oracle_auc"), out["timings"]))
                     print(
-                        f"{d} trained v{out['version']}: auc {m.get('auc'):.4f} oracle {m.get('baseline_oracle_auc', float('nan')):.4f} "
-                        f"heuristic {m.get('baseline_heuristic_auc'):.4f} random {m.get('baseline_random_auc'):.4f} "
+                        f"{d} trained v{out['version']}: auc {m.get('auc'):.4f} "
+                        f"oracle {m.get('baseline_oracle_auc', float('nan')):.4f} "
+                        f"heuristic {m.get('baseline_heuristic_auc'):.4f} "
+                        f"random {m.get('baseline_random_auc'):.4f} "
                         f"({out['counts']['rows_train']:,} train rows, fit {out['timings']['fit_s']:.0f} s)",
                         flush=True,
                     )
@@ -107,29 +109,35 @@ def main() -> None:
     auc_same = m.get("auc_on_oracle_rows", auc)
     print("\n== quality on the last test day", end.isoformat(), "==")
     print(
-        f"model AUC              {auc:.4f}   (on the oracle's rows: {auc_same:.4f}, coverage {m.get('oracle_coverage', float('nan')):.3f})"
+        f"model AUC              {auc:.4f}   (on the oracle's rows: {auc_same:.4f}, "
+        f"coverage {m.get('oracle_coverage', float('nan')):.3f})"
     )
     print(f"oracle AUC             {oracle:.4f}   gap {oracle - auc_same:+.4f} (target <= 0.02)")
     print(
-        f"heuristic baseline AUC {m['baseline_heuristic_auc']:.4f}   model - heuristic {auc - m['baseline_heuristic_auc']:+.4f}"
+        f"heuristic baseline AUC {m['baseline_heuristic_auc']:.4f}   "
+        f"model - heuristic {auc - m['baseline_heuristic_auc']:+.4f}"
     )
     print(
-        f"random baseline AUC    {m['baseline_random_auc']:.4f}   model - random {auc - m['baseline_random_auc']:+.4f}"
+        f"random baseline AUC    {m['baseline_random_auc']:.4f}   "
+        f"model - random {auc - m['baseline_random_auc']:+.4f}"
     )
     print(
         f"hit@1 model {m['hit1']:.4f} oracle {m.get('baseline_oracle_hit1', float('nan')):.4f} "
         f"heuristic {m['baseline_heuristic_hit1']:.4f} random {m['baseline_random_hit1']:.4f}"
     )
     print(
-        f"ECE {m['ece']:.4f} (uncalibrated {m.get('ece_uncalibrated', float('nan')):.4f}, calibration {last['calibration']['method']})"
+        f"ECE {m['ece']:.4f} (uncalibrated {m.get('ece_uncalibrated', float('nan')):.4f}, "
+        f"calibration {last['calibration']['method']})"
     )
     print(
-        f"last training: {last['counts']['rows_train']:,} rows, {last['counts']['best_iteration']} trees, timings {last['timings']}"
+        f"last training: {last['counts']['rows_train']:,} rows, "
+        f"{last['counts']['best_iteration']} trees, timings {last['timings']}"
     )
     print(f"step totals (s): {json.dumps({k: round(v) for k, v in step_s.items()})}")
     tuned = (s.home / "tuning" / "best_params.json").is_file()
     print(
-        f"tuned parameters from {s.home / 'tuning' / 'best_params.json'}: {'yes' if tuned else 'no (defaults)'}"
+        f"tuned parameters from {s.home / 'tuning' / 'best_params.json'}: "
+        f"{'yes' if tuned else 'no (defaults)'}"
     )
     from contactrank.ml.registry import load_version
 
@@ -195,7 +203,8 @@ def _gap_report(s, d: date, model, version: int) -> None:
 
     print(f"\n== where the gap is, test day {d} (model v{version}) ==")
     print(
-        f"{'subgroup':36s} {'rows':>6s} {'share':>6s} {'reach':>6s} {'p=0':>6s} {'model':>7s} {'oracle':>7s} {'oracle w/o same-day fatigue':>28s}"
+        f"{'subgroup':36s} {'rows':>6s} {'share':>6s} {'reach':>6s} {'p=0':>6s} {'model':>7s} "
+        f"{'oracle':>7s} {'oracle w/o same-day fatigue':>28s}"
     )
     for name, m in groups.items():
         m = m & groups["all"]  # attempts the truth covers (all of them on the simulator)
@@ -238,7 +247,8 @@ def _hour_report(s, d: date, model) -> None:
     print(f"\n== best_hour on {d + timedelta(days=1)} (truth.parquet, {live.sum():,} live candidates) ==")
     print(
         f"mean true p at the scored best_hour {at.mean():.4f} | uniform allowed hour {uniform:.4f} | "
-        f"each address's true best hour {best:.4f} | share of the possible gain {(at.mean() - uniform) / (best - uniform):.3f}"
+        f"each address's true best hour {best:.4f} | "
+        f"share of the possible gain {(at.mean() - uniform) / (best - uniform):.3f}"
     )
     print(f"score_frame: {len(feats):,} candidates x {len(hours)} hours in {cpu:.1f} CPU-s")
 

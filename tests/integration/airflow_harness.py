@@ -80,7 +80,10 @@ def _sha256(path: Path) -> str:
 
 
 def check_export(folder: Path, d: date) -> list[dict]:
-    """Assert that ``folder`` is a valid priority export of D (docs/contract.md section 2); return its rows."""
+    """Assert that ``folder`` is a valid priority export of D (docs/contract.md section 2).
+
+    Return its rows.
+    """
     assert (folder / "_SUCCESS").is_file(), f"{folder}: no _SUCCESS"
     manifest = json.loads((folder / "_manifest.json").read_text())
     assert manifest["valid_from"] == (d + timedelta(days=1)).isoformat()

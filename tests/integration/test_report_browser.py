@@ -26,12 +26,15 @@ pytestmark = pytest.mark.skipif(
     CHROMIUM is None, reason="Debian chromium is not installed (`make system` installs it)"
 )
 
-_HEAD_PROBE = """<script>
+_HEAD_PROBE = (
+    """<script>
 window.__errors = [];
 window.addEventListener("error", function (e) {
-  window.__errors.push(e.message || ("failed to load " + ((e.target && (e.target.src || e.target.href)) || "?")));
+  window.__errors.push(e.message || ("failed to load " + """
+    """((e.target && (e.target.src || e.target.href)) || "?")));
 }, true);
 </script>"""
+)
 
 _LOAD_PROBE = """<script>
 window.addEventListener("load", function () {

@@ -392,7 +392,10 @@ def postgres() -> Iterator[dict]:
         capture_output=True,
         timeout=120,
     )
-    opts = f"-p {port} -k {base} -c listen_addresses=127.0.0.1 -c max_connections=60 -c shared_buffers=64MB -c fsync=off"
+    opts = (
+        f"-p {port} -k {base} -c listen_addresses=127.0.0.1 -c max_connections=60 "
+        "-c shared_buffers=64MB -c fsync=off"
+    )
     ctl = [str(PG_BIN / "pg_ctl"), "-D", str(data), "-l", str(base / "postgres.log"), "-o", opts]
     try:
         subprocess.run(

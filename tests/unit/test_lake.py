@@ -45,7 +45,10 @@ def test_partition_batch_commits_in_order_and_nothing_on_a_failed_write(settings
     lake.write_partition(settings, "attempts", D, pa.table({"x": [1]}))
     lake.write_partition(settings, "contacts", D, pa.table({"x": [1]}))
     unwritable = pa.table({"x": pa.array([pa.MonthDayNano([1, 2, 3])], pa.month_day_nano_interval())})
-    with pytest.raises(pa.ArrowNotImplementedError), lake.partition_batch(settings, D, ["contacts", "attempts"]) as batch:
+    with (
+        pytest.raises(pa.ArrowNotImplementedError),
+        lake.partition_batch(settings, D, ["contacts", "attempts"]) as batch,
+    ):
         batch.write("contacts", pa.table({"x": [2]}))
         batch.write("attempts", unwritable)  # fails in the writer thread
     for kind in ("contacts", "attempts"):  # a failed write: every partition keeps its old version
@@ -54,7 +57,10 @@ def test_partition_batch_commits_in_order_and_nothing_on_a_failed_write(settings
         batch.write("attempts", pa.table({"id": ["a", "b"], "x": [3, 4]}), unique=["id"])
         batch.write("contacts", pa.table({"x": [3]}))
         batch.add_file("attempts", "_report.json", b"{}")
-    assert lake.read_partition(settings, "attempts", D).to_pylist() == [{"id": "a", "x": 3}, {"id": "b", "x": 4}]
+    assert lake.read_partition(settings, "attempts", D).to_pylist() == [
+        {"id": "a", "x": 3},
+        {"id": "b", "x": 4},
+    ]
     assert lake.read_partition(settings, "contacts", D).column("x").to_pylist() == [3]
     target = lake.partition_dir(settings, "attempts", D)
     assert (target / "_report.json").read_bytes() == b"{}"
@@ -73,7 +79,8 @@ def test_duckdb_reads_hive_partitions(settings) -> None:
         lake.write_partition(settings, "attempts", d, pa.table({"x": [i, i]}))
     con = lake.duckdb_connect(settings)
     rows = con.sql(
-        f"select date, sum(x) from read_parquet('{lake.parquet_glob(settings, 'attempts')}', hive_partitioning=true) group by 1 order by 1"
+        f"select date, sum(x) from read_parquet('{lake.parquet_glob(settings, 'attempts')}', "
+        "hive_partitioning=true) group by 1 order by 1"
     ).fetchall()
     assert rows == [(date(2026, 1, 5), 0), (date(2026, 1, 6), 2), (date(2026, 1, 7), 4)]
 
@@ -94,13 +101,17 @@ def test_parse_date_and_ids() -> None:
 
 def test_dictionary_columns_are_stored_as_plain_values(settings) -> None:
     """Chunks with different dictionaries (and a unique id column) come back as plain strings."""
-    enc = pa.chunked_array([pa.array(["b", "a", "b"]).dictionary_encode(), pa.array(["c", None]).dictionary_encode()])
+    enc = pa.chunked_array(
+        [pa.array(["b", "a", "b"]).dictionary_encode(), pa.array(["c", None]).dictionary_encode()]
+    )
     ts = pa.array([0, 1, 2, 3, 4], pa.timestamp("us", tz="UTC"))
     table = pa.table({"id": ["1", "2", "3", "4", "5"], "v": enc, "at": ts})
     path = lake.partition_dir(settings, "attempts", D)
     with lake.partition_batch(settings, D, ["attempts"]) as batch:
         batch.write("attempts", table, unique=["id"])
     back = lake.read_partition(settings, "attempts", D)
-    assert back.schema == pa.schema([("id", pa.string()), ("v", pa.string()), ("at", pa.timestamp("us", tz="UTC"))])
+    assert back.schema == pa.schema(
+        [("id", pa.string()), ("v", pa.string()), ("at", pa.timestamp("us", tz="UTC"))]
+    )
     assert back.column("v").to_pylist() == ["b", "a", "b", "c", None]
     assert (path / lake.DATA_FILE).is_file()

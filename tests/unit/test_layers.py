@@ -125,7 +125,9 @@ def _package_dirs() -> dict[str, Path]:
     out = {}
     for pkg in conf["packages"]:
         top = max((k for k in mapping if pkg == k or pkg.startswith(k + ".")), key=len)
-        out[pkg] = ROOT / mapping[top] / Path(*pkg[len(top) + 1 :].split(".")) if pkg != top else ROOT / mapping[top]
+        out[pkg] = (
+            ROOT / mapping[top] / Path(*pkg[len(top) + 1 :].split(".")) if pkg != top else ROOT / mapping[top]
+        )
     return out
 
 
@@ -141,7 +143,9 @@ MODULES = _modules()
 
 
 def _layer(module: str) -> int | None:
-    hits = [i for i, (_, patterns) in enumerate(LAYERS) if any(fnmatch.fnmatchcase(module, p) for p in patterns)]
+    hits = [
+        i for i, (_, patterns) in enumerate(LAYERS) if any(fnmatch.fnmatchcase(module, p) for p in patterns)
+    ]
     return hits[-1] if hits else None
 
 
@@ -175,7 +179,11 @@ def _imports(path: Path, module: str) -> list[tuple[int, str, list[str], bool, s
             visit(child, inner)
 
     visit(tree, False)
-    return [i for i in out if i[1] == "contactrank" or i[1].startswith("contactrank.") or i[1] in {"features", "ml"}]
+    return [
+        i
+        for i in out
+        if i[1] == "contactrank" or i[1].startswith("contactrank.") or i[1] in {"features", "ml"}
+    ]
 
 
 def test_every_module_is_in_one_layer() -> None:
@@ -187,8 +195,12 @@ def test_every_module_is_in_one_layer() -> None:
 def test_nothing_importable_named_features_or_ml_at_the_top() -> None:
     tops = {pkg.split(".")[0] for pkg in _package_dirs()}
     assert tops == {"contactrank"}, tops
-    bad = [f"{m}:{line} imports {name}" for m, p in MODULES.items() for line, name, *_ in _imports(p, m)
-           if name.split(".")[0] in {"features", "ml"}]
+    bad = [
+        f"{m}:{line} imports {name}"
+        for m, p in MODULES.items()
+        for line, name, *_ in _imports(p, m)
+        if name.split(".")[0] in {"features", "ml"}
+    ]
     assert not bad, bad
 
 
@@ -202,7 +214,8 @@ def test_imports_only_go_down() -> None:
                 bad.append(f"{module}:{line} imports {name}, which is not a module of the package")
             elif (_layer(target) or 0) > (mine or 0):
                 bad.append(
-                    f"{module} ({LAYER_NAMES[mine or 0]}):{line} imports {target} ({LAYER_NAMES[_layer(target) or 0]})"
+                    f"{module} ({LAYER_NAMES[mine or 0]}):{line} imports {target} "
+                    f"({LAYER_NAMES[_layer(target) or 0]})"
                 )
     assert not bad, "upward imports:\n" + "\n".join(bad)
 

@@ -1,4 +1,7 @@
-"""Simulator: deterministic for a seed, sane outcome mix, churn, ground truth in [0, 1] that explains outcomes."""
+"""Simulator: deterministic for a seed, sane outcome mix, churn, ground truth in [0, 1].
+
+The ground truth explains the outcomes.
+"""
 
 from __future__ import annotations
 
