@@ -188,6 +188,12 @@ def cmd_import(s: Settings, a: argparse.Namespace) -> Any:
     return import_dataset(a.dataset, Path(a.path), Path(a.landing) if a.landing else s.landing)
 
 
+def cmd_serve(s: Settings, a: argparse.Namespace) -> Any:
+    from contactrank.serve import run
+
+    run(s, host=a.host, port=a.port, poll_seconds=a.poll_seconds)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="contactrank", description=__doc__.splitlines()[0])
     p.add_argument("--config", help="settings file (default: $CONTACTRANK_CONFIG or ./contactrank.toml)")
@@ -244,6 +250,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--start", type=_date, required=True)
     sp.add_argument("--end", type=_date, required=True)
     sp.add_argument("--policy", default="model", help="policy to evaluate: model, random, last_success")
+    sp = add("serve", cmd_serve, "HTTP lookup API over the newest committed export", date_arg=False)
+    sp.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    sp.add_argument("--port", type=int, default=8000, help="port to listen on (default: 8000)")
+    sp.add_argument(
+        "--poll-seconds", type=float, default=5.0, help="how often to look for a newer export (default: 5)"
+    )
     sp = add("import", cmd_import, "map a public dataset to landing files", date_arg=False, landing=True)
     sp.add_argument("dataset", choices=["bank-marketing"])
     sp.add_argument("path")
