@@ -4,6 +4,12 @@ Aliases of ``settings.model_name``: ``challenger`` (set by every training) and `
 (the version scoring uses). The gate re-scores the champion on the challenger's test day so
 both are judged on the same attempts, records the decision and every reason as tags on the
 challenger's run and version, and moves ``champion`` only when every check passes.
+
+Crash safety (a kill between two MLflow calls): the decision tag is written last, after the
+``champion`` alias has moved, so a recorded "promoted" means the alias did move. A rerun
+finishes what a kill left half done: reasons recorded and the alias moved but no decision (the
+decision is recorded); a "promoted" decision whose alias is not on the version (the order of
+earlier code) moves the alias, unless ``promote`` rolled the champion back from it since.
 """
 
 from __future__ import annotations
@@ -18,17 +24,26 @@ import numpy as np
 from mlflow.exceptions import MlflowException
 
 from contactrank.errors import InputError, NotReady
+from contactrank.lock import home_lock
 from contactrank.ml import evaluate as ev
 from contactrank.ml.dataset import label_column, labelled, read_day
 from contactrank.ml.tracking import client as mlflow_client
 from contactrank.ml.tracking import configure
-from contactrank.ml.train_logging import CHALLENGER, TAG_DRIFT_BLOCKED, TAG_DRIFT_REASON, TAG_TEST_DAY
+from contactrank.ml.train_logging import (
+    CHALLENGER,
+    TAG_DECISION,
+    TAG_DRIFT_BLOCKED,
+    TAG_DRIFT_REASON,
+    TAG_TEST_DAY,
+)
 from contactrank.settings import Settings
 
 log = logging.getLogger(__name__)
 
 CHAMPION = "champion"
-TAG_DECISION = "contactrank.gate.decision"
+TAG_REASON = "contactrank.gate.reason."
+# set by ``promote`` on the version it moves the champion away from: a manual rollback
+TAG_ROLLED_BACK = "contactrank.rolled_back"
 
 
 @dataclass
@@ -122,13 +137,63 @@ def _scorecard(settings: Settings, model, df, label: str) -> Scorecard:
     )
 
 
+def _tag(client, settings: Settings, mv, tags: dict[str, str]) -> None:
+    """Tags on the version's run and on the version itself."""
+    for k, v in tags.items():
+        client.set_tag(mv.run_id, k, v)
+        client.set_model_version_tag(settings.model_name, mv.version, k, v)
+
+
+def _recorded_reasons(tags: dict[str, str]) -> list[str]:
+    return [v for k, v in sorted(tags.items()) if k.startswith(TAG_REASON)]
+
+
+def _finish_interrupted(client, settings: Settings, challenger, champion) -> dict[str, Any] | None:
+    """The result of finishing a gate a kill left half done, or None when there is none."""
+    tags = challenger.tags or {}
+    decided = tags.get(TAG_DECISION)
+    is_champion = champion is not None and champion.version == challenger.version
+    if is_champion and not decided and _recorded_reasons(tags):
+        # killed after moving the alias, before recording the decision
+        _tag(client, settings, challenger, {TAG_DECISION: "promoted"})
+        log.warning("gate: challenger v%s is champion; recorded its decision", challenger.version)
+        return {
+            "status": "skipped",
+            "reason": f"challenger v{challenger.version} is champion: recorded its decision promoted",
+        }
+    newer = champion is None or int(challenger.version) > int(champion.version)
+    if decided == "promoted" and newer and tags.get(TAG_ROLLED_BACK) is None:
+        # decided, but the champion alias never moved
+        client.set_registered_model_alias(settings.model_name, CHAMPION, challenger.version)
+        log.warning("gate: finished the promotion of challenger v%s", challenger.version)
+        return {
+            "status": "promoted",
+            "decision": "promoted",
+            "challenger": int(challenger.version),
+            "champion": int(challenger.version),
+            "previous_champion": int(champion.version) if champion is not None else None,
+            "test_day": tags.get("contactrank.gate.test_day"),
+            "reasons": _recorded_reasons(tags),
+            "finished_interrupted": True,
+        }
+    return None
+
+
 def gate(settings: Settings, d: date) -> dict[str, Any]:
     """Challenger vs champion on the challenger's test day; promote when every rule passes."""
+    with home_lock(settings, f"gate {d.isoformat()}"):
+        return _gate(settings, d)
+
+
+def _gate(settings: Settings, d: date) -> dict[str, Any]:
     client = mlflow_client(settings)
     challenger = _alias(client, settings, CHALLENGER)
     champion = _alias(client, settings, CHAMPION)
     if challenger is None:
         return {"status": "skipped", "reason": "no challenger registered"}
+    finished = _finish_interrupted(client, settings, challenger, champion)
+    if finished is not None:
+        return finished
     if champion is not None and int(challenger.version) <= int(champion.version):
         return {
             "status": "skipped",
@@ -142,8 +207,7 @@ def gate(settings: Settings, d: date) -> dict[str, Any]:
     test_day = date.fromisoformat(challenger.tags[TAG_TEST_DAY])
     label = label_column(settings)
     df = labelled(read_day(settings, test_day), label)
-    ch_model = load_version(settings, challenger.version)
-    ch_card = _scorecard(settings, ch_model, df, label)
+    ch_card = _scorecard(settings, load_version(settings, challenger.version), df, label)
     cp_card = None
     if champion is not None:
         cp_card = _scorecard(settings, load_version(settings, champion.version), df, label)
@@ -156,26 +220,7 @@ def gate(settings: Settings, d: date) -> dict[str, Any]:
         drift_reasons = [v for k, v in sorted(ch_tags.items()) if k.startswith(TAG_DRIFT_REASON)]
         reasons = [*reasons, *(f"fail: drift: {r}" for r in drift_reasons or ["drift above threshold"])]
     decision = "promoted" if promote_it else "rejected"
-
-    tags = {
-        TAG_DECISION: decision,
-        "contactrank.gate.date": d.isoformat(),
-        "contactrank.gate.test_day": test_day.isoformat(),
-        "contactrank.gate.champion_version": str(champion.version) if champion is not None else "none",
-        **{f"contactrank.gate.reason.{i:02d}": r for i, r in enumerate(reasons)},
-    }
-    for k, v in tags.items():
-        client.set_tag(challenger.run_id, k, v)
-        client.set_model_version_tag(settings.model_name, challenger.version, k, v)
-    metrics = {"gate_challenger_auc": ch_card.auc, "gate_challenger_ece": ch_card.ece}
-    if cp_card is not None:
-        metrics["gate_champion_auc"] = cp_card.auc
-        metrics["gate_champion_ece"] = cp_card.ece
-    for k, v in metrics.items():
-        if np.isfinite(v):
-            client.log_metric(challenger.run_id, k, float(v))
-    if promote_it:
-        client.set_registered_model_alias(settings.model_name, CHAMPION, challenger.version)
+    _record(client, settings, challenger, champion, d, test_day, reasons, ch_card, cp_card, decision)
     log.info("gate %s: challenger v%s %s (%s)", d, challenger.version, decision, "; ".join(reasons))
     return {
         "status": decision,
@@ -192,6 +237,42 @@ def gate(settings: Settings, d: date) -> dict[str, Any]:
     }
 
 
+def _record(
+    client,
+    settings: Settings,
+    challenger,
+    champion,
+    d: date,
+    test_day: date,
+    reasons: list[str],
+    ch_card: Scorecard,
+    cp_card: Scorecard | None,
+    decision: str,
+) -> None:
+    """Reasons and figures first, then the alias (when promoted), then the decision, last."""
+    _tag(
+        client,
+        settings,
+        challenger,
+        {
+            "contactrank.gate.date": d.isoformat(),
+            "contactrank.gate.test_day": test_day.isoformat(),
+            "contactrank.gate.champion_version": str(champion.version) if champion is not None else "none",
+            **{f"{TAG_REASON}{i:02d}": r for i, r in enumerate(reasons)},
+        },
+    )
+    metrics = {"gate_challenger_auc": ch_card.auc, "gate_challenger_ece": ch_card.ece}
+    if cp_card is not None:
+        metrics["gate_champion_auc"] = cp_card.auc
+        metrics["gate_champion_ece"] = cp_card.ece
+    for k, v in metrics.items():
+        if np.isfinite(v):
+            client.log_metric(challenger.run_id, k, float(v))
+    if decision == "promoted":
+        client.set_registered_model_alias(settings.model_name, CHAMPION, challenger.version)
+    _tag(client, settings, challenger, {TAG_DECISION: decision})
+
+
 def promote(settings: Settings, version: int) -> dict[str, Any]:
     """Point ``champion`` at ``version`` (any registered version: this is also the rollback)."""
     client = mlflow_client(settings)
@@ -200,6 +281,9 @@ def promote(settings: Settings, version: int) -> dict[str, Any]:
     except MlflowException:
         raise InputError(f"model {settings.model_name!r} has no version {version}") from None
     previous = _alias(client, settings, CHAMPION)
+    if previous is not None and previous.version != mv.version:
+        # so that the gate never re-promotes it as an unfinished promotion
+        client.set_model_version_tag(settings.model_name, previous.version, TAG_ROLLED_BACK, "manual")
     client.set_registered_model_alias(settings.model_name, CHAMPION, mv.version)
     client.set_model_version_tag(settings.model_name, mv.version, "contactrank.promoted", "manual")
     log.info("champion -> v%s (was %s)", mv.version, previous.version if previous else "none")

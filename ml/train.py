@@ -27,6 +27,7 @@ import pandas as pd
 from mlflow.exceptions import MlflowException
 
 from contactrank.features.sql import quote_literal
+from contactrank.lock import home_lock
 from contactrank.ml import evaluate as ev
 from contactrank.ml.dataset import (
     Matrix,
@@ -42,7 +43,15 @@ from contactrank.ml.dataset import (
 from contactrank.ml.drift import drift_report
 from contactrank.ml.model import ContactModel
 from contactrank.ml.tracking import client as mlflow_client
-from contactrank.ml.train_logging import TAG_CONFIG, TAG_DATE, TAG_FINGERPRINT, TrainingRun, log_training_run
+from contactrank.ml.tracking import configure
+from contactrank.ml.train_logging import (
+    TAG_CONFIG,
+    TAG_DATE,
+    TAG_FINGERPRINT,
+    TrainingRun,
+    finish_interrupted,
+    log_training_run,
+)
 from contactrank.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -280,7 +289,14 @@ def _drift_metrics(drift: dict[str, Any]) -> dict[str, float]:
 
 
 def train(settings: Settings, d: date, force: bool = False) -> dict[str, Any]:
-    """Train, evaluate, log and register a challenger for date ``d`` (see the module docstring)."""
+    """Train, evaluate, log and register a challenger for date ``d`` (see the module docstring).
+
+    Under the home lock (re-entrant), so that a run found ``RUNNING`` belongs to a dead process."""
+    with home_lock(settings, f"train {d.isoformat()}"):
+        return _train(settings, d, force)
+
+
+def _train(settings: Settings, d: date, force: bool) -> dict[str, Any]:
     started = time.perf_counter()
     window = plan_window(settings, d)
     if isinstance(window, str):
@@ -290,6 +306,8 @@ def train(settings: Settings, d: date, force: bool = False) -> dict[str, Any]:
     params = lgb_params(settings, tuned)
     config = train_config(settings, params)
     client = mlflow_client(settings)
+    for repaired in finish_interrupted(settings, client, configure(settings)):
+        log.warning("train %s: %s", d, repaired)
     if not force:
         reason = cadence(settings, registered_versions(client, settings), d, window.fingerprint, config)
         if reason:

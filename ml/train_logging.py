@@ -23,8 +23,10 @@ import pandas as pd
 import sklearn
 from mlflow.data.dataset_source_registry import resolve_dataset_source
 from mlflow.data.meta_dataset import MetaDataset
+from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 
+from contactrank.features.sql import quote_literal
 from contactrank.ml import evaluate as ev
 from contactrank.ml import plots
 from contactrank.ml.dataset import KIND, Window
@@ -38,6 +40,7 @@ TAG_CONFIG = "contactrank.train_config"
 TAG_TEST_DAY = "contactrank.test_day"
 TAG_DRIFT_BLOCKED = "contactrank.drift.blocked"
 TAG_DRIFT_REASON = "contactrank.drift.reason."
+TAG_DECISION = "contactrank.gate.decision"
 CHALLENGER = "challenger"
 
 
@@ -179,6 +182,42 @@ def register(client, settings: Settings, info, tags: dict[str, str]) -> str:
     version = mlflow.register_model(info.model_uri, settings.model_name, tags=tags)
     client.set_registered_model_alias(settings.model_name, CHALLENGER, version.version)
     return version.version
+
+
+def finish_interrupted(settings: Settings, client, experiment_id: str) -> list[str]:
+    """Repair what a killed training left behind; return what was done (for the log).
+
+    - A kill between ``register_model`` and setting the alias leaves the newest version without
+      any alias and never gated (the cadence would call its date "already trained"). Its model,
+      metrics and artifacts were complete before registration, so it gets the ``challenger``
+      alias now and its run is closed as FINISHED. Every other version keeps its aliases: only
+      the newest one can be half registered, since trainings never overlap (home lock).
+    - Runs of the experiment still ``RUNNING`` belong to killed processes (every training and
+      tuning step runs under the home lock, which the caller holds): marked FAILED.
+    """
+    done: list[str] = []
+    newest = _newest_version(client, settings)
+    tags = (newest.tags or {}) if newest is not None else {}
+    if newest is not None and not newest.aliases and not tags.get(TAG_DECISION) and newest.status == "READY":
+        client.set_registered_model_alias(settings.model_name, CHALLENGER, newest.version)
+        if newest.run_id and client.get_run(newest.run_id).info.status == "RUNNING":
+            client.set_terminated(newest.run_id, "FINISHED")
+        done.append(f"version {newest.version} registered without its alias: now {CHALLENGER}")
+    active = mlflow.active_run()
+    own = active.info.run_id if active is not None else None
+    for run in client.search_runs([experiment_id], filter_string="attributes.status = 'RUNNING'"):
+        if run.info.run_id != own:
+            client.set_terminated(run.info.run_id, "FAILED")
+            done.append(f"run {run.info.run_id} ({run.info.run_name}) left RUNNING: marked FAILED")
+    return done
+
+
+def _newest_version(client, settings: Settings):
+    try:
+        versions = client.search_model_versions(f"name={quote_literal(settings.model_name)}")
+    except MlflowException:  # no registered model yet
+        return None
+    return max(versions, key=lambda v: int(v.version), default=None)
 
 
 def write_artifacts(out: Path, run: TrainingRun, test_df: pd.DataFrame) -> None:
