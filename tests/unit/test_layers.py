@@ -10,7 +10,7 @@ The layers, bottom to top (docs/design.md draws the same table):
 | model | model, tracking, evaluation, plots, drift, training data, train, tune, registry |
 | serving | candidates, scoring, exploration, reasons, publish, off-policy evaluation |
 | reporting | the daily report |
-| application | stages, pipeline, cli, demo, erase |
+| application | stages, pipeline, cli, demo, erase, the lookup API |
 
 A module may import its own layer or any layer below; every module of the package must be placed
 in exactly one layer (a new module fails this test until it is).
@@ -56,6 +56,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "contactrank.features.ingest*",
             "contactrank.features.landing_*",
             "contactrank.features.contacts_state",
+            "contactrank.features.suppression_*",
             "contactrank.features.importers",
             "contactrank.features.importers.*",
             "contactrank.features.simulate*",
@@ -109,6 +110,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "contactrank.cli",
             "contactrank.demo",
             "contactrank.erase",
+            "contactrank.serve*",
         ),
     ),
 )
