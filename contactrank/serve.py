@@ -27,6 +27,7 @@ from typing import Any
 import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
+from starlette.convertors import PathConvertor, register_url_convertor
 
 from contactrank.errors import ContactrankError
 from contactrank.serve_index import (
@@ -50,6 +51,16 @@ EXPORT_DATE_HEADER = "X-Export-Date"
 DEFAULT_POLL_SECONDS = 5.0
 # The answers carry personal data (addresses): no cache on the way may keep them.
 _NO_STORE = {"Cache-Control": "no-store"}
+
+
+class _AnyText(PathConvertor):
+    """Starlette's ``path`` convertor matches no newline (``.*``): an id holding one would get the
+    router's 404 instead of this API's 422, so the person segment matches any character."""
+
+    regex = "(?s:.*)"
+
+
+register_url_convertor("person_id", _AnyText())
 
 
 def read_api_key(env: dict[str, str] | None = None) -> bytes:
@@ -120,8 +131,8 @@ def create_app(settings: Settings, state: ServeState, api_key: bytes) -> FastAPI
 
     unauthorized = {"WWW-Authenticate": "Bearer", **_NO_STORE}
 
-    # `path` lets an id hold "/" (sent as %2F) and reach the validation when empty
-    @app.get("/v1/persons/{person_id:path}/priority")
+    # any text, "/" (sent as %2F) included, and an empty id too: the validation answers for them
+    @app.get("/v1/persons/{person_id:person_id}/priority")
     async def person_priority(person_id: str, request: Request) -> Response:
         if not authorized(request):
             return _problem(401, "missing or wrong API key", unauthorized)
