@@ -10,7 +10,7 @@ Rules worth knowing:
 - Duplicated ``attempt_id`` within D (across files too): the last one wins, files in name order,
   rows in file order.
 - ``attempted_at`` must lie within [D - tolerance, D + 1 day + tolerance) in UTC. Timestamps
-  without an offset are UTC (CONTRACT.md §1); ``local_hour`` is the hour in the offset the
+  without an offset are UTC (docs/contract.md §1); ``local_hour`` is the hour in the offset the
   provider gave, or in ``settings.local_timezone`` for UTC/naive values.
 - ``updated_at`` of contacts and persons defaults to D 00:00 UTC and may not lie after the end of
   D + tolerance (a future timestamp would win every later upsert).
@@ -35,9 +35,8 @@ from __future__ import annotations
 
 import json
 import logging
-from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -46,16 +45,23 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from contactrank.errors import InputError, QuarantineThresholdExceeded
+from contactrank.errors import FailClosed, InputError
 from contactrank.features.contacts_state import contacts_state
+from contactrank.features.ingest_report import KindResult, ingest_report, raise_above_threshold
 from contactrank.features.lake import DATA_FILE, partition_batch, partition_dir
-from contactrank.features.landing_files import BadLine, UnreadableFile, read_landing_file
+from contactrank.features.landing_files import (
+    BadLine,
+    UnreadableFile,
+    checked_column_names,
+    read_landing_file,
+)
 from contactrank.features.landing_rules import (
     DICTIONARY_COLUMNS,
     SPECS,
     IngestDay,
     concat_to_schema,
     dedupe_attempts,
+    earlier_attempt_ids,
     opt_out_suppressions,
     validate_attempts,
     validate_contacts,
@@ -63,6 +69,16 @@ from contactrank.features.landing_rules import (
 )
 from contactrank.features.person_rules import dedupe_persons, earlier_person_types, validate_persons
 from contactrank.features.schema import CONTACTS, KINDS, SUPPRESSIONS
+from contactrank.features.suppression_guard import (
+    MARKER_FILE,
+    failure_reason,
+    failures_of,
+    ids_in_file,
+    ids_in_lines,
+    ids_in_rows,
+    marker_blob,
+    unparsed_suppressions,
+)
 from contactrank.features.validate import (
     Rejects,
     bad_lines_quarantine,
@@ -84,20 +100,6 @@ _VALIDATORS = {
     "persons": validate_persons,
 }
 _SPLIT_ROWS = 100_000  # below this per thread, threads cost more than they save
-
-
-@dataclass
-class _KindResult:
-    """What the files of one kind gave: clean and quarantined tables, and the counts for the report."""
-
-    clean: list[pa.Table] = field(default_factory=list)
-    quarantine: list[pa.Table] = field(default_factory=list)
-    files: int = 0
-    read: int = 0
-    quarantined: int = 0
-    reasons: Counter = field(default_factory=Counter)
-    unreadable: list[dict[str, Any]] = field(default_factory=list)
-    first_bad_file: str | None = None
 
 
 @dataclass
@@ -137,28 +139,30 @@ def ingest(settings: Settings, d: date, landing: Path | None = None) -> dict[str
         raise InputError(f"no landing folder for the attempts of {d}: {att_dir} does not exist")
     day = IngestDay(settings, d, landing)
     day.person_types = earlier_person_types(settings, d)
+    day.earlier_attempt_ids = earlier_attempt_ids(settings, d)
 
-    results: dict[str, _KindResult] = {}
+    results: dict[str, KindResult] = {}
     for kind in KINDS:
-        result = _KindResult()
+        result = KindResult()
         for path in _landing_files(landing, kind, d):
             _ingest_file(kind, path, day, result)
+        _size_unsized_files(result)
         results[kind] = result
 
-    tables = _combine(settings, results)
+    # taken before erased persons are dropped from the quarantine: a failed row is a failure
+    suppression_failures = failures_of(results["suppressions"].quarantine)
+    tables = _combine(settings, d, results)
     suppressions = pa.concat_tables([tables.file_suppressions, opt_out_suppressions(tables.attempts, d)])
-    report = _report(day, results, tables.kept)
+    report = ingest_report(day, results, tables.kept)
     report["dropped_erased"] = tables.erased
-    _write_lake(settings, d, tables, suppressions, results, report)
+    report["suppression_failures"] = len(suppression_failures)
+    marker = marker_blob(d, suppression_failures) if suppression_failures else None
+    _write_lake(settings, d, tables, suppressions, results, report, marker)
     log.info("ingest %s: %s", d, {k: (r["kept"], r["quarantined"]) for k, r in report["kinds"].items()})
 
-    if report["quarantined_share"] > settings.quarantine_threshold:
-        top = report["top_reason"]
-        raise QuarantineThresholdExceeded(
-            f"{report['quarantined_share']:.1%} of the rows of {d} were quarantined "
-            f"(threshold {settings.quarantine_threshold:.1%}); top reason {top!r}; "
-            f"first file {report['first_bad_file']}"
-        )
+    if suppression_failures:
+        raise FailClosed(failure_reason(d, suppression_failures))
+    raise_above_threshold(report)
     return report
 
 
@@ -176,29 +180,28 @@ def _landing_files(landing: Path, kind: str, d: date) -> list[Path]:
     )
 
 
-def _ingest_file(kind: str, path: Path, day: IngestDay, result: _KindResult) -> None:
+def _ingest_file(kind: str, path: Path, day: IngestDay, result: KindResult) -> None:
     """Read and validate one file into ``result``: clean rows, quarantined rows and counts."""
     result.files += 1
     try:
-        table, bad_lines, row_numbers = _read_with_columns(kind, path)
+        table, bad_lines, row_numbers, dropped = _read_with_columns(kind, path)
     except UnreadableFile as exc:
-        result.read += exc.rows
-        result.quarantined += exc.rows
-        result.reasons[exc.reason] += exc.rows
-        result.unreadable.append(
-            {"file": str(path), "reason": exc.reason, "error": exc.detail, "rows": exc.rows}
-        )
-        result.first_bad_file = result.first_bad_file or str(path)
-        column = exc.detail.rsplit("column(s) ", 1)[-1] if exc.reason == "missing_column" else None
-        result.quarantine.append(file_quarantine_row(path, exc.reason, exc.detail, column))
-        log.warning("quarantined whole file: %s", exc.detail)
+        _unreadable(kind, path, exc, result)
         return
     result.read += table.num_rows + len(bad_lines)
+    result.sizes.append(table.num_rows + len(bad_lines))
+    for name in dropped:  # the rows are kept without that column: not counted as quarantined rows
+        detail = f"{path}: column name {name!r} is not [a-z0-9_]{{1,64}}; the column is ignored"
+        result.quarantine.append(file_quarantine_row(path, "bad_column_name", detail, name))
+        result.dropped_columns.append({"file": str(path), "column": name})
+        log.warning("dropped a column: %s", detail)
     if bad_lines:
         result.quarantined += len(bad_lines)
         result.reasons["bad_row_shape"] += len(bad_lines)
         result.first_bad_file = result.first_bad_file or str(path)
         result.quarantine.append(bad_lines_quarantine(bad_lines, path))
+        if kind == "suppressions":
+            result.found_ids.append(ids_in_lines(bad_lines))
     validate = _VALIDATORS[kind]
     clean, rejects = (
         _validate_in_threads(validate, table, day)
@@ -212,22 +215,68 @@ def _ingest_file(kind: str, path: Path, day: IngestDay, result: _KindResult) -> 
             result.reasons[item["values"]] += item["counts"]
         result.first_bad_file = result.first_bad_file or str(path)
         result.quarantine.append(row_quarantine(table, rejects, bad, path, row_numbers))
+        if kind == "suppressions":
+            result.found_ids.append(ids_in_rows(table.filter(pa.array(rejects.bad))))
     result.clean.append(clean)
 
 
-def _read_with_columns(kind: str, path: Path) -> tuple[pa.Table, list[BadLine], np.ndarray | None]:
-    """``read_landing_file``, raising UnreadableFile (``missing_column``) without a required column."""
+def _unreadable(kind: str, path: Path, exc: UnreadableFile, result: KindResult) -> None:
+    """Count a file that could not be read as quarantined rows, with one quarantine row naming it."""
+    result.read += exc.rows
+    result.quarantined += exc.rows
+    result.reasons[exc.reason] += exc.rows
+    entry = {"file": str(path), "reason": exc.reason, "error": exc.detail, "rows": exc.rows}
+    result.unreadable.append(entry)
+    if exc.rows_known:
+        result.sizes.append(exc.rows)
+    else:
+        result.unsized.append(entry)
+    result.first_bad_file = result.first_bad_file or str(path)
+    result.quarantine.append(file_quarantine_row(path, exc.reason, exc.detail, exc.column))
+    if kind == "suppressions":
+        result.found_ids.append(ids_in_file(path))
+    log.warning("quarantined whole file: %s", exc.detail)
+
+
+def _size_unsized_files(result: KindResult) -> None:
+    """Count each unreadable file of unknown size as large as the kind's other files on average.
+
+    A Parquet file cut before its footer would otherwise count as one row, and the day's only
+    attempts file could be lost under the threshold. When no file of the kind has a known size,
+    every row of the kind is in unreadable files: the kind's share is 100 % whatever the count.
+    """
+    if not result.unsized or not result.sizes:
+        return
+    estimate = max(1, round(sum(result.sizes) / len(result.sizes)))
+    for entry in result.unsized:
+        extra = max(estimate - entry["rows"], 0)
+        entry["rows"] += extra
+        entry["rows_estimated"] = True
+        result.read += extra
+        result.quarantined += extra
+        result.reasons[entry["reason"]] += extra
+
+
+def _read_with_columns(
+    kind: str, path: Path
+) -> tuple[pa.Table, list[BadLine], np.ndarray | None, list[str]]:
+    """``read_landing_file`` with checked column names (persons: bad names dropped and returned),
+    raising UnreadableFile (``missing_column``) without a required column."""
     spec = SPECS[kind]
     table, bad_lines, row_numbers = read_landing_file(path, DICTIONARY_COLUMNS.get(kind, ()))
+    table, dropped = checked_column_names(table, path, free_names=kind == "persons")
     cols = set(table.column_names)
     missing = [c for c in spec.required if c not in cols]
     if spec.one_of and not cols.intersection(spec.one_of):
         missing.append(" or ".join(spec.one_of))
     if missing:
         raise UnreadableFile(
-            "missing_column", f"{path}: missing required column(s) {', '.join(missing)}", table.num_rows
+            "missing_column",
+            f"{path}: missing required column(s) {', '.join(missing)}",
+            table.num_rows,
+            column=", ".join(missing),
         )
-    return table, bad_lines, row_numbers
+    return table, bad_lines, row_numbers, dropped
 
 
 def _validate_in_threads(validate, table: pa.Table, day: IngestDay) -> tuple[pa.Table, Rejects]:
@@ -243,11 +292,13 @@ def _validate_in_threads(validate, table: pa.Table, day: IngestDay) -> tuple[pa.
 # --- combining and writing ----------------------------------------------------------------------------
 
 
-def _combine(settings: Settings, results: dict[str, _KindResult]) -> _DayTables:
-    """The files' clean rows as one table per kind, deduplicated, without erased persons."""
+def _combine(settings: Settings, d: date, results: dict[str, KindResult]) -> _DayTables:
+    """The files' clean rows as one table per kind, deduplicated, without erased persons; the ids
+    named in failed suppression rows are suppressions too (``features.suppression_guard``)."""
     attempts, attempts_deduped = dedupe_attempts(results["attempts"].clean)
     contacts = concat_to_schema(results["contacts"].clean, CONTACTS)
-    file_suppressions = concat_to_schema(results["suppressions"].clean, SUPPRESSIONS)
+    unparsed = unparsed_suppressions(results["suppressions"].found_ids, d, settings.default_country_code)
+    file_suppressions = concat_to_schema([*results["suppressions"].clean, unparsed], SUPPRESSIONS)
     persons, persons_deduped = dedupe_persons(results["persons"].clean)
     # GDPR: a person erased earlier never re-enters the lake, whatever is delivered
     erased = {}
@@ -266,10 +317,12 @@ def _write_lake(
     d: date,
     tables: _DayTables,
     suppressions: pa.Table,
-    results: dict[str, _KindResult],
+    results: dict[str, KindResult],
     report: dict[str, Any],
+    suppression_marker: bytes | None,
 ) -> None:
-    """Write every partition of D in one batch; the attempts partition, with the report, last."""
+    """Write every partition of D in one batch; the attempts partition, with the report, last.
+    ``suppression_marker`` goes beside the suppressions (see ``features.suppression_guard``)."""
     # an empty quarantine or persons partition replaces a stale one from an earlier run of D
     quarantine = [
         k
@@ -288,6 +341,8 @@ def _write_lake(
         for k in quarantine:
             batch.write(f"quarantine/{k}", concat_quarantine(results[k].quarantine))
         batch.write("suppressions", suppressions)
+        if suppression_marker is not None:
+            batch.add_file("suppressions", MARKER_FILE, suppression_marker)
         batch.write("contacts", tables.contacts)
         if with_persons:
             batch.write("persons", tables.persons)
@@ -299,43 +354,3 @@ def _write_lake(
             "persons": tables.persons.num_rows,
         }
         batch.add_file("attempts", REPORT_FILE, json.dumps(report, indent=2, sort_keys=True).encode())
-
-
-# --- report ------------------------------------------------------------------------------------------------
-
-
-def _report(
-    day: IngestDay, results: dict[str, _KindResult], kept: dict[str, tuple[pa.Table, int]]
-) -> dict[str, Any]:
-    """The ingest report of D: per kind files, rows read/kept/deduped/quarantined and why."""
-    kinds = {}
-    read = quarantined = 0
-    reasons: Counter = Counter()
-    first_bad = None
-    for kind in KINDS:
-        result = results[kind]
-        table, deduped = kept[kind]
-        kinds[kind] = {
-            "files": result.files,
-            "read": result.read,
-            "kept": table.num_rows,
-            "deduped": deduped,
-            "quarantined": result.quarantined,
-            "quarantined_by_reason": dict(sorted(result.reasons.items())),
-            "unreadable_files": result.unreadable,
-        }
-        read += result.read
-        quarantined += result.quarantined
-        reasons.update(result.reasons)
-        first_bad = first_bad or result.first_bad_file
-    return {
-        "date": day.d.isoformat(),
-        "landing": str(day.landing),
-        "kinds": kinds,
-        "read": read,
-        "quarantined": quarantined,
-        "quarantined_share": round(quarantined / read, 6) if read else 0.0,
-        "threshold": day.settings.quarantine_threshold,
-        "top_reason": reasons.most_common(1)[0][0] if reasons else None,
-        "first_bad_file": first_bad,
-    }

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,13 +20,26 @@ import pyarrow.parquet as pq
 
 
 class UnreadableFile(Exception):
-    """A landing file that cannot be read at all; ``rows`` estimates how many rows it held."""
+    """A landing file that cannot be read at all; ``rows`` estimates how many rows it held.
 
-    def __init__(self, reason: str, detail: str, rows: int = 1) -> None:
+    ``rows_known`` is false when nothing in the file tells its size (a Parquet file cut before its
+    footer): ingest then estimates it from the other files of its kind.
+    """
+
+    def __init__(
+        self, reason: str, detail: str, rows: int = 1, column: str | None = None, rows_known: bool = True
+    ) -> None:
         super().__init__(detail)
         self.reason = reason
         self.detail = detail
         self.rows = max(int(rows), 1)
+        self.column = column
+        self.rows_known = rows_known
+
+
+# A column name that can become part of a feature name and of SQL text without quoting surprises
+# (compared after stripping and lower-casing, so upper-case letters pass too).
+_COLUMN_NAME = re.compile(r"[a-z0-9_]{1,64}")
 
 
 @dataclass(frozen=True)
@@ -58,6 +72,30 @@ def read_landing_file(
     return table.rename_columns(names), bad, row_numbers
 
 
+def checked_column_names(table: pa.Table, path: Path, free_names: bool) -> tuple[pa.Table, list[str]]:
+    """Refuse a file whose (normalised) column names repeat; with ``free_names`` (persons, whose
+    every column becomes an attribute) drop the columns whose names are not ``[a-z0-9_]{1,64}``.
+
+    Returns (table, dropped names). Raises UnreadableFile ``duplicate_column``: which of two
+    columns ``outcome`` and ``Outcome`` holds the outcome is a guess ingest does not make.
+    """
+    names = table.column_names
+    seen: set[str] = set()
+    repeated = sorted({n for n in names if n in seen or seen.add(n)})
+    if repeated:
+        listed = ", ".join(repr(n) for n in repeated)
+        raise UnreadableFile(
+            "duplicate_column",
+            f"{path}: column(s) {listed} appear more than once (names compare stripped and lower-cased)",
+            table.num_rows,
+            column=", ".join(repeated),
+        )
+    if not free_names:
+        return table, []
+    bad = [n for n in names if not _COLUMN_NAME.fullmatch(n)]
+    return (table.drop_columns(bad) if bad else table), bad
+
+
 def _read_parquet(path: Path, dictionary: tuple[str, ...]) -> pa.Table:
     try:
         encoded = []
@@ -71,13 +109,13 @@ def _read_parquet(path: Path, dictionary: tuple[str, ...]) -> pa.Table:
             ]
         return pq.read_table(path, read_dictionary=encoded or None)
     except Exception as exc:  # noqa: BLE001 - any Arrow/OS error means the file is unreadable
-        rows = 1
+        rows, known = 1, False
         try:
-            rows = pq.ParquetFile(path).metadata.num_rows
-        except Exception:  # noqa: BLE001
+            rows, known = pq.ParquetFile(path).metadata.num_rows, True
+        except Exception:  # noqa: BLE001 - no footer: the size is unknown
             pass
         raise UnreadableFile(
-            "unreadable_file", f"{path}: {type(exc).__name__}: {_one_line(exc)}", rows
+            "unreadable_file", f"{path}: {type(exc).__name__}: {_one_line(exc)}", rows, rows_known=known
         ) from None
 
 

@@ -7,6 +7,7 @@ independent row ranges.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
@@ -16,6 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from contactrank.features.arrow_columns import to_mask, vocab
+from contactrank.features.lake import read_partition
 from contactrank.features.parsers import normalise_contact_ids, parse_bool, parse_date, parse_float
 from contactrank.features.schema import ATTEMPTS, CHANNELS, CONTACTS, OUTCOMES, SUPPRESSIONS
 from contactrank.features.validate import (
@@ -68,6 +70,7 @@ class IngestDay:
     hi_us: int = 0
     day_start: pa.Scalar | None = None  # D 00:00 UTC, the default updated_at
     person_types: dict[str, str] = field(default_factory=dict)  # attribute -> "string" | "float" | "bool"
+    earlier_attempt_ids: pa.Array | None = None  # attempt ids stored for the dates just before D
 
     def __post_init__(self) -> None:
         start = datetime.combine(self.d, time(), tzinfo=UTC)
@@ -79,6 +82,29 @@ class IngestDay:
     def after_window(self, ts: pa.Array) -> np.ndarray:
         """Timestamps after the end of D + tolerance (a future updated_at would win every upsert)."""
         return to_mask(pc.greater_equal(ts.cast(pa.int64()), self.hi_us))
+
+
+def redelivery_dates(settings: Settings, d: date) -> list[date]:
+    """The earlier dates whose attempts an attempt of D may repeat.
+
+    An attempt stored under date X has ``attempted_at`` in [X - tol, X + 1 day + tol); one that
+    also fits D's window needs X > D - 1 day - 2 tol, i.e. D-1 for a tolerance under 12 hours.
+    D-2 is always looked at too (a re-delivery after a day without files); re-deliveries from
+    further back would lie outside D's window and are quarantined as ``outside_date`` anyway.
+    Only these partitions' attempt_id column is read, never the whole history.
+    """
+    days = max(2, math.ceil(1 + 2 * settings.time_tolerance_hours / 24))
+    return [d - timedelta(days=k) for k in range(days, 0, -1)]
+
+
+def earlier_attempt_ids(settings: Settings, d: date) -> pa.Array:
+    """The attempt ids stored for ``redelivery_dates`` (one column read per partition)."""
+    parts = []
+    for earlier in redelivery_dates(settings, d):
+        table = read_partition(settings, "attempts", earlier, columns=["attempt_id"])
+        if table is not None:
+            parts.extend(table.column("attempt_id").chunks)
+    return pa.concat_arrays(parts) if parts else pa.array([], pa.string())
 
 
 # --- lake schemas ----------------------------------------------------------------------------------------
@@ -142,6 +168,10 @@ def validate_attempts(table: pa.Table, day: IngestDay) -> tuple[pa.Table, Reject
         rejects.fail(~ok | to_mask(pc.less(duration, 0.0)), "bad_number", "duration_s")
     else:
         duration = pa.nulls(n, pa.float64())
+    if day.earlier_attempt_ids is not None and len(day.earlier_attempt_ids):
+        # last: a row that is bad anyway keeps its own reason
+        seen = pc.is_in(attempt_id, value_set=day.earlier_attempt_ids)
+        rejects.fail(seen, "duplicate_of_earlier_date", "attempt_id")
     clean = pa.table(
         {
             "attempt_id": attempt_id,

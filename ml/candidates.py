@@ -18,6 +18,7 @@ import pandas as pd
 from contactrank.errors import FailClosed, NotReady
 from contactrank.features.lake import DATA_FILE, partition_dates, partition_dir, read_partition
 from contactrank.features.sql import quote_literal, read_parquet
+from contactrank.features.suppression_guard import check_marker
 from contactrank.settings import Settings
 
 CAP_WINDOW_DAYS = 7
@@ -28,8 +29,9 @@ SUPPRESSION_COLUMNS = ["person_id", "contact_id", "reason", "effective_from"]
 def read_suppressions(settings: Settings, d: date) -> pd.DataFrame:
     """Every suppression in force for the file of D (partitions <= D, effective_from <= D+1).
 
-    Fail closed: any partition folder that cannot be read, or lacks a required column, raises
-    FailClosed, so nothing is scored or published on a partial view of who must not be contacted.
+    Fail closed: any partition folder that cannot be read, lacks a required column, or records
+    suppression rows that ingest could not read (``features.suppression_guard``) raises FailClosed,
+    so nothing is scored or published on a partial view of who must not be contacted.
     """
     root = settings.lake / "suppressions"
     valid_from = d + timedelta(days=1)
@@ -47,6 +49,7 @@ def read_suppressions(settings: Settings, d: date) -> pd.DataFrame:
             raise FailClosed(f"suppressions: unexpected partition folder {folder}") from None
         if part > d:
             continue
+        check_marker(folder)  # a suppression that ingest could not read blocks every later date
         frames.append(_read_suppression_partition(settings, folder, part))
     if not frames:
         return pd.DataFrame({c: pd.Series(dtype="object") for c in SUPPRESSION_COLUMNS})
