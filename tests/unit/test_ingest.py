@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from contactrank.errors import InputError, QuarantineThresholdExceeded
+from contactrank.errors import FailClosed, InputError, QuarantineThresholdExceeded
 from contactrank.features.ingest import REPORT_FILE, ingest
 from contactrank.features.lake import partition_dir, read_partition
 from contactrank.features.schema import ATTEMPT_LANDING_COLUMNS, ATTEMPTS, CONTACTS_STATE
@@ -379,7 +379,7 @@ def test_contacts_rejections(settings, tmp_path):
     rows[2]["updated_at"] = "2026-01-09T10:00:00Z"
     rows[3]["channel"] = "telex"
     write_csv(tmp_path, "contacts", rows)
-    ingest(settings, D, landing=tmp_path)
+    ingest(settings.replace(quarantine_threshold=0.2), D, landing=tmp_path)  # 10 % of the contacts
     q = {r["_row_number"]: (r["_reason"], r["_column"]) for r in quarantine(settings, "contacts")}
     assert q == {2: ("bad_bool", "consent"), 3: ("outside_date", "updated_at"), 4: ("bad_channel", "channel")}
     assert read_partition(settings, "contacts", D).num_rows == 27
@@ -404,7 +404,8 @@ def test_suppressions_rows_and_rejections(settings, tmp_path):
         {"person_id": "P3", "contact_id": "", "reason": "legal", "effective_from": "2026-02-31"},
     ]
     write_csv(tmp_path, "suppressions", rows)
-    ingest(settings.replace(quarantine_threshold=0.2), D, landing=tmp_path)
+    with pytest.raises(FailClosed, match="row 3: no_target"):  # suppressions fail closed
+        ingest(settings.replace(quarantine_threshold=0.2), D, landing=tmp_path)
     q = {r["_row_number"]: r["_reason"] for r in quarantine(settings, "suppressions")}
     assert q == {3: "no_target", 4: "empty_value", 5: "bad_date"}
     got = read_partition(settings, "suppressions", D).to_pylist()
@@ -417,6 +418,9 @@ def test_suppressions_rows_and_rejections(settings, tmp_path):
             "effective_from": date(2026, 1, 5),
             "origin": "file",
         },
+        # the persons named in the rows that failed are suppressed all the same
+        {"person_id": "P2", "contact_id": None, "reason": "unparsed_row", "effective_from": D, "origin": "file"},
+        {"person_id": "P3", "contact_id": None, "reason": "unparsed_row", "effective_from": D, "origin": "file"},
         {
             "person_id": "P0",
             "contact_id": "+5511999990000",
