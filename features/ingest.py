@@ -8,7 +8,8 @@ so ingesting twice is a no-op and a re-delivered (corrected) file replaces the o
 
 Rules worth knowing:
 - Duplicated ``attempt_id`` within D (across files too): the last one wins, files in name order,
-  rows in file order.
+  rows in file order. An ``attempt_id`` already stored for D-1 or D-2 (``landing_rules.
+  redelivery_dates``) is quarantined as ``duplicate_of_earlier_date`` (not counted in the share).
 - ``attempted_at`` must lie within [D - tolerance, D + 1 day + tolerance) in UTC. Timestamps
   without an offset are UTC (docs/contract.md §1); ``local_hour`` is the hour in the offset the
   provider gave, or in ``settings.local_timezone`` for UTC/naive values.
@@ -16,7 +17,15 @@ Rules worth knowing:
   D + tolerance (a future timestamp would win every later upsert).
 - Bad rows go to ``quarantine/<kind>/date=D/`` (see ``features.validate``). An unreadable file is
   one quarantine row; for the quarantined share it counts as the number of rows it seems to hold
-  (lines, or the Parquet footer's row count).
+  (lines, or the Parquet footer's row count; without a footer, the mean of the kind's other files).
+  The share is checked per kind (``features.ingest_report``): a kind whose only file is
+  unreadable is 100 % quarantined.
+- Column names are compared stripped and lower-cased; a file with a repeated name is quarantined
+  whole (``duplicate_column``). A persons column whose name is not ``[a-z0-9_]{1,64}`` is dropped
+  with one quarantine row (``bad_column_name``); the rest of the file is kept.
+- Suppressions fail closed (``features.suppression_guard``): any quarantined suppression row or
+  unreadable suppression file raises FailClosed after the lake is written, and blocks scoring
+  until a corrected delivery of D is ingested.
 - ``contacts_state/date=D`` chains on the latest earlier state (see ``features.contacts_state``).
   It holds the delivered contacts only (the earlier state's order, then new upserts); addresses
   seen only in attempts are candidates through the features step.
