@@ -88,6 +88,90 @@ class _Keys:
         return self._data[self._offsets[i] : self._offsets[i + 1]]
 
 
+# A string column with at most this many distinct values is held as codes into one list of
+# Python strings (channel, reason, model_version, timezone): no decoding per request, less memory.
+_MAX_CATEGORIES = 4096
+
+
+class _Numbers:
+    """An int, float or bool column as a numpy array (zero-copy where Arrow allows it)."""
+
+    __slots__ = ("_values", "_valid", "_float")
+
+    def __init__(self, arr: pa.Array) -> None:
+        self._valid = None if arr.null_count == 0 else arr.is_valid().to_numpy(zero_copy_only=False)
+        zero = pa.scalar(False if pa.types.is_boolean(arr.type) else 0, arr.type)
+        filled = pc.fill_null(arr, zero) if arr.null_count else arr
+        self._values = filled.to_numpy(zero_copy_only=False)
+        self._float = pa.types.is_floating(arr.type)
+
+    def values(self, start: int, end: int) -> list[Any]:
+        out = self._values[start:end].tolist()
+        if self._float:  # JSON has no NaN or infinity: a missing score is null, not a bad document
+            out = [v if math.isfinite(v) else None for v in out]
+        if self._valid is not None:
+            out = [v if ok else None for v, ok in zip(out, self._valid[start:end].tolist(), strict=True)]
+        return out
+
+
+class _Categories:
+    """A string column of few distinct values: int32 codes into a list (the last entry is null)."""
+
+    __slots__ = ("_codes", "_labels")
+
+    def __init__(self, arr: pa.Array) -> None:
+        encoded = arr.dictionary_encode()
+        self._labels = [*encoded.dictionary.to_pylist(), None]
+        self._codes = pc.fill_null(encoded.indices, len(self._labels) - 1).to_numpy(zero_copy_only=False)
+
+    def values(self, start: int, end: int) -> list[Any]:
+        labels = self._labels
+        return [labels[c] for c in self._codes[start:end].tolist()]
+
+
+class _Text:
+    """A string column of many distinct values, decoded from the Arrow buffers per request."""
+
+    __slots__ = ("_array", "_offsets", "_data", "_valid")
+
+    def __init__(self, arr: pa.Array) -> None:
+        self._array = arr = arr.cast(pa.large_string())  # keeps the buffers alive
+        self._offsets = np.frombuffer(arr.buffers()[1], dtype=np.int64)[
+            arr.offset : arr.offset + len(arr) + 1
+        ]
+        self._data = memoryview(arr.buffers()[2] or b"")
+        self._valid = None if arr.null_count == 0 else arr.is_valid().to_numpy(zero_copy_only=False)
+
+    def values(self, start: int, end: int) -> list[Any]:
+        o, data = self._offsets[start : end + 1].tolist(), self._data
+        out: list[Any] = [str(data[o[i] : o[i + 1]], "utf-8") for i in range(end - start)]
+        if self._valid is not None:
+            out = [v if ok else None for v, ok in zip(out, self._valid[start:end].tolist(), strict=True)]
+        return out
+
+
+class _Other:
+    """Any other type (a later contract version may add one): Arrow's own conversion."""
+
+    __slots__ = ("_array",)
+
+    def __init__(self, arr: pa.Array) -> None:
+        self._array = arr
+
+    def values(self, start: int, end: int) -> list[Any]:
+        return self._array.slice(start, end - start).to_pylist()
+
+
+def _column(arr: pa.Array) -> _Numbers | _Categories | _Text | _Other:
+    t = arr.type
+    if pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t):
+        return _Numbers(arr)
+    if pa.types.is_string(t) or pa.types.is_large_string(t):
+        few = len(arr) and pc.count_distinct(arr).as_py() <= _MAX_CATEGORIES
+        return _Categories(arr) if few else _Text(arr)
+    return _Other(arr)
+
+
 @dataclass(frozen=True)
 class ExportIndex:
     """One committed export, read whole; immutable once built."""
@@ -95,9 +179,11 @@ class ExportIndex:
     date: date
     identity: Identity
     manifest: dict[str, Any]
-    table: pa.Table  # sorted by person_id, rank
+    names: tuple[str, ...]  # the file's columns, in its order
+    columns: tuple[_Numbers | _Categories | _Text | _Other, ...]  # sorted by person_id, rank
+    num_rows: int
     keys: _Keys
-    starts: list[int]  # row offset of each distinct person, plus the row count at the end
+    starts: np.ndarray  # row offset of each distinct person, plus the row count at the end
     loaded_at: float
     load_seconds: float
 
@@ -111,19 +197,14 @@ class ExportIndex:
         i = bisect.bisect_left(self.keys, key)
         if i == len(self.keys) or self.keys[i] != key:
             return None
-        start = self.starts[i]
-        rows = self.table.slice(start, self.starts[i + 1] - start).to_pylist()
-        for row in rows:
-            for name, value in row.items():
-                # JSON has no NaN or infinity: a missing score is null, not an invalid document
-                if type(value) is float and not math.isfinite(value):
-                    row[name] = None
-        return rows
+        start, end = self.starts[i : i + 2].tolist()
+        values = [column.values(start, end) for column in self.columns]
+        return [dict(zip(self.names, row, strict=True)) for row in zip(*values, strict=True)]
 
     def summary(self) -> dict[str, Any]:
         return {
             "date": self.date.isoformat(),
-            "rows": self.table.num_rows,
+            "rows": self.num_rows,
             "persons": self.persons,
             "model_version": (self.manifest.get("model") or {}).get("version"),
             "loaded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.loaded_at)),
@@ -158,21 +239,24 @@ def load_export(d: date, folder: Path, identity: Identity) -> ExportIndex:
     # contact_id breaks rank ties so that the order of a person's rows never depends on the file
     by = [name for name in ("person_id", "rank", "contact_id") if name in table.column_names]
     order = pc.sort_indices(table, sort_keys=[(name, "ascending") for name in by])
-    table = table.take(order).combine_chunks()
-    ids = table.column("person_id").chunk(0) if table.num_rows else pa.array([], pa.string())
+    table = table.take(order)
+    ids = table.column("person_id").combine_chunks()
     if len(ids):
         changed = pc.not_equal(ids.slice(1), ids.slice(0, len(ids) - 1))
         starts = np.concatenate(([0], np.flatnonzero(changed.to_numpy(zero_copy_only=False)) + 1))
     else:
         starts = np.zeros(0, dtype=np.int64)
     keys = _Keys(ids.take(pa.array(starts, pa.int64())))
+    del ids
     return ExportIndex(
         date=d,
         identity=identity,
         manifest=manifest,
-        table=table,
+        names=tuple(table.column_names),
+        columns=tuple(_column(table.column(name).combine_chunks()) for name in table.column_names),
+        num_rows=table.num_rows,
         keys=keys,
-        starts=[*starts.tolist(), table.num_rows],
+        starts=np.append(starts, table.num_rows).astype(np.int64),
         loaded_at=time.time(),
         load_seconds=time.monotonic() - began,
     )
