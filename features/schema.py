@@ -1,4 +1,4 @@
-"""The data contract (CONTRACT.md §1) as code: vocabularies and the lake's typed schemas.
+"""The data contract (docs/contract.md §1) as code: vocabularies and the lake's typed schemas.
 
 One place for every name the stages share, so ingest, features, training and scoring agree.
 """
@@ -32,7 +32,7 @@ ID_COLUMNS = ("attempt_id", "person_id", "contact_id", "campaign_id")
 FEATURE_PREFIX = "f_"
 LABEL_COLUMNS = {"reach": "label_reach", "conversion": "label_conversion"}
 
-# Columns of a landing attempts file (CONTRACT.md §1), in contract order.
+# Columns of a landing attempts file (docs/contract.md §1), in contract order.
 ATTEMPT_LANDING_COLUMNS = (
     "attempt_id",
     "person_id",
@@ -94,7 +94,7 @@ SUPPRESSIONS = pa.schema(
     ]
 )
 
-# CONTRACT.md §2: the rows of the priority file, in order
+# docs/contract.md §2: the rows of the priority file, in order
 PRIORITY = pa.schema(
     [
         ("person_id", pa.string()),

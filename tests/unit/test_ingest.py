@@ -566,9 +566,9 @@ def test_parquet_vocabulary_columns_are_read_encoded_and_stored_plain(settings, 
 
 
 def test_addresses_seen_only_in_attempts_become_live_candidates_through_the_features(settings, tmp_path):
-    """They are not delivered contacts (contacts_state stays empty) but CONTRACT.md makes them
+    """They are not delivered contacts (contacts_state stays empty) but docs/contract.md makes them
     candidates: the features step does, with the channel of their latest attempt."""
-    from contactrank.features.features import build_features
+    from contactrank.features.build import build_features
 
     d1, d2 = date(2026, 1, 2), D
     row = good_rows(1)[0]
