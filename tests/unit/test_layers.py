@@ -99,6 +99,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "contactrank.ml.reasons",
             "contactrank.ml.publish",
             "contactrank.ml.policy_eval",
+            "contactrank.ml.timezones",
         ),
     ),
     ("reporting", ("contactrank.ml.report*",)),
