@@ -92,7 +92,9 @@ def _recorded_offsets(con, settings: Settings, d: date) -> pd.DataFrame:
 
 def _attribute_zones(con, settings: Settings, d: date) -> pd.DataFrame:
     files = [
-        partition_dir(settings, "persons", x) / DATA_FILE for x in partition_dates(settings, "persons") if x <= d
+        partition_dir(settings, "persons", x) / DATA_FILE
+        for x in partition_dates(settings, "persons")
+        if x <= d
     ]
     files = [f for f in files if f.is_file()]
     empty = pd.DataFrame({"person_id": pd.Series(dtype=str), "attribute_zone": pd.Series(dtype=object)})

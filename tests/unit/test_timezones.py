@@ -37,16 +37,25 @@ def test_attribute_else_offset_else_deployment(settings) -> None:
     pid = pd.Series(["sp", "manaus", "tokyo", "unknown", "bad"])
     zone, local, utc = export_clock(settings, D, pid, pd.Series([19, 19, 19, 19, 19]))
 
-    assert zone.tolist() == ["America/Sao_Paulo", "America/Manaus", "Etc/GMT-9", "America/Sao_Paulo",
-                             "America/Sao_Paulo"]
+    assert zone.tolist() == [
+        "America/Sao_Paulo",
+        "America/Manaus",
+        "Etc/GMT-9",
+        "America/Sao_Paulo",
+        "America/Sao_Paulo",
+    ]
     assert utc.tolist() == [22, 23, 10, 22, 22]  # 19h at -3, -4, +9, the deployment's -3
     assert local.tolist() == [19, 19, 19, 19, 19]
 
 
 def test_an_attribute_zone_other_than_the_recorded_clock_converts_best_hour(settings) -> None:
     # attempts recorded in the deployment clock (-3) for a person whose attribute says Manaus (-4)
-    lake.write_partition(settings, "attempts", D, pa.Table.from_pylist([_attempt("p", 13, 10)], schema=ATTEMPTS))
-    lake.write_partition(settings, "persons", D, pa.table({"person_id": ["p"], "timezone": ["America/Manaus"]}))
+    lake.write_partition(
+        settings, "attempts", D, pa.Table.from_pylist([_attempt("p", 13, 10)], schema=ATTEMPTS)
+    )
+    lake.write_partition(
+        settings, "persons", D, pa.table({"person_id": ["p"], "timezone": ["America/Manaus"]})
+    )
     zone, local, utc = export_clock(settings, D, pd.Series(["p"]), pd.Series([19]))
     assert (zone[0], local[0], utc[0]) == ("America/Manaus", 18, 22)
 
