@@ -1,11 +1,19 @@
 """MLflow setup: tracking URI, experiment with an explicit artifact location, run provenance.
 
 Nothing is configured at import; every function configures MLflow when called.
+
+MLflow stores artifact locations as absolute URIs (the experiment's, every run's, every logged
+model's), and has no setting to make them relative. A home copied elsewhere (``cp -a``) would go
+on reading and writing the old home's ``mlartifacts``, or fail once the old home is gone. So when
+the store is the home's own SQLite file and its experiment points at ``<another home>/mlartifacts``,
+``configure`` rewrites those URIs to the current home's ``mlartifacts`` (once: afterwards they
+match). A tracking server keeps its artifacts itself and is left alone.
 """
 
 from __future__ import annotations
 
 import logging
+import sqlite3
 import subprocess
 from pathlib import Path
 
@@ -16,6 +24,17 @@ from contactrank.settings import Settings
 
 log = logging.getLogger(__name__)
 
+SQLITE_PREFIX = "sqlite:///"
+ARTIFACTS_DIR = "mlartifacts"
+# every column of the MLflow SQL store that holds an artifact URI under the experiment's location
+_ARTIFACT_COLUMNS = (
+    ("experiments", "artifact_location"),
+    ("runs", "artifact_uri"),
+    ("logged_models", "artifact_location"),
+    ("model_versions", "storage_location"),
+    ("model_versions", "source"),
+)
+
 
 def configure(settings: Settings) -> str:
     """Point MLflow at ``settings.tracking_uri`` and the experiment; return the experiment id.
@@ -24,8 +43,8 @@ def configure(settings: Settings) -> str:
     ``./mlruns`` relative to the working directory (the default with a ``sqlite://`` store).
     """
     uri = settings.tracking_uri
-    if uri.startswith("sqlite:///"):
-        Path(uri[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
+    if uri.startswith(SQLITE_PREFIX):
+        Path(uri[len(SQLITE_PREFIX) :]).parent.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(uri)
     # The registry follows the tracking store unless MLFLOW_REGISTRY_URI says otherwise.
     client = MlflowClient(tracking_uri=uri)
@@ -42,8 +61,46 @@ def configure(settings: Settings) -> str:
             exp_id = exp.experiment_id
     else:
         exp_id = exp.experiment_id
+        if exp.artifact_location != settings.artifact_location:
+            relocate_artifacts(settings, exp.artifact_location)
     mlflow.set_experiment(experiment_id=exp_id)
     return str(exp_id)
+
+
+def _home_store(settings: Settings) -> Path | None:
+    """The SQLite file of the tracking store when it lies inside the home, else None."""
+    uri = settings.tracking_uri
+    if not uri.startswith(SQLITE_PREFIX):
+        return None
+    db = Path(uri[len(SQLITE_PREFIX) :]).resolve()
+    home = Path(settings.home).resolve()
+    return db if home in db.parents else None
+
+
+def relocate_artifacts(settings: Settings, old: str) -> bool:
+    """Point every artifact URI under ``old`` (``<old home>/mlartifacts``) at this home's; True if done.
+
+    Only for the home's own SQLite store, and only for the layout this module creates: any other
+    location was chosen on purpose and is kept."""
+    db = _home_store(settings)
+    new = settings.artifact_location
+    if db is None or old == new or not old.startswith("file://") or not old.endswith("/" + ARTIFACTS_DIR):
+        return False
+    with sqlite3.connect(db) as con:
+        tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        for table, column in _ARTIFACT_COLUMNS:
+            if table not in tables:
+                continue
+            if column not in {r[1] for r in con.execute(f"PRAGMA table_info({table})")}:
+                continue
+            # names come from the constant above, values are bound
+            con.execute(
+                f"UPDATE {table} SET {column} = ? || substr({column}, ?)"  # noqa: S608
+                f" WHERE {column} = ? OR substr({column}, 1, ?) = ?",
+                (new, len(old) + 1, old, len(old) + 1, old + "/"),
+            )
+    log.warning("artifact locations moved from %s to %s (the home was copied)", old, new)
+    return True
 
 
 def client(settings: Settings):
