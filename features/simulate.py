@@ -5,12 +5,20 @@ The world (persons, addresses, how they change, the true reach probabilities) is
 runs the days: each day the world changes, an incumbent dialer with its own biases (prefers voice
 and the oldest address, uniform random hours 8-21, 1-3 tries a day, stops after two ``invalid``)
 makes the attempts, and the day's landing files are written. The only Python loop is over days.
+
+``world`` (a ``WorldSpec`` or a preset name) changes the world's structure and the incumbent. With a
+``dialer`` the run is closed-loop: from the day the dialer first answers with a ranking, the same
+persons as the incumbent would call are tried in the ranking's order at its ``best_hour``; every
+dialling draw then comes from a per-day stream of its own, so arms facing the same world draw the
+same persons, tries and outcome luck (the world's own changes stay on the world's stream).
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
+from dataclasses import fields
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
@@ -32,9 +40,11 @@ from contactrank.features.simulated_world import (
     DEAD,
     DIALER_AGE_DECAY,
     DIALER_CHANNEL_PREF,
+    DIALER_OFFSET,
     EMAIL,
     FATIGUE_SAME_DAY,
     FATIGUE_YESTERDAY,
+    INCUMBENT_HOURS,
     OUTCOME_CODE,
     REASSIGNED,
     SMS,
@@ -42,9 +52,11 @@ from contactrank.features.simulated_world import (
     WHATSAPP,
     DayAttempts,
     World,
+    WorldSpec,
     concat_text,
     grouped_rank,
     to_text,
+    world_spec,
 )
 
 log = logging.getLogger(__name__)
@@ -59,10 +71,15 @@ def simulate(
     persons: int = 20000,
     seed: int = 0,
     fmt: str = "csv",
+    world: WorldSpec | str | None = None,
+    dialer: Callable[[int, date, World], Any] | None = None,
 ) -> dict[str, Any]:
     """Simulate ``days`` days from ``start`` and write landing files plus the ground truth.
 
     Deterministic for ``seed``. Returns figures: persons, contacts, attempts, outcome mix, churn.
+    ``dialer(t, day, world)``, called before each day's attempts, returns None or ``"incumbent"``
+    (the incumbent dials), ``"truth"`` (the truth's ranking) or a priority table (person_id,
+    contact_id, rank, best_hour) to follow; ``closed_loop`` in the figures counts its days.
     """
     if fmt not in ("csv", "parquet"):
         raise ValueError(f"fmt must be 'csv' or 'parquet', not {fmt!r}")
@@ -72,7 +89,8 @@ def simulate(
     landing = Path(landing)
     landing.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
-    w = World(rng, persons, start)
+    spec = world_spec(world) if isinstance(world, str) else world
+    w = World(rng, persons, start, spec)
     person_ids = concat_text("P", pc.utf8_lpad(to_text(np.arange(persons)), width=7, padding="0"))
     counts = {o: 0 for o in OUTCOMES}
     stats = dict.fromkeys(
@@ -80,6 +98,7 @@ def simulate(
     )
     truth_parts: list[pa.Table] = []
     n_attempts = 0
+    stats["closed_loop"] = 0
 
     for t in range(days):
         day = start + timedelta(days=t)
@@ -87,14 +106,21 @@ def simulate(
         alive_before, deceased, do_not_call = w.person_suppressions()
         new = w.arrivals(t, alive_before)
         off = w.deactivations()
-        attempts = _dial(w, t, day.weekday()).in_time_order()
+        if dialer is None:
+            attempts = _dial(w, t, day.weekday()).in_time_order()
+        else:
+            plan = dialer(t, day, w)
+            stats["closed_loop"] += not (plan is None or isinstance(plan, str) and plan == "incumbent")
+            attempts = closed_loop_day(w, t, day, seed, person_ids, plan).in_time_order()
         _learn(w, attempts, t, counts)
         m = attempts.address.size
         attempt_ids = concat_text(
             "A", pc.utf8_lpad(to_text(np.arange(n_attempts, n_attempts + m)), width=9, padding="0")
         )
         n_attempts += m
-        write_attempts(landing, fmt, day, w, person_ids, attempt_ids, attempts)
+        # a closed-loop run keeps the world's stream for the world: its attempt counts differ by arm
+        messy = w.rng if dialer is None else np.random.default_rng([seed, 3, t])
+        write_attempts(landing, fmt, day, w, person_ids, attempt_ids, attempts, messy)
         truth_parts.append(
             pa.table(
                 {
@@ -109,14 +135,20 @@ def simulate(
         if t == 0:
             write_persons(landing, fmt, day, w, person_ids)
         for key, value in zip(
-            stats, (died, reassigned, new.size, off.size, deceased.size, do_not_call.size), strict=True
+            list(stats)[:6],
+            (died, reassigned, new.size, off.size, deceased.size, do_not_call.size),
+            strict=True,
         ):
             stats[key] += value
 
     # the ground truth on the day after the last one: the day a ranking built at the end is used
     write_truth(landing, w, person_ids, start + timedelta(days=days))
     pq.write_table(pa.concat_tables(truth_parts), landing / "truth_attempts.parquet", compression="zstd")
+    if dialer is None:
+        del stats["closed_loop"]  # the figures of an open-loop run stay as they were
     out = _summary(landing, start, days, persons, seed, fmt, w, n_attempts, counts, stats)
+    if w.spec != WorldSpec():
+        out["world"] = w.spec.name
     out["seconds"] = round(time.perf_counter() - t0, 2)
     log.info(
         "simulated %d attempts over %d days for %d persons in %.1fs",
@@ -130,44 +162,100 @@ def simulate(
 
 # --- the incumbent dialer ---------------------------------------------------------------------------
 
+_REACHED = np.array([_O["right_party"], _O["converted"], _O["opt_out"]])
+_SEGMENT_CALLS = np.array([0.95, 1.3, 1.0])
+
 
 def _dial(w: World, t: int, dow: int) -> DayAttempts:
     """The incumbent dialer's attempts of day ``t`` and what came of them."""
     address, person, seconds = _choose_attempts(w)
-    return _outcomes(w, t, dow, address, person, seconds)
+    return _stop_at_reach(_outcomes(w, t, dow, address, person, seconds, w.rng), w.spec.stop_at_reach)
+
+
+def _book(w: World) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The usable addresses grouped by person in the incumbent's order (oldest first, or the
+    book's source order), and the cumulative draw weights that favour voice and the oldest."""
+    usable = np.flatnonzero(w.usable())
+    keys = (usable, w.a_created[usable], w.a_person[usable])
+    if w.spec.incumbent_order == "source":
+        keys = (usable, w.a_created[usable], w.a_source[usable], w.a_person[usable])
+    ua = usable[np.lexsort(keys)]
+    up = w.a_person[ua]
+    weight = DIALER_CHANNEL_PREF[w.a_channel[ua]] * DIALER_AGE_DECAY ** grouped_rank(up)
+    return ua, up, np.cumsum(weight)
 
 
 def _choose_attempts(w: World) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """10-15 % of persons, 1-3 tries each, on addresses drawn with weights that favour voice and
-    the oldest address; uniform random seconds from 8:00 to 22:00. Returns (address, person, seconds)."""
+    """``call_share`` of persons (by segment), 1-3 tries each, on addresses picked by the incumbent's
+    order; uniform random seconds in its hours. Returns (address, person, seconds)."""
     rng = w.rng
-    usable = np.flatnonzero(w.usable())
-    order = np.lexsort((usable, w.a_created[usable], w.a_person[usable]))
-    ua = usable[order]
-    up = w.a_person[ua]
-    rank = grouped_rank(up)
-    weight = DIALER_CHANNEL_PREF[w.a_channel[ua]] * DIALER_AGE_DECAY**rank
-    cum = np.cumsum(weight)
+    ua, up, cum = _book(w)
     cand = np.unique(up)
-    p_sel = 0.125 * np.array([0.95, 1.3, 1.0])[w.segment[cand]]
+    p_sel = w.spec.call_share * _SEGMENT_CALLS[w.segment[cand]]
     chosen = cand[rng.random(cand.size) < p_sel]
-    k = rng.choice([1, 2, 3], chosen.size, p=[0.5, 0.3, 0.2])
+    k = rng.choice([1, 2, 3], chosen.size, p=list(w.spec.tries))
     ap = np.repeat(chosen, k)
-    # one address per try: a weighted draw within the person's run of the cumulative weights
+    weighted = w.spec.incumbent_order == "weighted"
+    # the weighted draw comes before the seconds: the project's world draws in this order
+    aa = _weighted_pick(ua, up, cum, ap, rng.random(ap.size)) if weighted else None
+    secs = _dialer_seconds(w, ap, rng.random(ap.size) if not weighted else None, rng)
+    return (aa if weighted else _source_pick(ua, up, ap, secs)), ap, secs
+
+
+def _dialer_seconds(w: World, ap: np.ndarray, u: np.ndarray | None, rng: np.random.Generator) -> np.ndarray:
+    """Uniform seconds in the incumbent's hours of its own clock, as each person's local seconds."""
+    lo, hi = (h * 3600 for h in INCUMBENT_HOURS[w.spec.incumbent_hours])
+    secs = rng.integers(lo, hi, ap.size) if u is None else lo + (u * (hi - lo)).astype(np.int64)
+    return secs + (w.utc_offset[ap] - DIALER_OFFSET) * 3600
+
+
+def _weighted_pick(
+    ua: np.ndarray, up: np.ndarray, cum: np.ndarray, ap: np.ndarray, u: np.ndarray
+) -> np.ndarray:
+    """One address per try: a weighted draw within the person's run of the cumulative weights."""
     lo = np.searchsorted(up, ap, "left")
     hi = np.searchsorted(up, ap, "right")
     base = np.where(lo > 0, cum[np.maximum(lo - 1, 0)], 0.0)
-    target = base + rng.random(ap.size) * (cum[hi - 1] - base)
-    j = np.minimum(np.searchsorted(cum, target, "right"), hi - 1)
-    aa = ua[j]
-    secs = rng.integers(8 * 3600, 22 * 3600, ap.size)
-    return aa, ap, secs
+    target = base + u * (cum[hi - 1] - base)
+    return ua[np.minimum(np.searchsorted(cum, target, "right"), hi - 1)]
 
 
-def _outcomes(w: World, t: int, dow: int, aa: np.ndarray, ap: np.ndarray, secs: np.ndarray) -> DayAttempts:
+def _source_pick(ua: np.ndarray, up: np.ndarray, ap: np.ndarray, secs: np.ndarray) -> np.ndarray:
+    """The person's j-th try of the day (in time order) goes to the j-th address of the book."""
+    lo = np.searchsorted(up, ap, "left")
+    hi = np.searchsorted(up, ap, "right")
+    order = np.lexsort((secs, ap))
+    j = np.empty(ap.size, np.int64)
+    j[order] = grouped_rank(ap[order])
+    return ua[lo + j % (hi - lo)]
+
+
+def _stop_at_reach(att: DayAttempts, on: bool) -> DayAttempts:
+    """Drop each person's tries after their first reach of the day (in time order)."""
+    if not on or att.person.size == 0:
+        return att
+    o = np.lexsort((att.seconds, att.person))
+    r = np.isin(att.outcome[o], _REACHED).astype(np.int64)
+    cs = np.cumsum(r)
+    start = np.r_[True, att.person[o][1:] != att.person[o][:-1]]
+    base = np.maximum.accumulate(np.where(start, cs - r, 0))
+    keep = o[(cs - r - base) == 0]
+    return DayAttempts(*(getattr(att, f.name)[keep] for f in fields(att)))
+
+
+def _outcomes(
+    w: World,
+    t: int,
+    dow: int,
+    aa: np.ndarray,
+    ap: np.ndarray,
+    secs: np.ndarray,
+    rng: np.random.Generator,
+    u: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+) -> DayAttempts:
     """Draw each try's outcome from the ground truth: reached or the channel's mix of misses on a
-    live address, ``invalid`` on a dead one, somebody else on a reassigned one."""
-    rng = w.rng
+    live address, ``invalid`` on a dead one, somebody else on a reassigned one. ``u``: the three
+    uniforms of each try when the caller fixes the luck."""
     # Sort each person's tries by time (retries come later) and count same-day repeats.
     o2 = np.lexsort((secs, aa))
     same_day = np.empty(ap.size, np.int64)
@@ -178,7 +266,7 @@ def _outcomes(w: World, t: int, dow: int, aa: np.ndarray, ap: np.ndarray, secs: 
     pcv = w.p_conv_given_reach(aa)
     ch = w.a_channel[aa]
     st = w.a_status[aa]
-    u1, u2, u3 = rng.random(ap.size), rng.random(ap.size), rng.random(ap.size)
+    u1, u2, u3 = (rng.random(ap.size), rng.random(ap.size), rng.random(ap.size)) if u is None else u
     reached = u1 < pr
     outcome = np.full(ap.size, _O["no_answer"])
     # Not reached on a live address: the channel's mix of misses.
@@ -215,6 +303,79 @@ def _outcomes(w: World, t: int, dow: int, aa: np.ndarray, ap: np.ndarray, secs: 
         np.where(voice & (outcome == _O["wrong_party"]), np.round(rng.uniform(3, 20, ap.size), 1), np.nan),
     )
     return DayAttempts(aa, ap, secs, outcome, ch, duration, pr, pcv)
+
+
+# --- closed loop -------------------------------------------------------------------------------------
+
+_PLAN_HOURS = np.arange(8, 22)  # the hours the truth-driven arm chooses from (the pipeline's default)
+
+
+def closed_loop_day(w: World, t: int, day: date, seed: int, person_ids: pa.Array, plan: Any) -> DayAttempts:
+    """Day ``t`` of a closed-loop run: the persons the incumbent would call (a per-day stream drawn
+    for every person, so every arm calls the same persons with the same budget and luck), tried by
+    ``plan`` (see ``simulate``) at most their budget of 1-3 tries, stopping at a reach."""
+    rng = np.random.default_rng([seed, 1, t])
+    n = w.n
+    sel = rng.random(n) < w.spec.call_share * _SEGMENT_CALLS[w.segment]
+    budget = rng.choice([1, 2, 3], n, p=list(w.spec.tries))
+    u_hour, u_addr = rng.random((n, 3)), rng.random((n, 3))
+    luck = rng.random((3, n, 3))
+    ok = w.usable()
+    has = np.zeros(n, bool)
+    has[w.a_person[ok]] = True
+    called = np.flatnonzero(sel & has)
+    if plan is None or isinstance(plan, str) and plan == "incumbent":
+        ap = np.repeat(called, budget[called])
+        j = grouped_rank(ap)
+        ua, up, cum = _book(w)
+        secs = _dialer_seconds(w, ap, u_hour[ap, j], rng)
+        weighted = w.spec.incumbent_order == "weighted"
+        aa = _weighted_pick(ua, up, cum, ap, u_addr[ap, j]) if weighted else _source_pick(ua, up, ap, secs)
+    else:
+        if isinstance(plan, str) and plan == "truth":
+            ap, aa, hour = _truth_plan(w, called, day, ok)
+        else:
+            ap, aa, hour = _table_plan(w, called, person_ids, plan)
+        j = grouped_rank(ap)
+        keep = j < budget[ap]
+        ap, aa, hour, j = ap[keep], aa[keep], hour[keep], j[keep]
+        # tries in rank order within the hour when two ranks share one
+        secs = hour * 3600 + (j * 1200 + u_hour[ap, j] * 1200).astype(np.int64)
+    u = (luck[0][ap, j], luck[1][ap, j], luck[2][ap, j])
+    return _stop_at_reach(_outcomes(w, t, day.weekday(), aa, ap, secs, rng, u), True)
+
+
+def _truth_plan(
+    w: World, called: np.ndarray, day: date, ok: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each called person's usable addresses ranked by the true p at their true best hour."""
+    a = np.flatnonzero(ok & np.isin(w.a_person, called))
+    hh = np.tile(_PLAN_HOURS, a.size)
+    p = w.p_reach(np.repeat(a, _PLAN_HOURS.size), hh, np.full(hh.size, day.weekday())).reshape(a.size, -1)
+    best = p.max(axis=1)
+    hour = _PLAN_HOURS[p.argmax(axis=1)]
+    o = np.lexsort((a, -best, w.a_person[a]))
+    return w.a_person[a[o]], a[o], hour[o]
+
+
+def _table_plan(
+    w: World, called: np.ndarray, person_ids: pa.Array, plan: pa.Table
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The called persons' rows of a priority table in rank order, on addresses the dialer may
+    still use (its own compliance rules: active, consented, not opted out, person not blocked)."""
+    person = pc.index_in(plan["person_id"], value_set=person_ids).to_numpy(zero_copy_only=False)
+    address = pc.index_in(plan["contact_id"], value_set=w.ids()).to_numpy(zero_copy_only=False)
+    rank = plan["rank"].to_numpy(zero_copy_only=False)
+    hour = plan["best_hour"].to_numpy(zero_copy_only=False).astype(np.int64)
+    known = ~np.isnan(person.astype(float)) & ~np.isnan(address.astype(float))
+    person, address = (
+        np.nan_to_num(person.astype(float)).astype(np.int64),
+        np.nan_to_num(address.astype(float)).astype(np.int64),
+    )
+    allowed = w.a_active & w.a_consent & ~w.a_optout & w.alive[w.a_person] & ~w.blocked[w.a_person]
+    keep = known & np.isin(person, called) & (w.a_person[address] == person) & allowed[address]
+    o = np.flatnonzero(keep)[np.lexsort((rank[keep], person[keep]))]
+    return person[o], address[o], hour[o]
 
 
 def _learn(w: World, attempts: DayAttempts, t: int, counts: dict[str, int]) -> None:

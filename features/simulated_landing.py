@@ -3,7 +3,8 @@
 Timestamps are ISO 8601 with a ``-03:00`` offset in CSV and UTC timestamps in Parquet; some
 phones arrive in national format and some e-mails upper-cased, as providers deliver them.
 ``truth.parquet`` holds p(reach | person, contact, hour) on the day after the last simulated day
-(the day a ranking built at the end date is used) and ``truth_attempts.parquet`` the true
+(the day a ranking built at the end date is used; ``hour`` in the person's own clock) and
+``truth_attempts.parquet`` the true
 p_reach / p_conversion of every simulated attempt.
 """
 
@@ -35,17 +36,24 @@ OFFSET_TEXT = "-03:00"
 _TRUTH_SLICE = 50_000  # addresses per slice of truth.parquet: memory stays bounded for large worlds
 
 
-def iso_local(day: date, seconds: np.ndarray) -> pa.Array:
-    """ISO 8601 local timestamps with the -03:00 offset for seconds since local midnight of ``day``."""
+def iso_local(day: date, seconds: np.ndarray, offsets: np.ndarray | None = None) -> pa.Array:
+    """ISO 8601 local timestamps with the -03:00 offset (or each row's offset in whole hours) for
+    seconds since local midnight of ``day``."""
     base = int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp())
     naive = pa.array((base + seconds).astype("int64"), type=pa.timestamp("s"))
-    return concat_text(pc.strftime(naive, format="%Y-%m-%dT%H:%M:%S"), OFFSET_TEXT)
+    text = pc.strftime(naive, format="%Y-%m-%dT%H:%M:%S")
+    if offsets is None:
+        return concat_text(text, OFFSET_TEXT)
+    sign = np.where(offsets < 0, "-", "+")
+    zone = np.char.add(np.char.add(sign, np.char.zfill(np.abs(offsets).astype(str), 2)), ":00")
+    return concat_text(text, pa.array(zone))
 
 
-def utc_timestamps(day: date, seconds: np.ndarray) -> pa.Array:
-    """UTC timestamps for seconds since local (-03:00) midnight of ``day``."""
+def utc_timestamps(day: date, seconds: np.ndarray, offsets: np.ndarray | None = None) -> pa.Array:
+    """UTC timestamps for seconds since local (-03:00, or each row's offset in hours) midnight of ``day``."""
     base = int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp())
-    utc = (base + seconds.astype("int64") - int(OFFSET.total_seconds())) * 10**6
+    shift = int(OFFSET.total_seconds()) if offsets is None else offsets.astype("int64") * 3600
+    utc = (base + seconds.astype("int64") - shift) * 10**6
     return pa.array(utc, type=pa.timestamp("us", tz="UTC"))
 
 
@@ -78,8 +86,10 @@ def write_landing_file(landing: Path, kind: str, day: date, table: pa.Table, fmt
         pacsv.write_csv(table, folder / "part-0.csv")
 
 
-def _timestamps(day: date, seconds: np.ndarray, fmt: str) -> pa.Array:
-    return utc_timestamps(day, seconds) if fmt == "parquet" else iso_local(day, seconds)
+def _timestamps(day: date, seconds: np.ndarray, fmt: str, offsets: np.ndarray | None = None) -> pa.Array:
+    if fmt == "parquet":
+        return utc_timestamps(day, seconds, offsets)
+    return iso_local(day, seconds, offsets)
 
 
 def write_attempts(
@@ -90,9 +100,12 @@ def write_attempts(
     person_ids: pa.Array,
     attempt_ids: pa.Array,
     attempts: DayAttempts,
+    rng: np.random.Generator | None = None,
 ) -> None:
-    """The attempts file of ``day`` (draws the messy contact ids)."""
-    cids = messy_ids(w.rng, w.ids().take(pa.array(attempts.address)), attempts.channel)
+    """The attempts file of ``day`` (draws the messy contact ids from ``rng``, default the world's);
+    in a world with zones each attempt carries its person's offset."""
+    cids = messy_ids(rng or w.rng, w.ids().take(pa.array(attempts.address)), attempts.channel)
+    offsets = w.utc_offset[attempts.person] if w.spec.timezones else None
     campaign = np.array(["C01", "C02", "C03", "C04", "C05"])[w.segment[attempts.person] + (day.weekday() % 3)]
     duration = attempts.duration
     table = pa.table(
@@ -101,7 +114,7 @@ def write_attempts(
             "person_id": person_ids.take(pa.array(attempts.person)),
             "contact_id": cids,
             "channel": pa.array(np.array(CHANNELS)[attempts.channel]),
-            "attempted_at": _timestamps(day, attempts.seconds, fmt),
+            "attempted_at": _timestamps(day, attempts.seconds, fmt, offsets),
             "outcome": pa.array(np.array(OUTCOMES)[attempts.outcome]),
             "campaign_id": pa.array(campaign),
             "duration_s": pa.array(duration, mask=np.isnan(duration)),
@@ -180,6 +193,9 @@ def write_persons(landing: Path, fmt: str, day: date, w: World, person_ids: pa.A
     }
     if fmt == "parquet":
         pcols["updated_at"] = utc_timestamps(day - timedelta(days=1), np.full(n, 20 * 3600))
+    zones = w.timezone_names()
+    if zones is not None:
+        pcols["timezone"] = pa.array(zones)
     write_landing_file(landing, "persons", day, pa.table(pcols), fmt)
 
 
@@ -206,6 +222,9 @@ def write_truth(landing: Path, w: World, person_ids: pa.Array, day: date) -> Non
                     "status": pa.array(statuses[w.a_status[aa]]),
                 }
             )
+            zones = w.timezone_names()
+            if zones is not None:  # ``hour`` is the person's local hour
+                part = part.append_column("timezone", pa.array(zones[w.a_person[aa]]))
             if writer is None:
                 writer = pq.ParquetWriter(landing / "truth.parquet", part.schema, compression="zstd")
             writer.write_table(part)

@@ -14,7 +14,7 @@ another order (or draws more) changes every later value.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from datetime import date
 
 import numpy as np
@@ -51,9 +51,95 @@ _COMEBACK_BOOST = 0.7  # a person's new number is their live one
 FATIGUE_SAME_DAY = -0.45
 FATIGUE_YESTERDAY = -0.2
 
+# The generator's form, for estimators that are told it (the judge's history ceiling).
+GENERATOR = {
+    "base": _BASE,
+    "channel_base": _CHANNEL_BASE,
+    "age_resp": _AGE_RESP,
+    "region_resp": _REGION_RESP,
+    "segment_resp": _SEGMENT_RESP,
+    "hour_weight": _HOUR_WEIGHT,
+    "comeback_boost": _COMEBACK_BOOST,
+}
+
 # Incumbent dialer biases.
 DIALER_CHANNEL_PREF = np.array([4.0, 1.0, 1.0, 2.0])
 DIALER_AGE_DECAY = 0.55  # weight multiplier per rank of address age (oldest first)
+
+
+@dataclass(frozen=True)
+class WorldSpec:
+    """The knobs of a world; the defaults are the project's own world (the same draws, byte for byte).
+
+    ``hour_groups``: (weight, peak hour, amplitude low, amplitude high) per habit group, drawn
+    independently of the attributes; None keeps the morning/midday/evening types tied to age.
+    ``initial_stale``: (dead, reassigned) shares of the initial book; None keeps the oldest address
+    the stalest. ``incumbent_hours``: ``random`` (8-22), ``office`` (9-18) or ``evening`` (18-22)
+    in the dialer's clock; ``incumbent_order``: ``weighted`` (voice and the oldest address favoured)
+    or ``source`` (the book in source order, one address per try). ``timezones``: (IANA name, UTC
+    offset in hours, weight); persons then keep their habits in their own clock.
+    """
+
+    name: str = "default"
+    hour_groups: tuple[tuple[float, float, float, float], ...] | None = None
+    initial_stale: tuple[float, float] | None = None
+    death_rate: float = 0.003  # per live phone and day; e-mails a third of it
+    reassign_rate: float = 0.0015
+    comeback_share: float = 0.6
+    enrichment_rate: float = 0.0005
+    channel_mix: tuple[float, float, float, float] = (0.45, 0.15, 0.22, 0.18)
+    call_share: float = 0.125
+    tries: tuple[float, float, float] = (0.5, 0.3, 0.2)
+    incumbent_hours: str = "random"
+    incumbent_order: str = "weighted"
+    stop_at_reach: bool = False
+    timezones: tuple[tuple[str, int, float], ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.incumbent_hours not in INCUMBENT_HOURS:
+            raise ValueError(f"incumbent_hours must be one of {sorted(INCUMBENT_HOURS)}")
+        if self.incumbent_order not in ("weighted", "source"):
+            raise ValueError("incumbent_order must be 'weighted' or 'source'")
+
+
+INCUMBENT_HOURS = {"random": (8, 22), "office": (9, 18), "evening": (18, 22)}
+DIALER_OFFSET = -3  # the incumbent dialer's own clock (Brasília)
+_HABITS = ((0.35, 19.5, 0.8, 2.0), (0.35, 9.0, 0.8, 2.0), (0.3, 13.5, 0.0, 0.3))  # evening/morning/all day
+_ISSUE = dict(
+    hour_groups=_HABITS,
+    initial_stale=(0.2, 0.13),
+    incumbent_order="source",
+    stop_at_reach=True,
+    tries=(0.4, 0.3, 0.3),
+    enrichment_rate=0.001,
+    comeback_share=0.8,
+)
+_BRAZIL = (
+    ("America/Sao_Paulo", -3, 0.55),
+    ("America/Manaus", -4, 0.2),
+    ("America/Rio_Branco", -5, 0.15),
+    ("America/Noronha", -2, 0.1),
+)
+WORLDS = {
+    "default": WorldSpec(),
+    "habits": WorldSpec(name="habits", **_ISSUE),
+    "office_hours_incumbent": WorldSpec(
+        name="office_hours_incumbent",
+        **{**_ISSUE, "incumbent_hours": "office"},
+        death_rate=0.006,
+        reassign_rate=0.003,
+        channel_mix=(0.6, 0.1, 0.1, 0.2),
+    ),
+    "evening_incumbent": WorldSpec(name="evening_incumbent", **{**_ISSUE, "incumbent_hours": "evening"}),
+    "timezones": WorldSpec(name="timezones", **_ISSUE, timezones=_BRAZIL),
+}
+
+
+def world_spec(name: str, **overrides) -> WorldSpec:
+    """A named preset of ``WORLDS``, with any field overridden."""
+    if name not in WORLDS:
+        raise ValueError(f"unknown world {name!r}; known: {', '.join(WORLDS)}")
+    return replace(WORLDS[name], **overrides)
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -83,12 +169,27 @@ def grouped_rank(keys: np.ndarray) -> np.ndarray:
 class World:
     """Persons and addresses as parallel numpy arrays; addresses grow by concatenation."""
 
-    def __init__(self, rng: np.random.Generator, n: int, start: date) -> None:
+    def __init__(self, rng: np.random.Generator, n: int, start: date, spec: WorldSpec | None = None) -> None:
         self.rng = rng
         self.start = start
         self.n = n
+        self.spec = spec or WorldSpec()
         self._make_persons(rng, n)
         self._make_addresses(rng, n)
+        # UTC offset (hours) of each person's clock; the draw only exists in a world with zones
+        self.tz = np.zeros(n, np.int64)
+        self.utc_offset = np.full(n, DIALER_OFFSET, np.int64)
+        if self.spec.timezones:
+            zones = self.spec.timezones
+            weights = np.array([z[2] for z in zones], float)
+            self.tz = rng.choice(len(zones), n, p=weights / weights.sum())
+            self.utc_offset = np.array([z[1] for z in zones], np.int64)[self.tz]
+
+    def timezone_names(self) -> np.ndarray | None:
+        """Each person's IANA zone, or None in a world without zones."""
+        if not self.spec.timezones:
+            return None
+        return np.array([z[0] for z in self.spec.timezones])[self.tz]
 
     def _make_persons(self, rng: np.random.Generator, n: int) -> None:
         """Attributes, responsiveness, hour and weekday habits, channel affinities, area codes."""
@@ -105,17 +206,28 @@ class World:
             + _SEGMENT_RESP[self.segment]
             + 0.15 * zbal
         )
-        # Hour habits: morning / midday / evening types, the young lean to evenings.
-        p_type = np.where(
-            self.age[:, None] == 0,
-            [0.15, 0.2, 0.65],
-            np.where(self.age[:, None] == 3, [0.6, 0.25, 0.15], [0.3, 0.3, 0.4]),
-        )
+        groups = self.spec.hour_groups
+        if groups is None:
+            # Hour habits: morning / midday / evening types, the young lean to evenings.
+            p_type = np.where(
+                self.age[:, None] == 0,
+                [0.15, 0.2, 0.65],
+                np.where(self.age[:, None] == 3, [0.6, 0.25, 0.15], [0.3, 0.3, 0.4]),
+            )
+            centres, amp_lo, amp_hi = np.array([9.5, 13.0, 19.0]), 0.8, 2.0
+        else:
+            weights = np.array([g[0] for g in groups], float)
+            p_type = np.broadcast_to(weights / weights.sum(), (n, len(groups)))
+            centres = np.array([g[1] for g in groups])
         u = rng.random(n)
-        htype = (u[:, None] > np.cumsum(p_type, axis=1)).sum(axis=1)
-        self.peak = np.array([9.5, 13.0, 19.0])[htype] + rng.normal(0.0, 1.0, n)
+        htype = np.minimum((u[:, None] > np.cumsum(p_type, axis=1)).sum(axis=1), len(centres) - 1)
+        self.habit = htype
+        self.peak = centres[htype] + rng.normal(0.0, 1.0, n)
         self.width = rng.uniform(1.5, 3.0, n)
-        self.hour_amp = rng.uniform(0.8, 2.0, n)
+        if groups is not None:
+            amp_lo = np.array([g[2] for g in groups])[htype]
+            amp_hi = np.array([g[3] for g in groups])[htype]
+        self.hour_amp = rng.uniform(amp_lo, amp_hi, n)
         # Day-of-week habits: some are easier on weekends, others on weekdays.
         weekend = np.array([0, 0, 0, 0, 0, 1, 1], dtype=float)
         wtype = rng.choice([-0.5, 0.0, 0.5], n, p=[0.3, 0.4, 0.3])
@@ -137,13 +249,15 @@ class World:
         k = rng.choice(np.arange(1, 7), n, p=[0.2, 0.25, 0.22, 0.15, 0.1, 0.08])
         person = np.repeat(np.arange(n), k)
         rank = np.arange(person.size) - np.repeat(np.cumsum(k) - k, k)
-        channel = rng.choice(4, person.size, p=[0.45, 0.15, 0.22, 0.18])
+        channel = rng.choice(4, person.size, p=list(self.spec.channel_mix))
         channel[rank == 0] = np.where(rng.random((rank == 0).sum()) < 0.8, VOICE, EMAIL)
         u = rng.random(person.size)
         old = rank == 0
-        status = np.where(
-            u < np.where(old, 0.62, 0.8), VALID, np.where(u < np.where(old, 0.85, 0.92), DEAD, REASSIGNED)
-        )
+        p_valid, p_dead = np.where(old, 0.62, 0.8), np.where(old, 0.85, 0.92)
+        if self.spec.initial_stale is not None:
+            dead, reassigned = self.spec.initial_stale
+            p_valid, p_dead = 1.0 - dead - reassigned, 1.0 - reassigned
+        status = np.where(u < p_valid, VALID, np.where(u < p_dead, DEAD, REASSIGNED))
         status[(channel == EMAIL) & (status == REASSIGNED)] = DEAD  # e-mails bounce, they are not reassigned
         self.a_person = np.empty(0, np.int64)
         self.a_channel = np.empty(0, np.int64)
@@ -239,18 +353,19 @@ class World:
 
     # --- a day's changes (in this order: each step draws from the generator) ---------------------
     def churn(self, t: int) -> tuple[int, int]:
-        """Live phones die or are reassigned and e-mails start bouncing; 60 % of the persons who
-        lost an address come back on a new one a few days later. Returns (died, reassigned)."""
+        """Live phones die or are reassigned and e-mails start bouncing; ``comeback_share`` of the
+        persons who lost an address come back on a new one a few days later. Returns (died, reassigned)."""
         rng = self.rng
         valid = self.a_status == VALID
         is_phone = self.a_channel != EMAIL
         u = rng.random(self.a_person.size)
-        die = valid & (u < np.where(is_phone, 0.003, 0.001))
-        reassign = valid & is_phone & ~die & (u > 1 - 0.0015)
+        spec = self.spec
+        die = valid & (u < np.where(is_phone, spec.death_rate, spec.death_rate / 3))
+        reassign = valid & is_phone & ~die & (u > 1 - spec.reassign_rate)
         self.a_status[die] = DEAD
         self.a_status[reassign] = REASSIGNED
         lost = np.flatnonzero(die | reassign)
-        back = lost[rng.random(lost.size) < 0.6]  # the person comes back on a new address later
+        back = lost[rng.random(lost.size) < spec.comeback_share]  # back on a new address later
         if back.size:
             lag = 1 + rng.geometric(1 / 7, back.size)
             ch = np.where(rng.random(back.size) < 0.7, self.a_channel[back], rng.choice(4, back.size))
@@ -272,7 +387,7 @@ class World:
         """New addresses: the comebacks due today plus a trickle of enrichment. Returns their indices."""
         rng = self.rng
         due = self.pending[:, 1] == t
-        extra = alive_idx[rng.random(alive_idx.size) < 0.0005]
+        extra = alive_idx[rng.random(alive_idx.size) < self.spec.enrichment_rate]
         new_person = np.r_[self.pending[due, 0], extra]
         new_channel = np.r_[self.pending[due, 2], rng.choice(4, extra.size, p=[0.5, 0.1, 0.2, 0.2])]
         self.pending = self.pending[~due]

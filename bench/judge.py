@@ -1,0 +1,233 @@
+"""Judge a published priority file against the simulator's truth (not the test-day AUC).
+
+    .venv/bin/python bench/judge.py --landing L --home H --date D [--world NAME] [--no-ceiling]
+
+Reads ``<H>/exports/priority/date=D/priority.parquet`` and ``<L>/truth.parquet`` (true p of every
+address at every local hour of D+1, the day the file is used) and, per person, the value of the
+rank-1 pick (address at ``best_hour``, in the person's own clock) for:
+
+- ``random``: a uniform listed address at a uniform allowed hour (its exact expectation);
+- ``heuristic``: "last success first, else the customer's own" (``f_c_days_since_reach`` then
+  ``f_source == 'customer'`` of ``features/date=D``) at a uniform allowed hour;
+- ``contactrank``: the published rank 1 at its ``best_hour``; ``contactrank greedy``: the
+  highest ``score`` (rank 1 without exploration);
+- ``ceiling``: bench/judge_ceiling.py, a Bayesian estimator of the world's own structure fitted on
+  the same history (landing files up to D); its pick is the best posterior mean;
+- ``oracle``: the best true p over the listed addresses and allowed hours.
+
+Columns: mean true p of the pick; ``capture`` of the random -> oracle gap; ``address``: capture
+by the address alone (each address at its mean hour, against the best address at its mean
+hour); ``hour``: share of the chosen address's available hour gain realised (true p at the pick
+minus its mean hour, over its best hour minus its mean hour); ``of ceil``: capture as a share
+of the ceiling's; dead / reassigned at rank 1; share of picks at 19h and within an hour of the
+chosen address's true best hour; ECE (15 equal-width bins) of the scores against the true p at
+their hour, over every listed row and over rank 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import date, timedelta
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from judge_ceiling import ceiling_matrix  # noqa: E402  (the bench folder is not a package)
+
+HOURS = np.arange(8, 22)  # the pipeline's default allowed hours (settings.hours_start..hours_end)
+ARMS = ("random", "heuristic", "contactrank", "contactrank greedy", "ceiling", "oracle")
+
+
+def load_candidates(landing: Path, home: Path, d: date) -> tuple[pd.DataFrame, np.ndarray]:
+    """The published rows of D joined with the truth: (rows, true p of each row at each allowed hour)."""
+    export = pq.read_table(home / "exports" / "priority" / f"date={d.isoformat()}" / "priority.parquet")
+    rows = export.to_pandas()
+    truth = pq.read_table(landing / "truth.parquet").to_pandas()
+    truth = truth[truth["hour"].isin(HOURS)]
+    wide = truth.pivot_table(index=["person_id", "contact_id"], columns="hour", values="p_reach")
+    status = truth.drop_duplicates(["person_id", "contact_id"]).set_index(["person_id", "contact_id"])
+    keys = pd.MultiIndex.from_frame(rows[["person_id", "contact_id"]])
+    p = wide.reindex(keys).to_numpy()
+    rows["status"] = status["status"].reindex(keys).to_numpy()
+    if "timezone" in status.columns:
+        rows["true_timezone"] = status["timezone"].reindex(keys).to_numpy()
+    known = np.isfinite(p).all(axis=1)
+    rows = rows[known].reset_index(drop=True)
+    rows.attrs["unmatched"] = int((~known).sum())
+    return rows, p[known]
+
+
+def heuristic_order(home: Path, d: date, rows: pd.DataFrame) -> np.ndarray:
+    """Within-person preference of the heuristic (lower is better): last success, then customer's own."""
+    feats = pq.read_table(
+        home / "lake" / "features" / f"date={d.isoformat()}",
+        columns=["person_id", "contact_id", "f_c_days_since_reach", "f_source"],
+    ).to_pandas()
+    f = feats.drop_duplicates(["person_id", "contact_id"]).set_index(["person_id", "contact_id"])
+    keys = pd.MultiIndex.from_frame(rows[["person_id", "contact_id"]])
+    since = pd.to_numeric(f["f_c_days_since_reach"].reindex(keys), errors="coerce").to_numpy()
+    customer = (f["f_source"].reindex(keys).to_numpy() == "customer").astype(float)
+    return np.nan_to_num(since, nan=1e9) * 2 - customer
+
+
+def pick_first(person: np.ndarray, key: np.ndarray, tie: np.ndarray) -> np.ndarray:
+    """Index of the row with the smallest ``key`` per person (ties: smallest ``tie``)."""
+    o = np.lexsort((tie, key, person))
+    first = np.r_[True, person[o][1:] != person[o][:-1]]
+    return o[first]
+
+
+def ece(score: np.ndarray, truth: np.ndarray, bins: int = 15) -> float:
+    """Expected calibration error against known true probabilities (15 equal-width bins)."""
+    b = np.minimum((score * bins).astype(int), bins - 1)
+    n = np.bincount(b, minlength=bins)
+    gap = np.abs(np.bincount(b, score, bins) - np.bincount(b, truth, bins))
+    return float(gap.sum() / max(n.sum(), 1))
+
+
+def arm_figures(p: np.ndarray, rows_pick: np.ndarray, hour_pick: np.ndarray | None, base: dict) -> dict:
+    """Figures of one arm: its pick per person (row, hour index or None for a uniform hour)."""
+    pr = p[rows_pick]
+    mean_h = pr.mean(axis=1)
+    value = mean_h if hour_pick is None else pr[np.arange(len(rows_pick)), hour_pick]
+    best_h = pr.max(axis=1)
+    out = {
+        "p": float(value.mean()),
+        "capture": (value.mean() - base["random"]) / (base["oracle"] - base["random"]),
+        "address": (mean_h.mean() - base["random"]) / (base["best_address"] - base["random"]),
+        "hour": float((value - mean_h).sum() / max((best_h - mean_h).sum(), 1e-12)),
+    }
+    if hour_pick is not None:
+        out["at_19h"] = float((HOURS[hour_pick] == 19).mean())
+        out["near_best_hour"] = float((np.abs(hour_pick - pr.argmax(axis=1)) <= 1).mean())
+    return out
+
+
+def judge_frame(rows: pd.DataFrame, p: np.ndarray, heur: np.ndarray, est: np.ndarray | None) -> dict:
+    """Every arm's figures on the published rows ``rows`` with true p ``p`` (rows x HOURS)."""
+    person = pd.factorize(rows["person_id"])[0]
+    n_persons = person.max() + 1
+    mean_h = p.mean(axis=1)
+    row_best = p.max(axis=1)
+    count = np.bincount(person)
+    base = {
+        "random": float((np.bincount(person, mean_h) / count).mean()),
+        "oracle": float(
+            np.maximum.reduceat(
+                row_best[np.argsort(person, kind="stable")], np.r_[0, np.cumsum(count)[:-1]]
+            ).mean()
+        ),
+        "best_address": float(pd.Series(mean_h).groupby(person).max().mean()),
+    }
+    tie = rows["contact_id"].rank(method="first").to_numpy()
+    hour_of = {h: i for i, h in enumerate(HOURS)}
+    bh = rows["best_hour"].map(hour_of)
+    r1 = pick_first(person, rows["rank"].to_numpy(), tie)
+    greedy = pick_first(person, -rows["score"].to_numpy(), tie)
+    picks: dict[str, tuple[np.ndarray, np.ndarray | None]] = {
+        "heuristic": (pick_first(person, heur, tie), None),
+        "contactrank": (r1, bh.to_numpy()[r1]),
+        "contactrank greedy": (greedy, bh.to_numpy()[greedy]),
+    }
+    if est is not None:
+        e_best = est.max(axis=1)
+        ce = pick_first(person, -e_best, tie)
+        picks["ceiling"] = (ce, est[ce].argmax(axis=1))
+    out: dict = {"persons": int(n_persons), "rows": len(rows), "base": base, "arms": {}}
+    out["arms"]["random"] = {"p": base["random"], "capture": 0.0, "address": 0.0, "hour": 0.0}
+    for name, (rp, hp) in picks.items():
+        if hp is not None and np.isnan(hp.astype(float)).any():
+            hp = np.nan_to_num(hp.astype(float), nan=0).astype(int)  # an hour outside 8-21 judged at 8h
+        f = arm_figures(p, rp, None if hp is None else hp.astype(int), base)
+        status = rows["status"].to_numpy()[rp]
+        f["dead"] = float((status == "dead").mean())
+        f["reassigned"] = float((status == "reassigned").mean())
+        out["arms"][name] = f
+    ob = pick_first(person, -row_best, tie)
+    out["arms"]["oracle"] = arm_figures(p, ob, p[ob].argmax(axis=1), base)
+    at = p[np.arange(len(rows)), np.nan_to_num(bh.to_numpy().astype(float), nan=0).astype(int)]
+    out["arms"]["contactrank"]["ece"] = ece(rows["score"].to_numpy(), at)
+    out["arms"]["contactrank"]["ece_rank1"] = ece(rows["score"].to_numpy()[r1], at[r1])
+    out["arms"]["contactrank"]["explored_rank1"] = float(rows["explore"].to_numpy()[r1].mean())
+    if est is not None:
+        eh = est.argmax(axis=1)
+        out["arms"]["ceiling"]["ece"] = ece(est[np.arange(len(rows)), eh], p[np.arange(len(rows)), eh])
+    ceil = out["arms"].get("ceiling", {}).get("capture")
+    for f in out["arms"].values():
+        f["of_ceiling"] = f["capture"] / ceil if ceil else float("nan")
+    return out
+
+
+def judge_run(landing: Path, home: Path, d: date, world: str | None = None, ceiling: bool = True) -> dict:
+    """Judge the export of D of a simulated run (landing with truth, pipeline home)."""
+    rows, p = load_candidates(landing, home, d)
+    heur = heuristic_order(home, d, rows)
+    est = ceiling_matrix(landing, d, rows, HOURS, world) if ceiling else None
+    out = judge_frame(rows, p, heur, est)
+    out.update(world=world or "default", date=d.isoformat(), valid_day=(d + timedelta(days=1)).isoformat())
+    out["unmatched_rows"] = rows.attrs.get("unmatched", 0)
+    out["has_timezone_column"] = "timezone" in rows.columns
+    if "best_hour_utc" in rows.columns and "true_timezone" in rows.columns:
+        off = rows["true_timezone"].map(_UTC_OFFSETS)
+        out["best_hour_utc_consistent"] = float(
+            ((rows["best_hour"] - off) % 24 == rows["best_hour_utc"]).mean()
+        )
+    return out
+
+
+_UTC_OFFSETS = {
+    "America/Sao_Paulo": -3,
+    "America/Manaus": -4,
+    "America/Rio_Branco": -5,
+    "America/Noronha": -2,
+}
+
+
+def print_table(r: dict) -> None:
+    """The judge's table for one world."""
+    print(
+        f"\n== {r['world']}: export of {r['date']} judged on {r['valid_day']} "
+        f"({r['persons']:,} persons, {r['rows']:,} rows) =="
+    )
+    print(
+        f"{'arm':20s} {'p@1':>6s} {'capture':>7s} {'address':>7s} {'hour':>6s} {'of ceil':>7s} "
+        f"{'dead':>6s} {'reass':>6s} {'19h':>5s} {'~best h':>7s} {'ECE':>6s}"
+    )
+    for name in ARMS:
+        f = r["arms"].get(name)
+        if f is None:
+            continue
+
+        def g(k, w=6, fmt=".3f", f=f):
+            return f"{f[k]:{w}{fmt}}" if k in f else " " * (w - 1) + "-"
+
+        print(
+            f"{name:20s} {g('p')} {g('capture', 7)} {g('address', 7)} {g('hour')} {g('of_ceiling', 7)} "
+            f"{g('dead')} {g('reassigned')} {g('at_19h', 5, '.2f')} {g('near_best_hour', 7, '.2f')} "
+            f"{g('ece', 6, '.4f')}"
+        )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--landing", type=Path, required=True)
+    ap.add_argument("--home", type=Path, required=True)
+    ap.add_argument("--date", type=date.fromisoformat, required=True)
+    ap.add_argument("--world", help="the simulator preset the landing was made with (for the ceiling)")
+    ap.add_argument("--no-ceiling", action="store_true")
+    ap.add_argument("--json", type=Path, help="also write the figures here")
+    a = ap.parse_args()
+    r = judge_run(a.landing, a.home, a.date, a.world, ceiling=not a.no_ceiling)
+    print_table(r)
+    if a.json:
+        a.json.write_text(json.dumps(r, indent=1, default=float))
+
+
+if __name__ == "__main__":
+    main()

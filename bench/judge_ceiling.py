@@ -1,0 +1,260 @@
+"""The history ceiling: a Bayesian estimator that is told the simulator's form, fitted on the history.
+
+It sees what the pipeline saw (the landing files up to D: persons, contacts, attempts) plus the
+generator's equations and priors (``simulated_world.GENERATOR`` and the world's ``WorldSpec``):
+for each person it draws ``K`` samples of every latent term from the prior (responsiveness,
+channel affinities, hour-habit group with peak/width/amplitude, weekday habit, each address's
+quality and status), weighs each sample by the likelihood of the person's attempt outcomes
+(reach, the channel's miss mix, ``invalid`` on dead addresses, ``wrong_party``/voicemail/no
+answer on reassigned ones, same-day and yesterday fatigue) and returns the posterior mean
+p(reach) of each published address at each allowed hour of D+1 (self-normalised importance
+sampling). Simplifications (so the figure is a lower bound of the true ceiling): an address's
+status is taken as fixed over the history (churn during the window is ignored), the conversion
+split of a reach is not used, and addresses seen only in attempts get a non-oldest prior.
+"""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+from scipy import sparse
+
+from contactrank.features.schema import CHANNELS
+from contactrank.features.simulated_world import (
+    AGE_BANDS,
+    GENERATOR,
+    REGIONS,
+    SEGMENTS,
+    WORLDS,
+    WorldSpec,
+)
+
+K = 1000  # prior samples per person
+CHUNK = 400  # persons per block (memory: attempts x K floats)
+_VALID, _DEAD, _REASSIGNED = 0, 1, 2
+_OFFSETS = {"America/Sao_Paulo": -3, "America/Manaus": -4, "America/Rio_Branco": -5, "America/Noronha": -2}
+_REACH = {"right_party", "converted", "opt_out"}
+
+
+def _normalise(contact: pd.Series) -> pd.Series:
+    """Provider spellings back to the simulator's ids: (DD) 9XXXX-XXXX -> +55DD9XXXXXXXX, e-mails lower."""
+    c = contact.str.strip()
+    nat = c.str.match(r"^\(\d\d\) ")
+    digits = c[nat].str.replace(r"\D", "", regex=True)
+    c = c.where(~nat, "+55" + digits.reindex(c.index).fillna(""))
+    return c.where(~c.str.contains("@"), c.str.lower())
+
+
+def _read(landing: Path, kind: str, d: date) -> pd.DataFrame:
+    """Every landing file of ``kind`` up to D (Parquet, or CSV as the command line writes them)."""
+    frames = []
+    for p in sorted((landing / kind).glob("date=*/part-0.*")):
+        if p.parent.name[5:] > d.isoformat():
+            continue
+        df = pq.read_table(p).to_pandas() if p.suffix == ".parquet" else pd.read_csv(p, dtype=str)
+        frames.append(df.assign(_date=p.parent.name[5:]))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def _history(landing: Path, d: date) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Persons (attributes, offset), addresses (channel, rank in the first book, enrichment) and
+    attempts (person, address, local hour, weekday, fatigue, outcome) up to D."""
+    persons = _read(landing, "persons", d).drop_duplicates("person_id", keep="last").set_index("person_id")
+    persons["offset"] = persons["timezone"].map(_OFFSETS) if "timezone" in persons else -3
+    contacts = _read(landing, "contacts", d)
+    contacts["contact_id"] = _normalise(contacts["contact_id"])
+    first_day = contacts["_date"].min()
+    book = contacts[contacts["_date"] == first_day].copy()
+    book["rank"] = book.groupby("person_id").cumcount()
+    book = book.drop_duplicates(["person_id", "contact_id"])
+    enr = contacts[contacts["source"] == "enrichment"].drop_duplicates(["person_id", "contact_id"])
+    att = _read(landing, "attempts", d)
+    att["contact_id"] = _normalise(att["contact_id"])
+    off = persons["offset"].reindex(att["person_id"]).fillna(-3).to_numpy()
+    local = pd.to_datetime(att["attempted_at"], utc=True).dt.tz_localize(None) + pd.to_timedelta(
+        off, unit="h"
+    )
+    att["hour"] = local.dt.hour
+    att["dow"] = local.dt.weekday
+    att["day"] = (local.dt.normalize() - pd.Timestamp(first_day)).dt.days
+    att = att.sort_values(["contact_id", "attempted_at"], kind="mergesort")
+    att["same_day"] = att.groupby(["contact_id", "day"]).cumcount()
+    days = att.groupby(["contact_id", "day"]).size().reset_index()[["contact_id", "day"]]
+    days["day"] += 1
+    att = att.merge(days.assign(tried_yesterday=True), on=["contact_id", "day"], how="left")
+    att["tried_yesterday"] = att["tried_yesterday"].fillna(False).astype(bool)
+    return persons, book, enr, att
+
+
+def _prior_persons(
+    rng, spec: WorldSpec, age: np.ndarray, region: np.ndarray, segment: np.ndarray, zbal: np.ndarray
+) -> dict[str, np.ndarray]:
+    """K samples of each person's latent terms, shape (persons, K[, ...])."""
+    n = age.size
+    g = GENERATOR
+    resp = (
+        rng.normal(0.0, 0.8, (n, K))
+        + (g["age_resp"][age] + g["region_resp"][region] + g["segment_resp"][segment] + 0.15 * zbal)[:, None]
+    )
+    aff = rng.normal(0.0, 0.7, (n, K, 4)) + g["channel_base"]
+    aff[:, :, 3] += np.where(age == 0, 0.5, np.where(age == 3, -0.5, 0.0))[:, None]
+    aff[:, :, 0] += np.where(age == 3, 0.4, 0.0)[:, None]
+    if spec.hour_groups is None:
+        p_type = np.where(
+            age[:, None] == 0,
+            [0.15, 0.2, 0.65],
+            np.where(age[:, None] == 3, [0.6, 0.25, 0.15], [0.3, 0.3, 0.4]),
+        )
+        centres, lo, hi = np.array([9.5, 13.0, 19.0]), np.full(3, 0.8), np.full(3, 2.0)
+    else:
+        w = np.array([x[0] for x in spec.hour_groups], float)
+        p_type = np.broadcast_to(w / w.sum(), (n, w.size))
+        centres = np.array([x[1] for x in spec.hour_groups])
+        lo, hi = np.array([x[2] for x in spec.hour_groups]), np.array([x[3] for x in spec.hour_groups])
+    u = rng.random((n, K))
+    cum = np.cumsum(p_type, axis=1)
+    ht = np.minimum((u[:, :, None] > cum[:, None, :]).sum(axis=2), centres.size - 1)
+    weekend = np.array([0, 0, 0, 0, 0, 1, 1], float)
+    wtype = rng.choice([-0.5, 0.0, 0.5], (n, K), p=[0.3, 0.4, 0.3])
+    return {
+        "resp": resp,
+        "aff": aff,
+        "peak": centres[ht] + rng.normal(0.0, 1.0, (n, K)),
+        "width": rng.uniform(1.5, 3.0, (n, K)),
+        "amp": lo[ht] + rng.random((n, K)) * (hi[ht] - lo[ht]),
+        "dow": wtype[:, :, None] * (weekend - 0.3) + rng.normal(0.0, 0.15, (n, K, 7)),
+    }
+
+
+def _prior_addresses(rng, spec: WorldSpec, rank: np.ndarray, enrich: np.ndarray, channel: np.ndarray):
+    """K samples of each address's quality (with the come-back boost) and status, (addresses, K)."""
+    m = rank.size
+    q = np.where(
+        enrich[:, None],
+        rng.normal(0.2, 0.5, (m, K)) + GENERATOR["comeback_boost"],
+        rng.normal(0.0, 0.6, (m, K)) - 0.1 * rank[:, None],
+    )
+    old = rank == 0
+    if spec.initial_stale is None:
+        pv, pd_ = np.where(old, 0.62, 0.8), np.where(old, 0.85, 0.92)
+    else:
+        pv = np.full(m, 1.0 - sum(spec.initial_stale))
+        pd_ = np.full(m, 1.0 - spec.initial_stale[1])
+    pv, pd_ = np.where(enrich, 0.95, pv), np.where(enrich, 1.0, pd_)
+    u = rng.random((m, K))
+    st = np.where(u < pv[:, None], _VALID, np.where(u < pd_[:, None], _DEAD, _REASSIGNED))
+    st[(channel == 2)[:, None] & (st == _REASSIGNED)] = _DEAD  # e-mails bounce, they are not reassigned
+    return q, st
+
+
+def _logit(lat, pi, q, ai, ch, hour, dow):
+    """The generator's reach logit for (item i: person index pi, address ai) x K samples."""
+    ht = np.exp(-((hour[:, None] - lat["peak"][pi]) ** 2) / (2 * lat["width"][pi] ** 2)) - 0.45
+    aff = np.take_along_axis(lat["aff"][pi], ch[:, None, None], axis=2)[:, :, 0]
+    dw = np.take_along_axis(lat["dow"][pi], dow[:, None, None], axis=2)[:, :, 0]
+    return (
+        GENERATOR["base"]
+        + lat["resp"][pi]
+        + aff
+        + q[ai]
+        + GENERATOR["hour_weight"][ch][:, None] * lat["amp"][pi] * ht
+        + dw
+    )
+
+
+def _outcome_lik(outcome: np.ndarray, ch: np.ndarray, p: np.ndarray, st: np.ndarray) -> np.ndarray:
+    """P(outcome | p, status) for each attempt x sample (the simulator's outcome draw)."""
+    voice = (ch == 0)[:, None]
+    o = outcome[:, None]
+    reached = np.isin(outcome, list(_REACH))[:, None]
+    miss = np.where(
+        voice,
+        np.select(
+            [o == "no_answer", o == "voicemail", o == "busy", o == "rejected"], [0.5, 0.25, 0.1, 0.15], 0.0
+        ),
+        np.select([o == "no_answer", o == "rejected"], [0.9, 0.1], 0.0),
+    )
+    valid = np.where(reached, p, (1 - p) * miss)
+    p_inv = np.where(ch == 2, 0.95, 0.85)[:, None]
+    dead = np.where(o == "invalid", p_inv, np.where(o == "no_answer", 1 - p_inv, 0.0))
+    p_wp = np.where(voice, 0.35, 0.2)
+    reas = np.select(
+        [o == "wrong_party", (o == "voicemail") & voice, (o == "no_answer") & voice, o == "no_answer"],
+        [p_wp, (1 - p_wp) * 0.4, (1 - p_wp) * 0.6, 1 - p_wp],
+        0.0,
+    )
+    return np.where(st == _VALID, valid, np.where(st == _DEAD, dead, reas))
+
+
+def ceiling_matrix(
+    landing: Path, d: date, rows: pd.DataFrame, hours: np.ndarray, world: str | None
+) -> np.ndarray:
+    """Posterior mean p(reach) of each row (person_id, contact_id, channel) at each hour of D+1."""
+    spec = WORLDS.get(world or "default", WorldSpec())
+    persons, book, enr, att = _history(landing, d)
+    rng = np.random.default_rng(12345)
+    chan = {c: i for i, c in enumerate(CHANNELS)}
+    dow_t = (d + timedelta(days=1)).weekday()
+    out = np.zeros((len(rows), hours.size))
+    pids = rows["person_id"].unique()
+    rank_of = book.set_index(["person_id", "contact_id"])["rank"]
+    enr_set = set(zip(enr["person_id"], enr["contact_id"], strict=True))
+    for lo in range(0, pids.size, CHUNK):
+        block = pids[lo : lo + CHUNK]
+        pindex = pd.Index(block)
+        pr = persons.reindex(block)
+        lat = _prior_persons(
+            rng,
+            spec,
+            pd.Index(AGE_BANDS).get_indexer(pr["age_band"]),
+            pd.Index(REGIONS).get_indexer(pr["region"]),
+            pd.Index(SEGMENTS).get_indexer(pr["segment"]),
+            ((np.log(pr["balance"].astype(float)) - 7.0) / 1.2).to_numpy(),
+        )
+        rsel = rows.index[rows["person_id"].isin(block)]
+        a = att[att["person_id"].isin(block)]
+        addr = pd.concat(
+            [
+                rows.loc[rsel, ["person_id", "contact_id", "channel"]],
+                a[["person_id", "contact_id", "channel"]],
+            ]
+        ).drop_duplicates(["person_id", "contact_id"])
+        akeys = pd.MultiIndex.from_frame(addr[["person_id", "contact_id"]])
+        rank = rank_of.reindex(akeys).fillna(1).to_numpy().astype(int)
+        enrich = np.array([k in enr_set for k in akeys])
+        ach = addr["channel"].map(chan).to_numpy()
+        q, st = _prior_addresses(rng, spec, rank, enrich, ach)
+        loglik = np.zeros((block.size, K))
+        if len(a):
+            ai = akeys.get_indexer(pd.MultiIndex.from_frame(a[["person_id", "contact_id"]]))
+            pi = pindex.get_indexer(a["person_id"])
+            ch = a["channel"].map(chan).to_numpy()
+            fat = -0.45 * a["same_day"].to_numpy() - 0.2 * a["tried_yesterday"].to_numpy()
+            p = 1 / (
+                1
+                + np.exp(
+                    -(
+                        _logit(lat, pi, q, ai, ch, a["hour"].to_numpy().astype(float), a["dow"].to_numpy())
+                        + fat[:, None]
+                    )
+                )
+            )
+            lik = _outcome_lik(a["outcome"].to_numpy(), ch, p, st[ai])
+            ll = np.log(np.maximum(lik, 1e-300))
+            m = sparse.csr_matrix((np.ones(len(a)), (pi, np.arange(len(a)))), shape=(block.size, len(a)))
+            loglik = m @ ll
+        w = np.exp(loglik - loglik.max(axis=1, keepdims=True))
+        w /= w.sum(axis=1, keepdims=True)
+        ri = akeys.get_indexer(pd.MultiIndex.from_frame(rows.loc[rsel, ["person_id", "contact_id"]]))
+        rpi = pindex.get_indexer(rows.loc[rsel, "person_id"])
+        rch = ach[ri]
+        for j, h in enumerate(hours):
+            pj = 1 / (
+                1 + np.exp(-_logit(lat, rpi, q, ri, rch, np.full(ri.size, float(h)), np.full(ri.size, dow_t)))
+            )
+            out[rsel, j] = (w[rpi] * pj * (st[ri] == _VALID)).sum(axis=1)
+    return out
