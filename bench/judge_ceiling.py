@@ -8,9 +8,11 @@ quality and status), weighs each sample by the likelihood of the person's attemp
 (reach, the channel's miss mix, ``invalid`` on dead addresses, ``wrong_party``/voicemail/no
 answer on reassigned ones, same-day and yesterday fatigue) and returns the posterior mean
 p(reach) of each published address at each allowed hour of D+1 (self-normalised importance
-sampling). Simplifications (so the figure is a lower bound of the true ceiling): an address's
-status is taken as fixed over the history (churn during the window is ignored), the conversion
-split of a reach is not used, and addresses seen only in attempts get a non-oldest prior.
+sampling). An address stale on D+1 may have died or been reassigned during the history (at the
+world's rates, on a uniform day), so its earlier reaches are explained. Simplifications (so the
+figure is a lower bound of the true ceiling): the conversion split of a reach is not used,
+deactivations are not modelled, addresses seen only in attempts get a non-oldest prior, and the
+posterior is a finite importance sample (``K`` draws per person).
 """
 
 from __future__ import annotations
@@ -33,8 +35,8 @@ from contactrank.features.simulated_world import (
     WorldSpec,
 )
 
-K = 1000  # prior samples per person
-CHUNK = 400  # persons per block (memory: attempts x K floats)
+K = 3000  # prior samples per person
+CHUNK = 120  # persons per block (memory: attempts x K floats)
 _VALID, _DEAD, _REASSIGNED = 0, 1, 2
 _OFFSETS = {"America/Sao_Paulo": -3, "America/Manaus": -4, "America/Rio_Branco": -5, "America/Noronha": -2}
 _REACH = {"right_party", "converted", "opt_out"}
@@ -72,6 +74,7 @@ def _history(landing: Path, d: date) -> tuple[pd.DataFrame, pd.DataFrame, pd.Dat
     book["rank"] = book.groupby("person_id").cumcount()
     book = book.drop_duplicates(["person_id", "contact_id"])
     enr = contacts[contacts["source"] == "enrichment"].drop_duplicates(["person_id", "contact_id"])
+    enr = enr.assign(created=(pd.to_datetime(enr["_date"]) - pd.Timestamp(first_day)).dt.days)
     att = _read(landing, "attempts", d)
     att["contact_id"] = _normalise(att["contact_id"])
     off = persons["offset"].reindex(att["person_id"]).fillna(-3).to_numpy()
@@ -130,14 +133,17 @@ def _prior_persons(
     }
 
 
-def _prior_addresses(rng, spec: WorldSpec, rank: np.ndarray, enrich: np.ndarray, channel: np.ndarray):
-    """K samples of each address's quality (with the come-back boost) and status, (addresses, K)."""
+def _prior_addresses(rng, spec: WorldSpec, rank, enrich, channel, created, horizon: int):
+    """K samples of each address's quality (with the come-back boost), status on D+1 and the day
+    its status changed (live addresses die or are reassigned at the world's rates between their
+    first day and D+1; -1e9 for an address stale from the start), each (addresses, K)."""
     m = rank.size
     q = np.where(
         enrich[:, None],
         rng.normal(0.2, 0.5, (m, K)) + GENERATOR["comeback_boost"],
         rng.normal(0.0, 0.6, (m, K)) - 0.1 * rank[:, None],
     )
+    k = K
     old = rank == 0
     if spec.initial_stale is None:
         pv, pd_ = np.where(old, 0.62, 0.8), np.where(old, 0.85, 0.92)
@@ -145,10 +151,17 @@ def _prior_addresses(rng, spec: WorldSpec, rank: np.ndarray, enrich: np.ndarray,
         pv = np.full(m, 1.0 - sum(spec.initial_stale))
         pd_ = np.full(m, 1.0 - spec.initial_stale[1])
     pv, pd_ = np.where(enrich, 0.95, pv), np.where(enrich, 1.0, pd_)
-    u = rng.random((m, K))
+    u = rng.random((m, k))
     st = np.where(u < pv[:, None], _VALID, np.where(u < pd_[:, None], _DEAD, _REASSIGNED))
-    st[(channel == 2)[:, None] & (st == _REASSIGNED)] = _DEAD  # e-mails bounce, they are not reassigned
-    return q, st
+    email = (channel == 2)[:, None]
+    st[email & (st == _REASSIGNED)] = _DEAD  # e-mails bounce, they are not reassigned
+    hazard = np.where(channel == 2, spec.death_rate / 3, spec.death_rate + spec.reassign_rate)
+    days = np.maximum(horizon - created, 1)
+    churned = (st == _VALID) & (rng.random((m, k)) < (1 - (1 - hazard) ** days)[:, None])
+    reassign = ~email & (rng.random((m, k)) < spec.reassign_rate / (spec.death_rate + spec.reassign_rate))
+    st = np.where(churned, np.where(reassign, _REASSIGNED, _DEAD), st)
+    tau = np.where(churned, created[:, None] + rng.random((m, k)) * days[:, None], -1e9)
+    return q, st, tau
 
 
 def _logit(lat, pi, q, ai, ch, hour, dow):
@@ -202,7 +215,8 @@ def ceiling_matrix(
     out = np.zeros((len(rows), hours.size))
     pids = rows["person_id"].unique()
     rank_of = book.set_index(["person_id", "contact_id"])["rank"]
-    enr_set = set(zip(enr["person_id"], enr["contact_id"], strict=True))
+    enr_day = enr.set_index(["person_id", "contact_id"])["created"]
+    horizon = (d + timedelta(days=1) - date.fromisoformat(book["_date"].min())).days
     for lo in range(0, pids.size, CHUNK):
         block = pids[lo : lo + CHUNK]
         pindex = pd.Index(block)
@@ -225,9 +239,11 @@ def ceiling_matrix(
         ).drop_duplicates(["person_id", "contact_id"])
         akeys = pd.MultiIndex.from_frame(addr[["person_id", "contact_id"]])
         rank = rank_of.reindex(akeys).fillna(1).to_numpy().astype(int)
-        enrich = np.array([k in enr_set for k in akeys])
+        created = enr_day.reindex(akeys).to_numpy()
+        enrich = np.isfinite(created)
+        created = np.nan_to_num(created, nan=0.0)
         ach = addr["channel"].map(chan).to_numpy()
-        q, st = _prior_addresses(rng, spec, rank, enrich, ach)
+        q, st, tau = _prior_addresses(rng, spec, rank, enrich, ach, created, horizon)
         loglik = np.zeros((block.size, K))
         if len(a):
             ai = akeys.get_indexer(pd.MultiIndex.from_frame(a[["person_id", "contact_id"]]))
@@ -243,7 +259,9 @@ def ceiling_matrix(
                     )
                 )
             )
-            lik = _outcome_lik(a["outcome"].to_numpy(), ch, p, st[ai])
+            # before its change day an address that is stale now was still live
+            then = np.where(a["day"].to_numpy()[:, None] < tau[ai], _VALID, st[ai])
+            lik = _outcome_lik(a["outcome"].to_numpy(), ch, p, then)
             ll = np.log(np.maximum(lik, 1e-300))
             m = sparse.csr_matrix((np.ones(len(a)), (pi, np.arange(len(a)))), shape=(block.size, len(a)))
             loglik = m @ ll

@@ -12,6 +12,11 @@ both baselines, the training time of the last model, and where the gap to the or
 the model and of the oracle by subgroup of the test day; docs/model.md, "Quality gap").
 
     nice .venv/bin/python bench/quality.py --home H --train-only   # re-train the last date of H
+    .venv/bin/python bench/quality.py --world habits                # another world (WorldSpec preset)
+
+The published file itself (rank 1 x best_hour against the truth, with the history ceiling) is
+judged by bench/judge.py; bench/judge_worlds.py runs it on several worlds and bench/judge_loop.py
+closes the loop (the dialer follows the priority file).
 
 ``--train-only`` reuses the simulated landing and the lake of an earlier ``--home`` run and only
 re-trains the last date (forced), as the pipeline's train step would: the quick loop for a
@@ -42,6 +47,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--start", type=date.fromisoformat, default=date(2026, 9, 1))
     ap.add_argument("--retrain-every", type=int, default=7)
+    ap.add_argument("--world", default=None, help="simulator preset (features.simulated_world.WORLDS)")
     ap.add_argument("--home", help="keep the run here instead of a temp dir")
     ap.add_argument(
         "--train-only", action="store_true", help="reuse --home's lake: only re-train the last date"
@@ -66,7 +72,7 @@ def main() -> None:
     landing = home / "landing"
     if not a.train_only:
         t = time.perf_counter()
-        sim = simulate(landing, a.start, a.days, persons=a.persons, seed=a.seed, fmt="parquet")
+        sim = simulate(landing, a.start, a.days, persons=a.persons, seed=a.seed, fmt="parquet", world=a.world)
         print(
             f"simulate: {a.days} days x {a.persons:,} persons in {time.perf_counter() - t:.0f} s "
             f"({sim.get('attempts', '?')} attempts)",

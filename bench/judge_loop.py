@@ -1,0 +1,171 @@
+"""Closed loop: the simulated dialer follows yesterday's priority file; compare arms on the same luck.
+
+    nice .venv/bin/python bench/judge_loop.py --root R --world habits --persons 3000 \\
+        --warmup 20 --days 20 --last 10
+
+Every arm simulates the same world with the same seed: ``warmup`` days under the incumbent, then
+``days`` days in which the same persons are called with the same budget (1-3 tries) and the same
+outcome luck (``features.simulate``'s closed-loop streams), tried in the order of:
+
+- ``incumbent``: the incumbent's own rule (its address order at random hours);
+- ``truth``: the true best address first, each at its true best hour;
+- ``contactrank``: the priority file the pipeline published the day before (rank order, at
+  ``best_hour``), the pipeline running every day on what the loop produced (without the HTML
+  report; retrain cadence ``--retrain-every``);
+- ``contactrank no explore``: the same with ``explore_share = 0`` (CONTACTRANK_EXPLORE_SHARE=0).
+
+Reports, over the last ``--last`` days: attempts, reaches, reach per attempt, mean true p per
+attempt (``truth_attempts.parquet``), and reaches per called person-day.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from datetime import date, timedelta
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.parquet as pq
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from judge_worlds import LEARNING, PUBLISHING, settings_for  # noqa: E402  (not a package)
+
+from contactrank.features.simulate import simulate  # noqa: E402
+from contactrank.pipeline import run_date  # noqa: E402
+from contactrank.settings import runtime_env  # noqa: E402
+
+ARMS = ("incumbent", "truth", "contactrank", "contactrank no explore")
+_REACH = ("right_party", "converted", "opt_out")
+
+
+class PipelineDialer:
+    """The simulator's ``dialer`` for a contactrank arm: before day t it runs the pipeline on the
+    landing of day t-1 and hands over that day's priority file."""
+
+    def __init__(self, settings, start: date, warmup: int, landing: Path) -> None:
+        self.s, self.start, self.warmup, self.landing = settings, start, warmup, landing
+        self.done = -1  # the last day index the pipeline has run
+        self.seconds = 0.0
+
+    def __call__(self, t: int, day: date, world) -> object:
+        if t < self.warmup:
+            return None
+        t0 = time.perf_counter()
+        while self.done < t - 1:
+            self.done += 1
+            d = self.start + timedelta(days=self.done)
+            steps = PUBLISHING if self.done >= self.warmup - 1 else LEARNING
+            run_date(self.s, d, self.landing, steps=steps)
+        self.seconds += time.perf_counter() - t0
+        path = self.s.home / "exports" / "priority" / f"date={(day - timedelta(days=1)).isoformat()}"
+        if not (path / "priority.parquet").is_file():
+            return "incumbent"  # no champion yet: the incumbent keeps dialling
+        return pq.read_table(
+            path / "priority.parquet", columns=["person_id", "contact_id", "rank", "best_hour"]
+        )
+
+
+def arm_figures(landing: Path, first: date) -> dict:
+    """Attempts, reaches and true p per attempt on the dialer's days from ``first`` on."""
+    parts = sorted((landing / "attempts").glob("date=*/part-0.parquet"))
+    att = pd.concat(
+        [pq.read_table(p).to_pandas() for p in parts if p.parent.name[5:] >= first.isoformat()],
+        ignore_index=True,
+    )
+    truth = pq.read_table(landing / "truth_attempts.parquet").to_pandas().set_index("attempt_id")
+    att["reached"] = att["outcome"].isin(_REACH)
+    att["day"] = att["attempted_at"].dt.tz_convert("America/Sao_Paulo").dt.date  # the dialer's day
+    called = att[["person_id", "day"]].drop_duplicates().shape[0]
+    return {
+        "attempts": len(att),
+        "reaches": int(att["reached"].sum()),
+        "reach_per_attempt": float(att["reached"].mean()),
+        "true_p_per_attempt": float(truth["p_reach"].reindex(att["attempt_id"]).mean()),
+        "called_person_days": called,
+        "reaches_per_called": float(att["reached"].sum() / max(called, 1)),
+        "invalid_share": float((att["outcome"] == "invalid").mean()),
+        "wrong_party_share": float((att["outcome"] == "wrong_party").mean()),
+    }
+
+
+def run_arm(root: Path, arm: str, a: argparse.Namespace) -> dict:
+    """One arm of the loop; returns its figures over the last days and its cost."""
+    base = root / arm.replace(" ", "_")
+    landing = base / "landing"
+    t0 = time.perf_counter()
+    if arm in ("incumbent", "truth"):
+        dialer = lambda t, day, w: None if t < a.warmup else arm  # noqa: E731
+        pipeline_s = 0.0
+    else:
+        extra = {"explore_share": 0.0} if arm.endswith("no explore") else {}
+        s = settings_for(base / "home", landing, a.retrain_every, **extra)
+        dialer = PipelineDialer(s, a.start, a.warmup, landing)
+    out = simulate(
+        landing,
+        a.start,
+        a.warmup + a.days,
+        persons=a.persons,
+        seed=a.seed,
+        fmt="parquet",
+        world=a.world,
+        dialer=dialer,
+    )
+    pipeline_s = getattr(dialer, "seconds", 0.0)
+    first = a.start + timedelta(days=a.warmup + a.days - a.last)
+    fig = arm_figures(landing, first)
+    fig.update(
+        arm=arm,
+        closed_days=out["closed_loop"],
+        seconds=round(time.perf_counter() - t0, 1),
+        pipeline_s=round(pipeline_s, 1),
+    )
+    return fig
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--root", type=Path, required=True)
+    ap.add_argument("--world", default="habits")
+    ap.add_argument("--persons", type=int, default=3000)
+    ap.add_argument("--warmup", type=int, default=20)
+    ap.add_argument("--days", type=int, default=20)
+    ap.add_argument("--last", type=int, default=10)
+    ap.add_argument("--seed", type=int, default=21)
+    ap.add_argument("--start", type=date.fromisoformat, default=date(2026, 9, 1))
+    ap.add_argument("--retrain-every", type=int, default=7)
+    ap.add_argument("--arms", default=",".join(ARMS))
+    a = ap.parse_args()
+    runtime_env()  # before LightGBM loads
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    logging.basicConfig(level=logging.WARNING)
+    root = a.root / a.world
+    rows = []
+    for arm in a.arms.split(","):
+        rows.append(run_arm(root, arm, a))
+        print(json.dumps(rows[-1]), flush=True)
+    print(
+        f"\n== closed loop, world {a.world}: {a.persons:,} persons, {a.warmup} warm-up + {a.days} days, "
+        f"last {a.last} days =="
+    )
+    print(
+        f"{'arm':24s} {'attempts':>8s} {'reaches':>7s} {'reach/att':>9s} {'true p':>7s} "
+        f"{'reach/called':>12s} {'invalid':>7s} {'wrong p':>7s} {'s':>6s}"
+    )
+    for r in rows:
+        print(
+            f"{r['arm']:24s} {r['attempts']:8d} {r['reaches']:7d} {r['reach_per_attempt']:9.4f} "
+            f"{r['true_p_per_attempt']:7.4f} {r['reaches_per_called']:12.4f} {r['invalid_share']:7.4f} "
+            f"{r['wrong_party_share']:7.4f} {r['seconds']:6.0f}"
+        )
+    (root / "loop.json").write_text(json.dumps(rows, indent=1))
+
+
+if __name__ == "__main__":
+    main()

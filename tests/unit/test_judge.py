@@ -1,0 +1,81 @@
+"""bench/judge.py: the figures of a published file against known true probabilities (toy worlds)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+
+judge = pytest.importorskip("judge")
+
+H = judge.HOURS.size
+
+
+def _p(best_hour: int, low: float, high: float) -> np.ndarray:
+    row = np.full(H, low)
+    row[best_hour - judge.HOURS[0]] = high
+    return row
+
+
+def _rows(rank, score, best_hour, status=None) -> pd.DataFrame:
+    n = len(rank)
+    return pd.DataFrame(
+        {
+            "person_id": ["a", "a", "b", "b"][:n],
+            "contact_id": ["x1", "x2", "y1", "y2"][:n],
+            "rank": rank,
+            "score": score,
+            "best_hour": best_hour,
+            "status": status or ["valid"] * n,
+            "explore": [False] * n,
+        }
+    )
+
+
+# person a: x1 is good at 10h, x2 is dead; person b: y2 is good at 19h, y1 mediocre
+P = np.vstack([_p(10, 0.1, 0.5), np.zeros(H), _p(12, 0.05, 0.1), _p(19, 0.2, 0.6)])
+STATUS = ["valid", "dead", "valid", "valid"]
+
+
+def test_oracle_pick_captures_everything_and_random_nothing():
+    rows = _rows([1, 2, 2, 1], [0.5, 0.0, 0.1, 0.6], [10, 10, 12, 19], STATUS)
+    out = judge.judge_frame(rows, P, heur=np.array([1.0, 0.0, 0.0, 1.0]), est=None)
+    cr = out["arms"]["contactrank"]
+    assert cr["capture"] == pytest.approx(1.0) and cr["hour"] == pytest.approx(1.0)
+    assert cr["address"] == pytest.approx(1.0) and cr["dead"] == 0.0
+    assert out["arms"]["oracle"]["capture"] == pytest.approx(1.0)
+    assert out["arms"]["random"]["capture"] == 0.0
+    assert cr["ece"] == pytest.approx(0.0, abs=1e-12)  # the scores are the true p at their hour
+    h = out["arms"]["heuristic"]  # picks the dead x2 and the mediocre y1, at a uniform hour
+    assert h["dead"] == 0.5 and h["capture"] < 0 and h["hour"] == 0.0
+
+
+def test_right_address_wrong_hour_splits_the_capture():
+    rows = _rows([1, 2, 2, 1], [0.3, 0.0, 0.1, 0.3], [8, 8, 12, 8], STATUS)
+    out = judge.judge_frame(rows, P, heur=np.zeros(4), est=None)
+    cr = out["arms"]["contactrank"]
+    assert cr["address"] == pytest.approx(1.0)
+    assert cr["hour"] == pytest.approx(
+        (0.1 - P[0].mean() + 0.2 - P[3].mean()) / (0.5 - P[0].mean() + 0.6 - P[3].mean())
+    )
+    assert 0 < cr["capture"] < 1 and cr["at_19h"] == 0.0
+    assert cr["ece"] > 0.05
+
+
+def test_ceiling_column_and_share_of_ceiling():
+    rows = _rows([2, 1, 1, 2], [0.1, 0.2, 0.1, 0.2], [10, 10, 12, 19], STATUS)
+    est = P * 0.9  # an estimator that ranks like the truth
+    out = judge.judge_frame(rows, P, heur=np.zeros(4), est=est)
+    assert out["arms"]["ceiling"]["capture"] == pytest.approx(1.0)
+    assert out["arms"]["contactrank"]["dead"] == 0.5
+    assert out["arms"]["contactrank"]["of_ceiling"] == pytest.approx(out["arms"]["contactrank"]["capture"])
+
+
+def test_ece_bins():
+    assert judge.ece(np.array([0.1, 0.1]), np.array([0.1, 0.1])) == 0.0
+    assert judge.ece(np.array([0.2, 0.8]), np.array([0.1, 0.9])) == pytest.approx(0.1)
