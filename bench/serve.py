@@ -8,9 +8,11 @@ columns) as ml.publish lays it out; start ``python -m contactrank.cli serve`` on
 it until /healthz reports the export (the server's own load time is in /healthz too); read its RSS;
 then, for each number of concurrent connections, run ``wrk`` (or, without wrk, an asyncio httpx
 client in a separate process) against ``/v1/persons/{id}/priority`` with random known ids and
-report requests/s, p50 and p99. Last, publish a second date and time the swap and the peak RSS
-(both indexes are in memory while the new one is built). By default the server is pinned to CPU 0
-and the load generator to CPU 1 (``taskset``), so the two do not fight over a core.
+report requests/s, p50, p99 and the server's CPU time per request (the figure that does not depend
+on what else the machine runs). Last, publish a second date and time the swap and the peak RSS
+(both indexes are in memory while the new one is built). ``--pin`` pins the server to CPU 0 and the
+load generator to CPU 1 (``taskset``): fair on a quiet machine, harmful on a busy one (the server
+cannot move to the less busy core).
 """
 
 from __future__ import annotations
@@ -143,10 +145,15 @@ def wait_for(port: int, proc: subprocess.Popen, day: str | None, limit: float = 
     raise SystemExit("the server did not come up in time")
 
 
+def server_cpu(proc: subprocess.Popen) -> float:
+    """CPU seconds (user + system) the server has used so far (taskset execs it: same pid)."""
+    t = psutil.Process(proc.pid).cpu_times()
+    return t.user + t.system
+
+
 def server_memory(proc: subprocess.Popen) -> tuple[float, float]:
-    """(RSS, peak RSS) in MiB of the server (the python child when taskset wraps it)."""
+    """(RSS, peak RSS) in MiB of the server (taskset execs it: same pid)."""
     p = psutil.Process(proc.pid)
-    p = next((c for c in p.children(recursive=True) if "python" in c.name()), p)
     status = Path(f"/proc/{p.pid}/status").read_text()
     peak = int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1)) / 1024
     return p.memory_info().rss / 2**20, peak
@@ -237,7 +244,7 @@ def main() -> None:
     ap.add_argument("--duration", type=int, default=10, help="seconds per concurrency level")
     ap.add_argument("--connections", default="1,2,4,8,16,32,64")
     ap.add_argument("--tool", choices=["auto", "wrk", "httpx"], default="auto")
-    ap.add_argument("--no-pin", action="store_true", help="do not pin server and client to separate CPUs")
+    ap.add_argument("--pin", action="store_true", help="pin the server to CPU 0 and the client to CPU 1")
     ap.add_argument("--httpx-child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--port", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--ids", help=argparse.SUPPRESS)
@@ -246,7 +253,7 @@ def main() -> None:
         args.connections = int(args.connections)
         httpx_child(args)
         return
-    pin = not args.no_pin
+    pin = args.pin
     tool = ("wrk" if shutil.which("wrk") else "httpx") if args.tool == "auto" else args.tool
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} CPUs, "
@@ -285,16 +292,23 @@ def main() -> None:
         script = work / "load.lua"
         script.write_text(WRK_SCRIPT % {"ids": ids, "seed": 7, "key": KEY})
         print(f"load generator: {tool} ({'server on CPU 0, client on CPU 1' if pin else 'not pinned'})")
-        print(f"{'conns':>5} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6}")
+        print(
+            f"{'conns':>5} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6} {'server CPU us/req':>17}"
+        )
         results = []
         for c in (int(x) for x in args.connections.split(",")):
+            cpu = server_cpu(proc)
             if tool == "wrk":
                 r = run_wrk(port, script, c, args.duration, pin)
             else:
                 r = run_httpx(port, ids, c, args.duration, pin)
+            cpu_us = (server_cpu(proc) - cpu) / max(r["rps"] * args.duration, 1) * 1e6
             results.append((c, r))
             extra = f"  socket errors: {r['socket_errors']}" if r["socket_errors"] else ""
-            print(f"{c:>5} {r['rps']:>9.0f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} {r['errors']:>6}{extra}")
+            print(
+                f"{c:>5} {r['rps']:>9.0f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} {r['errors']:>6} "
+                f"{cpu_us:>17.0f}{extra}"
+            )
         ok = [(c, r) for c, r in results if r["p99_ms"] <= TARGET_P99_MS and r["errors"] == 0]
         if ok:
             c, r = max(ok, key=lambda x: x[1]["rps"])

@@ -91,6 +91,7 @@ class _Keys:
 # A string column with at most this many distinct values is held as codes into one list of
 # Python strings (channel, reason, model_version, timezone): no decoding per request, less memory.
 _MAX_CATEGORIES = 4096
+_SAMPLE_ROWS = 65_536
 
 
 class _Numbers:
@@ -117,15 +118,15 @@ class _Numbers:
 class _Categories:
     """A string column of few distinct values: int32 codes into a list (the last entry is null)."""
 
-    __slots__ = ("_codes", "_labels")
+    __slots__ = ("_codes", "labels")
 
     def __init__(self, arr: pa.Array) -> None:
         encoded = arr.dictionary_encode()
-        self._labels = [*encoded.dictionary.to_pylist(), None]
-        self._codes = pc.fill_null(encoded.indices, len(self._labels) - 1).to_numpy(zero_copy_only=False)
+        self.labels = [*encoded.dictionary.to_pylist(), None]
+        self._codes = pc.fill_null(encoded.indices, len(self.labels) - 1).to_numpy(zero_copy_only=False)
 
     def values(self, start: int, end: int) -> list[Any]:
-        labels = self._labels
+        labels = self.labels
         return [labels[c] for c in self._codes[start:end].tolist()]
 
 
@@ -167,8 +168,13 @@ def _column(arr: pa.Array) -> _Numbers | _Categories | _Text | _Other:
     if pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t):
         return _Numbers(arr)
     if pa.types.is_string(t) or pa.types.is_large_string(t):
-        few = len(arr) and pc.count_distinct(arr).as_py() <= _MAX_CATEGORIES
-        return _Categories(arr) if few else _Text(arr)
+        # decided on a sample: counting the distinct values of 5M addresses took seconds per column
+        few = len(arr) and pc.count_distinct(arr.slice(0, _SAMPLE_ROWS)).as_py() <= _MAX_CATEGORIES
+        if few:
+            column = _Categories(arr)
+            if len(column.labels) <= _MAX_CATEGORIES * 16:  # the sample was not representative
+                return column
+        return _Text(arr)
     return _Other(arr)
 
 
@@ -180,7 +186,9 @@ class ExportIndex:
     identity: Identity
     manifest: dict[str, Any]
     names: tuple[str, ...]  # the file's columns, in its order
-    columns: tuple[_Numbers | _Categories | _Text | _Other, ...]  # sorted by person_id, rank
+    # sorted by person_id, rank; None for person_id itself, which is the key that was looked up
+    # (2M distinct ids held once in ``keys`` rather than once per row)
+    columns: tuple[_Numbers | _Categories | _Text | _Other | None, ...]
     num_rows: int
     keys: _Keys
     starts: np.ndarray  # row offset of each distinct person, plus the row count at the end
@@ -198,7 +206,8 @@ class ExportIndex:
         if i == len(self.keys) or self.keys[i] != key:
             return None
         start, end = self.starts[i : i + 2].tolist()
-        values = [column.values(start, end) for column in self.columns]
+        same = [person_id] * (end - start)
+        values = [same if column is None else column.values(start, end) for column in self.columns]
         return [dict(zip(self.names, row, strict=True)) for row in zip(*values, strict=True)]
 
     def summary(self) -> dict[str, Any]:
@@ -226,7 +235,7 @@ def load_export(d: date, folder: Path, identity: Identity) -> ExportIndex:
     manifest = json.loads((folder / MANIFEST_FILE).read_text())
     data = (folder / PRIORITY_FILE).read_bytes()
     _verify(PRIORITY_FILE, data, manifest)
-    table = pq.read_table(pa.BufferReader(data))
+    table = pq.ParquetFile(pa.BufferReader(data)).read()  # not read_table: it imports pyarrow.dataset
     del data
     for column in ("person_id", "rank"):
         if column not in table.column_names:
@@ -253,7 +262,10 @@ def load_export(d: date, folder: Path, identity: Identity) -> ExportIndex:
         identity=identity,
         manifest=manifest,
         names=tuple(table.column_names),
-        columns=tuple(_column(table.column(name).combine_chunks()) for name in table.column_names),
+        columns=tuple(
+            None if name == "person_id" else _column(table.column(name).combine_chunks())
+            for name in table.column_names
+        ),
         num_rows=table.num_rows,
         keys=keys,
         starts=np.append(starts, table.num_rows).astype(np.int64),
