@@ -94,8 +94,8 @@ SUPPRESSIONS = pa.schema(
     ]
 )
 
-# docs/contract.md §2: the rows of the priority file, in order
-PRIORITY = pa.schema(
+# docs/contract.md §2: the columns of the priority file that the scorer ranks (contract v1), in order
+SCORED = pa.schema(
     [
         ("person_id", pa.string()),
         ("contact_id", pa.string()),
@@ -109,5 +109,7 @@ PRIORITY = pa.schema(
         ("model_version", pa.string()),
     ]
 )
+# v1.1 adds each person's clock at the end (v1 readers ignore them): the priority file's columns
+PRIORITY = pa.schema([*SCORED, ("timezone", pa.string()), ("best_hour_utc", pa.int32())])
 
 QUARANTINE_META = ("_source_file", "_row_number", "_column", "_reason")

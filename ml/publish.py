@@ -1,4 +1,4 @@
-"""Publish the priority files of CONTRACT.md §2, atomically.
+"""Publish the priority files of docs/contract.md §2, atomically.
 
 ``<exports>/priority/date=D/`` holds ``priority.parquet``, ``priority.csv``, ``_manifest.json`` and
 ``_SUCCESS`` (written last). Everything is written into a hidden staging folder that
@@ -28,14 +28,14 @@ from contactrank.features.lake import atomic_dir
 from contactrank.features.schema import PRIORITY
 from contactrank.lock import home_lock
 from contactrank.ml.score import CONTRACT_COLUMNS, read_report, read_scores
+from contactrank.ml.timezones import export_clock
 from contactrank.privacy import drop_erased, export_key, pseudonymise
 from contactrank.settings import Settings
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "1.1"
 PRIORITY_SCHEMA = PRIORITY
-assert PRIORITY_SCHEMA.names == CONTRACT_COLUMNS
 
 # A spreadsheet evaluates a cell that starts with = + - @ (and tab / CR). Every such cell is
 # escaped (the OWASP rule), phone numbers and negative numbers written as text included: an
@@ -99,10 +99,19 @@ def _distinct_persons(table: pa.Table) -> int:
     return pc.count_distinct(table.column("person_id")).as_py() if table.num_rows else 0
 
 
+def with_clock(settings: Settings, d: date, scored: pa.Table) -> pa.Table:
+    """The scored rows with each person's clock (contract v1.1): ``timezone`` and ``best_hour_utc``;
+    ``best_hour`` is expressed in the clock ``timezone`` names."""
+    frame = scored.to_pandas()
+    zone, local, utc = export_clock(settings, d, frame["person_id"], frame["best_hour"])
+    frame["best_hour"], frame["timezone"], frame["best_hour_utc"] = local, zone, utc
+    return pa.Table.from_pandas(frame, schema=PRIORITY_SCHEMA, preserve_index=False)
+
+
 def _publish(settings: Settings, d: date) -> dict:
     scores = read_scores(settings, d)
     report = read_report(settings, d)
-    table = scores.select(CONTRACT_COLUMNS).cast(PRIORITY_SCHEMA)
+    table = with_clock(settings, d, scores.select(CONTRACT_COLUMNS))
     # before pseudonymising: the erasure records are keyed hashes of the raw ids
     persons_scored = _distinct_persons(table)
     table, erased_rows = drop_erased(settings, table)

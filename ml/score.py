@@ -20,9 +20,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from contactrank.errors import NotReady
-from contactrank.features.context import add_context
+from contactrank.features.context import CONTEXT_INPUTS, add_context
 from contactrank.features.lake import DATA_FILE, duckdb_connect, partition_dir, write_partition
-from contactrank.features.schema import CHANNELS, PRIORITY
+from contactrank.features.schema import CHANNELS, SCORED
 from contactrank.features.sql import read_parquet
 from contactrank.ml import explore, reasons
 from contactrank.ml.candidates import CANDIDATES_TABLE, read_suppressions, select_candidates
@@ -33,10 +33,10 @@ from contactrank.settings import Settings
 
 log = logging.getLogger(__name__)
 
-CONTRACT_COLUMNS = PRIORITY.names
+CONTRACT_COLUMNS = SCORED.names  # the contract columns the scorer produces (publish adds the clock)
 SCORES_SCHEMA = pa.schema(
     [
-        *PRIORITY,
+        *SCORED,
         ("_raw", pa.float64()),
         ("_invalid", pa.bool_()),
         ("_n_attempts", pa.int64()),
@@ -84,17 +84,24 @@ def _hour_blocks(hours: list[int], allowed: np.ndarray) -> tuple[list[HourBlock]
 
 
 def _stack_hours(
-    model: ContactModel, base: np.ndarray, blocks: list[HourBlock], total: int, day: date
+    model: ContactModel,
+    base: np.ndarray,
+    inputs: pd.DataFrame,
+    blocks: list[HourBlock],
+    total: int,
+    day: date,
 ) -> np.ndarray:
     """One preallocated (candidate x hour) matrix: each block is the base rows plus its hour's context.
 
-    The context comes from ``features.context.add_context`` (the definition used in training).
+    The context comes from ``features.context.add_context`` (the definition used in training),
+    given the candidates' stored inputs of the hour-dependent features (``inputs``).
     """
     stacked = np.empty((total, base.shape[1]), dtype=np.float64)
     for _, h, rows, offset in blocks:
         block = stacked[offset : offset + len(rows)]
         np.take(base, rows, axis=0, out=block)
-        context = add_context(pd.DataFrame(index=pd.RangeIndex(len(rows))), day=day, hour=h)
+        context = add_context(inputs.take(rows).reset_index(drop=True), day=day, hour=h)
+        context = context.drop(columns=inputs.columns)
         for c in context.columns:
             if c in model.features:
                 block[:, model.features.index(c)] = feature_values(model, c, context[c])
@@ -155,7 +162,8 @@ def score_frame(
     reason = [reasons.BASELINE_CODE] * n
     best = np.zeros(n, dtype=np.int64)
     if blocks:
-        stacked = _stack_hours(model, base, blocks, total, d + timedelta(days=1))
+        inputs = df[[c for c in CONTEXT_INPUTS if c in df.columns]].reset_index(drop=True)
+        stacked = _stack_hours(model, base, inputs, blocks, total, d + timedelta(days=1))
         best, at_best = _best_hours(predictor.raw(stacked), raws, blocks)
         reason = _reason_codes(settings, model, stacked[at_best], hour_of[best], explainer)
     best_raw = raws[np.arange(n), best]

@@ -43,6 +43,4 @@ def test_the_export_columns_are_the_contracts() -> None:
         line for line in section.splitlines() if line.startswith("| ") and not line.startswith("| column")
     ]
     columns = [line.split("|")[1].strip() for line in table if not set(line) <= set("|- ")]
-    if "timezone" in columns and "timezone" not in PRIORITY.names:
-        pytest.xfail("contract v1.1 columns (timezone, best_hour_utc) are not produced yet")
     assert PRIORITY.names == columns

@@ -28,6 +28,8 @@ CONTRACT_COLUMNS = [
     "explore",
     "propensity",
     "model_version",
+    "timezone",
+    "best_hour_utc",
 ]
 
 # Small, quick model settings: the tests exercise orchestration, not model quality. The gate's
@@ -104,6 +106,7 @@ def check_export(folder: Path, d: date) -> list[dict]:
         assert 0.0 <= r["score"] <= 1.0 and 0 <= r["best_hour"] <= 23
         assert r["channel"] in {"voice", "sms", "email", "whatsapp"}
         assert 0.0 <= r["propensity"] <= 1.0
+        assert r["timezone"] and 0 <= r["best_hour_utc"] <= 23
         by_person.setdefault(r["person_id"], []).append(r["rank"])
     for person, ranks in by_person.items():
         assert sorted(ranks) == list(range(1, len(ranks) + 1)), f"person {person}: ranks {sorted(ranks)}"

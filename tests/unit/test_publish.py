@@ -29,6 +29,8 @@ CONTRACT = [
     "explore",
     "propensity",
     "model_version",
+    "timezone",  # contract v1.1
+    "best_hour_utc",
 ]
 
 
@@ -87,7 +89,7 @@ def test_publish_writes_the_contract_directory(settings):
     assert table.column_names == CONTRACT
     assert table.schema.field("rank").type == pa.int32() and table.schema.field("explore").type == pa.bool_()
     manifest = json.loads((folder / "_manifest.json").read_text())
-    assert manifest["schema_version"] == "1" and manifest["valid_from"] == "2026-11-21"
+    assert manifest["schema_version"] == "1.1" and manifest["valid_from"] == "2026-11-21"
     assert manifest["model"] == {"name": "contactrank", "version": "4", "run_id": "run-4"}
     assert manifest["rows"] == 5 and manifest["persons"] == 3
     assert manifest["persons_left_out"] == {"cap": 2, "suppression": 3, "erasure": 0}
