@@ -62,7 +62,9 @@ class _Plan:
     def mask(self, table: pa.Table) -> pa.Array | None:
         """Boolean 'remove this row' mask, or None when the table names no person or address."""
         if "person_id" in table.column_names:
-            out = pc.equal(pc.cast(table.column("person_id"), pa.string()), self.person_id)
+            # priority.csv writes an id that starts like a formula with a leading quote
+            ids = pa.array([self.person_id, "'" + self.person_id], pa.string())
+            out = pc.is_in(pc.cast(table.column("person_id"), pa.string()), ids)
             if "_error" in table.column_names:  # a quarantined line too malformed to have columns
                 out = pc.or_(pc.fill_null(out, False), _lines_naming(table.column("_error"), self.person_id))
             return pc.fill_null(out, False)

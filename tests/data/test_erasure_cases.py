@@ -134,3 +134,15 @@ def test_a_queued_request_is_carried_out_by_its_keyed_hash_and_then_gone(setting
     assert out["rows_removed"] == 1
     assert not list((settings.home / "erasure-requests").iterdir())
     assert erase_requested(settings, queued["person_hash"])["status"] == "already erased"
+
+
+def test_an_id_escaped_in_the_csv_export_is_erased(settings) -> None:
+    """priority.csv writes `+5511…` as `'+5511…` (formula escaping): the erasure still finds it."""
+    from contactrank.ml.publish import write_csv
+
+    odd = "+5511999990000"
+    export = settings.exports / "priority" / f"date={D}"
+    export.mkdir(parents=True)
+    write_csv(pa.table({"person_id": [odd, Y], "contact_id": ["c1", "c2"]}), export / "priority.csv")
+    erase(settings, odd)
+    assert odd not in (export / "priority.csv").read_text()
