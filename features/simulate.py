@@ -363,15 +363,14 @@ def _table_plan(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The called persons' rows of a priority table in rank order, on addresses the dialer may
     still use (its own compliance rules: active, consented, not opted out, person not blocked)."""
-    person = pc.index_in(plan["person_id"], value_set=person_ids).to_numpy(zero_copy_only=False)
-    address = pc.index_in(plan["contact_id"], value_set=w.ids()).to_numpy(zero_copy_only=False)
+    person, address = (
+        pc.fill_null(pc.index_in(plan[c], value_set=ids), -1).to_numpy().astype(np.int64)
+        for c, ids in (("person_id", person_ids), ("contact_id", w.ids()))
+    )
     rank = plan["rank"].to_numpy(zero_copy_only=False)
     hour = plan["best_hour"].to_numpy(zero_copy_only=False).astype(np.int64)
-    known = ~np.isnan(person.astype(float)) & ~np.isnan(address.astype(float))
-    person, address = (
-        np.nan_to_num(person.astype(float)).astype(np.int64),
-        np.nan_to_num(address.astype(float)).astype(np.int64),
-    )
+    known = (person >= 0) & (address >= 0)
+    person, address = np.maximum(person, 0), np.maximum(address, 0)
     allowed = w.a_active & w.a_consent & ~w.a_optout & w.alive[w.a_person] & ~w.blocked[w.a_person]
     keep = known & np.isin(person, called) & (w.a_person[address] == person) & allowed[address]
     o = np.flatnonzero(keep)[np.lexsort((rank[keep], person[keep]))]

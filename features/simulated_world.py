@@ -71,13 +71,12 @@ DIALER_AGE_DECAY = 0.55  # weight multiplier per rank of address age (oldest fir
 class WorldSpec:
     """The knobs of a world; the defaults are the project's own world (the same draws, byte for byte).
 
-    ``hour_groups``: (weight, peak hour, amplitude low, amplitude high) per habit group, drawn
-    independently of the attributes; None keeps the morning/midday/evening types tied to age.
-    ``initial_stale``: (dead, reassigned) shares of the initial book; None keeps the oldest address
-    the stalest. ``incumbent_hours``: ``random`` (8-22), ``office`` (9-18) or ``evening`` (18-22)
-    in the dialer's clock; ``incumbent_order``: ``weighted`` (voice and the oldest address favoured)
-    or ``source`` (the book in source order, one address per try). ``timezones``: (IANA name, UTC
-    offset in hours, weight); persons then keep their habits in their own clock.
+    ``hour_groups``: (weight, peak hour, amplitude low, high) per habit group, independent of the
+    attributes (None: the morning/midday/evening types tied to age). ``initial_stale``: (dead,
+    reassigned) shares of the first book (None: the oldest address is the stalest).
+    ``incumbent_hours``: a key of ``INCUMBENT_HOURS``, in the dialer's clock; ``incumbent_order``:
+    ``weighted`` (voice and the oldest favoured) or ``source`` (the book in order, one address per
+    try). ``timezones``: (IANA name, UTC offset in hours, weight); habits are in local time.
     """
 
     name: str = "default"
