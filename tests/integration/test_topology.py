@@ -61,6 +61,7 @@ SECRET_VARS = (
     "MLFLOW_ADMIN_PASSWORD_FILE",
     "MLFLOW_FLASK_SECRET_KEY_FILE",
     "MLFLOW_PIPELINE_CREDENTIALS_FILE",
+    "CONTACTRANK_API_KEY_FILE",
 )
 SECRETISH = re.compile(r"PASSWORD|SECRET|FERNET|TOKEN|CREDENTIAL|_KEY\b|_KEY_", re.IGNORECASE)
 # Capabilities the postgres entrypoint needs to chown its data directory and drop to its user.
@@ -201,7 +202,7 @@ def test_hardening(secret_files: dict[str, str]) -> None:
                     f"{name}: port {port} is published on every interface"
                 )
     published = {name for name, svc in config["services"].items() if svc.get("ports")}
-    assert published == {"airflow-apiserver", "mlflow"}, published
+    assert published == {"airflow-apiserver", "mlflow", "serve"}, published  # serve requires its API key
     mlflow = " ".join(config["services"]["mlflow"]["command"])
     assert "--app-name=basic-auth" in mlflow  # MLflow's port is published: it must authenticate
     assert config["services"]["mlflow"]["environment"]["MLFLOW_AUTH_CONFIG_PATH"].endswith("basic_auth.ini")
