@@ -1,6 +1,8 @@
 """`contactrank` command line (docs/contract.md §3). The only module that prints.
 
 Every command exits 0 on success and non-zero with a one-line reason on stderr on failure.
+stdout carries the JSON result; stderr the progress and one summary line per step; log records
+go to ``<home>/logs/<command>-<date>.log`` (``contactrank.console``), on the terminal with ``-v``.
 """
 
 from __future__ import annotations
@@ -9,13 +11,18 @@ import argparse
 import json
 import logging
 import sys
+from collections.abc import Callable
 from datetime import date
 from pathlib import Path
 from typing import Any
 
+from contactrank import console as out
 from contactrank.dates import parse_date
 from contactrank.errors import ContactrankError
 from contactrank.settings import Settings, load_settings, runtime_env
+
+# commands that draw their own progress and summary lines; the others get a spinner and one line
+_OWN_PROGRESS = ("run", "backfill", "serve", "train")
 
 
 def _date(value: str) -> date:
@@ -30,7 +37,6 @@ def _print_json(obj: Any) -> None:
 
 
 def _progress():
-    from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     # stderr: stdout carries the JSON result that scripts parse
@@ -40,9 +46,14 @@ def _progress():
         TextColumn("{task.completed}/{task.total}"),
         TimeElapsedColumn(),
         TextColumn("{task.fields[step]}"),
-        console=Console(stderr=True),
+        console=out.stderr_console(),
         transient=False,
     )
+
+
+def _say(progress, line: str) -> None:
+    """A summary line above the progress bar."""
+    progress.console.print(line, markup=False, highlight=False)
 
 
 def newest_data_date(s: Settings, landing: Path | None) -> date | None:
@@ -100,11 +111,16 @@ def cmd_train(s: Settings, a: argparse.Namespace) -> Any:
     from contactrank.ml.registry import gate
     from contactrank.ml.train import train
 
+    console = out.stderr_console()
     with home_lock(s, f"train {a.date}"):
-        out = train(s, a.date, force=a.force)
-        if out.get("status") == "trained":
-            out["gate"] = gate(s, a.date)
-    return out
+        with console.status(f"train {a.date}"):
+            result = train(s, a.date, force=a.force)
+        console.print(out.step_line("train", result), markup=False, highlight=False)
+        if result.get("status") == "trained":
+            with console.status(f"gate {a.date}"):
+                result["gate"] = gate(s, a.date)
+            console.print(out.step_line("gate", result["gate"]), markup=False, highlight=False)
+    return result
 
 
 def cmd_run(s: Settings, a: argparse.Namespace) -> Any:
@@ -117,9 +133,16 @@ def cmd_run(s: Settings, a: argparse.Namespace) -> Any:
         def on_step(step: str) -> None:
             progress.update(task, step=step, completed=STEPS.index(step))
 
-        out = run_date(s, a.date, landing, on_step=on_step)
+        def on_done(step: str, result: dict[str, Any]) -> None:
+            if not result.get("not_ready"):  # said once, below
+                _say(progress, out.step_line(step, result))
+
+        result = run_date(s, a.date, landing, on_step=on_step, on_done=on_done)
         progress.update(task, completed=len(STEPS), step="done")
-    return out
+        line = out.not_ready_line(*out.not_ready_days({a.date.isoformat(): result}))
+        if line:
+            _say(progress, line)
+    return result
 
 
 def cmd_backfill(s: Settings, a: argparse.Namespace) -> Any:
@@ -136,9 +159,15 @@ def cmd_backfill(s: Settings, a: argparse.Namespace) -> Any:
             done = (d - a.start).days * len(STEPS) + STEPS.index(step)
             progress.update(task, completed=done, step=f"{d} {step}")
 
-        out = backfill(s, a.start, a.end, landing, on_step=on_step)
+        def on_day(d: date, results: dict[str, Any]) -> None:
+            _say(progress, out.day_line(d.isoformat(), results))
+
+        result = backfill(s, a.start, a.end, landing, on_step=on_step, on_day=on_day)
         progress.update(task, completed=days * len(STEPS), step="done")
-    return {"days": days, "last": out[a.end.isoformat()]}
+        line = out.not_ready_line(*out.not_ready_days(result))
+        if line:
+            _say(progress, line)
+    return {"days": days, "last": result[a.end.isoformat()]}
 
 
 def cmd_tune(s: Settings, a: argparse.Namespace) -> Any:
@@ -163,9 +192,9 @@ def cmd_erase(s: Settings, a: argparse.Namespace) -> Any:
     if not a.person_id:
         raise ContactrankError("give --person-id (or --person-hash of a queued request)")
     if a.request:
-        out = request_erasure(s, a.person_id)
-        conf = json.dumps({"person_hash": out["person_hash"]})
-        return {**out, "trigger": f"airflow dags trigger contact_erasure --conf '{conf}'"}
+        queued = request_erasure(s, a.person_id)
+        conf = json.dumps({"person_hash": queued["person_hash"]})
+        return {**queued, "trigger": f"airflow dags trigger contact_erasure --conf '{conf}'"}
     # any id that ingest accepted can be erased (a "/" or a control character included)
     return erase(s, a.person_id)
 
@@ -197,7 +226,9 @@ def cmd_serve(s: Settings, a: argparse.Namespace) -> Any:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="contactrank", description=__doc__.splitlines()[0])
     p.add_argument("--config", help="settings file (default: $CONTACTRANK_CONFIG or ./contactrank.toml)")
-    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    p.add_argument(
+        "-v", "--verbose", action="store_true", help="show the log (debug level) on the terminal too"
+    )
     sub = p.add_subparsers(dest="command", required=True)
 
     def add(name: str, func, help_: str, date_arg: bool = True, landing: bool = False):
@@ -262,27 +293,42 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _run_command(settings: Settings, args: argparse.Namespace) -> Any:
+    """The command, with a spinner and its summary line unless it draws its own progress."""
+    func: Callable[[Settings, argparse.Namespace], Any] = args.func
+    if args.command in _OWN_PROGRESS:
+        return func(settings, args)
+    console = out.stderr_console()
+    with console.status(args.command):
+        result = func(settings, args)
+    if result is not None:
+        console.print(out.step_line(args.command, result), markup=False, highlight=False)
+    return result
+
+
 def main(argv: list[str] | None = None) -> int:
     runtime_env()  # before LightGBM loads
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    log_path = None
     try:
         settings = load_settings(args.config)
+        # a server's log is what its operator watches: on the terminal as well as in the file
+        log_path = out.setup_output(
+            settings.home, args.command, args.verbose, echo=args.verbose or args.command == "serve"
+        )
         refuse_future(settings, args)
-        result = args.func(settings, args)
+        result = _run_command(settings, args)
     except ContactrankError as exc:
-        print(f"contactrank {args.command}: {exc}", file=sys.stderr)
+        logging.getLogger(__name__).info("%s failed: %s", args.command, exc)
+        out.print_lines(out.failure_lines(args.command, str(exc), log_path))
         return 1
     except Exception as exc:  # noqa: BLE001 - the contract: any failure is one line and a non-zero exit
-        if args.verbose:
-            logging.getLogger(__name__).exception("%s failed", args.command)
+        logging.getLogger(__name__).exception("%s failed", args.command)
         reason = (str(exc).strip().splitlines() or [""])[0]
-        print(f"contactrank {args.command}: {type(exc).__name__}: {reason}", file=sys.stderr)
+        out.print_lines(out.failure_lines(args.command, f"{type(exc).__name__}: {reason}", log_path))
         return 1
+    finally:
+        out.close_output()
     if result is not None:
         _print_json(result)
     return 0

@@ -5,6 +5,10 @@
 3. run the last days through `airflow dags test contact_daily <date>` (real Airflow, SQLite metadata);
 4. print a summary: rows published, persons, model version, AUC vs baselines and oracle, share
    explored, where the files are, and the commands that open the Airflow and MLflow UIs.
+
+The terminal shows progress, one line per step (and per training) and the summary; the log of
+the library, MLflow and the other libraries goes to ``<home>/logs/demo-<date>.log``
+(``--verbose`` shows it too).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from contactrank import console as output
 from contactrank.dates import parse_date
 from contactrank.settings import Settings, load_settings, runtime_env
 
@@ -97,6 +102,8 @@ def _summary(settings: Settings, last: date, truth: bool) -> None:
             t.add_row(key.replace("_", " "), str(value))
     t.add_row("model version", str(manifest.get("model_version") or manifest.get("model", {}).get("version")))
     t.add_row("share explored (rank 1)", f"{rank1['explore'].mean():.1%}")
+    from contactrank.ml.train_metrics import metric_name  # with the stages: not at start-up
+
     metrics = _champion_metrics(settings)
     shown = {
         "auc": "champion AUC (its test day)",
@@ -107,8 +114,8 @@ def _summary(settings: Settings, last: date, truth: bool) -> None:
         "ece": "champion ECE",
     }
     for key, label in shown.items():
-        if key in metrics:
-            t.add_row(label, f"{metrics[key]:.4f}")
+        if metric_name(key) in metrics:
+            t.add_row(label, f"{metrics[metric_name(key)]:.4f}")
     console.print(t)
     console.print(f"Exports:  {export}")
     console.print(f"Report:   {settings.exports / 'reports' / f'date={last}' / 'report.html'}")
@@ -153,25 +160,29 @@ def main(argv: list[str] | None = None) -> int:
         "--retrain-every", type=int, default=7, help="retrain cadence during the CLI backfill (days)"
     )
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("-v", "--verbose", action="store_true", help="show the log on the terminal too")
     args = p.parse_args(argv)
     runtime_env()
-    import logging
-    import warnings
+    settings = load_settings()
+    log = output.setup_output(settings.home, "demo", args.verbose, console=console)
+    try:
+        _demo(settings, args)
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 - say where the details are, then fail
+        import logging  # only on failure
 
-    from rich.logging import RichHandler
+        logging.getLogger(__name__).exception("demo failed")
+        console.print(f"[red]demo failed[/]: {exc}\nlog: {log}")
+        return 1
+    finally:
+        output.close_output()
+    return 0
 
-    logging.basicConfig(
-        level=logging.WARNING, format="%(message)s", handlers=[RichHandler(console=console, show_path=False)]
-    )
-    for noisy in ("mlflow", "alembic", "optuna"):
-        logging.getLogger(noisy).setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore", category=UserWarning)
 
+def _demo(settings: Settings, args: argparse.Namespace) -> None:
     from contactrank.features.simulate import simulate
-    from contactrank.pipeline import STEPS, run_date
+    from contactrank.pipeline import STEPS
 
     t_start = time.perf_counter()
-    settings = load_settings()
     start = parse_date(args.start)
     last = start + timedelta(days=args.days - 1)
     console.rule(
@@ -180,11 +191,21 @@ def main(argv: list[str] | None = None) -> int:
     with console.status("simulating the world"):
         figures = simulate(settings.landing, start, args.days, persons=args.persons, seed=args.seed)
     console.print(f"[green]✓[/] simulated: {json.dumps(figures, default=str)[:300]}")
+    cli_days = [start + timedelta(days=i) for i in range(args.days - args.airflow_days)]
+    _library_days(settings.replace(retrain_every_days=args.retrain_every), cli_days)
+    console.print(f"[green]✓[/] {len(cli_days)} days through the library ({', '.join(STEPS)})")
+    _run_airflow_days(settings, [cli_days[-1] + timedelta(days=i + 1) for i in range(args.airflow_days)])
+    _summary(settings, last, truth=True)
+    console.print(f"\nDemo finished in {time.perf_counter() - t_start:.0f} s.")
 
+
+def _library_days(settings: Settings, days: list[date]) -> None:
+    """The days through ``run_date`` under a progress bar; a line per training, the rest in the log."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-    cli_days = [start + timedelta(days=i) for i in range(args.days - args.airflow_days)]
-    backfill_settings = settings.replace(retrain_every_days=args.retrain_every)
+    from contactrank.pipeline import STEPS, run_date
+
+    results: dict[str, dict] = {}
     with Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -194,22 +215,23 @@ def main(argv: list[str] | None = None) -> int:
         TextColumn("{task.fields[step]}"),
         console=console,
     ) as progress:
-        task = progress.add_task("backfill (CLI)", total=len(cli_days), step="")
-        for d in cli_days:
+        task = progress.add_task("backfill (CLI)", total=len(days), step="")
+        for d in days:
             # the HTML report of every past day would double the demo's time: only the last one
-            steps = STEPS if d == cli_days[-1] else tuple(s for s in STEPS if s != "report")
-            run_date(
-                backfill_settings,
+            steps = STEPS if d == days[-1] else tuple(s for s in STEPS if s != "report")
+            results[d.isoformat()] = run_date(
+                settings,
                 d,
                 on_step=lambda s, d=d: progress.update(task, step=f"{d} {s}"),
                 steps=steps,
             )
+            if results[d.isoformat()].get("train", {}).get("status") == "trained":
+                line = output.day_line(d.isoformat(), results[d.isoformat()])
+                progress.console.print(f"[green]✓[/] {line}", highlight=False)
             progress.advance(task)
-    console.print(f"[green]✓[/] {len(cli_days)} days through the library ({', '.join(STEPS)})")
-    _run_airflow_days(settings, [cli_days[-1] + timedelta(days=i + 1) for i in range(args.airflow_days)])
-    _summary(settings, last, truth=True)
-    console.print(f"\nDemo finished in {time.perf_counter() - t_start:.0f} s.")
-    return 0
+    line = output.not_ready_line(*output.not_ready_days(results))
+    if line:
+        console.print(f"[yellow]•[/] {line}", highlight=False)
 
 
 if __name__ == "__main__":

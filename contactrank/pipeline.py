@@ -40,15 +40,18 @@ def run_date(
     landing: Path | None = None,
     on_step: Callable[[str], None] | None = None,
     steps: tuple[str, ...] = STEPS,
+    on_done: Callable[[str, dict[str, Any]], None] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Every step for one date, in order; stops at the first failure (the exception propagates).
 
+    ``on_step(step)`` is called before each step and ``on_done(step, result)`` after it.
     Before the first champion exists (the first days of history), scoring raises NotReady: the
-    run then skips the stages that need a champion for that date, says why, and still writes the
-    report.
+    run then skips the stages that need a champion for that date and still writes the report.
+    Their results say why and carry ``not_ready: True``, so that a caller running many days
+    says it once rather than once a day (the log has it for every date).
     """
     with home_lock(settings, f"run {d.isoformat()}"):  # a day's steps never interleave with another command
-        return _run_steps(settings, d, landing, on_step, steps)
+        return _run_steps(settings, d, landing, on_step, steps, on_done)
 
 
 def _run_steps(
@@ -57,6 +60,7 @@ def _run_steps(
     landing: Path | None,
     on_step: Callable[[str], None] | None,
     steps: tuple[str, ...],
+    on_done: Callable[[str, dict[str, Any]], None] | None = None,
 ) -> dict[str, dict[str, Any]]:
     results: dict[str, dict[str, Any]] = {}
     not_ready: str | None = None
@@ -64,17 +68,19 @@ def _run_steps(
         if on_step:
             on_step(step)
         if not_ready and stage(step).needs_champion:
-            results[step] = {"status": "skipped", "reason": not_ready}
-            continue
-        log.info("%s: %s", d, step)
-        try:
-            results[step] = run_step(step, settings, d, landing)
-        except NotReady as exc:
-            if not stage(step).needs_champion:
-                raise
-            not_ready = str(exc)
-            log.warning("%s: nothing scored or published: %s", d, exc)
-            results[step] = {"status": "skipped", "reason": not_ready}
+            results[step] = {"status": "skipped", "reason": not_ready, "not_ready": True}
+        else:
+            log.info("%s: %s", d, step)
+            try:
+                results[step] = run_step(step, settings, d, landing)
+            except NotReady as exc:
+                if not stage(step).needs_champion:
+                    raise
+                not_ready = str(exc)
+                log.info("%s: nothing scored or published: %s", d, exc)
+                results[step] = {"status": "skipped", "reason": not_ready, "not_ready": True}
+        if on_done:
+            on_done(step, results[step])
     return results
 
 
@@ -84,11 +90,15 @@ def backfill(
     end: date,
     landing: Path | None = None,
     on_step: Callable[[date, str], None] | None = None,
+    on_day: Callable[[date, dict[str, dict[str, Any]]], None] | None = None,
 ) -> dict[str, dict[str, dict[str, Any]]]:
-    """``run_date`` for every date from start to end, in order (a day depends on the day before)."""
+    """``run_date`` for every date from start to end, in order (a day depends on the day before);
+    ``on_day(d, results)`` after each date."""
     out = {}
     for d in date_range(start, end):
         out[d.isoformat()] = run_date(
             settings, d, landing, on_step=(lambda s, d=d: on_step(d, s)) if on_step else None
         )
+        if on_day:
+            on_day(d, out[d.isoformat()])
     return out

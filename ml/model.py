@@ -4,11 +4,19 @@
 what scoring loads back through the ``champion`` alias. It owns the feature contract: the
 ordered feature names, the categories of every categorical feature (frozen at training time so
 scoring encodes them identically), and the calibrator that turns raw scores into probabilities.
+
+MLflow stores it as files, not as a pickled object: the booster in LightGBM's text format and the
+contract (features, categories, calibrator, meta) as JSON, loaded by a few lines of model code
+(MLflow's "models from code"). Loading a version then runs no unpickling of arbitrary objects.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import importlib
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 import lightgbm as lgb
@@ -132,11 +140,98 @@ class ContactModel:
         return pd.DataFrame(np.asarray(contrib), columns=[*self.features, "bias"], index=df.index)
 
 
+# The model code MLflow stores with each version and runs to load it: the object comes from the
+# artifacts in ``load_context``, so nothing of the model is pickled.
+MODEL_CODE = '''"""contactrank model (MLflow models from code): the booster and contract are artifacts."""
+from mlflow.models import set_model
+
+from contactrank.ml.model import ContactPyfunc
+
+set_model(ContactPyfunc())
+'''
+BOOSTER_FILE = "booster.txt"
+CONTRACT_FILE = "contract.json"
+# calibrators are dataclasses of the package; their module is recorded so the contract can name
+# them without this module importing the one that defines them (it imports this one)
+_CALIBRATOR_PACKAGE = "contactrank."
+
+
+def _to_json(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return {"array": value.astype("float64").tolist()}
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _from_json(value: Any) -> Any:
+    if isinstance(value, dict) and set(value) == {"array"}:
+        return np.asarray(value["array"], dtype="float64")
+    return value
+
+
+def calibrator_to_dict(calibrator: Calibrator | None) -> dict[str, Any] | None:
+    """The calibrator as JSON-able data: its class and its fields (dataclass calibrators only)."""
+    if calibrator is None:
+        return None
+    cls = type(calibrator)
+    if not dataclasses.is_dataclass(calibrator) or not cls.__module__.startswith(_CALIBRATOR_PACKAGE):
+        raise TypeError(f"cannot store calibrator {cls.__module__}.{cls.__qualname__} as data")
+    fields = {f.name: _to_json(getattr(calibrator, f.name)) for f in dataclasses.fields(calibrator)}
+    return {"module": cls.__module__, "class": cls.__qualname__, "fields": fields}
+
+
+def calibrator_from_dict(blob: dict[str, Any] | None) -> Calibrator | None:
+    """The calibrator that :func:`calibrator_to_dict` described."""
+    if blob is None:
+        return None
+    if not str(blob["module"]).startswith(_CALIBRATOR_PACKAGE):
+        raise ValueError(f"calibrator module {blob['module']!r} is not part of contactrank")
+    cls = getattr(importlib.import_module(blob["module"]), blob["class"])
+    return cls(**{k: _from_json(v) for k, v in blob["fields"].items()})
+
+
+def save_model_files(model: ContactModel, folder: Path) -> dict[str, str]:
+    """Write the booster and the contract into ``folder``; return them as MLflow artifacts."""
+    folder.mkdir(parents=True, exist_ok=True)
+    booster = folder / BOOSTER_FILE
+    model.booster.save_model(str(booster))  # the best iteration when early stopping found one
+    contract = {
+        "features": model.features,
+        "categories": model.categories,
+        "label": model.label,
+        "meta": model.meta,
+        "calibrator": calibrator_to_dict(model.calibrator),
+    }
+    path = folder / CONTRACT_FILE
+    path.write_text(json.dumps(contract, indent=1, default=_to_json))
+    return {"booster": str(booster), "contract": str(path)}
+
+
+def load_model_files(booster: Path, contract: Path) -> ContactModel:
+    """The ContactModel that :func:`save_model_files` wrote."""
+    blob = json.loads(Path(contract).read_text())
+    return ContactModel(
+        booster=lgb.Booster(model_file=str(booster)),
+        features=list(blob["features"]),
+        categories={k: list(v) for k, v in blob["categories"].items()},
+        calibrator=calibrator_from_dict(blob.get("calibrator")),
+        label=blob.get("label", "reach"),
+        meta=dict(blob.get("meta") or {}),
+    )
+
+
 class ContactPyfunc(mlflow.pyfunc.PythonModel):
     """MLflow pyfunc flavour: ``predict`` returns the calibrated probability of each row."""
 
-    def __init__(self, model: ContactModel):
+    def __init__(self, model: ContactModel | None = None):
         self.model = model
+
+    def load_context(self, context) -> None:
+        artifacts = getattr(context, "artifacts", None) or {}
+        # versions logged before the model was stored as files carry the object itself
+        if "booster" in artifacts and "contract" in artifacts:
+            self.model = load_model_files(Path(artifacts["booster"]), Path(artifacts["contract"]))
 
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> np.ndarray:  # noqa: ARG002
         return self.model.predict_proba(model_input)

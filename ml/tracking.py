@@ -8,6 +8,10 @@ on reading and writing the old home's ``mlartifacts``, or fail once the old home
 the store is the home's own SQLite file and its experiment points at ``<another home>/mlartifacts``,
 ``configure`` rewrites those URIs to the current home's ``mlartifacts`` (once: afterwards they
 match). A tracking server keeps its artifacts itself and is left alone.
+
+The experiment carries the tag ``mlflow.experimentKind = custom_model_development``: without it
+the MLflow 3 UI guesses the kind and may open the experiment on its GenAI pages (traces, token
+usage) instead of the training runs. Experiments created before get the tag at the next configure.
 """
 
 from __future__ import annotations
@@ -26,6 +30,14 @@ log = logging.getLogger(__name__)
 
 SQLITE_PREFIX = "sqlite:///"
 ARTIFACTS_DIR = "mlartifacts"
+# the value the MLflow UI reads to show an experiment as machine-learning model training
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+EXPERIMENT_NOTE_TAG = "mlflow.note.content"  # the description the UI shows on the experiment page
+EXPERIMENT_NOTE = (
+    "Daily trainings of the contactrank contact-success model (one run per training: "
+    "parameters, grouped metrics, evaluation plots, the model). Tuning studies run here too."
+)
 # every column of the MLflow SQL store that holds an artifact URI under the experiment's location
 _ARTIFACT_COLUMNS = (
     ("experiments", "artifact_location"),
@@ -52,7 +64,9 @@ def configure(settings: Settings) -> str:
     if exp is None:
         try:
             exp_id = client.create_experiment(
-                settings.experiment_name, artifact_location=settings.artifact_location
+                settings.experiment_name,
+                artifact_location=settings.artifact_location,
+                tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND, EXPERIMENT_NOTE_TAG: EXPERIMENT_NOTE},
             )
         except Exception:  # created concurrently by another process: read it back
             exp = client.get_experiment_by_name(settings.experiment_name)
@@ -63,8 +77,22 @@ def configure(settings: Settings) -> str:
         exp_id = exp.experiment_id
         if exp.artifact_location != settings.artifact_location:
             relocate_artifacts(settings, exp.artifact_location)
+    if exp is not None:
+        mark_model_training(client, exp)
     mlflow.set_experiment(experiment_id=exp_id)
     return str(exp_id)
+
+
+def mark_model_training(client: MlflowClient, exp) -> None:
+    """Give an experiment created without them the kind tag (and the note when it has none).
+
+    A kind someone chose in the UI is kept; only a missing or inferred one is replaced."""
+    tags = exp.tags or {}
+    kind = tags.get(EXPERIMENT_KIND_TAG)
+    if kind is None or kind.endswith("_inferred"):
+        client.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+    if not tags.get(EXPERIMENT_NOTE_TAG):
+        client.set_experiment_tag(exp.experiment_id, EXPERIMENT_NOTE_TAG, EXPERIMENT_NOTE)
 
 
 def _home_store(settings: Settings) -> Path | None:

@@ -2,6 +2,8 @@
 
 The model is registered as a new version of ``settings.model_name`` carrying the alias
 ``challenger``; ``ml.registry.gate`` reads the tags written here to decide on ``champion``.
+Metrics carry the grouped names of ``ml.train_metrics``. The registered model and every version
+get a description a reader of the MLflow UI can act on (:func:`describe_version`).
 """
 
 from __future__ import annotations
@@ -30,8 +32,9 @@ from contactrank.features.sql import quote_literal
 from contactrank.ml import evaluate as ev
 from contactrank.ml import plots
 from contactrank.ml.dataset import KIND, Window
-from contactrank.ml.model import ContactModel, ContactPyfunc
+from contactrank.ml.model import MODEL_CODE, ContactModel, save_model_files
 from contactrank.ml.tracking import git_sha
+from contactrank.ml.train_metrics import metric_name, mlflow_metrics
 from contactrank.settings import Settings
 
 TAG_DATE = "contactrank.date"
@@ -42,6 +45,15 @@ TAG_DRIFT_BLOCKED = "contactrank.drift.blocked"
 TAG_DRIFT_REASON = "contactrank.drift.reason."
 TAG_DECISION = "contactrank.gate.decision"
 CHALLENGER = "challenger"
+# run provenance: on the run only, the version links to its run
+RUN_ONLY_TAGS = ("mlflow.source.git.commit", "git_sha")
+MODEL_DESCRIPTION = (
+    "Contact-success model of contactrank: LightGBM on the f_* features of docs/design.md, "
+    "calibrated, scoring each (person, address, hour) for the daily priority export. "
+    "Every training registers a version with the alias `challenger`; the gate moves `champion` "
+    "(the version scoring uses) when the challenger passes every check. "
+    "Each version's description says its window, its gate decision and where its report is."
+)
 
 
 @dataclass
@@ -114,14 +126,14 @@ def log_training_run(settings: Settings, client, run: TrainingRun, test_df: pd.D
         info = log_model(run.model, test_df, run.window.features)
         figures = {**run.test.metrics, **run.counts, **run.timings}
         mlflow.log_metrics(
-            {k: float(v) for k, v in figures.items() if np.isfinite(v)}, model_id=info.model_id
+            mlflow_metrics({k: v for k, v in figures.items() if np.isfinite(v)}), model_id=info.model_id
         )
         with tempfile.TemporaryDirectory() as tmp:
             write_artifacts(Path(tmp), run, test_df)
             mlflow.log_artifacts(tmp, artifact_path="evaluation")
-        version = register(client, settings, info, tags)
+        version = register(client, settings, info, active.info.run_id, tags)
         run.timings["mlflow_s"] = time.perf_counter() - started
-        mlflow.log_metric("mlflow_s", run.timings["mlflow_s"])
+        mlflow.log_metric(metric_name("mlflow_s"), run.timings["mlflow_s"])
     return active.info.run_id, version
 
 
@@ -168,26 +180,93 @@ def log_model(model: ContactModel, test_df: pd.DataFrame, features: list[str]):
         f"scikit-learn=={sklearn.__version__}",
         f"mlflow=={mlflow.__version__}",
     ]
-    return mlflow.pyfunc.log_model(
-        name="model",
-        python_model=ContactPyfunc(model),
-        signature=signature,
-        input_example=example,
-        pip_requirements=requirements,
+    # models from code: the model is a short code file plus the booster and contract as files,
+    # so no pickled object is stored (and MLflow has nothing to warn about)
+    with tempfile.TemporaryDirectory() as tmp:
+        code = Path(tmp) / "contact_model.py"
+        code.write_text(MODEL_CODE)
+        artifacts = save_model_files(model, Path(tmp) / "files")
+        return mlflow.pyfunc.log_model(
+            name="model",
+            python_model=str(code),
+            artifacts=artifacts,
+            signature=signature,
+            input_example=example,
+            pip_requirements=requirements,
+        )
+
+
+def register(client, settings: Settings, info, run_id: str, tags: dict[str, str]) -> str:
+    """Register the logged model as a new version of ``settings.model_name`` with alias challenger.
+
+    Through the client rather than ``mlflow.register_model``, which prints to stderr."""
+    try:
+        client.get_registered_model(settings.model_name)
+    except MlflowException:
+        try:
+            client.create_registered_model(settings.model_name, description=MODEL_DESCRIPTION)
+        except MlflowException:  # registered concurrently: it exists now
+            pass
+    version = client.create_model_version(
+        settings.model_name,
+        source=info.model_uri,
+        run_id=run_id,
+        tags={k: v for k, v in tags.items() if k not in RUN_ONLY_TAGS},
+        model_id=info.model_id,
     )
-
-
-def register(client, settings: Settings, info, tags: dict[str, str]) -> str:
-    """Register the logged model as a new version of ``settings.model_name`` with alias challenger."""
-    version = mlflow.register_model(info.model_uri, settings.model_name, tags=tags)
     client.set_registered_model_alias(settings.model_name, CHALLENGER, version.version)
+    describe_version(client, settings, version.version)
     return version.version
+
+
+def _window_text(params: dict[str, str]) -> str:
+    start, end = params.get("window_start", "?"), params.get("window_end", "?")
+    return f"{start} to {end} (tested on {params.get('test_day', '?')})"
+
+
+def describe_version(
+    client, settings: Settings, version: str | int, decision: str | None = None, reasons=()
+) -> str:
+    """Write the description of one version (and of the registered model when it has none).
+
+    Label, training window, feature count, the headline test figures, the gate decision with its
+    reasons (``decision=None`` before the gate ran) and a link to the report of the training
+    date. Called at registration and again by the gate once it decided; returns the text."""
+    mv = client.get_model_version(settings.model_name, str(version))
+    run = client.get_run(mv.run_id) if mv.run_id else None
+    params = dict(run.data.params) if run is not None else {}
+    metrics = dict(run.data.metrics) if run is not None else {}
+    day = (mv.tags or {}).get(TAG_DATE) or params.get("window_end", "")
+    lines = [
+        f"**{params.get('label', settings.label)}** model trained for {day or '?'}.",
+        f"- window: {_window_text(params)}",
+        f"- features: {params.get('n_features', '?')}",
+    ]
+    labels = {"auc": "AUC", "ece": "ECE", "hit1": "hit@1", "baseline_heuristic_auc": "heuristic AUC"}
+    figures = [(metric_name(k), label) for k, label in labels.items()]
+    shown = [f"{label} {metrics[name]:.4f}" for name, label in figures if name in metrics]
+    if shown:
+        lines.append(f"- test day: {', '.join(shown)}")
+    if decision is None:
+        lines.append(f"- gate: not decided yet (alias `{CHALLENGER}`)")
+    else:
+        lines.append(f"- gate: **{decision}**")
+        lines.extend(f"  - {r}" for r in reasons)
+    if day:
+        report = settings.exports / "reports" / f"date={day}" / "report.html"
+        lines.append(f"- report: [{report.name} of {day}]({report.resolve().as_uri()})")
+    text = "\n".join(lines)
+    client.update_model_version(settings.model_name, str(mv.version), description=text)
+    model = client.get_registered_model(settings.model_name)
+    if not model.description:
+        client.update_registered_model(settings.model_name, description=MODEL_DESCRIPTION)
+    return text
 
 
 def finish_interrupted(settings: Settings, client, experiment_id: str) -> list[str]:
     """Repair what a killed training left behind; return what was done (for the log).
 
-    - A kill between ``register_model`` and setting the alias leaves the newest version without
+    - A kill between registering the version and setting the alias leaves the newest version without
       any alias and never gated (the cadence would call its date "already trained"). Its model,
       metrics and artifacts were complete before registration, so it gets the ``challenger``
       alias now and its run is closed as FINISHED. Every other version keeps its aliases: only
