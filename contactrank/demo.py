@@ -123,8 +123,11 @@ def _summary(settings: Settings, last: date, truth: bool) -> None:
         console.print(f"Truth:    {settings.landing / 'truth.parquet'}")
     bindir = Path(sys.executable).parent
     console.print("\nOpen the UIs on the same stores:")
+    from contactrank.ml.tracking import configure, experiment_url  # with the stages: not at start-up
+
     console.print(
         f"  [bold]MLflow[/]:  {bindir}/mlflow ui --backend-store-uri {settings.tracking_uri} --port 5000"
+        f"\n           then open {experiment_url('http://127.0.0.1:5000', configure(settings))}"
     )
     console.print(
         f"  [bold]Airflow[/]: PATH={bindir}:$PATH AIRFLOW_HOME={airflow_home_for(settings)} "

@@ -83,6 +83,15 @@ def configure(settings: Settings) -> str:
     return str(exp_id)
 
 
+def experiment_url(base_url: str, experiment_id: str) -> str:
+    """The address of the experiment's runs in the MLflow UI, in its model-training view.
+
+    The MLflow 3 UI picks GenAI or model training with a switch of its own (remembered by the
+    browser, GenAI until changed) rather than from the experiment's kind tag; the
+    ``workflowType`` parameter sets that switch, so this address opens on the training runs."""
+    return f"{base_url.rstrip('/')}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+
+
 def mark_model_training(client: MlflowClient, exp) -> None:
     """Give an experiment created without them the kind tag (and the note when it has none).
 

@@ -16,6 +16,7 @@ that sorts first (``at_a_glance``):
 | ``baseline/<random,heuristic,oracle>/<metric>`` | the baselines on the same attempts |
 | ``channel/<channel>/<metric>`` | the model by channel; ``<baseline>_<metric>`` for a baseline |
 | ``rows/<what>``, ``training/best_iteration`` | the other counts |
+| ``window/<split>_days`` | days in each split of the window |
 | ``drift/<what>``, ``drift/psi/<feature>`` | drift of the test day against the window |
 | ``timing/<step>_s`` | seconds per step of the training |
 | ``gate/<key>`` | the gate's ``gate_<key>`` figures (``ml.registry``) |
@@ -39,6 +40,7 @@ BASELINES = ("random", "heuristic", "oracle")
 # test-day keys of the model that look like ``<metric>_<channel>`` but are not per channel
 TEST_EXTRAS = ("ece_uncalibrated", "auc_on_oracle_rows", "threshold")
 TIMINGS = ("load_s", "fit_s", "evaluate_s", "mlflow_s")
+WINDOW_DAYS = ("train_days", "valid_days", "test_days")  # how many days each split of the window has
 
 
 def _split_channel(key: str) -> tuple[str, str | None]:
@@ -61,6 +63,8 @@ def metric_name(key: str) -> str:
         return f"timing/{key}"
     if key == "best_iteration":
         return "training/best_iteration"
+    if key in WINDOW_DAYS:
+        return f"window/{key}"
     if key.startswith("rows_"):
         return f"rows/{key[len('rows_'):]}"
     if key.startswith("positives_"):
