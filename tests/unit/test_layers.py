@@ -87,6 +87,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "contactrank.ml.train*",
             "contactrank.ml.tune",
             "contactrank.ml.registry",
+            "contactrank.ml.gate",
         ),
     ),
     (
@@ -112,6 +113,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "contactrank.demo",
             "contactrank.erase",
             "contactrank.serve*",
+            "contactrank.console",
         ),
     ),
 )
