@@ -20,8 +20,9 @@ by the address alone (each address at its mean hour, against the best address at
 hour); ``hour``: share of the chosen address's available hour gain realised (true p at the pick
 minus its mean hour, over its best hour minus its mean hour); ``of ceil``: capture as a share
 of the ceiling's; dead / reassigned at rank 1; share of picks at 19h and within an hour of the
-chosen address's true best hour; ECE (15 equal-width bins) of the scores against the true p at
-their hour, over every listed row and over rank 1.
+chosen address's true best hour (the JSON adds the most frequent pick hour and its share); ECE
+(15 equal-width bins) of the scores against the true p at their hour, over every listed row and
+over rank 1.
 """
 
 from __future__ import annotations
@@ -105,6 +106,11 @@ def arm_figures(p: np.ndarray, rows_pick: np.ndarray, hour_pick: np.ndarray | No
     }
     if hour_pick is not None:
         out["at_19h"] = float((HOURS[hour_pick] == 19).mean())
+        counts = np.bincount(hour_pick, minlength=HOURS.size)
+        out["top_hour"], out["top_hour_share"] = (
+            int(HOURS[counts.argmax()]),
+            float(counts.max() / counts.sum()),
+        )
         out["near_best_hour"] = float((np.abs(hour_pick - pr.argmax(axis=1)) <= 1).mean())
     return out
 
@@ -160,7 +166,7 @@ def judge_frame(rows: pd.DataFrame, p: np.ndarray, heur: np.ndarray, est: np.nda
         out["arms"]["ceiling"]["ece"] = ece(est[np.arange(len(rows)), eh], p[np.arange(len(rows)), eh])
     ceil = out["arms"].get("ceiling", {}).get("capture")
     for f in out["arms"].values():
-        f["of_ceiling"] = f["capture"] / ceil if ceil else float("nan")
+        f["of_ceiling"] = float(f["capture"] / ceil) if ceil else float("nan")
     return out
 
 
