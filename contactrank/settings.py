@@ -57,12 +57,31 @@ class Settings:
     num_threads: int = 2
     num_boost_round: int = 500
     early_stopping_rounds: int = 30
+    # thin data: the training days grow back past train_window_days until they hold this many
+    # labelled rows (a plentiful window is never extended)
+    train_min_rows: int = 5_000
+    # recency weights: a training row's weight halves every this many days of age (0: all rows
+    # weigh the same), so a drifting base rate is followed without dropping older history
+    train_halflife_days: float = 0.0
+    # the validation days grow back past valid_days until they hold this many rows of each class
+    # (early stopping and calibration on a handful of positives overfit the noise)
+    valid_min_positives: int = 50
 
     # --- promotion gate --------------------------------------------------------------------
     gate_auc_margin: float = 0.005  # challenger AUC may be at most this much below the champion's
     gate_slice_drop: float = 0.02  # no channel slice may lose more AUC than this
     gate_ece_cap: float = 0.05
     gate_auc_floor: float = 0.55
+    # the gate's evidence: the newest labelled days, held out of training, grown back until they
+    # hold gate_min_rows rows and gate_min_positives of each class, at most gate_window_days days;
+    # less evidence holds the champion ("not enough evidence"), never a failure of the challenger
+    gate_window_days: int = 14
+    gate_min_rows: int = 300
+    gate_min_positives: int = 30
+    gate_confidence: float = 0.9  # two-sided level of the DeLong interval of the AUC difference
+    gate_ece_margin: float = 0.02  # challenger ECE may exceed the champion's (same rows) by this much
+    max_champion_age_days: int = 35  # an older champion gives way to any challenger passing the floors
+    drift_min_rows: int = 500  # PSI only with at least this many rows on each side
     drift_psi_threshold: float = 0.25
     drift_label_rate_ratio: float = 2.0
     drift_min_history_days: int = 21  # a younger history grows every day: the guard waits until then

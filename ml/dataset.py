@@ -22,6 +22,7 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from contactrank.errors import ContactrankError, NotReady
@@ -78,7 +79,11 @@ def file_fingerprint(path: Path) -> str:
 
 @dataclass
 class Window:
-    """The days of one training run and what identifies their data."""
+    """The days of one training run and what identifies their data.
+
+    ``test_days`` (newest last, ``test_day`` the newest) are held out of training: the test
+    metrics and the gate's evidence. ``counts`` holds (labelled rows, positives) of every day used.
+    """
 
     test_day: date
     train_days: list[date]
@@ -88,42 +93,113 @@ class Window:
     fingerprint: str
     features: list[str] = field(default_factory=list)
     categorical: list[str] = field(default_factory=list)
+    test_days: list[date] = field(default_factory=list)
+    counts: dict[date, tuple[int, int]] = field(default_factory=dict)
+    weights: dict[date, float] | None = None  # recency weight of each training day (None: all 1)
 
 
-def _labelled_days(settings: Settings, days: list[date]) -> list[date]:
-    """The days with at least one labelled row (reads only the label column)."""
+def day_counts(settings: Settings, x: date) -> tuple[int, int]:
+    """(labelled rows, positives) of one day's partition (reads only the label column)."""
     label = label_column(settings)
-    out = []
-    for x in days:
-        table = read_partition(settings, KIND, x, columns=[label])
-        if table is not None and table.num_rows and table.column(label).null_count < table.num_rows:
-            out.append(x)
-    return out
+    table = read_partition(settings, KIND, x, columns=[label])
+    if table is None or not table.num_rows:
+        return 0, 0
+    col = table.column(label)
+    rows = table.num_rows - col.null_count
+    return rows, int(pc.sum(col).as_py() or 0) if rows else 0
 
 
 def _is_categorical(dtype: pa.DataType) -> bool:
     return pa.types.is_string(dtype) or pa.types.is_large_string(dtype) or pa.types.is_dictionary(dtype)
 
 
-def plan_window(settings: Settings, d: date) -> Window | str:
-    """The split for date ``d``, or the reason there is nothing to train on yet."""
+def _enough(rows: int, pos: int, min_rows: int, min_each: int) -> bool:
+    return rows >= min_rows and min(pos, rows - pos) >= min_each
+
+
+def _split(settings: Settings, d: date, older: list[date], count) -> tuple[list, list, list]:
+    """(test, valid, train) days, each newest first, taken from ``older`` (labelled, newest first).
+
+    Test: grows back from D until it holds ``gate_min_rows`` rows and ``gate_min_positives`` of
+    each class, within ``gate_window_days``. Validation: at least ``valid_days`` days, more until
+    ``valid_min_positives`` of each class. Training: every day of the nominal window, then older
+    days until ``train_min_rows`` rows. Each stage leaves at least two days to the next ones.
+    """
+    test, valid, train = [], [], []
+    rows = pos = 0
+    it = 0
+    while it < len(older) and len(older) - it > 4:
+        x = older[it]
+        if test and ((d - x).days >= settings.gate_window_days or _enough(
+            rows, pos, settings.gate_min_rows, settings.gate_min_positives
+        )):  # fmt: skip
+            break
+        test.append(x)
+        r, p = count(x)
+        rows, pos = rows + r, pos + p
+        it += 1
+    rows = pos = 0
+    while it < len(older) and len(older) - it > 2:
+        if len(valid) >= settings.valid_days and _enough(rows, pos, 0, settings.valid_min_positives):
+            break
+        r, p = count(older[it])
+        valid.append(older[it])
+        rows, pos = rows + r, pos + p
+        it += 1
     start = d - timedelta(days=settings.train_window_days - 1)
-    days = [x for x in partition_dates(settings, KIND) if start <= x <= d]
-    if d not in days:
+    rows = 0
+    for x in older[it:]:
+        if x < start and rows >= settings.train_min_rows:
+            break
+        train.append(x)
+        rows += count(x)[0]
+    return test, valid, train
+
+
+def recency_weights(settings: Settings, train: list[date], test_start: date) -> dict[date, float] | None:
+    """Each training day's weight, halving every ``train_halflife_days`` of age (None: no weights)."""
+    if settings.train_halflife_days <= 0:
+        return None
+    return {x: 0.5 ** ((test_start - x).days / settings.train_halflife_days) for x in train}
+
+
+def plan_window(settings: Settings, d: date) -> Window | str:
+    """The split for date ``d``, or the reason there is nothing to train on yet.
+
+    Days are read newest first and only as far back as the split needs (the label column of
+    each), so a long thin history does not cost a read of every partition on every run.
+    """
+    days = sorted((x for x in partition_dates(settings, KIND) if x <= d), reverse=True)
+    if not days or days[0] != d:
         raise NotReady(
             f"training partition {partition_dir(settings, KIND, d)} does not exist (run features first)"
         )
-    labelled_days = _labelled_days(settings, days)
-    if d not in labelled_days:
+    counts: dict[date, tuple[int, int]] = {}
+
+    def count(x: date) -> tuple[int, int]:
+        if x not in counts:
+            counts[x] = day_counts(settings, x)
+        return counts[x]
+
+    if count(d)[0] == 0:
         return f"test day {d} has no labelled attempts"
+    start = d - timedelta(days=settings.train_window_days - 1)
+    # labelled days, newest first; older than the nominal window only while rows are short
+    older, rows = [], 0
+    for x in days:
+        # room for the test and validation days besides the training rows
+        if x < start and rows >= 2 * settings.train_min_rows + settings.gate_min_rows:
+            break
+        if count(x)[0]:
+            older.append(x)
+            rows += count(x)[0]
     need = max(settings.min_train_days, settings.valid_days + 2)
-    if len(labelled_days) < need:
-        return f"{len(labelled_days)} labelled day(s) in the window, need {need}"
-    test = labelled_days[-1]
-    valid = labelled_days[-1 - settings.valid_days : -1]
-    train = labelled_days[: -1 - settings.valid_days]
+    if len(older) < need:
+        return f"{len(older)} labelled day(s) in the window, need {need}"
+    test, valid, train = _split(settings, d, older, count)
+    used = sorted(test + valid + train)
     fingerprints = {
-        x.isoformat(): file_fingerprint(partition_dir(settings, KIND, x) / DATA_FILE) for x in labelled_days
+        x.isoformat(): file_fingerprint(partition_dir(settings, KIND, x) / DATA_FILE) for x in used
     }
     fingerprint = hashlib.sha256(json.dumps(fingerprints, sort_keys=True).encode()).hexdigest()
     schema = partition_schema(settings, d)
@@ -131,7 +207,19 @@ def plan_window(settings: Settings, d: date) -> Window | str:
     categorical = [n for n in features if _is_categorical(schema.field(n).type)]
     if not features:
         raise ContactrankError(f"training partition of {d} has no f_* feature columns")
-    return Window(test, train, valid, len(labelled_days), fingerprints, fingerprint, features, categorical)
+    return Window(
+        test_day=d,
+        train_days=train[::-1],
+        valid_days=valid[::-1],
+        labelled_days=len(used),
+        fingerprints=fingerprints,
+        fingerprint=fingerprint,
+        features=features,
+        categorical=categorical,
+        test_days=test[::-1],
+        counts={x: counts[x] for x in used},
+        weights=recency_weights(settings, train[::-1], min(test)),
+    )
 
 
 def freeze_categories(settings: Settings, days: list[date], categorical: list[str]) -> dict[str, list[str]]:
@@ -164,6 +252,7 @@ class Matrix:
     groups: np.ndarray  # person-day key per row
     channels: np.ndarray
     folds: np.ndarray  # 0/1 by a hash of the person (calibration cross-fit)
+    weights: np.ndarray | None = None  # recency weight per row (None: every row weighs 1)
 
 
 def _sampled_counts(settings: Settings, days: list[date], max_rows: int | None) -> tuple[float, list[int]]:
@@ -193,6 +282,7 @@ def build_matrix(
     categories: dict[str, list[str]],
     extras: bool = True,
     max_rows: int | None = None,
+    day_weights: dict[date, float] | None = None,
 ) -> Matrix:
     """Encode the labelled rows of ``days`` into one float32 matrix, reading one day at a time.
 
@@ -210,6 +300,7 @@ def build_matrix(
     groups = np.empty(m, dtype=object)
     channels = np.empty(m, dtype=object)
     folds = np.empty(m, dtype=np.int8)
+    weights = np.empty(n, dtype=np.float32) if day_weights else None
     sizes: list[np.ndarray] = []
     row = 0
     for x in days:
@@ -219,6 +310,8 @@ def build_matrix(
         k = len(df)
         encode(df, features, categories, out=X, row=row)
         y[row : row + k] = df[label].astype("float32").to_numpy()
+        if weights is not None:
+            weights[row : row + k] = day_weights.get(x, 1.0)
         person = df["person_id"].astype(str).to_numpy() if "person_id" in df else np.arange(k).astype(str)
         if extras:
             groups[row : row + k] = np.char.add(person.astype(str), "|" + x.isoformat())
@@ -230,7 +323,8 @@ def build_matrix(
         sizes.append(np.diff(np.append(starts, k)))
         row += k
         del df
-    return Matrix(X, y, np.concatenate(sizes) if sizes else np.zeros(0, int), groups, channels, folds)
+    sizes_all = np.concatenate(sizes) if sizes else np.zeros(0, int)
+    return Matrix(X, y, sizes_all, groups, channels, folds, weights)
 
 
 def make_datasets(
@@ -241,6 +335,7 @@ def make_datasets(
     dtrain = lgb.Dataset(
         train.X,
         label=train.y,
+        weight=train.weights,
         group=train.group_sizes if lambdarank else None,
         feature_name=features,
         categorical_feature=categorical,

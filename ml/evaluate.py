@@ -340,7 +340,9 @@ def evaluate_test_day(
 ) -> DayEvaluation:
     """Metrics of the model and of the random, heuristic and (simulated worlds) oracle baselines."""
     y = test_df[label].astype(int).to_numpy()
-    groups = (test_df["person_id"].astype(str) + "|" + day.isoformat()).to_numpy()
+    # person-days: the test rows may span several days (a thin lake's test window)
+    days = test_df["date"].astype(str) if "date" in test_df else day.isoformat()
+    groups = (test_df["person_id"].astype(str) + "|" + days).to_numpy()
     channels = test_df["channel"].astype(str).to_numpy()
     raw = model.raw_score(test_df, num_threads=settings.num_threads)
     p = model.predict_proba(test_df, num_threads=settings.num_threads)

@@ -15,22 +15,26 @@ earlier code) moves the alias, unless ``promote`` rolled the champion back from 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
-from datetime import date
+import time
+from datetime import date, timedelta
 from typing import Any
 
 import mlflow.pyfunc
 import numpy as np
+import pandas as pd
+from mlflow.entities import Metric
 from mlflow.exceptions import MlflowException
 
 from contactrank.errors import InputError, NotReady
+from contactrank.features.lake import partition_dates
 from contactrank.lock import home_lock
-from contactrank.ml import evaluate as ev
-from contactrank.ml.dataset import label_column, labelled, read_day
+from contactrank.ml import gate as gt
+from contactrank.ml.dataset import KIND, label_column, labelled, read_day
 from contactrank.ml.tracking import client as mlflow_client
 from contactrank.ml.tracking import configure
 from contactrank.ml.train_logging import (
     CHALLENGER,
+    TAG_DATE,
     TAG_DECISION,
     TAG_DRIFT_BLOCKED,
     TAG_DRIFT_REASON,
@@ -44,49 +48,6 @@ CHAMPION = "champion"
 TAG_REASON = "contactrank.gate.reason."
 # set by ``promote`` on the version it moves the champion away from: a manual rollback
 TAG_ROLLED_BACK = "contactrank.rolled_back"
-
-
-@dataclass
-class Scorecard:
-    """What the gate compares: overall AUC, ECE, and AUC per channel slice."""
-
-    auc: float
-    ece: float
-    channels: dict[str, float] = field(default_factory=dict)
-
-
-def decide(settings: Settings, challenger: Scorecard, champion: Scorecard | None) -> tuple[bool, list[str]]:
-    """Apply the gate's rules; return (promote?, every reason, each prefixed ``ok:`` or ``fail:``).
-
-    Floors (always): AUC >= ``gate_auc_floor`` and ECE <= ``gate_ece_cap``. Against a champion
-    (not for the first model): AUC not below the champion's by more than ``gate_auc_margin``,
-    and no channel slice losing more than ``gate_slice_drop`` AUC.
-    """
-    reasons: list[str] = []
-
-    def check(ok: bool, text: str) -> None:
-        reasons.append(("ok: " if ok else "fail: ") + text)
-
-    auc_ok = bool(np.isfinite(challenger.auc)) and challenger.auc >= settings.gate_auc_floor
-    check(auc_ok, f"auc {challenger.auc:.4f} vs floor {settings.gate_auc_floor:.4f}")
-    ece_ok = bool(np.isfinite(challenger.ece)) and challenger.ece <= settings.gate_ece_cap
-    check(ece_ok, f"ece {challenger.ece:.4f} vs cap {settings.gate_ece_cap:.4f}")
-    if champion is None:
-        reasons.append("ok: first model, floors only")
-    else:
-        need = champion.auc - settings.gate_auc_margin
-        check(
-            challenger.auc >= need,
-            f"auc {challenger.auc:.4f} vs champion {champion.auc:.4f}"
-            f" (margin {settings.gate_auc_margin:.4f})",
-        )
-        for ch in sorted(set(challenger.channels) & set(champion.channels)):
-            a, b = challenger.channels[ch], champion.channels[ch]
-            check(
-                a >= b - settings.gate_slice_drop,
-                f"slice {ch}: auc {a:.4f} vs champion {b:.4f} (max drop {settings.gate_slice_drop:.4f})",
-            )
-    return all(r.startswith("ok:") for r in reasons), reasons
 
 
 def champion_version(settings: Settings) -> int | None:
@@ -126,15 +87,6 @@ def load_champion(settings: Settings) -> tuple[Any, dict[str, Any]]:
         "uri": f"models:/{settings.model_name}/{mv.version}",
     }
     return model, info
-
-
-def _scorecard(settings: Settings, model, df, label: str) -> Scorecard:
-    y = df[label].astype(int).to_numpy()
-    p = model.predict_proba(df, num_threads=settings.num_threads)
-    m = ev.binary_metrics(y, p)
-    return Scorecard(
-        auc=m["auc"], ece=m["ece"], channels=ev.channel_auc(y, p, df["channel"].astype(str).to_numpy())
-    )
 
 
 def _tag(client, settings: Settings, mv, tags: dict[str, str]) -> None:
@@ -185,6 +137,54 @@ def gate(settings: Settings, d: date) -> dict[str, Any]:
         return _gate(settings, d)
 
 
+def _fit_end(client, run_id: str | None) -> date | None:
+    """The newest day a version trained or validated on (its run's ``valid_days`` parameter)."""
+    if not run_id:
+        return None
+    try:
+        valid = client.get_run(run_id).data.params.get("valid_days", "")
+    except MlflowException:
+        return None
+    days = [date.fromisoformat(x) for x in valid.split(",") if x]
+    return max(days) if days else None
+
+
+def evidence_days(settings: Settings, client, challenger, champion) -> list[date]:
+    """The labelled days after everything either model fitted on, up to the challenger's test day."""
+    test_day = date.fromisoformat(challenger.tags[TAG_TEST_DAY])
+    seen = [
+        x
+        for x in (_fit_end(client, challenger.run_id), _fit_end(client, getattr(champion, "run_id", None)))
+        if x
+    ]
+    after = max(seen) if seen else test_day - timedelta(days=1)
+    start = max(after + timedelta(days=1), test_day - timedelta(days=settings.gate_window_days - 1))
+    return [x for x in partition_dates(settings, KIND) if start <= x <= test_day]
+
+
+def _evidence(settings: Settings, client, challenger, champion) -> tuple[gt.Evidence, list[date]]:
+    days = evidence_days(settings, client, challenger, champion)
+    label = label_column(settings)
+    frames = [labelled(read_day(settings, x), label) for x in days]
+    df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    span = f"{days[0]}..{days[-1]} ({len(days)} days)" if days else "no days"
+    if not len(df):
+        return gt.Evidence(0, 0, span, gt.Scorecard(float("nan"), float("nan"))), days
+    y = df[label].astype(int).to_numpy()
+    channels = df["channel"].astype(str).to_numpy() if "channel" in df else np.full(len(df), "all")
+    nt = settings.num_threads
+    p_ch = load_version(settings, challenger.version).predict_proba(df, num_threads=nt)
+    p_cp = None
+    if champion is not None:
+        p_cp = load_version(settings, champion.version).predict_proba(df, num_threads=nt)
+    return gt.compare(settings, y, p_ch, p_cp, channels, span), days
+
+
+def _champion_age(settings: Settings, champion, d: date) -> int | None:
+    trained = (champion.tags or {}).get(TAG_DATE) if champion is not None else None
+    return (d - date.fromisoformat(trained)).days if trained else None
+
+
 def _gate(settings: Settings, d: date) -> dict[str, Any]:
     client = mlflow_client(settings)
     challenger = _alias(client, settings, CHALLENGER)
@@ -205,36 +205,46 @@ def _gate(settings: Settings, d: date) -> dict[str, Any]:
         return {"status": "skipped", "reason": f"challenger v{challenger.version} already gated: {done}"}
 
     test_day = date.fromisoformat(challenger.tags[TAG_TEST_DAY])
-    label = label_column(settings)
-    df = labelled(read_day(settings, test_day), label)
-    ch_card = _scorecard(settings, load_version(settings, challenger.version), df, label)
-    cp_card = None
-    if champion is not None:
-        cp_card = _scorecard(settings, load_version(settings, champion.version), df, label)
-    promote_it, reasons = decide(settings, ch_card, cp_card)
-    # drift guard: a challenger trained on a shifted newest day never replaces a champion; the
-    # champion keeps scoring (the first model has nothing to protect, so it only gets the floors)
+    evidence, _ = _evidence(settings, client, challenger, champion)
     ch_tags = challenger.tags or {}
-    if champion is not None and ch_tags.get(TAG_DRIFT_BLOCKED) == "true":
-        promote_it = False
+    drift_reasons = []
+    if ch_tags.get(TAG_DRIFT_BLOCKED) == "true":
         drift_reasons = [v for k, v in sorted(ch_tags.items()) if k.startswith(TAG_DRIFT_REASON)]
-        reasons = [*reasons, *(f"fail: drift: {r}" for r in drift_reasons or ["drift above threshold"])]
-    decision = "promoted" if promote_it else "rejected"
-    _record(client, settings, challenger, champion, d, test_day, reasons, ch_card, cp_card, decision)
+        drift_reasons = drift_reasons or ["shift above threshold"]
+    decision, reasons = gt.decide(settings, evidence, drift_reasons, _champion_age(settings, champion, d))
+    _record(client, settings, challenger, champion, d, test_day, reasons, evidence, decision)
     log.info("gate %s: challenger v%s %s (%s)", d, challenger.version, decision, "; ".join(reasons))
+    promoted = decision == gt.PROMOTED
+    cp = evidence.champion
     return {
         "status": decision,
         "decision": decision,
         "challenger": int(challenger.version),
         "champion": int(challenger.version)
-        if promote_it
+        if promoted
         else (int(champion.version) if champion is not None else None),
         "previous_champion": int(champion.version) if champion is not None else None,
         "test_day": test_day.isoformat(),
+        "evidence": {"days": evidence.days, "rows": evidence.rows, "positives": evidence.positives},
         "reasons": reasons,
-        "challenger_auc": round(ch_card.auc, 6),
-        "champion_auc": round(cp_card.auc, 6) if cp_card is not None else None,
+        "challenger_auc": round(evidence.challenger.auc, 6),
+        "champion_auc": round(cp.auc, 6) if cp is not None else None,
+        "auc_diff_interval": [round(evidence.auc_lo, 6), round(evidence.auc_hi, 6)]
+        if cp is not None
+        else None,
     }
+
+
+def _gate_metrics(evidence: gt.Evidence) -> dict[str, float]:
+    out = {"gate_rows": float(evidence.rows), "gate_positives": float(evidence.positives)}
+    for who, card in (("challenger", evidence.challenger), ("champion", evidence.champion)):
+        if card is not None:
+            for k in ("auc", "ece", "log_loss", "brier"):
+                out[f"gate_{who}_{k}"] = getattr(card, k)
+    if evidence.champion is not None:
+        out |= {"gate_auc_diff": evidence.auc_diff, "gate_auc_diff_lo": evidence.auc_lo}
+        out["gate_auc_diff_hi"] = evidence.auc_hi
+    return out
 
 
 def _record(
@@ -245,8 +255,7 @@ def _record(
     d: date,
     test_day: date,
     reasons: list[str],
-    ch_card: Scorecard,
-    cp_card: Scorecard | None,
+    evidence: gt.Evidence,
     decision: str,
 ) -> None:
     """Reasons and figures first, then the alias (when promoted), then the decision, last."""
@@ -257,18 +266,17 @@ def _record(
         {
             "contactrank.gate.date": d.isoformat(),
             "contactrank.gate.test_day": test_day.isoformat(),
+            "contactrank.gate.evidence_days": evidence.days,
             "contactrank.gate.champion_version": str(champion.version) if champion is not None else "none",
-            **{f"{TAG_REASON}{i:02d}": r for i, r in enumerate(reasons)},
+            **{f"{TAG_REASON}{i:02d}": r[:5000] for i, r in enumerate(reasons)},
         },
     )
-    metrics = {"gate_challenger_auc": ch_card.auc, "gate_challenger_ece": ch_card.ece}
-    if cp_card is not None:
-        metrics["gate_champion_auc"] = cp_card.auc
-        metrics["gate_champion_ece"] = cp_card.ece
-    for k, v in metrics.items():
-        if np.isfinite(v):
-            client.log_metric(challenger.run_id, k, float(v))
-    if decision == "promoted":
+    metrics = {k: float(v) for k, v in _gate_metrics(evidence).items() if np.isfinite(v)}
+    if metrics:
+        client.log_batch(
+            challenger.run_id, metrics=[Metric(k, v, int(time.time() * 1000), 0) for k, v in metrics.items()]
+        )
+    if decision == gt.PROMOTED:
         client.set_registered_model_alias(settings.model_name, CHAMPION, challenger.version)
     _tag(client, settings, challenger, {TAG_DECISION: decision})
 

@@ -26,10 +26,13 @@ import numpy as np
 import pandas as pd
 from mlflow.exceptions import MlflowException
 
+from contactrank.errors import NotReady
+from contactrank.features.lake import DATA_FILE, partition_dir
 from contactrank.features.sql import quote_literal
 from contactrank.lock import home_lock
 from contactrank.ml import evaluate as ev
 from contactrank.ml.dataset import (
+    KIND,
     Matrix,
     Window,
     build_matrix,
@@ -40,7 +43,7 @@ from contactrank.ml.dataset import (
     plan_window,
     read_day,
 )
-from contactrank.ml.drift import drift_report
+from contactrank.ml.drift import drift_metrics, measure_drift
 from contactrank.ml.model import ContactModel
 from contactrank.ml.tracking import client as mlflow_client
 from contactrank.ml.tracking import configure
@@ -55,11 +58,6 @@ from contactrank.ml.train_logging import (
 from contactrank.settings import Settings
 
 log = logging.getLogger(__name__)
-
-# one value per day (calendar) or per population: their PSI between days is meaningless
-DRIFT_SKIP = ("f_dow", "f_month", "f_dom")
-DRIFT_REFERENCE_DAYS = 7
-DRIFT_REFERENCE_ROWS = 200_000
 
 # Defaults chosen for 1e5-1e7 rows of ~100 mostly-count features on 2 cores; tuning overrides them.
 # A slower fit (smaller learning rate, fewer leaves, more trees) gained nothing measurable on the
@@ -186,21 +184,40 @@ def train_config(settings: Settings, params: dict[str, Any]) -> str:
         "valid_days": settings.valid_days,
         "rounds": settings.num_boost_round,
         "early": settings.early_stopping_rounds,
+        "min_rows": settings.train_min_rows,
+        "halflife": settings.train_halflife_days,
+        "valid_min_positives": settings.valid_min_positives,
+        "gate_window": [settings.gate_window_days, settings.gate_min_rows, settings.gate_min_positives],
     }
     return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def _dated(versions: list[Any]) -> list[tuple[date, Any]]:
+    return [(date.fromisoformat(v.tags[TAG_DATE]), v) for v in versions if (v.tags or {}).get(TAG_DATE)]
+
+
+def not_due(settings: Settings, versions: list[Any], d: date) -> str | None:
+    """Why training is not due for ``d`` by the calendar alone (no partition read), or None.
+
+    None also when a version for ``d`` exists: whether it saw the same data needs the fingerprint
+    (:func:`cadence`)."""
+    dated = _dated(versions)
+    if any(when == d for when, _ in dated):
+        return None
+    earlier = [when for when, _ in dated if when < d]
+    if earlier:
+        last = max(earlier)
+        if (d - last).days < settings.retrain_every_days:
+            return f"not due: last trained for {last}, retrain every {settings.retrain_every_days} day(s)"
+    return None
+
+
 def cadence(settings: Settings, versions: list[Any], d: date, fingerprint: str, config: str) -> str | None:
     """Why training is not due for ``d`` (None when it is)."""
-    dated = []
-    for v in versions:
-        tag = (v.tags or {}).get(TAG_DATE)
-        if tag:
-            dated.append((date.fromisoformat(tag), v))
-    for when, v in dated:
+    for when, v in _dated(versions):
         if when == d and v.tags.get(TAG_FINGERPRINT) == fingerprint and v.tags.get(TAG_CONFIG) == config:
             return f"already trained on the same data for {d}: version {v.version}"
-    earlier = [when for when, _ in dated if when < d]
+    earlier = [when for when, _ in _dated(versions) if when < d]
     if earlier:
         last = max(earlier)
         if (d - last).days < settings.retrain_every_days:
@@ -225,10 +242,18 @@ def load_data(settings: Settings, window: Window) -> TrainingData:
     categories = freeze_categories(settings, window.train_days + window.valid_days, window.categorical)
     features = window.features
     train = build_matrix(
-        settings, window.train_days, features, categories, extras=False, max_rows=settings.train_max_rows
+        settings,
+        window.train_days,
+        features,
+        categories,
+        extras=False,
+        max_rows=settings.train_max_rows,
+        day_weights=window.weights,
     )
     valid = build_matrix(settings, window.valid_days, features, categories)
-    test_df = labelled(read_day(settings, window.test_day), label_column(settings))
+    label = label_column(settings)
+    frames = [labelled(read_day(settings, x), label) for x in window.test_days or [window.test_day]]
+    test_df = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
     return TrainingData(categories, train, valid, test_df)
 
 
@@ -257,37 +282,6 @@ def calibrate(
     return model, report, ev.operating_threshold(valid.y, p_valid)
 
 
-def measure_drift(
-    settings: Settings, window: Window, test_df: pd.DataFrame, features: list[str], label: str
-) -> dict[str, Any]:
-    """PSI of each feature and the label rate of the test day against the last week of the window."""
-    reference_days = (window.train_days + window.valid_days)[-DRIFT_REFERENCE_DAYS:]
-    reference = pd.concat([labelled(read_day(settings, x), label) for x in reference_days], ignore_index=True)
-    if len(reference) > DRIFT_REFERENCE_ROWS:
-        reference = reference.sample(DRIFT_REFERENCE_ROWS, random_state=settings.seed)
-    watched = [f for f in features if f not in DRIFT_SKIP and not f.startswith("f_g_")]
-    report = drift_report(
-        reference, test_df, watched, label, settings.drift_psi_threshold, settings.drift_label_rate_ratio
-    )
-    history = len(window.train_days) + len(window.valid_days)
-    if report["blocked"] and history < settings.drift_min_history_days:
-        # every feature of a young lake shifts as its history fills up: measured, logged, not enforced
-        report["reasons"] = [
-            f"not enforced ({history} < {settings.drift_min_history_days} days of history): {r}"
-            for r in report["reasons"]
-        ]
-        report["blocked"] = False
-    return report
-
-
-def _drift_metrics(drift: dict[str, Any]) -> dict[str, float]:
-    """The drift figures logged with the metrics: the summary and the ten largest PSIs."""
-    out = {"drift_max_psi": drift["max_psi"], "drift_label_rate_ratio": drift["label_rate_ratio"]}
-    for f, v in sorted(drift["psi"].items(), key=lambda kv: -np.nan_to_num(kv[1]))[:10]:
-        out[f"psi_{f}"] = v
-    return out
-
-
 def train(settings: Settings, d: date, force: bool = False) -> dict[str, Any]:
     """Train, evaluate, log and register a challenger for date ``d`` (see the module docstring).
 
@@ -298,6 +292,19 @@ def train(settings: Settings, d: date, force: bool = False) -> dict[str, Any]:
 
 def _train(settings: Settings, d: date, force: bool) -> dict[str, Any]:
     started = time.perf_counter()
+    if not (partition_dir(settings, KIND, d) / DATA_FILE).is_file():
+        raise NotReady(
+            f"training partition {partition_dir(settings, KIND, d)} does not exist (run features first)"
+        )
+    client = mlflow_client(settings)
+    for repaired in finish_interrupted(settings, client, configure(settings)):
+        log.warning("train %s: %s", d, repaired)
+    versions = [] if force else registered_versions(client, settings)
+    # the calendar first: on the days between retrainings no partition is read
+    reason = None if force else not_due(settings, versions, d)
+    if reason:
+        log.info("train %s skipped: %s", d, reason)
+        return {"status": "skipped", "reason": reason}
     window = plan_window(settings, d)
     if isinstance(window, str):
         log.info("train %s skipped: %s", d, window)
@@ -305,11 +312,8 @@ def _train(settings: Settings, d: date, force: bool) -> dict[str, Any]:
     tuned = load_best_params(settings)
     params = lgb_params(settings, tuned)
     config = train_config(settings, params)
-    client = mlflow_client(settings)
-    for repaired in finish_interrupted(settings, client, configure(settings)):
-        log.warning("train %s: %s", d, repaired)
     if not force:
-        reason = cadence(settings, registered_versions(client, settings), d, window.fingerprint, config)
+        reason = cadence(settings, versions, d, window.fingerprint, config)
         if reason:
             log.info("train %s skipped: %s", d, reason)
             return {"status": "skipped", "reason": reason}
@@ -326,6 +330,9 @@ def _train(settings: Settings, d: date, force: bool) -> dict[str, Any]:
         "rows_train": len(data.train.y),
         "rows_valid": len(data.valid.y),
         "rows_test": len(data.test_df),
+        "test_days": len(window.test_days),
+        "train_days": len(window.train_days),
+        "valid_days": len(window.valid_days),
         "positives_train": float(data.train.y.sum()),
         "positives_valid": float(data.valid.y.sum()),
     }
@@ -338,7 +345,7 @@ def _train(settings: Settings, d: date, force: bool) -> dict[str, Any]:
     )
     test = ev.evaluate_test_day(settings, model, data.test_df, label, d, threshold)
     drift = measure_drift(settings, window, data.test_df, window.features, label)
-    test.metrics.update(_drift_metrics(drift))
+    test.metrics.update(drift_metrics(drift))
     timings["evaluate_s"] = time.perf_counter() - evaluate_started
     counts["positives_test"] = float(test.y.sum())
     counts["best_iteration"] = booster.best_iteration or booster.current_iteration()

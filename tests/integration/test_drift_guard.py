@@ -1,4 +1,5 @@
-"""Drift guard end to end: a shifted newest day blocks promotion; the champion keeps scoring."""
+"""Drift guard end to end: a shift in the held-out recent days is reported; it blocks a challenger
+that is not better on those rows, and the champion keeps scoring."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from contactrank.settings import Settings
 D = date(2026, 5, 30)
 
 
-def test_label_rate_shift_blocks_promotion_and_logs_the_figures(settings: Settings) -> None:
+def test_label_rate_shift_blocks_a_challenger_not_better_and_logs_the_figures(settings: Settings) -> None:
     s = settings.replace(drift_min_history_days=5)
     write_days(s, D, 10)
     first = train(s, D)
@@ -27,6 +28,7 @@ def test_label_rate_shift_blocks_promotion_and_logs_the_figures(settings: Settin
     assert any("label rate" in r for r in shifted["drift"]["reasons"])
     assert shifted["metrics"]["drift_label_rate_ratio"] > 2.0
 
+    # the challenger never saw the shifted day either (it is held out): not better there, blocked
     g = registry.gate(s, nxt)
     assert g["status"] == "rejected" and g["champion"] == first["version"]
     assert any(r.startswith("fail: drift: label rate") for r in g["reasons"])
@@ -34,7 +36,8 @@ def test_label_rate_shift_blocks_promotion_and_logs_the_figures(settings: Settin
     from contactrank.ml.tracking import client
 
     run = client(s).get_run(shifted["run_id"]).data
-    assert run.metrics["drift_label_rate_ratio"] > 2.0
+    # flat names, or grouped ones where metrics are logged so
+    assert run.metrics.get("drift_label_rate_ratio", run.metrics.get("drift/label_rate_ratio")) > 2.0
     assert run.tags["contactrank.drift.blocked"] == "true"
     # scoring keeps using the champion
     assert registry.load_champion(s)[1]["version"] == first["version"]

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from contactrank.ml.drift import drift_report, psi
+from contactrank.ml.drift import drift_report, psi, wilson_interval
 
 
 def _frame(n: int, shift: float = 0.0, rate: float = 0.2, seed: int = 0) -> pd.DataFrame:
@@ -55,3 +55,33 @@ def test_report_blocks_on_feature_shift_and_names_it() -> None:
 def test_report_blocks_on_label_rate(rate: float, blocked: bool) -> None:
     rep = drift_report(_frame(10_000), _frame(5_000, rate=rate, seed=7), ["f_x"], "label_reach", 0.25, 2.0)
     assert rep["blocked"] is blocked
+
+
+def test_psi_is_not_measured_on_too_few_rows() -> None:
+    # 40 rows against the window: PSI would be sampling noise, so it is not computed
+    rep = drift_report(_frame(10_000), _frame(40, shift=2.0, seed=5), ["f_x"], "label_reach", 0.25, 2.0)
+    assert rep["psi"] == {} and rep["psi_measured"] is False and not rep["blocked"]
+
+
+def test_label_rate_of_a_handful_of_rows_never_flags() -> None:
+    # 0 of 8: the rate's interval still holds the window's rate
+    rep = drift_report(_frame(10_000), _frame(8, rate=0.0, seed=5), ["f_x"], "label_reach", 0.25, 2.0)
+    assert not rep["blocked"] and rep["label_rate_ratio"] == 0.0
+    lo, hi = rep["label_rate_interval"]
+    assert lo == 0.0 and hi > 0.2
+
+
+def test_wilson_interval() -> None:
+    lo, hi = wilson_interval(20, 100, 0.95)
+    assert lo == pytest.approx(0.1333, abs=1e-3) and hi == pytest.approx(0.2888, abs=1e-3)
+    assert wilson_interval(0, 0, 0.95) == (0.0, 1.0)
+
+
+def test_no_false_alarm_on_thin_samples_of_the_same_population() -> None:
+    # 200 rows a day for a week against a month: same population, nothing flagged
+    alarms = 0
+    for seed in range(20):
+        window = _frame(6000, seed=100 + seed)
+        recent = _frame(1400, seed=200 + seed)
+        alarms += drift_report(window, recent, ["f_x", "f_channel"], "label_reach", 0.25, 2.0)["blocked"]
+    assert alarms == 0

@@ -1,0 +1,215 @@
+"""The promotion gate's decision: challenger and champion on the same held-out recent rows.
+
+Pure computation (no MLflow): ``ml.registry.gate`` gathers the evidence (the labelled rows of the
+challenger's test days that neither model trained on), scores both models on it and records what
+:func:`decide` returns.
+
+- **Evidence**: at least ``gate_min_rows`` rows and ``gate_min_positives`` of each class; less is
+  "not enough evidence": the champion stays, and the challenger is held, not failed.
+- **AUC**: the difference challenger - champion gets a DeLong interval (paired: both scores of
+  every row) at ``gate_confidence``. Below ``-gate_auc_margin`` as a whole: worse, rejected; above
+  it as a whole: not worse; straddling it: not enough evidence (held).
+- **Proper scores**: the challenger must be better on log loss and Brier on the same rows.
+- **Calibration** relative to the champion on the same rows (a moved base rate hurts both): ECE
+  at most ``gate_ece_margin`` above the champion's. Only the first model meets ``gate_ece_cap``.
+- **Drift**: a shift found by the drift guard blocks only a challenger that is not better (log
+  loss) on the recent rows; a model retrained on the shifted data is the remedy, not the victim.
+- **Age**: a champion older than ``max_champion_age_days`` gives way to a challenger that passes
+  the floors; the comparisons are then recorded as ``waived:``.
+
+Every reason starts with ``ok:``, ``fail:``, ``hold:`` or ``waived:``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy.stats import norm, rankdata
+
+from contactrank.ml import evaluate as ev
+from contactrank.settings import Settings
+
+PROMOTED, REJECTED, HELD = "promoted", "rejected", "held"
+
+
+@dataclass
+class Scorecard:
+    """One model on the gate's rows: AUC, proper scores, ECE, AUC per channel slice."""
+
+    auc: float
+    ece: float
+    channels: dict[str, float] = field(default_factory=dict)
+    log_loss: float = float("nan")
+    brier: float = float("nan")
+
+
+@dataclass
+class Evidence:
+    """The gate's rows and what both models scored on them."""
+
+    rows: int
+    positives: int
+    days: str  # "first..last (n days)"
+    challenger: Scorecard
+    champion: Scorecard | None = None
+    auc_diff: float = float("nan")
+    auc_lo: float = float("nan")
+    auc_hi: float = float("nan")
+
+    @property
+    def negatives(self) -> int:
+        return self.rows - self.positives
+
+
+def scorecard(y: np.ndarray, p: np.ndarray, channels: np.ndarray) -> Scorecard:
+    m = ev.binary_metrics(y, p)
+    return Scorecard(
+        auc=m["auc"],
+        ece=m["ece"],
+        channels=ev.channel_auc(y, p, channels),
+        log_loss=m["log_loss"],
+        brier=m["brier"],
+    )
+
+
+def delong_interval(
+    y: np.ndarray, p1: np.ndarray, p2: np.ndarray, confidence: float
+) -> tuple[float, float, float]:
+    """(AUC(p1) - AUC(p2), lower, upper): DeLong's variance of the paired difference, normal interval.
+
+    Structural components with mid-ranks (ties count a half), as in DeLong, DeLong and
+    Clarke-Pearson (1988); NaN without both classes.
+    """
+    y = np.asarray(y).astype(bool)
+    m, n = int(y.sum()), int((~y).sum())
+    nan = float("nan")
+    if m < 2 or n < 2:
+        return nan, nan, nan
+    v01, v10, aucs = [], [], []
+    for p in (np.asarray(p1, dtype="float64"), np.asarray(p2, dtype="float64")):
+        rank_all = rankdata(p)
+        rank_pos, rank_neg = rankdata(p[y]), rankdata(p[~y])
+        aucs.append((rank_all[y].sum() - m * (m + 1) / 2) / (m * n))
+        v01.append((rank_all[y] - rank_pos) / n)  # per positive: share of negatives scored lower
+        v10.append(1.0 - (rank_all[~y] - rank_neg) / m)  # per negative: share of positives above
+    s01, s10 = np.cov(np.vstack(v01)), np.cov(np.vstack(v10))
+    var = (s01[0, 0] + s01[1, 1] - 2 * s01[0, 1]) / m + (s10[0, 0] + s10[1, 1] - 2 * s10[0, 1]) / n
+    diff = float(aucs[0] - aucs[1])
+    half = float(norm.ppf(0.5 + confidence / 2) * np.sqrt(max(var, 0.0)))
+    return diff, diff - half, diff + half
+
+
+def compare(
+    settings: Settings,
+    y: np.ndarray,
+    p_challenger: np.ndarray,
+    p_champion: np.ndarray | None,
+    channels: np.ndarray,
+    days: str,
+) -> Evidence:
+    """Both models' scorecards on the same rows and the interval of their AUC difference."""
+    y = np.asarray(y).astype(int)
+    out = Evidence(len(y), int(y.sum()), days, scorecard(y, p_challenger, channels))
+    if p_champion is not None:
+        out.champion = scorecard(y, p_champion, channels)
+        out.auc_diff, out.auc_lo, out.auc_hi = delong_interval(
+            y, p_challenger, p_champion, settings.gate_confidence
+        )
+    return out
+
+
+def _fmt(x: float) -> str:
+    return f"{x:.4f}" if np.isfinite(x) else "nan"
+
+
+def _comparisons(settings: Settings, ev_: Evidence, reasons: list[str]) -> None:
+    """The challenger against the champion on the same rows (enough evidence assumed)."""
+    ch, cp = ev_.challenger, ev_.champion
+    margin = settings.gate_auc_margin
+    interval = (
+        f"auc {_fmt(ch.auc)} vs champion {_fmt(cp.auc)}: difference {ev_.auc_diff:+.4f}"
+        f" [{ev_.auc_lo:+.4f}, {ev_.auc_hi:+.4f}] at {settings.gate_confidence:.0%} (margin {margin:.4f})"
+    )
+    if ev_.auc_lo >= -margin:
+        reasons.append(f"ok: {interval}: not worse")
+    elif ev_.auc_hi < -margin:
+        reasons.append(f"fail: {interval}: worse")
+    else:
+        reasons.append(f"hold: not enough evidence: {interval}: the interval straddles -margin")
+    for name in ("log_loss", "brier"):
+        a, b = getattr(ch, name), getattr(cp, name)
+        ok = bool(np.isfinite(a) and np.isfinite(b) and a < b)
+        reasons.append(f"{'ok' if ok else 'fail'}: {name.replace('_', ' ')} {_fmt(a)} vs champion {_fmt(b)}")
+    ece_ok = bool(np.isfinite(ch.ece)) and ch.ece <= cp.ece + settings.gate_ece_margin
+    reasons.append(
+        f"{'ok' if ece_ok else 'fail'}: ece {_fmt(ch.ece)} vs champion {_fmt(cp.ece)}"
+        f" (margin {settings.gate_ece_margin:.4f})"
+    )
+    for c in sorted(set(ch.channels) & set(cp.channels)):
+        a, b = ch.channels[c], cp.channels[c]
+        ok = a >= b - settings.gate_slice_drop
+        reasons.append(
+            f"{'ok' if ok else 'fail'}: slice {c}: auc {a:.4f} vs champion {b:.4f}"
+            f" (max drop {settings.gate_slice_drop:.4f})"
+        )
+
+
+def _drift(ev_: Evidence, drift_reasons: list[str], reasons: list[str]) -> None:
+    """A reported shift blocks only a challenger that is not better on the recent rows."""
+    cp = ev_.champion
+    better = cp is not None and bool(ev_.challenger.log_loss < cp.log_loss)
+    for r in drift_reasons:
+        if better:
+            reasons.append(f"ok: drift: {r} (challenger better on the recent rows: retraining is the remedy)")
+        else:
+            reasons.append(f"fail: drift: {r} (challenger not better on the recent rows)")
+
+
+def decide(
+    settings: Settings,
+    ev_: Evidence,
+    drift_reasons: list[str] | None = None,
+    champion_age_days: int | None = None,
+) -> tuple[str, list[str]]:
+    """(``promoted`` / ``rejected`` / ``held``, every reason). See the module docstring."""
+    reasons: list[str] = []
+    ch, cp = ev_.challenger, ev_.champion
+    counts = f"{ev_.rows} rows, {ev_.positives} positives, {ev_.negatives} negatives on {ev_.days}"
+    if not np.isfinite(ch.auc):
+        return HELD, [f"hold: not enough evidence: AUC undefined ({counts})"]
+    floor_ok = ch.auc >= settings.gate_auc_floor
+    reasons.append(f"{'ok' if floor_ok else 'fail'}: auc {ch.auc:.4f} vs floor {settings.gate_auc_floor:.4f}")
+    if cp is None:
+        ece_ok = bool(np.isfinite(ch.ece)) and ch.ece <= settings.gate_ece_cap
+        reasons.append(f"{'ok' if ece_ok else 'fail'}: ece {_fmt(ch.ece)} vs cap {settings.gate_ece_cap:.4f}")
+        reasons.append("ok: first model, floors only")
+        return (PROMOTED if floor_ok and ece_ok else REJECTED), reasons
+    enough = ev_.rows >= settings.gate_min_rows and min(ev_.positives, ev_.negatives) >= (
+        settings.gate_min_positives
+    )
+    if enough:
+        reasons.append(f"ok: evidence {counts}")
+        _comparisons(settings, ev_, reasons)
+        _drift(ev_, list(drift_reasons or []), reasons)
+    else:
+        reasons.append(
+            f"hold: not enough evidence: {counts} (need {settings.gate_min_rows} rows and"
+            f" {settings.gate_min_positives} of each class)"
+        )
+    old = champion_age_days is not None and champion_age_days > settings.max_champion_age_days
+    if old and floor_ok:
+        # the comparisons no longer protect anything worth keeping: a stale champion goes
+        reasons = reasons[:1] + [
+            r if r.startswith("ok:") else "waived: " + r.split(": ", 1)[1] for r in reasons[1:]
+        ]
+        reasons.append(
+            f"ok: champion is {champion_age_days} days old (max {settings.max_champion_age_days}):"
+            " replaced by a challenger that passes the floors"
+        )
+        return PROMOTED, reasons
+    if any(r.startswith("fail:") for r in reasons):
+        return REJECTED, reasons
+    if any(r.startswith("hold:") for r in reasons):
+        return HELD, reasons
+    return PROMOTED, reasons
