@@ -96,9 +96,9 @@ def step_line(step: str, result: Any) -> str:
     if status == "trained":
         auc = (result.get("metrics") or {}).get("auc")
         return f"{step}: version {result.get('version')}" + (f", test AUC {auc:.4f}" if auc else "")
-    if status in ("promoted", "rejected") and "challenger" in result:
-        failed = [r for r in result.get("reasons", []) if str(r).startswith("fail:")]
-        why = f" ({failed[0][len('fail: '):]})" if failed else ""
+    if isinstance(status, str) and "challenger" in result:  # a gate decision: promoted, rejected, ...
+        failed = [str(r) for r in result.get("reasons", []) if not str(r).startswith("ok:")]
+        why = f" ({failed[0].partition(': ')[2] or failed[0]})" if failed else ""
         return f"{step}: challenger v{result['challenger']} {status}{why}"
     counts = [(k, v) for k, v in result.items() if isinstance(v, int) and not isinstance(v, bool)]
     shown = ", ".join(f"{k.replace('_', ' ')} {_figure(v)}" for k, v in counts[:3])
@@ -124,8 +124,8 @@ def day_line(day: str, results: dict[str, Any]) -> str:
             parts.append(f"{step} skipped")
         elif result.get("status") == "trained":
             parts.append(f"train v{result.get('version')}")
-        elif result.get("status") in ("promoted", "rejected"):
-            parts.append(f"gate {result['status']}")
+        elif isinstance(result.get("status"), str) and "challenger" in result:
+            parts.append(f"{step} {result['status']}")
         else:
             counts = [v for v in result.values() if isinstance(v, int) and not isinstance(v, bool)]
             parts.append(f"{step} {_figure(counts[0])}" if counts else step)

@@ -55,6 +55,9 @@ def test_step_lines_say_what_happened_in_one_line() -> None:
     )
     gate = {"status": "rejected", "challenger": 4, "reasons": ["ok: auc", "fail: ece 0.09 vs cap 0.05"]}
     assert out.step_line("gate", gate) == "gate: challenger v4 rejected (ece 0.09 vs cap 0.05)"
+    held = {"status": "held", "challenger": 5, "reasons": ["ok: auc", "hold: not enough evidence"]}
+    assert out.step_line("gate", held) == "gate: challenger v5 held (not enough evidence)"
+    assert out.day_line("2026-09-11", {"gate": held}) == "2026-09-11: gate held"
     assert out.step_line("publish", {"rows": 12000, "persons": 4000, "date": "x"}) == (
         "publish: rows 12,000, persons 4,000"
     )
