@@ -152,9 +152,9 @@ def not_ready_line(days: list[str], reason: str | None) -> str | None:
 
 
 def failure_lines(command: str, reason: str, log: Path | None) -> list[str]:
-    """Where the details are, then the failure as the contract wants it: one line, the last one."""
-    lines = [f"log: {log}"] if log is not None else []
-    return [*lines, f"contactrank {command}: {reason}"]
+    """The failure as the contract wants it, one line, naming where the details are."""
+    where = f" (log: {log})" if log is not None else ""
+    return [f"contactrank {command}: {reason}{where}"]
 
 
 def print_lines(lines: list[str], stream=None) -> None:

@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from airflow_testenv import DAGS, PLUGINS, airflow_env
+from helpers.airflow_env import DAGS, PLUGINS, airflow_env
 
 if "airflow" not in sys.modules:
     _HOME = Path(tempfile.mkdtemp(prefix="contactrank-airflow-"))

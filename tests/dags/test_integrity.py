@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from airflow_testenv import DAG_FILES
+from helpers.airflow_env import DAG_FILES
 
 from contactrank.stages import STAGE_NAMES
 

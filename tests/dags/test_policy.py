@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from airflow_testenv import DAG_FILES, PLUGINS, ROOT, airflow_env
+from helpers.airflow_env import DAG_FILES, PLUGINS, ROOT, airflow_env
 
 LIBRARY = ("contactrank", "features", "ml")
 HEAVY = ("pandas", "lightgbm", "mlflow", "optuna", "duckdb", "pyarrow", "numpy", "sklearn", "matplotlib")

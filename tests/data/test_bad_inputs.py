@@ -11,12 +11,10 @@ import sys
 from datetime import date
 
 import pytest
+from helpers.landing import ATT_COLS, D, good_rows, write_csv
 
 from contactrank.features.ingest import ingest
 from contactrank.features.lake import read_partition
-
-sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1] / "unit"))
-from test_ingest import ATT_COLS, D, good_rows, write_csv  # noqa: E402
 
 
 def _quarantine(settings, d: date = D) -> list[dict]:

@@ -8,22 +8,22 @@ from __future__ import annotations
 
 import importlib.util
 from datetime import date, timedelta
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from helpers.datasets import datasets_dir
 
 from contactrank.features.importers.bank_marketing import import_bank_marketing
 
-FULL = Path("/work/shared/datasets/bank_marketing/bank-full.csv")
+FULL = datasets_dir() / "bank_marketing" / "bank-full.csv"  # CONTACTRANK_DATASETS, else ../shared/datasets
 _PIPELINE = all(
     importlib.util.find_spec(m) is not None
     for m in ("contactrank.features.ingest", "contactrank.features.build")
 )
 
 pytestmark = [
-    pytest.mark.skipif(not FULL.is_file(), reason="the shared Bank Marketing files are not on this machine"),
+    pytest.mark.skipif(not FULL.is_file(), reason=f"{FULL} is absent (set CONTACTRANK_DATASETS; README: the public data sets)"),
     pytest.mark.skipif(not _PIPELINE, reason="features.ingest / features.build are not written yet"),
 ]
 

@@ -15,7 +15,7 @@ from datetime import date, timedelta
 from pathlib import Path
 
 import pytest
-from airflow_harness import BIN, QUICK_SETTINGS, ROOT, airflow_env, check_export, sorted_rows
+from helpers.airflow_harness import BIN, QUICK_SETTINGS, ROOT, airflow_env, check_export, sorted_rows
 
 from contactrank.settings import load_settings
 

@@ -40,7 +40,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from airflow_harness import BIN, QUICK_SETTINGS, ROOT, airflow_env, check_export, free_port
+from helpers.airflow_harness import BIN, QUICK_SETTINGS, ROOT, airflow_env, check_export, free_port
 
 from contactrank.pipeline import run_step
 from contactrank.settings import load_settings

@@ -67,7 +67,7 @@ def test_a_failure_names_its_log_file_under_the_home(tmp_path) -> None:
     lines = proc.stderr.strip().splitlines()
     logs = list((tmp_path / "home" / "logs").glob("ingest-*.log"))
     assert len(logs) == 1
-    assert lines[-2] == f"log: {logs[0]}"
+    assert lines[-1].endswith(f"(log: {logs[0]})")
     assert "ingest failed" in logs[0].read_text()
     # the terminal shows no log records without -v, and shows them with it
     assert not any(" INFO " in line or " WARNING " in line for line in lines)

@@ -8,18 +8,19 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from helpers.datasets import datasets_dir
 
 from contactrank.cli import main
 from contactrank.errors import InputError
 from contactrank.features.importers import import_dataset
 from contactrank.features.importers.bank_marketing import import_bank_marketing
 
-DATA = Path("/work/shared/datasets/bank_marketing")
+DATA = datasets_dir() / "bank_marketing"  # CONTACTRANK_DATASETS, else ../shared/datasets
 FULL = DATA / "bank-full.csv"
 ADDITIONAL = DATA / "bank-additional-full.csv"
 
 pytestmark = pytest.mark.skipif(
-    not FULL.is_file(), reason="the shared Bank Marketing files are not on this machine"
+    not FULL.is_file(), reason=f"{FULL} is absent (set CONTACTRANK_DATASETS; README: the public data sets)"
 )
 
 

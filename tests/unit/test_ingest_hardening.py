@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import csv
 import re
-import sys
 import tempfile
 from datetime import date, timedelta
 from pathlib import Path
@@ -14,6 +13,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from helpers.landing import ATT_COLS, D, attempts, good_rows, quarantine, write_csv
 from hypothesis import HealthCheck, assume, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
@@ -23,9 +23,6 @@ from contactrank.features.ingest import ingest
 from contactrank.features.lake import read_partition
 from contactrank.ml.candidates import read_suppressions
 from contactrank.settings import load_settings
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_ingest import ATT_COLS, D, attempts, good_rows, quarantine, write_csv  # noqa: E402
 
 # the header cell of the audit, verbatim
 INJECTION = (

@@ -42,10 +42,9 @@ def test_mlflow_keeps_its_loggers_to_the_setup(output: Path) -> None:
     assert logger.handlers == [] and logger.propagate
 
 
-def test_failure_names_the_log_before_the_one_line_reason(tmp_path: Path) -> None:
+def test_failure_is_one_line_naming_the_log(tmp_path: Path) -> None:
     lines = out.failure_lines("ingest", "no landing files", tmp_path / "logs" / "ingest.log")
-    assert lines[-1] == "contactrank ingest: no landing files"
-    assert lines[0].startswith("log: ") and lines[0].endswith("ingest.log")
+    assert lines == [f"contactrank ingest: no landing files (log: {tmp_path / 'logs' / 'ingest.log'})"]
     assert out.failure_lines("ingest", "x", None) == ["contactrank ingest: x"]
 
 
