@@ -187,8 +187,9 @@ def write_training(settings: Settings, con, d: date, prev_dir: Path) -> int:
     """Training examples of d: its attempts, labelled, with the features of the end of d-1 only."""
     x = d - timedelta(days=1)
     state, attrs = history.state_files(prev_dir)
+    tries = ["tries_before_address", "tries_before_person"]
     passthrough = ["attempt_id", "person_id", "contact_id", "channel", "date", "campaign_id", "label_reach",
-                   "label_conversion", "local_hour"]  # fmt: skip
+                   "label_conversion", "local_hour", *tries]  # fmt: skip
     create_shared_rates(con, state, history.recent_population(settings, x), x, settings.prior_strength)
     # Only the state rows of the persons attempted on d: a few hundred thousand, not the whole state.
     con.execute(
@@ -205,7 +206,7 @@ def write_training(settings: Settings, con, d: date, prev_dir: Path) -> int:
         con.sql(query).to_arrow_table().to_pandas().sort_values("attempt_id", ignore_index=True)
     )  # dates stay dates
     df = df.drop(columns=["last_outcome", "n_attempts"])
-    df = add_context(df, d, df["local_hour"]).drop(columns=["local_hour"])
+    df = add_context(df, d, df["local_hour"], *(df[c] for c in tries)).drop(columns=["local_hour", *tries])
     write_partition(settings, TRAINING, d, df)
     return len(df)
 

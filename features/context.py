@@ -1,4 +1,16 @@
-"""The calendar context of an attempt: the one definition used by training and by scoring."""
+"""The context of an attempt: the one definition used by training and by scoring.
+
+Calendar: ``f_hour`` (0-23), ``f_dow`` (0 = Monday), ``f_month`` (1-12), ``f_dom`` (1-31).
+
+Personal hours: the person's (and the address's) reach rate in the hour bucket of the attempt's
+hour, each empirical-Bayes shrunk toward the level above it: the person's bucket rate toward the
+person's own overall rate times the population's lift of that bucket, the address's bucket rate
+toward the address's overall rate times the person's lift. A tree cannot find "this person answers
+in the mornings" from ``f_hour`` and five bucket counts without many interaction splits on sparse
+counts; a rate read at the candidate hour turns the interaction into one feature, so the chosen
+hour follows the person and not the population's peak. The bucket's attempt counts go with the
+rates: an hour never tried carries the prior only, and the model sees how little it rests on.
+"""
 
 from __future__ import annotations
 
@@ -9,17 +21,106 @@ import numpy as np
 import pandas as pd
 
 from contactrank.errors import ContactrankError
+from contactrank.features.daily_aggregates import BUCKETS
+
+# Pseudo-attempts of each bucket prior: a person has a handful of attempts per bucket, so the
+# prior must be able to hold against one lucky answer.
+HOUR_PRIOR_STRENGTH = 5.0
+_NAMES = list(BUCKETS)
+# Stored features the personal-hour context reads (per bucket: person, address, population).
+PERSON_HOUR_COLS = [f"f_p_{kind}_hour_{b}" for b in _NAMES for kind in ("attempt", "reach")]
+PERSON_ATTEMPT_COLS = [f"f_p_attempt_hour_{b}" for b in _NAMES]  # in bucket_index order
+CONTACT_HOUR_COLS = [f"f_c_{kind}_hour_{b}" for b in _NAMES for kind in ("attempt", "reach")]
+POPULATION_HOUR_COLS = [*(f"f_g_reach_rate_hour_{b}" for b in _NAMES), "f_g_reach_rate_hours"]
+PROFILE_COLS = [f"f_p_hour_profile_{b}" for b in _NAMES]  # expected bucket rates under the habit profiles
+CONTEXT_INPUTS = [*PERSON_HOUR_COLS, *CONTACT_HOUR_COLS, *POPULATION_HOUR_COLS, *PROFILE_COLS]
+HOUR_FEATURES = [
+    *(f"f_hour_{level}_{what}" for level in ("p", "c") for what in ("rate", "lift", "attempts")),
+    "f_hour_profile_rate",
+    "f_hour_profile_lift",
+]
 
 
 class ContextError(ContactrankError):
     """The context could not be added (hours that do not match the rows)."""
 
 
-def add_context(df: pd.DataFrame, day: date, hour: Any) -> pd.DataFrame:
-    """``df`` plus the calendar context of an attempt on ``day`` at local ``hour`` (scalar or array).
+def bucket_index(hours: np.ndarray) -> np.ndarray:
+    """Position in ``BUCKETS`` of each local hour (``night``: every hour outside the ranges, NaN too)."""
+    out = np.full(len(hours), _NAMES.index("night"), dtype=np.int64)
+    for i, r in enumerate(BUCKETS.values()):
+        if r is not None:
+            out[(hours >= r[0]) & (hours <= r[1])] = i
+    return out
+
+
+def _column(df: pd.DataFrame, name: str) -> np.ndarray:
+    return pd.to_numeric(df[name], errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+
+
+def _counts(df: pd.DataFrame, prefix: str) -> tuple[np.ndarray, np.ndarray]:
+    """(attempts, reaches) per bucket of one level as (rows x buckets) arrays, missing as 0."""
+    att = np.column_stack([_column(df, f"{prefix}_attempt_hour_{b}") for b in _NAMES])
+    reach = np.column_stack([_column(df, f"{prefix}_reach_hour_{b}") for b in _NAMES])
+    return np.nan_to_num(att), np.nan_to_num(reach)
+
+
+def _shrunk(num: np.ndarray, den: np.ndarray, prior: np.ndarray) -> np.ndarray:
+    return (num + HOUR_PRIOR_STRENGTH * prior) / (den + HOUR_PRIOR_STRENGTH)
+
+
+def personal_hours(df: pd.DataFrame, hours: np.ndarray) -> dict[str, np.ndarray]:
+    """``HOUR_FEATURES`` of each row at its hour (empty when ``df`` lacks the inputs)."""
+    if not set(CONTEXT_INPUTS).issubset(df.columns):
+        return {}
+    n = len(df)
+    b = bucket_index(hours)[:, None]
+    rows = np.arange(n)
+    pop_b = np.column_stack([_column(df, c) for c in POPULATION_HOUR_COLS[:-1]])
+    pop = _column(df, POPULATION_HOUR_COLS[-1])
+    pop_lift = np.take_along_axis(pop_b, b, axis=1)[:, 0] / pop
+    p_att, p_reach = _counts(df, "f_p")
+    c_att, c_reach = _counts(df, "f_c")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        p_rate = _shrunk(p_reach.sum(axis=1), p_att.sum(axis=1), pop)
+        p_hour = _shrunk(p_reach[rows, b[:, 0]], p_att[rows, b[:, 0]], p_rate * pop_lift)
+        p_lift = p_hour / p_rate
+        c_rate = _shrunk(c_reach.sum(axis=1), c_att.sum(axis=1), p_rate)
+        c_hour = _shrunk(c_reach[rows, b[:, 0]], c_att[rows, b[:, 0]], c_rate * p_lift)
+        c_lift = c_hour / c_rate
+    profile = np.column_stack([_column(df, c) for c in PROFILE_COLS])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        profile_rate = profile[rows, b[:, 0]]
+        profile_lift = profile_rate / profile.mean(axis=1)
+    values = (
+        p_hour, p_lift, p_att[rows, b[:, 0]], c_hour, c_lift, c_att[rows, b[:, 0]], profile_rate, profile_lift
+    )
+    known = np.isfinite(hours)  # an attempt without a local hour has no bucket
+    return {
+        name: np.where(known & np.isfinite(v), v, np.nan).astype("float32")
+        for name, v in zip(HOUR_FEATURES, values, strict=True)
+    }
+
+
+def _counts_of(values: Any, n: int) -> np.ndarray:
+    if np.ndim(values) == 0:
+        return np.full(n, values, dtype="int16")
+    return pd.to_numeric(pd.Series(np.asarray(values)), errors="coerce").fillna(0).to_numpy(dtype="int16")
+
+
+def add_context(
+    df: pd.DataFrame, day: date, hour: Any, tries_before_address: Any = 0, tries_before_person: Any = 0
+) -> pd.DataFrame:
+    """``df`` plus the context of an attempt on ``day`` at local ``hour`` (scalar or array).
 
     The single definition used by training (day D, the attempt's local hour) and scoring (D+1, each
-    allowed hour): ``f_hour`` (0-23), ``f_dow`` (0 = Monday), ``f_month`` (1-12), ``f_dom`` (1-31).
+    allowed hour): the calendar columns always, the personal-hour columns when ``df`` holds their
+    inputs (``CONTEXT_INPUTS``), and the earlier tries of the day on the same address / person.
+
+    Earlier tries: a retry of the day comes later in the day, is tired (a person answers a second
+    call less) and exists only because the first try failed; without these two columns the model
+    credits all of that to the late hours. Training passes the counts of the attempts of D; the
+    file recommends each address's first try of its day, so scoring leaves them at 0.
     """
     n = len(df)
     if np.ndim(hour) == 0:
@@ -36,4 +137,7 @@ def add_context(df: pd.DataFrame, day: date, hour: Any) -> pd.DataFrame:
         f_dow=np.full(n, day.weekday(), dtype="int8"),
         f_month=np.full(n, day.month, dtype="int8"),
         f_dom=np.full(n, day.day, dtype="int8"),
+        f_tries_before_address=_counts_of(tries_before_address, n),
+        f_tries_before_person=_counts_of(tries_before_person, n),
+        **personal_hours(df, hours),
     )

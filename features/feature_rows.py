@@ -9,6 +9,9 @@ from __future__ import annotations
 
 from datetime import date
 
+import numpy as np
+import pyarrow as pa
+
 from contactrank.features import history, sql
 from contactrank.features.daily_aggregates import BUCKETS, KINDS, sum_if
 from contactrank.features.feature_state import (
@@ -23,6 +26,13 @@ from contactrank.settings import Settings
 
 CHANNELS_FOR_SHARES = ("voice", "sms", "email", "whatsapp")
 RECENT_RATE_WINDOWS = (7, 30)  # days of the population reach/conversion rates
+# Hour-habit profiles: a mixture of per-bucket reach rates fitted to every person's bucket counts.
+# Four: persons differ in level as much as in shape, and fewer profiles spend themselves on the level.
+HOUR_PROFILES = 4
+_PROFILE_ROUNDS = 100
+_PROFILE_START = (  # (level, morning/midday lean, evening lean) of each profile's starting rates
+    (0.3, 1.0, 1.0), (2.0, 1.0, 1.0), (1.0, 1.6, 0.6), (1.0, 0.6, 1.6),
+)  # fmt: skip
 _EXACT = "::DECIMAL(38, 12)"  # exact sums: the result does not depend on thread scheduling
 
 
@@ -78,6 +88,13 @@ def create_shared_rates(con, state: str, population: str, x: date, m: float) -> 
       GROUP BY inputs.channel, inputs.source""",
     )
     con.execute("DROP TABLE prior_inputs")
+    # Integer sums: exact whatever the thread scheduling.
+    reach, attempts = ({b: f"sum({kind}_hour_{b})" for b in BUCKETS} for kind in ("reach", "attempt"))
+    rates = [f"({reach[b]} / nullif({attempts[b]}, 0))::DOUBLE AS rate_{b}" for b in BUCKETS]
+    all_reach, all_attempts = " + ".join(reach.values()), " + ".join(attempts.values())
+    rates.append(f"(({all_reach}) / nullif({all_attempts}, 0))::DOUBLE AS rate_all")
+    create("population_hour_rates", f"SELECT {', '.join(rates)} FROM {state}")
+    fit_hour_profiles(con, state)
     window = f"date <= {X} AND date > {X} - {history.POPULATION_DAYS}"
     create("recent_population_window", f"SELECT * FROM {population} WHERE {window}")
     create("recent_rates_overall", f"SELECT {recent_rates()} FROM recent_population_window")
@@ -91,6 +108,81 @@ def create_shared_rates(con, state: str, population: str, x: date, m: float) -> 
         f"""SELECT campaign_id, {recent_rates()}
       FROM recent_population_window WHERE campaign_id IS NOT NULL GROUP BY campaign_id""",
     )
+
+
+def fit_hour_profiles(con, state: str) -> None:
+    """Temp table ``hour_profiles`` (k, log_weight, rate_<bucket>, ...): habit profiles fitted by EM.
+
+    A person's bucket counts are sparse (a handful of attempts spread over five buckets), so one
+    morning answer says little alone; against a few profiles learned from everyone (e.g. morning,
+    evening and all-day types, at several levels) it says which type the person probably is. EM
+    runs on the distinct count vectors with their multiplicity (exact, far fewer than persons), from
+    a fixed start, so the fit is deterministic.
+    """
+    per_person = ", ".join(
+        f"sum({k}_hour_{b})::INTEGER AS {k}_{b}" for b in BUCKETS for k in ("attempt", "reach")
+    )
+    counts = con.execute(
+        f"SELECT *, count(*)::DOUBLE AS n FROM (SELECT {per_person} FROM {state} GROUP BY person_id)"
+        " GROUP BY ALL ORDER BY ALL"
+    ).fetchnumpy()
+    att, reach = (
+        np.column_stack([np.asarray(counts[f"{k}_{b}"], float) for b in BUCKETS]).reshape(-1, len(BUCKETS))
+        for k in ("attempt", "reach")
+    )
+    weight = np.asarray(counts["n"], float)
+    rate, log_weight = _em_profiles(att, reach, weight)
+    table = {"k": np.arange(HOUR_PROFILES), "log_weight": log_weight}
+    for i, b in enumerate(BUCKETS):
+        table[f"rate_{b}"] = rate[:, i]
+        table[f"log_rate_{b}"] = np.log(rate[:, i])
+        table[f"log_miss_{b}"] = np.log1p(-rate[:, i])
+    con.register("hour_profiles_arrow", pa.table(table))
+    con.execute("CREATE OR REPLACE TEMP TABLE hour_profiles AS SELECT * FROM hour_profiles_arrow")
+    con.unregister("hour_profiles_arrow")
+
+
+def _em_profiles(att: np.ndarray, reach: np.ndarray, n: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Binomial mixture over buckets: (profiles x buckets) rates and log weights of the profiles."""
+    # Population rate per bucket, with one pseudo-attempt at the all-bucket rate: a bucket no one
+    # was tried in gets that rate.
+    everywhere = (n @ reach).sum() / max((n @ att).sum(), 1.0)
+    overall = np.clip((n @ reach + everywhere) / (n @ att + 1.0), 1e-3, 0.95)
+    early = np.array([1.0 if r is not None and r[1] <= 14 else 0.0 for r in BUCKETS.values()])
+    late = np.array([1.0 if r is not None and r[0] >= 18 else 0.0 for r in BUCKETS.values()])
+    rate = np.array([lvl * overall * np.where(early > 0, e, 1.0) * np.where(late > 0, v, 1.0)
+                     for lvl, e, v in _PROFILE_START])  # fmt: skip
+    rate = np.clip(rate, 1e-3, 0.95)
+    weight = np.full(HOUR_PROFILES, 1.0 / HOUR_PROFILES)
+    if n.sum() == 0:  # no history yet: the starting profiles, equally likely
+        return rate, np.log(weight)
+    for _ in range(_PROFILE_ROUNDS):
+        ll = reach @ np.log(rate).T + (att - reach) @ np.log1p(-rate).T + np.log(weight)
+        post = np.exp(ll - ll.max(axis=1, keepdims=True))
+        post *= (n / post.sum(axis=1))[:, None]
+        # One pseudo-person at the population rates keeps a bucket no one was tried in defined.
+        rate = np.clip((post.T @ reach + overall) / (post.T @ att + 1.0), 1e-3, 0.95)
+        weight = post.sum(axis=0) / n.sum()
+    return rate, np.log(np.maximum(weight, 1e-12))
+
+
+def _profile_posterior_sql(person: str) -> str:
+    """Per person, the expected reach rate of each bucket under its posterior over ``hour_profiles``."""
+    ll = " + ".join(
+        f"{person}.reach_hour_{b} * prof.log_rate_{b}"
+        f" + ({person}.attempt_hour_{b} - {person}.reach_hour_{b}) * prof.log_miss_{b}"
+        for b in BUCKETS
+    )
+    expected = ", ".join(f"(sum(w * rate_{b}) / sum(w))::FLOAT AS profile_{b}" for b in BUCKETS)
+    return f"""profile_ll AS (
+  SELECT {person}.person_id, prof.*, prof.log_weight + {ll} AS ll
+  FROM person_totals {person} CROSS JOIN hour_profiles prof
+),
+person_profiles AS (
+  SELECT person_id, {expected}
+  FROM (SELECT *, exp(ll - max(ll) OVER (PARTITION BY person_id)) AS w FROM profile_ll)
+  GROUP BY person_id
+)"""
 
 
 def _person_total_columns() -> list[str]:
@@ -107,7 +199,8 @@ def _person_total_columns() -> list[str]:
         f"{sum_if('reach_365d', f'channel = {sql.quote_literal(c)}')}::INTEGER AS reach_ch_{c}"
         for c in CHANNELS_FOR_SHARES
     ]
-    cols += [f"sum(reach_hour_{b})::INTEGER AS reach_hour_{b}" for b in BUCKETS]
+    cols += [f"sum({k}_hour_{b})::INTEGER AS {k}_hour_{b}" for b in BUCKETS for k in ("attempt", "reach")]
+    cols += ["max(first_seen) AS newest_first_seen"]
     return cols
 
 
@@ -131,10 +224,29 @@ def _contact_feature_columns(described: str, x: date, m: float) -> list[str]:
     f += [f"coalesce(pair.reach_hour_{b}, 0)::INTEGER AS f_c_reach_hour_{b}" for b in BUCKETS]
     f += [f"coalesce(pair.attempt_hour_{b}, 0)::INTEGER AS f_c_attempt_hour_{b}" for b in BUCKETS]
     f += [f"coalesce(pair.{c}, 0)::INTEGER AS f_c_{c}" for c in DOW_COLS]
+    f += _superseded_columns()
     f += [f"greatest({X} - coalesce(pair.first_seen, {X}), 0)::INTEGER AS f_c_age_days",
           f"coalesce(pair.source, {described}.source, 'unknown') AS f_source",
           f"{described}.channel AS f_channel"]  # fmt: skip
     return f
+
+
+def _superseded_columns() -> list[str]:
+    """Signs that the address stopped working and the person moved on (``person`` is the person's totals).
+
+    The reference date of an address is its last reach, or its first sighting when it never
+    answered. A reach on another address after it, or a newer address of the person, says the
+    person may live elsewhere now; a reassigned number answers ``wrong_party`` only now and then,
+    so its share of the attempts tells more than the count.
+    """
+    since = "coalesce(pair.last_reach, pair.first_seen)"
+    return [
+        f"CASE WHEN person.last_reach > {since} THEN person.last_reach - {since} END::INTEGER"
+        " AS f_c_reached_elsewhere_days",
+        f"CASE WHEN person.newest_first_seen > {since} THEN person.newest_first_seen - {since} END::INTEGER"
+        " AS f_c_newer_address_days",
+        "(pair.wrong_party_365d / nullif(pair.attempts_365d, 0))::FLOAT AS f_c_wrong_party_share",
+    ]
 
 
 def _person_and_population_columns(x: date, m: float) -> list[str]:
@@ -156,7 +268,19 @@ def _person_and_population_columns(x: date, m: float) -> list[str]:
         f"(person.reach_hour_{b} / nullif(person.reach_365d, 0))::FLOAT AS f_p_reach_share_{b}"
         for b in BUCKETS
     ]
+    f += [
+        f"coalesce(person.{kind}_hour_{b}, 0)::INTEGER AS f_p_{kind}_hour_{b}"
+        for b in BUCKETS
+        for kind in ("attempt", "reach")
+    ]
     f += ["coalesce(person.came_back, 0)::INTEGER AS f_p_came_back"]
+    f += [f"population_hour_rates.rate_{b}::FLOAT AS f_g_reach_rate_hour_{b}" for b in BUCKETS]
+    f += ["population_hour_rates.rate_all::FLOAT AS f_g_reach_rate_hours"]
+    # A person never attempted has no row in person_profiles: the profiles' mix is its expectation.
+    f += [
+        f"coalesce(profiles.profile_{b}, profile_mix.rate_{b})::FLOAT AS f_p_hour_profile_{b}"
+        for b in BUCKETS
+    ]
     for w in RECENT_RATE_WINDOWS:
         f += [f"recent_rates_overall.reach_{w}d::FLOAT AS f_g_reach_rate_{w}d",
               f"recent_rates_overall.conv_{w}d::FLOAT AS f_g_conv_rate_{w}d",
@@ -199,6 +323,11 @@ def feature_rows_sql(
 WITH state_rows AS NOT MATERIALIZED (SELECT * FROM {state}),  -- re-reading beats copying 80 columns
 {rows_cte}person_totals AS (
   SELECT person_id, {", ".join(_person_total_columns())} FROM state_rows {only_described} GROUP BY person_id
+),
+{_profile_posterior_sql("person")},
+profile_mix AS (
+  SELECT {", ".join(f"sum(exp(log_weight) * rate_{b}) / sum(exp(log_weight)) AS rate_{b}" for b in BUCKETS)}
+  FROM hour_profiles
 )
 SELECT {("," + chr(10) + "  ").join(f)}{attribute_features_sql(con, attrs, "attrs")}
 {from_rows}
@@ -208,6 +337,9 @@ LEFT JOIN prior_by_channel ON prior_by_channel.channel = {described}.channel
 LEFT JOIN prior_by_channel_source ON prior_by_channel_source.channel = {described}.channel
   AND prior_by_channel_source.source = coalesce(pair.source, {described}.source, 'unknown')
 CROSS JOIN recent_rates_overall
+CROSS JOIN population_hour_rates
+CROSS JOIN profile_mix
+LEFT JOIN person_profiles profiles ON profiles.person_id = {described}.person_id
 LEFT JOIN recent_rates_by_channel ON recent_rates_by_channel.channel = {described}.channel
 LEFT JOIN recent_rates_by_campaign ON recent_rates_by_campaign.campaign_id = person.last_campaign
 {f"LEFT JOIN {attrs} attrs ON attrs.person_id = {described}.person_id" if attrs else ""}
@@ -222,6 +354,11 @@ def training_rows_sql(settings: Settings, d: date) -> str:
     return f"""(SELECT att.attempt_id, att.person_id, att.contact_id, att.channel,
   {sql.date_literal(d)} AS date,
   att.campaign_id, ({KINDS["reach"]})::INT8 AS label_reach, ({KINDS["conv"]})::INT8 AS label_conversion,
-  att.local_hour, coalesce(delivered.source, 'attempts') AS source
+  att.local_hour, coalesce(delivered.source, 'attempts') AS source,
+  -- earlier tries of the day (not their outcomes): the attempt's context, see features.context
+  (row_number() OVER (PARTITION BY att.person_id, att.contact_id ORDER BY att.attempted_at, att.attempt_id)
+   - 1)::INTEGER AS tries_before_address,
+  (row_number() OVER (PARTITION BY att.person_id ORDER BY att.attempted_at, att.attempt_id) - 1)::INTEGER
+   AS tries_before_person
   FROM {attempts} att LEFT JOIN {history.contacts_state(settings, d)} delivered
     ON delivered.person_id = att.person_id AND delivered.contact_id = att.contact_id)"""

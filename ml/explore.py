@@ -35,6 +35,7 @@ import pandas as pd
 from contactrank.settings import Settings
 
 EXPLORE_REASON = "explore"
+HOUR_EXPLORE_REASON = "explore_hour"
 
 
 def uniform(keys: pd.Series | np.ndarray, seed: int, d: date, salt: str) -> np.ndarray:
@@ -68,6 +69,9 @@ def apply(frame: pd.DataFrame, settings: Settings, d: date) -> pd.DataFrame:
             explore=pd.Series(dtype="bool"),
             propensity=pd.Series(dtype="float64"),
             _greedy_rank=pd.Series(dtype="int32"),
+            _greedy_hour=pd.Series(dtype="int32"),
+            _hour_explore=pd.Series(dtype="bool"),
+            _hour_propensity=pd.Series(dtype="float64"),
         )
     person = df["person_id"].to_numpy()
     greedy_rank = (df.groupby("person_id", sort=False).cumcount() + 1).to_numpy()
@@ -120,4 +124,34 @@ def apply(frame: pd.DataFrame, settings: Settings, d: date) -> pd.DataFrame:
         _greedy_rank=greedy_rank.astype("int32"),
     )
     out.loc[chosen, "reason"] = EXPLORE_REASON
+    out = _explore_hours(out, uniform(persons, settings.seed, d, "hour")[person_idx], eps)
     return out.sort_values(["person_id", "rank"], kind="stable").reset_index(drop=True)
+
+
+def _explore_hours(out: pd.DataFrame, u_hour: np.ndarray, eps: float) -> pd.DataFrame:
+    """Hour exploration of the rank-1 rows: with probability ``eps`` the row takes the less-tried
+    hour drawn for it by scoring (``_explore_hour``, ``_explore_score``; ``_hour_k`` such hours).
+
+    ``_hour_propensity`` = probability of the recommended hour given the address: ``eps / k`` for
+    an explored hour, ``1 - eps`` for the greedy hour when ``k > 0``, else 1. Independent of the
+    address draw, so ``propensity`` (the address's) keeps its meaning.
+    """
+    n = len(out)
+    greedy_hour = out["best_hour"].to_numpy().copy() if "best_hour" in out else np.zeros(n, dtype=np.int32)
+    if "_hour_k" not in out.columns:
+        return out.assign(_greedy_hour=greedy_hour, _hour_explore=False, _hour_propensity=1.0)
+    k = out["_hour_k"].to_numpy()
+    top = out["rank"].to_numpy() == 1
+    explores = top & (k > 0) & (u_hour < eps)
+    prop = np.ones(n, dtype=np.float64)
+    prop[top & (k > 0)] = 1.0 - eps
+    prop[explores] = eps / np.maximum(k[explores], 1)
+    out = out.assign(
+        best_hour=np.where(explores, out["_explore_hour"].to_numpy(), greedy_hour).astype("int32"),
+        score=np.where(explores, out["_explore_score"].to_numpy(), out["score"].to_numpy()),
+        _greedy_hour=greedy_hour,
+        _hour_explore=explores,
+        _hour_propensity=prop,
+    )
+    out.loc[explores & ~out["explore"].to_numpy(), "reason"] = HOUR_EXPLORE_REASON
+    return out

@@ -37,14 +37,22 @@ class Group:
 
 # First matching group wins, so the specific patterns come before the broad ones.
 GROUPS: tuple[Group, ...] = (
-    Group("wrong_party", r"^f_c_(wrong_party_\d+d|days_since_wrong_party)$", None, "wrong_party_before"),
+    Group(
+        "wrong_party",
+        r"^f_c_(wrong_party_\d+d|days_since_wrong_party|wrong_party_share)$",
+        None,
+        "wrong_party_before",
+    ),
     Group("invalid", r"^f_c_(invalid_\d+d|days_since_invalid)$", None, "invalid_before"),
     Group(
         "timing",
-        r"^(f_hour|f_dow|f_c_(reach|attempt)_hour_\w+|f_c_reach_dow_\d|f_p_reach_share_(morning|midday|afternoon|evening|night))$",
+        r"^(f_hour\w*|f_dow|f_c_(reach|attempt)_hour_\w+|f_c_reach_dow_\d|f_p_(reach|attempt)_hour_\w+"
+        r"|f_p_hour_profile_\w+|f_p_reach_share_(morning|midday|afternoon|evening|night))$",
         "answers_{bucket}",
         "bad_time",
     ),
+    # The person answers on a newer address: this one may be dead or reassigned.
+    Group("superseded", r"^f_c_(reached_elsewhere|newer_address)_days$", None, "moved_on"),
     Group(
         "success",
         r"^f_c_(reach_\d+d|conv_\d+d|reach_rate_hl\d+|days_since_reach|last_outcome)$",
@@ -68,7 +76,8 @@ GROUPS: tuple[Group, ...] = (
     Group("profile", r"^f_attr_", "profile_fit", "profile_mismatch"),
     # Population and calendar features are the same for every candidate of a day: they explain
     # the day, not the address, so they never make a code (their share is ignored).
-    Group("calendar", r"^f_(month|dom|g_)", None, None),
+    # The earlier tries of the day are 0 for every candidate (the day's first try): silent too.
+    Group("calendar", r"^f_(month|dom|g_|tries_before_)", None, None),
 )
 OTHER = Group("other", r".*", "other_positive", "other_negative")
 

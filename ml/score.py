@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from contactrank.errors import NotReady
-from contactrank.features.context import CONTEXT_INPUTS, add_context
+from contactrank.features.context import CONTEXT_INPUTS, PERSON_ATTEMPT_COLS, add_context, bucket_index
 from contactrank.features.lake import DATA_FILE, duckdb_connect, partition_dir, write_partition
 from contactrank.features.schema import CHANNELS, SCORED
 from contactrank.features.sql import read_parquet
@@ -44,6 +44,7 @@ SCORES_SCHEMA = pa.schema(
     ]
 )
 REPORT_FILE = "_score_report.json"
+HOUR_LOG_FILE = "_hour_exploration.parquet"  # rank-1 rows that could explore an hour, with propensities
 # One block of candidate rows per allowed hour: (hour column, hour, candidate rows, offset in the stack).
 HourBlock = tuple[int, int, np.ndarray, int]
 
@@ -168,6 +169,9 @@ def score_frame(
         reason = _reason_codes(settings, model, stacked[at_best], hour_of[best], explainer)
     best_raw = raws[np.arange(n), best]
     best_p = predictor.calibrate(np.where(np.isfinite(best_raw), best_raw, 0.0))
+    k, alt = _less_tried_hour(settings, d, df, allowed, best, hour_of)
+    alt_raw = raws[np.arange(n), alt]
+    alt_p = predictor.calibrate(np.where(np.isfinite(alt_raw), alt_raw, 0.0))
     out = pd.DataFrame(
         {
             # Arrow-backed strings stay Arrow-backed: millions of Python str objects cost GiBs.
@@ -182,12 +186,41 @@ def score_frame(
             "_n_attempts": pd.to_numeric(df["n_attempts"], errors="coerce")
             .fillna(0)
             .to_numpy(dtype=np.int64),
+            "_hour_k": k,
+            "_explore_hour": hour_of[alt].astype("int32"),
+            "_explore_score": np.clip(alt_p, 0.0, 1.0),
         }
     )
     no_hour = ~allowed.any(axis=1)
     if no_hour.any():  # a channel with no allowed hour cannot be recommended at all
         out = out[~no_hour].reset_index(drop=True)
     return out
+
+
+def _less_tried_hour(
+    settings: Settings, d: date, df: pd.DataFrame, allowed: np.ndarray, best: np.ndarray, hour_of: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per candidate, how many allowed hours are *less tried* for its person, and the column of the
+    one its person's draw picks (``explore.apply`` decides whether the rank-1 row takes it).
+
+    Less tried: an allowed hour, other than the best one, whose bucket holds at most
+    ``explore_max_attempts`` of the person's attempts (all addresses and channels). The pick is a
+    uniform draw from a keyed hash of (seed, D, person): the same whatever the batch.
+    """
+    n = len(df)
+    if n == 0 or not set(PERSON_ATTEMPT_COLS).issubset(df.columns):
+        return np.zeros(n, dtype=np.int64), best
+    per_bucket = np.column_stack(
+        [pd.to_numeric(df[c], errors="coerce").fillna(0).to_numpy() for c in PERSON_ATTEMPT_COLS]
+    )
+    tried = per_bucket[:, bucket_index(hour_of.astype("float64"))]  # attempts in each hour's bucket
+    mask = allowed & (tried <= settings.explore_max_attempts)
+    mask[np.arange(n), best] = False
+    k = mask.sum(axis=1)
+    u = explore.uniform(df["person_id"].to_numpy(), settings.seed, d, "hour_pick")
+    pick = np.minimum((u * k).astype(np.int64), np.maximum(k - 1, 0))
+    alt = np.where(k > 0, (np.cumsum(mask, axis=1) > pick[:, None]).argmax(axis=1), best)
+    return k.astype(np.int64), alt
 
 
 def _owned(col: pd.Series) -> pd.Series:
@@ -256,6 +289,7 @@ def score(
         "rows": table.num_rows,
         "persons": int(ranked["person_id"].nunique()),
         "explored_persons": int(ranked["explore"].sum()),
+        "explored_hours": int(ranked["_hour_explore"].sum()),
         "batches": n_batches,
         "predictor": predictor.kind,
         "cap_person_7d": int(settings.cap_person_7d),
@@ -263,11 +297,30 @@ def score(
         "invalid_policy": settings.invalid_policy,
         "explore_share": float(settings.explore_share),
     }
-    path = write_partition(
-        settings, "scores", d, table, extra_files={REPORT_FILE: json.dumps(report, indent=2).encode()}
-    )
+    extra = {REPORT_FILE: json.dumps(report, indent=2).encode(), HOUR_LOG_FILE: _hour_log(ranked)}
+    path = write_partition(settings, "scores", d, table, extra_files=extra)
     log.info("%s: %d rows for %d persons -> %s", d, report["rows"], report["persons"], path)
     return report
+
+
+def _hour_log(ranked: pd.DataFrame) -> bytes:
+    """The hour-exploration log: every rank-1 row whose hour was drawn, the recommended and the
+    greedy hour and the probability of the recommended one given the address (``propensity`` stays
+    the address's, which is what ``evaluate-policy`` values)."""
+    rows = ranked[(ranked["rank"] == 1) & (ranked["_hour_k"] > 0)]
+    table = pa.table(
+        {
+            "person_id": pa.array(rows["person_id"].astype(str).to_numpy(dtype=object), pa.string()),
+            "contact_id": pa.array(rows["contact_id"].astype(str).to_numpy(dtype=object), pa.string()),
+            "best_hour": pa.array(rows["best_hour"].to_numpy(dtype=np.int32)),
+            "greedy_hour": pa.array(rows["_greedy_hour"].to_numpy(dtype=np.int32)),
+            "hour_explore": pa.array(rows["_hour_explore"].to_numpy(dtype=bool)),
+            "hour_propensity": pa.array(rows["_hour_propensity"].to_numpy(dtype=np.float64)),
+        }
+    )
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, compression="zstd")
+    return sink.getvalue().to_pybytes()
 
 
 def score_frame_empty() -> pd.DataFrame:
@@ -283,6 +336,9 @@ def score_frame_empty() -> pd.DataFrame:
             "_raw": pd.Series(dtype="float64"),
             "_invalid": pd.Series(dtype="bool"),
             "_n_attempts": pd.Series(dtype="int64"),
+            "_hour_k": pd.Series(dtype="int64"),
+            "_explore_hour": pd.Series(dtype="int32"),
+            "_explore_score": pd.Series(dtype="float64"),
         }
     )
 

@@ -108,3 +108,42 @@ def test_person_without_untested_address_keeps_propensity_one(settings):
     )
     out = explore.apply(pop, settings.replace(explore_share=0.5), D)
     assert list(out.contact_id) == ["b", "a"] and list(out.propensity) == [1.0, 0.0] and not out.explore.any()
+
+
+def with_hours(pop: pd.DataFrame, seed: int = 3) -> pd.DataFrame:
+    """Scoring's hour columns: a greedy hour, ``_hour_k`` less-tried hours, the drawn one and its score."""
+    rng = np.random.default_rng(seed)
+    n = len(pop)
+    return pop.assign(
+        best_hour=np.full(n, 19, dtype="int32"),
+        _hour_k=rng.integers(0, 4, n),
+        _explore_hour=np.full(n, 9, dtype="int32"),
+        _explore_score=np.full(n, 0.123),
+    )
+
+
+def test_hour_exploration_share_propensities_and_log(settings):
+    s = settings.replace(explore_share=0.2)
+    out = explore.apply(with_hours(population(20000)), s, D)
+    top = out[out["rank"] == 1]
+    can = top[top._hour_k > 0]
+    share = can._hour_explore.mean()
+    assert abs(share - 0.2) < 4 * np.sqrt(0.2 * 0.8 / len(can))
+    assert not out[out["rank"] > 1]._hour_explore.any() and not top[top._hour_k == 0]._hour_explore.any()
+    explored = top[top._hour_explore]
+    assert (explored.best_hour == 9).all() and (explored.score == 0.123).all()
+    assert (explored._greedy_hour == 19).all()
+    assert (explored.reason[~explored.explore] == explore.HOUR_EXPLORE_REASON).all()
+    np.testing.assert_allclose(explored._hour_propensity, 0.2 / explored._hour_k)
+    kept = can[~can._hour_explore]
+    assert (kept.best_hour == 19).all() and np.allclose(kept._hour_propensity, 0.8)
+    assert (top[top._hour_k == 0]._hour_propensity == 1.0).all()
+    # the address policy and its propensities do not depend on the hour draw
+    plain = explore.apply(population(20000), s, D)
+    pd.testing.assert_series_equal(plain.propensity, out.propensity)
+    pd.testing.assert_series_equal(plain.contact_id, out.contact_id)
+
+
+def test_without_hour_columns_nothing_changes_hours(settings):
+    out = explore.apply(population(500).assign(best_hour=np.int32(10)), settings, D)
+    assert not out._hour_explore.any() and (out._hour_propensity == 1.0).all() and (out.best_hour == 10).all()

@@ -398,3 +398,28 @@ def test_reason_codes_from_pred_contrib_agree_with_the_path_attribution_on_the_t
     # both attributions must name the same leading reason for most rows
     same = (shap.str.split(";").str[0] == path.str.split(";").str[0]).mean()
     assert same >= 0.6, (shap.to_dict(), path.to_dict())
+
+
+def test_less_tried_hours_are_the_allowed_hours_of_thin_buckets(settings):
+    from contactrank.ml.score import _less_tried_hour
+
+    hours = np.arange(8, 22)
+    df = pd.DataFrame(
+        {
+            "person_id": ["p1", "p2", "p3"],
+            # p1 tried a lot in the mornings only; p2 everywhere; p3 never
+            "f_p_attempt_hour_morning": [9, 9, 0],
+            "f_p_attempt_hour_midday": [0, 9, 0],
+            "f_p_attempt_hour_afternoon": [0, 9, 0],
+            "f_p_attempt_hour_evening": [1, 9, 0],
+            "f_p_attempt_hour_night": [0, 0, 0],
+        }
+    )
+    allowed = np.ones((3, len(hours)), dtype=bool)
+    best = np.array([1, 11, 11])  # 9h, 19h, 19h
+    k, alt = _less_tried_hour(settings, date(2026, 1, 5), df, allowed, best, hours)
+    assert k.tolist() == [10, 0, 13]  # p1: 12h-21h; p2: none; p3: every hour but its best
+    assert hours[alt[0]] >= 12 and alt[1] == best[1] and alt[2] != best[2]
+    again = _less_tried_hour(settings, date(2026, 1, 5), df.iloc[::-1].reset_index(drop=True), allowed[::-1],
+                             best[::-1], hours)  # fmt: skip
+    assert again[1][::-1].tolist() == alt.tolist()  # the draw is the person's, whatever the row order

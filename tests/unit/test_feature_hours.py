@@ -1,0 +1,118 @@
+"""Personal-hour context and the signs of a superseded address, on a tiny hand-made lake."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+
+from contactrank.features.build import build_features, load_features, load_training
+from contactrank.features.context import CONTEXT_INPUTS, HOUR_FEATURES, add_context
+from contactrank.features.lake import write_partition
+from contactrank.features.schema import ATTEMPTS, CONTACTS_STATE
+from contactrank.settings import Settings
+
+D0 = date(2025, 3, 3)
+
+
+def _att(day: int, i: int, person: str, contact: str, outcome: str, hour: int) -> dict:
+    d = D0 + timedelta(days=day)
+    return {"attempt_id": f"a{day}-{i}", "person_id": person, "contact_id": contact, "channel": "voice",
+            "attempted_at": datetime(d.year, d.month, d.day, hour, 0, tzinfo=UTC), "local_hour": hour,
+            "outcome": outcome, "campaign_id": "k", "duration_s": 0.0}  # fmt: skip
+
+
+# p1 answers in the mornings on c1 until a newer number c2 arrives (day 1) and answers (day 2);
+# then c1 only reaches someone else. p2 answers in the evenings.
+ATTEMPTS_BY_DAY = {
+    0: [_att(0, 1, "p1", "c1", "right_party", 9), _att(0, 2, "p1", "c1", "no_answer", 19),
+        _att(0, 3, "p2", "c3", "right_party", 19), _att(0, 4, "p2", "c3", "no_answer", 9)],
+    1: [_att(1, 1, "p1", "c1", "right_party", 10), _att(1, 2, "p2", "c3", "right_party", 20)],
+    2: [_att(2, 1, "p1", "c2", "right_party", 11), _att(2, 2, "p1", "c1", "wrong_party", 18)],
+    3: [_att(3, 1, "p1", "c1", "no_answer", 9), _att(3, 2, "p2", "c3", "no_answer", 9)],
+}  # fmt: skip
+CANDIDATES = [("p1", "c1", 0), ("p1", "c2", 1), ("p2", "c3", 0)]  # person, contact, first seen day
+
+
+@pytest.fixture(scope="module")
+def lake(tmp_path_factory):
+    settings = Settings(home=tmp_path_factory.mktemp("hours") / "home")
+    for day in range(4):
+        rows = ATTEMPTS_BY_DAY.get(day, [])
+        table = pa.Table.from_pylist(rows, schema=ATTEMPTS) if rows else ATTEMPTS.empty_table()
+        write_partition(settings, "attempts", D0 + timedelta(days=day), table)
+        cs = [{"person_id": p, "contact_id": c, "channel": "voice", "source": "customer", "consent": True,
+               "active": True, "first_seen": D0 + timedelta(days=fs),
+               "updated_at": datetime(2025, 1, 1, tzinfo=UTC)}
+              for p, c, fs in CANDIDATES if fs <= day]  # fmt: skip
+        cs_table = pa.Table.from_pylist(cs, schema=CONTACTS_STATE)
+        write_partition(settings, "contacts_state", D0 + timedelta(days=day), cs_table)
+    for day in range(4):
+        build_features(settings, D0 + timedelta(days=day))
+    return settings
+
+
+def test_superseded_address_features(lake):
+    f = load_features(lake, D0 + timedelta(days=3)).set_index("contact_id")
+    # c1 last answered on day 1; c2 (first seen day 1) answered on day 2.
+    assert f.loc["c1", "f_c_reached_elsewhere_days"] == 1
+    assert f.loc["c1", "f_c_newer_address_days"] == 0 or pd.isna(f.loc["c1", "f_c_newer_address_days"])
+    assert pd.isna(f.loc["c2", "f_c_reached_elsewhere_days"])
+    assert pd.isna(f.loc["c2", "f_c_newer_address_days"])
+    assert f.loc["c1", "f_c_wrong_party_share"] == pytest.approx(1 / 5)
+    assert pd.isna(f.loc["c3", "f_c_reached_elsewhere_days"])
+
+
+def test_person_hour_counts_and_profiles_are_stored(lake):
+    f = load_features(lake, D0 + timedelta(days=3)).set_index("contact_id")
+    p1 = f.loc["c1"]
+    assert (p1.f_p_attempt_hour_morning, p1.f_p_reach_hour_morning) == (4, 3)
+    assert (p1.f_p_attempt_hour_evening, p1.f_p_reach_hour_evening) == (2, 0)
+    assert set(CONTEXT_INPUTS) <= set(f.columns)
+    for b in ("morning", "midday", "afternoon", "evening", "night"):
+        assert 0 < f[f"f_p_hour_profile_{b}"].min() <= f[f"f_p_hour_profile_{b}"].max() < 1
+
+
+def test_personal_hours_follow_the_person(lake):
+    f = load_features(lake, D0 + timedelta(days=3)).set_index("contact_id")
+    day = D0 + timedelta(days=4)
+    morning, evening = add_context(f, day, 9), add_context(f, day, 19)
+    # p1 answers mornings, p2 evenings: each person's own bucket has the higher shrunk rate and lift
+    assert morning.loc["c1", "f_hour_p_rate"] > evening.loc["c1", "f_hour_p_rate"]
+    assert evening.loc["c3", "f_hour_p_rate"] > morning.loc["c3", "f_hour_p_rate"]
+    assert morning.loc["c1", "f_hour_p_lift"] > 1 > evening.loc["c1", "f_hour_p_lift"]
+    assert morning.loc["c1", "f_hour_c_rate"] > evening.loc["c1", "f_hour_c_rate"]
+    assert (morning.loc["c1", "f_hour_p_attempts"], evening.loc["c1", "f_hour_p_attempts"]) == (4, 2)
+    assert morning.loc["c1", "f_hour_profile_rate"] > evening.loc["c1", "f_hour_profile_rate"]
+    # the same definition at every hour of an array; no hour, no personal-hour value
+    mixed = add_context(f.loc[["c1", "c2", "c3"]], day, np.array([9, np.nan, 19]))
+    assert np.isnan(mixed[HOUR_FEATURES].to_numpy(dtype=float)[1]).all()
+    assert mixed.loc["c1", "f_hour_p_rate"] == morning.loc["c1", "f_hour_p_rate"]
+
+
+def test_training_rows_carry_the_personal_hours_of_their_hour(lake):
+    t = load_training(lake, D0 + timedelta(days=3), D0 + timedelta(days=3)).set_index("attempt_id")
+    assert set(HOUR_FEATURES) <= set(t.columns)
+    prev = load_features(lake, D0 + timedelta(days=2)).set_index("contact_id")
+    expected = add_context(prev.loc[["c1"]], D0 + timedelta(days=3), 9)
+    assert t.loc["a3-1", "f_hour_p_rate"] == pytest.approx(expected["f_hour_p_rate"].iloc[0])
+
+
+def test_training_rows_count_the_earlier_tries_of_the_day(lake):
+    t = load_training(lake, D0, D0 + timedelta(days=3)).set_index("attempt_id")
+    # a0-2: p1's second try of c1 on day 0; a2-2: p1's first try of c1 on day 2, after one on c2
+    assert (t.loc["a0-2", "f_tries_before_address"], t.loc["a0-2", "f_tries_before_person"]) == (1, 1)
+    assert (t.loc["a2-2", "f_tries_before_address"], t.loc["a2-2", "f_tries_before_person"]) == (0, 1)
+    assert (t.loc["a3-1", "f_tries_before_address"], t.loc["a3-1", "f_tries_before_person"]) == (0, 0)
+    assert "tries_before_address" not in t.columns
+
+
+def test_inputs_missing_leave_only_the_calendar():
+    out = add_context(pd.DataFrame({"x": [1, 2]}), D0, 9)
+    assert list(out.columns) == [
+        "x", "f_hour", "f_dow", "f_month", "f_dom", "f_tries_before_address", "f_tries_before_person"
+    ]
+    assert (out.f_tries_before_address == 0).all()
