@@ -39,7 +39,9 @@ from contactrank.ml.train_logging import (
     TAG_DRIFT_BLOCKED,
     TAG_DRIFT_REASON,
     TAG_TEST_DAY,
+    describe_version,
 )
+from contactrank.ml.train_metrics import metric_name
 from contactrank.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -274,11 +276,13 @@ def _record(
     metrics = {k: float(v) for k, v in _gate_metrics(evidence).items() if np.isfinite(v)}
     if metrics:
         client.log_batch(
-            challenger.run_id, metrics=[Metric(k, v, int(time.time() * 1000), 0) for k, v in metrics.items()]
+            challenger.run_id,
+            metrics=[Metric(metric_name(k), v, int(time.time() * 1000), 0) for k, v in metrics.items()],
         )
     if decision == gt.PROMOTED:
         client.set_registered_model_alias(settings.model_name, CHAMPION, challenger.version)
     _tag(client, settings, challenger, {TAG_DECISION: decision})
+    describe_version(client, settings, challenger.version, decision, reasons)
 
 
 def promote(settings: Settings, version: int) -> dict[str, Any]:

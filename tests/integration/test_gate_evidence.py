@@ -39,9 +39,8 @@ def test_base_rate_jump_promotes_a_retrained_challenger_within_a_week(settings: 
 
     run = client(s).get_run(registry.load_champion(s)[1]["run_id"]).data
     assert run.tags["contactrank.gate.decision"] == "promoted"
-    assert {"gate_auc_diff_lo", "gate_auc_diff_hi", "gate_rows"} <= set(run.metrics)
-    ll = {k: v for k, v in run.metrics.items() if k.startswith("gate_") and k.endswith("log_loss")}
-    assert ll["gate_challenger_log_loss"] < ll["gate_champion_log_loss"]
+    assert {"gate/auc_diff_lo", "gate/auc_diff_hi", "gate/rows"} <= set(run.metrics)
+    assert run.metrics["gate/challenger_log_loss"] < run.metrics["gate/champion_log_loss"]
 
 
 def test_thin_world_is_held_or_decided_never_failed_on_nan_nor_on_noise(settings: Settings) -> None:
