@@ -84,6 +84,10 @@ def refuse_future(s: Settings, a: argparse.Namespace) -> None:
         )
 
 
+# the simulator's presets, named here so that `--help` does not import the simulator
+WORLD_NAMES = ["default", "habits", "office_hours_incumbent", "evening_incumbent", "timezones"]
+
+
 def cmd_simulate(s: Settings, a: argparse.Namespace) -> Any:
     from contactrank.features.simulate import simulate
 
@@ -94,6 +98,7 @@ def cmd_simulate(s: Settings, a: argparse.Namespace) -> Any:
         persons=a.persons,
         seed=a.seed,
         fmt=a.format,
+        world=a.world,
     )
 
 
@@ -251,6 +256,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--persons", type=int, default=20_000)
     sp.add_argument("--seed", type=int, default=0)
     sp.add_argument("--format", choices=["csv", "parquet"], default="csv")
+    sp.add_argument(
+        "--world",
+        default=None,
+        choices=WORLD_NAMES,
+        help="a preset of the simulator's world (habits, time zones, incumbent hours...)",
+    )
     add("run", cmd_run, "every step for one date, in order", landing=True)
     add("ingest", cmd_step("ingest"), "landing -> lake (bad rows to quarantine)", landing=True)
     add("features", cmd_step("features"), "lake -> features at the end of DATE")

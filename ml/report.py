@@ -144,10 +144,13 @@ def _gate_text(inp: ReportInputs) -> str:
     decision = tags.get(TAG_GATE_DECISION, "unknown")
     reasons = [v for k, v in sorted(tags.items()) if k.startswith(TAG_GATE_REASON)]
     failed = [r.removeprefix("fail: ") for r in reasons if r.startswith("fail:")]
+    held = [r.removeprefix("hold: ") for r in reasons if r.startswith("hold:")]
     champion_version = tags.get("contactrank.gate.champion_version", "none")
     text = f"{decision} (run {run.info.run_name or run.info.run_id[:8]}, against champion {champion_version})"
     if failed:
         text += " — failed: " + "; ".join(failed)
+    elif held:  # not enough evidence either way: the champion stays, and the page says why
+        text += " — held: " + "; ".join(held)
     elif reasons:
         text += f" — all {len(reasons)} checks passed"
     return text

@@ -31,3 +31,10 @@ def test_allow_future_and_a_near_date_pass_the_guard(tmp_path: Path, monkeypatch
     ):
         main(argv)
         assert "newest data" not in capsys.readouterr().err
+
+
+def test_the_world_choices_are_the_simulators_presets() -> None:
+    from contactrank.cli import WORLD_NAMES
+    from contactrank.features.simulated_world import WORLDS
+
+    assert set(WORLD_NAMES) == set(WORLDS)
