@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import date, timedelta
 
-from synth_training import write_days
+from helpers.synth_training import write_days
 
 from contactrank.ml import registry
 from contactrank.ml.train import train

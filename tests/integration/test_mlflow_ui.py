@@ -22,7 +22,7 @@ from datetime import date, timedelta
 from pathlib import Path
 
 import pytest
-from synth_training import write_days
+from helpers.synth_training import write_days
 
 from contactrank.settings import Settings
 

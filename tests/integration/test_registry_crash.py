@@ -9,7 +9,7 @@ from __future__ import annotations
 import shutil
 from datetime import date
 
-from synth_training import write_days
+from helpers.synth_training import write_days
 
 from contactrank.ml import registry
 from contactrank.ml.tracking import client as mlflow_client

@@ -7,7 +7,7 @@ from datetime import date, timedelta
 
 import numpy as np
 import pytest
-from synth_training import make_day, write_days
+from helpers.synth_training import make_day, write_days
 
 from contactrank.errors import InputError, NotReady
 from contactrank.ml import registry

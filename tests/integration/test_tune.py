@@ -6,7 +6,7 @@ import json
 from datetime import date
 
 import optuna
-from synth_training import write_days
+from helpers.synth_training import write_days
 
 from contactrank.ml.train import train
 from contactrank.ml.tune import storage_url, study_name, tune

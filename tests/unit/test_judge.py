@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
+from helpers.bench import bench_module
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
-
-judge = pytest.importorskip("judge")
+judge = bench_module("judge")
 
 H = judge.HOURS.size
 

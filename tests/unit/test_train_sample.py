@@ -3,18 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
-import sys
 from datetime import date
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from helpers.synth_training import write_days
 
 from contactrank.features.lake import read_partition
 from contactrank.ml.dataset import build_matrix, freeze_categories, plan_window
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
-from synth_training import write_days  # noqa: E402
 
 D = date(2026, 3, 10)
 
