@@ -1,7 +1,7 @@
 """UCI Bank Marketing (Moro et al.) -> landing files of docs/contract.md §1.
 
-The data set (``PROVENANCE.md`` of the workplace copy of the public data sets, §1 and §5) holds one row per client and
-campaign, describing the *last* call of that campaign, with the rows in time order from May 2008
+The data set (``PROVENANCE.md`` of the public data sets' copy, §1 and §5) holds one row per client
+and campaign, describing the *last* call of that campaign, with the rows in time order from May 2008
 to Nov 2010. The mapping, for each data row ``i`` (1-based, the file has no client id):
 
 - **person** ``bm<i>``: one person per row (the same real client may appear in several rows, but

@@ -312,7 +312,8 @@ def test_contacts_state_merges_upserts_with_history(settings, tmp_path):
     assert s2[("P1", "x@y.z")]["active"] is False and s2[("P1", "x@y.z")]["first_seen"] == d1
     assert (
         s2[("P0", "+5511900000001")]["source"] == "enrichment"
-        and s2[("P0", "+5511900000001")]["first_seen"] == d2  # first delivered; features take the first attempt
+        and s2[("P0", "+5511900000001")]["first_seen"]
+        == d2  # first delivered; features take the first attempt
     )
 
 
@@ -372,8 +373,20 @@ def test_suppressions_rows_and_rejections(settings, tmp_path):
             "origin": "file",
         },
         # the persons named in the rows that failed are suppressed all the same
-        {"person_id": "P2", "contact_id": None, "reason": "unparsed_row", "effective_from": D, "origin": "file"},
-        {"person_id": "P3", "contact_id": None, "reason": "unparsed_row", "effective_from": D, "origin": "file"},
+        {
+            "person_id": "P2",
+            "contact_id": None,
+            "reason": "unparsed_row",
+            "effective_from": D,
+            "origin": "file",
+        },
+        {
+            "person_id": "P3",
+            "contact_id": None,
+            "reason": "unparsed_row",
+            "effective_from": D,
+            "origin": "file",
+        },
         {
             "person_id": "P0",
             "contact_id": "+5511999990000",
@@ -505,7 +518,9 @@ def test_parquet_vocabulary_columns_are_read_encoded_and_stored_plain(settings, 
     assert got["A0001"]["channel"] == "sms" and got["A0002"]["outcome"] == "busy"
     assert got["A0004"]["campaign_id"] is None and got["A0005"]["campaign_id"] == "C9"
     assert got["A0000"]["channel"] == "voice" and got["A0000"]["campaign_id"] == "C1"
-    assert sorted((r["attempt_id"], r["_reason"], r["_column"]) for r in quarantine(settings, "attempts")) == [
+    assert sorted(
+        (r["attempt_id"], r["_reason"], r["_column"]) for r in quarantine(settings, "attempts")
+    ) == [
         ("A0003", "bad_channel", "channel"),
         ("A0006", "bad_outcome", "outcome"),
     ]
@@ -527,22 +542,39 @@ def test_addresses_seen_only_in_attempts_become_live_candidates_through_the_feat
     row = good_rows(1)[0]
 
     def att(i, person, contact, channel, at, d):
-        return dict(row, attempt_id=f"{d:%d}-{i}", person_id=person, contact_id=contact, channel=channel,
-                    attempted_at=at, outcome="busy")
+        return dict(
+            row,
+            attempt_id=f"{d:%d}-{i}",
+            person_id=person,
+            contact_id=contact,
+            channel=channel,
+            attempted_at=at,
+            outcome="busy",
+        )
 
-    write_csv(tmp_path, "attempts", [
-        att(0, "P1", "+5511900000001", "voice", "2026-01-02T10:00:00Z", d1),
-        att(1, "P1", "+5511900000002", "sms", "2026-01-02T11:00:00Z", d1),
-    ], d=d1)
+    write_csv(
+        tmp_path,
+        "attempts",
+        [
+            att(0, "P1", "+5511900000001", "voice", "2026-01-02T10:00:00Z", d1),
+            att(1, "P1", "+5511900000002", "sms", "2026-01-02T11:00:00Z", d1),
+        ],
+        d=d1,
+    )
     ingest(settings, d1, landing=tmp_path)
-    write_csv(tmp_path, "attempts", [
-        att(0, "P3", "+5511900000009", "voice", "2026-01-03T12:00:00Z", d2),
-        att(1, "P1", "+5511900000002", "whatsapp", "2026-01-03T13:00:00Z", d2),  # seen on d1 by sms
-        att(2, "P2", "+5511900000005", "voice", "2026-01-03T09:00:00Z", d2),
-        att(3, "P2", "+5511900000005", "sms", "2026-01-03T15:00:00Z", d2),  # latest: its channel wins
-        att(4, "P3", "+5511900000009", "sms", "2026-01-03T08:00:00Z", d2),  # earlier: loses
-        att(5, "P2", "+5511900000001", "voice", "2026-01-03T10:00:00Z", d2),  # same address, other person
-    ], d=d2)
+    write_csv(
+        tmp_path,
+        "attempts",
+        [
+            att(0, "P3", "+5511900000009", "voice", "2026-01-03T12:00:00Z", d2),
+            att(1, "P1", "+5511900000002", "whatsapp", "2026-01-03T13:00:00Z", d2),  # seen on d1 by sms
+            att(2, "P2", "+5511900000005", "voice", "2026-01-03T09:00:00Z", d2),
+            att(3, "P2", "+5511900000005", "sms", "2026-01-03T15:00:00Z", d2),  # latest: its channel wins
+            att(4, "P3", "+5511900000009", "sms", "2026-01-03T08:00:00Z", d2),  # earlier: loses
+            att(5, "P2", "+5511900000001", "voice", "2026-01-03T10:00:00Z", d2),  # same address, other person
+        ],
+        d=d2,
+    )
     ingest(settings, d2, landing=tmp_path)
     assert read_partition(settings, "contacts_state", d2).num_rows == 0
     build_features(settings, d1)
@@ -590,7 +622,9 @@ def test_threaded_validation_gives_the_same_lake_as_one_thread(settings, tmp_pat
         assert a.to_pylist() == b.to_pylist(), kind
     q = read_partition(many, "quarantine/attempts", D).to_pylist()
     assert sorted((r["_row_number"], r["_reason"]) for r in q) == [
-        (6, "bad_timestamp"), (14, "empty_value"), (24, "bad_channel")
+        (6, "bad_timestamp"),
+        (14, "empty_value"),
+        (24, "bad_channel"),
     ]
     assert report_one["kinds"] == report_many["kinds"]
     assert report_many["kinds"]["attempts"]["deduped"] == 1
