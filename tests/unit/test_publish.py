@@ -11,6 +11,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
+from helpers.airflow_harness import CONTRACT_COLUMNS
 
 from contactrank.errors import InputError, NotReady
 from contactrank.features.lake import write_partition
@@ -18,20 +19,7 @@ from contactrank.ml import publish as pub
 from contactrank.ml.score import REPORT_FILE, SCORES_SCHEMA
 
 D = date(2026, 11, 20)
-CONTRACT = [
-    "person_id",
-    "contact_id",
-    "channel",
-    "rank",
-    "score",
-    "best_hour",
-    "reason",
-    "explore",
-    "propensity",
-    "model_version",
-    "timezone",  # contract v1.1
-    "best_hour_utc",
-]
+CONTRACT = CONTRACT_COLUMNS  # the test-side copy of docs/contract.md §2
 
 
 def write_scores(settings, d: date = D, rows: list[tuple] | None = None, version: str = "4") -> None:
