@@ -330,11 +330,11 @@ def main(argv: list[str] | None = None) -> int:
         refuse_future(settings, args)
         result = _run_command(settings, args)
     except ContactrankError as exc:
-        logging.getLogger(__name__).info("%s failed: %s", args.command, exc)
+        logging.getLogger(__name__).info("%s failed: %s", args.command, exc, extra={out.FILE_ONLY: True})
         out.print_lines(out.failure_lines(args.command, str(exc), log_path))
         return 1
     except Exception as exc:  # noqa: BLE001 - the contract: any failure is one line and a non-zero exit
-        logging.getLogger(__name__).exception("%s failed", args.command)
+        logging.getLogger(__name__).exception("%s failed", args.command, extra={out.FILE_ONLY: True})
         reason = (str(exc).strip().splitlines() or [""])[0]
         out.print_lines(out.failure_lines(args.command, f"{type(exc).__name__}: {reason}", log_path))
         return 1

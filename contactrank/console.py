@@ -34,6 +34,10 @@ def stderr_console() -> Console:
     return Console(stderr=True)
 
 
+# set on a log record (``extra={FILE_ONLY: True}``) that the terminal must not repeat
+FILE_ONLY = "file_only"
+
+
 def setup_output(
     home: Path, command: str, verbose: bool = False, console: Console | None = None, echo: bool | None = None
 ) -> Path:
@@ -58,7 +62,10 @@ def setup_output(
     if verbose if echo is None else echo:
         from rich.logging import RichHandler  # only when records go to the terminal
 
-        handlers.append(RichHandler(console=console or stderr_console(), show_path=False))
+        terminal = RichHandler(console=console or stderr_console(), show_path=False)
+        if not verbose:  # a failure is said once on the terminal: the contract's one line
+            terminal.addFilter(lambda record: not getattr(record, FILE_ONLY, False))
+        handlers.append(terminal)
     for handler in handlers:
         setattr(handler, _MARK, True)
         root.addHandler(handler)
