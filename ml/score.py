@@ -47,6 +47,7 @@ REPORT_FILE = "_score_report.json"
 HOUR_LOG_FILE = "_hour_exploration.parquet"  # rank-1 rows that could explore an hour, with propensities
 # One block of candidate rows per allowed hour: (hour column, hour, candidate rows, offset in the stack).
 HourBlock = tuple[int, int, np.ndarray, int]
+HOUR_SMOOTHING = 1  # allowed neighbours on each side averaged into an hour's output (smooth_hours)
 
 
 def _load_model(
@@ -109,11 +110,33 @@ def _stack_hours(
     return stacked
 
 
+def smooth_hours(raws: np.ndarray) -> np.ndarray:
+    """Each allowed hour's output averaged with its allowed neighbours (``HOUR_SMOOTHING`` columns
+    on each side); -inf stays where the hour is not allowed.
+
+    True hour habits are smooth (a peak a few hours wide) while a tree's output jumps from one
+    hour to the next by what its splits on ``f_hour`` learned from a few thousand attempts each:
+    the argmax of the raw curve picks those jumps, and the score at it is the most optimistic
+    one. Averaging neighbours keeps the habit and halves the jumps.
+    """
+    allowed = np.isfinite(raws)
+    values = np.where(allowed, raws, 0.0)
+    num, den = values.copy(), allowed.astype(np.float64)
+    for k in range(1, HOUR_SMOOTHING + 1):
+        num[:, k:] += values[:, :-k]
+        den[:, k:] += allowed[:, :-k]
+        num[:, :-k] += values[:, k:]
+        den[:, :-k] += allowed[:, k:]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(allowed, num / np.maximum(den, 1.0), -np.inf)
+
+
 def _best_hours(raw: np.ndarray, raws: np.ndarray, blocks: list[HourBlock]) -> tuple[np.ndarray, np.ndarray]:
-    """Fill ``raws`` (candidates x hours) from the stacked outputs; return each candidate's best hour
-    column and the row of the stacked matrix that holds it."""
+    """Fill ``raws`` (candidates x hours) with the hour-smoothed outputs (``smooth_hours``) of the
+    stacked ones; return each candidate's best hour column and the stacked row that holds it."""
     for j, _, rows, offset in blocks:
         raws[rows, j] = raw[offset : offset + len(rows)]
+    raws[:] = smooth_hours(raws)
     # The best hour by raw output: calibration is monotone, so this is also an argmax of the
     # calibrated probability, but isotonic steps would turn many hours into ties.
     best = raws.argmax(axis=1)  # first maximum: the earliest hour wins a tie

@@ -13,7 +13,7 @@ import pytest
 from contactrank.errors import FailClosed, NotReady
 from contactrank.features.lake import partition_dir, read_partition, write_partition
 from contactrank.ml.model import ContactModel
-from contactrank.ml.score import read_report, score
+from contactrank.ml.score import read_report, score, smooth_hours
 
 D = date(2026, 11, 20)
 
@@ -151,8 +151,9 @@ def test_scores_every_candidate_at_its_best_allowed_hour(settings, model):
     for row in df.itertuples():
         one = feats.loc[[row.contact_id]].reset_index()
         per_hour = [model.predict_proba(add_context(one, day=valid_from, hour=h))[0] for h in range(8, 22)]
-        assert row.score == pytest.approx(max(per_hour), abs=1e-12)
-        assert row.best_hour == 8 + int(np.argmax(per_hour))
+        smoothed = smooth_hours(np.array([per_hour]))[0]  # no calibrator: raw output = probability
+        assert row.score == pytest.approx(max(smoothed), abs=1e-12)
+        assert row.best_hour == 8 + int(np.argmax(smoothed))
     # rank 1..k within each person, by score (the model has no reason to explore here: share 0)
     for _, g in df.groupby("person_id"):
         assert sorted(g["rank"]) == list(range(1, len(g) + 1))
@@ -372,6 +373,7 @@ def test_best_hour_and_rank_ties_of_a_stepwise_calibrator_are_broken_by_the_raw_
     for _, row in df.iterrows():
         one = feats.loc[[row.contact_id]].reset_index()
         raw = [model.raw_score(add_context(one, day=valid_from, hour=h))[0] for h in range(8, 22)]
+        raw = smooth_hours(np.array([raw]))[0]
         assert row.best_hour == 8 + int(np.argmax(raw)) and row["_raw"] == pytest.approx(max(raw))
     p1 = df[df.person_id == "p1"].sort_values("rank")
     assert list(p1["_raw"]) == sorted(p1["_raw"], reverse=True)
@@ -423,3 +425,11 @@ def test_less_tried_hours_are_the_allowed_hours_of_thin_buckets(settings):
     again = _less_tried_hour(settings, date(2026, 1, 5), df.iloc[::-1].reset_index(drop=True), allowed[::-1],
                              best[::-1], hours)  # fmt: skip
     assert again[1][::-1].tolist() == alt.tolist()  # the draw is the person's, whatever the row order
+
+
+def test_smooth_hours_averages_allowed_neighbours_only():
+    ninf = -np.inf
+    raws = np.array([[1.0, 4.0, 1.0, ninf, 3.0], [ninf, ninf, 2.0, 8.0, ninf]])
+    out = smooth_hours(raws)
+    np.testing.assert_allclose(out[0], [2.5, 2.0, 2.5, ninf, 3.0])
+    np.testing.assert_allclose(out[1], [ninf, ninf, 5.0, 5.0, ninf])
