@@ -128,7 +128,8 @@ def _split(settings: Settings, d: date, older: list[date], count) -> tuple[list,
     test, valid, train = [], [], []
     rows = pos = 0
     it = 0
-    while it < len(older) and len(older) - it > 4:
+    # the test always holds D; it grows back only while it leaves days to validate and train on
+    while it < len(older) and (not test or len(older) - it > 4):
         x = older[it]
         if test and ((d - x).days >= settings.gate_window_days or _enough(
             rows, pos, settings.gate_min_rows, settings.gate_min_positives
@@ -139,7 +140,7 @@ def _split(settings: Settings, d: date, older: list[date], count) -> tuple[list,
         rows, pos = rows + r, pos + p
         it += 1
     rows = pos = 0
-    while it < len(older) and len(older) - it > 2:
+    while it < len(older) - 1 and (not valid or len(older) - it > 2):  # one day stays for training
         if len(valid) >= settings.valid_days and _enough(rows, pos, 0, settings.valid_min_positives):
             break
         r, p = count(older[it])

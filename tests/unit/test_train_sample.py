@@ -52,3 +52,19 @@ def test_the_cap_changes_the_training_config(settings):
     params = lgb_params(settings, None)
     smaller = dataclasses.replace(settings, train_max_rows=1000)
     assert _train_config(settings, params) != _train_config(smaller, params)
+
+
+def test_three_labelled_days_split_into_test_validation_and_training(tmp_path) -> None:
+    """The smallest history a quick setting allows still has a test, a validation and a training day."""
+    from datetime import date, timedelta
+
+    from contactrank.ml.dataset import plan_window
+    from contactrank.settings import load_settings
+
+    s = load_settings(home=tmp_path, min_train_days=3, valid_days=1)
+    d = date(2026, 3, 10)
+    write_days(s, d, 3)
+    window = plan_window(s, d)
+    assert not isinstance(window, str), window
+    assert window.test_days == [d] and window.valid_days == [d - timedelta(days=1)]
+    assert window.train_days == [d - timedelta(days=2)]
