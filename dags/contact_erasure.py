@@ -49,10 +49,9 @@ The task's XCom holds only counts, never the id.
 def contact_erasure():
     @task
     def erase(**context) -> dict:
-        from contactrank.erase import erase as run
+        from contactrank.erase import erase_requested
 
-        settings = load_settings(context)
-        result = small(run(settings, str(context["params"]["person_id"])))
+        result = small(erase_requested(load_settings(context), str(context["params"]["person_hash"])))
         # The id is personal data: keep it out of XCom even if the result echoes it.
         return {k: v for k, v in result.items() if k not in {"person_id", "contact_ids"}}
 

@@ -64,6 +64,7 @@ log = logging.getLogger(__name__)
 _O = OUTCOME_CODE
 
 
+# Long on purpose: the day loop reads top to bottom as one simulated day (world changes, dialer, files).
 def simulate(
     landing: Path,
     start: date,

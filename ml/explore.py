@@ -45,6 +45,7 @@ def uniform(keys: pd.Series | np.ndarray, seed: int, d: date, salt: str) -> np.n
     return (h >> np.uint64(11)).astype(np.float64) / float(2**53)
 
 
+# Long on purpose: the exploration policy and its propensities are one computation; split, they drift apart.
 def apply(frame: pd.DataFrame, settings: Settings, d: date) -> pd.DataFrame:
     """Rank the rows of each person and apply the exploration policy.
 

@@ -74,6 +74,7 @@ UPDATE_HOUR = 18  # local hour of the day-before delivery of contacts and person
 MAX_YEAR_WRAPS = 5  # more month wraps than this: the rows are not in time order (bank.csv is shuffled)
 
 
+# Long on purpose: one pass from the source rows to the four landing kinds, in the order of the mapping.
 def import_bank_marketing(
     path: Path,
     landing: Path,
