@@ -135,6 +135,9 @@ def day_line(day: str, results: dict[str, Any]) -> str:
             parts.append(f"{step} {result['status']}")
         else:
             counts = [v for v in result.values() if isinstance(v, int) and not isinstance(v, bool)]
+            rows = result.get("rows")  # the step's own size says most; else its first count
+            if isinstance(rows, int) and not isinstance(rows, bool):
+                counts = [rows]
             parts.append(f"{step} {_figure(counts[0])}" if counts else step)
     return f"{day}: {', '.join(parts)}"
 
