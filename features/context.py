@@ -78,10 +78,11 @@ def personal_hours(df: pd.DataFrame, hours: np.ndarray) -> dict[str, np.ndarray]
     rows = np.arange(n)
     pop_b = np.column_stack([_column(df, c) for c in POPULATION_HOUR_COLS[:-1]])
     pop = _column(df, POPULATION_HOUR_COLS[-1])
-    pop_lift = np.take_along_axis(pop_b, b, axis=1)[:, 0] / pop
     p_att, p_reach = _counts(df, "f_p")
     c_att, c_reach = _counts(df, "f_c")
+    # a population without reaches yet has no lift: NaN, which the trees read as missing
     with np.errstate(divide="ignore", invalid="ignore"):
+        pop_lift = np.take_along_axis(pop_b, b, axis=1)[:, 0] / pop
         p_rate = _shrunk(p_reach.sum(axis=1), p_att.sum(axis=1), pop)
         p_hour = _shrunk(p_reach[rows, b[:, 0]], p_att[rows, b[:, 0]], p_rate * pop_lift)
         p_lift = p_hour / p_rate
