@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import hashlib
 import io
 import json
 import logging
@@ -35,7 +34,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from contactrank.errors import ContactrankError, InputError
-from contactrank.features.lake import atomic_dir
+from contactrank.features.lake import atomic_dir, file_sha256
 from contactrank.lock import home_lock
 from contactrank.ml.publish import write_csv  # the export's formula-injection escaping
 from contactrank.privacy import ERASURE_FILE, erased_hashes, keyed_hash
@@ -210,7 +209,7 @@ def _refresh_manifest(manifest: Path, staging: Path) -> None:
     for name in list(files):
         f = staging / name
         if f.is_file():
-            digest = hashlib.sha256(f.read_bytes()).hexdigest()
+            digest = file_sha256(f)
             if isinstance(files[name], dict):
                 files[name]["sha256"] = digest
             else:

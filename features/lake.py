@@ -20,6 +20,7 @@ moved aside first and removed after, and is restored if a crash left the target 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 import shutil
@@ -39,6 +40,15 @@ from contactrank.settings import Settings
 log = logging.getLogger(__name__)
 
 DATA_FILE = "part-0.parquet"
+
+
+def file_sha256(path: Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks (manifests, training fingerprints)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def partition_dir(settings: Settings, kind: str, d: date) -> Path:

@@ -15,7 +15,6 @@ import json
 import logging
 from dataclasses import dataclass, field
 from datetime import date, timedelta
-from pathlib import Path
 from typing import Any
 
 import lightgbm as lgb
@@ -27,7 +26,7 @@ import pyarrow.parquet as pq
 
 from contactrank.errors import ContactrankError, NotReady
 from contactrank.features.build import load_training
-from contactrank.features.lake import DATA_FILE, partition_dates, partition_dir, read_partition
+from contactrank.features.lake import DATA_FILE, file_sha256, partition_dates, partition_dir, read_partition
 from contactrank.features.schema import FEATURE_PREFIX, LABEL_COLUMNS
 from contactrank.ml.model import encode
 from contactrank.settings import Settings
@@ -67,14 +66,6 @@ def labelled(df: pd.DataFrame, label: str) -> pd.DataFrame:
 
 def partition_schema(settings: Settings, d: date) -> pa.Schema:
     return pq.read_schema(partition_dir(settings, KIND, d) / DATA_FILE)
-
-
-def file_fingerprint(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 @dataclass
@@ -200,7 +191,7 @@ def plan_window(settings: Settings, d: date) -> Window | str:
     test, valid, train = _split(settings, d, older, count)
     used = sorted(test + valid + train)
     fingerprints = {
-        x.isoformat(): file_fingerprint(partition_dir(settings, KIND, x) / DATA_FILE) for x in used
+        x.isoformat(): file_sha256(partition_dir(settings, KIND, x) / DATA_FILE) for x in used
     }
     fingerprint = hashlib.sha256(json.dumps(fingerprints, sort_keys=True).encode()).hexdigest()
     schema = partition_schema(settings, d)

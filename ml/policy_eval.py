@@ -36,6 +36,7 @@ from contactrank.dates import date_range
 from contactrank.errors import InputError, NotReady
 from contactrank.features.lake import read_partition
 from contactrank.features.schema import CONVERSION_OUTCOMES, REACH_OUTCOMES
+from contactrank.ml.publish import export_dir
 from contactrank.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -127,7 +128,7 @@ def evaluate_policy(settings: Settings, start: date, end: date, policy: str = "m
     logs = []
     days = 0
     for x in date_range(start, end):
-        folder = settings.exports / "priority" / f"date={x.isoformat()}"
+        folder = export_dir(settings, x)
         if not (folder / "_SUCCESS").is_file():
             continue
         manifest = json.loads((folder / "_manifest.json").read_text())

@@ -12,7 +12,6 @@ erasure runs while the export is being written.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import re
@@ -24,7 +23,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from contactrank.features.lake import atomic_dir
+from contactrank.features.lake import atomic_dir, file_sha256
 from contactrank.features.schema import PRIORITY
 from contactrank.lock import home_lock
 from contactrank.ml.score import CONTRACT_COLUMNS, read_report, read_scores
@@ -67,14 +66,6 @@ def escape_formulas(table: pa.Table) -> pa.Table:
             col = pc.if_else(hit, pc.binary_join_element_wise("'", col, ""), col)
         cols.append(col)
     return pa.table(cols, names=table.column_names)
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _write_parquet(table: pa.Table, path: Path) -> None:
@@ -123,7 +114,7 @@ def _publish(settings: Settings, d: date) -> dict:
         _write_parquet(table, staging / "priority.parquet")
         write_csv(table, staging / "priority.csv")
         files = {
-            name: {"sha256": _sha256(staging / name), "bytes": (staging / name).stat().st_size}
+            name: {"sha256": file_sha256(staging / name), "bytes": (staging / name).stat().st_size}
             for name in ("priority.parquet", "priority.csv")
         }
         manifest = _manifest(settings, d, table, report, files, erased_persons)
