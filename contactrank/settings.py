@@ -66,6 +66,11 @@ class Settings:
     # the validation days grow back past valid_days until they hold this many rows of each class
     # (early stopping and calibration on a handful of positives overfit the noise)
     valid_min_positives: int = 50
+    # "dask": fit with LightGBM's distributed mode on a Dask cluster whose workers read the training
+    # days themselves (the `dask` extra; docs/scale.md, "Training past one machine"); binary only
+    train_engine: Literal["local", "dask"] = "local"
+    dask_scheduler: str = ""  # address of a running scheduler (tcp://host:8786); empty: a LocalCluster
+    dask_workers: int = 2  # workers of that LocalCluster, sharing num_threads (at least one thread each)
 
     # --- promotion gate --------------------------------------------------------------------
     gate_auc_margin: float = 0.005  # challenger AUC may be at most this much below the champion's
@@ -106,6 +111,12 @@ class Settings:
     max_days_ahead_of_data: int = 3
     # a mutating command waits this long for another one holding the home's lock, then says who holds it
     lock_wait_seconds: float = 900.0
+
+    def __post_init__(self) -> None:
+        if self.dask_workers < 1:
+            raise ValueError(f"setting 'dask_workers': {self.dask_workers!r} is invalid (must be at least 1)")
+        if self.train_engine == "dask" and self.objective != "binary":
+            raise ValueError("setting 'train_engine': 'dask' fits the binary objective only")
 
     # --- derived paths -----------------------------------------------------------------------
     @property
@@ -151,7 +162,9 @@ class Settings:
 
 _FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
 # where things are and how long to wait for the home: not part of what a run computes
-_LOCATION_FIELDS = frozenset({"home", "landing_dir", "mlflow_tracking_uri", "lock_wait_seconds"})
+_LOCATION_FIELDS = frozenset(
+    {"home", "landing_dir", "mlflow_tracking_uri", "lock_wait_seconds", "dask_scheduler"}
+)
 
 
 def _coerce(name: str, value: Any) -> Any:
