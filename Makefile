@@ -11,7 +11,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -c constraints.txt -e ".[airflow,postgres,dev]"
+	$(PY) -m pip install -q -c constraints.txt -e ".[airflow,postgres,dev,dask]"
 	rm -f $(VENV)/.installed-*; touch $@
 
 # System packages from Debian: docker-compose (validates docker-compose.yml without an engine),
