@@ -66,6 +66,10 @@ class Settings:
     # the validation days grow back past valid_days until they hold this many rows of each class
     # (early stopping and calibration on a handful of positives overfit the noise)
     valid_min_positives: int = 50
+    # the PNG diagnostics of every training (importance, SHAP, calibration, gains, confusion):
+    # the daily run keeps them; a backfill or benchmark replaying hundreds of days can switch them
+    # off (CONTACTRANK_TRAIN_PLOTS=0), since drawing them costs more than fitting a small model
+    train_plots: bool = True
     # "dask": fit with LightGBM's distributed mode on a Dask cluster whose workers read the training
     # days themselves (the `dask` extra; docs/scale.md, "Training past one machine"); binary only
     train_engine: Literal["local", "dask"] = "local"
@@ -161,9 +165,10 @@ class Settings:
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
-# where things are and how long to wait for the home: not part of what a run computes
+# where things are, how long to wait for the home and whether training draws its plots: not part
+# of what a run computes (the published manifest carries the hash)
 _LOCATION_FIELDS = frozenset(
-    {"home", "landing_dir", "mlflow_tracking_uri", "lock_wait_seconds", "dask_scheduler"}
+    {"home", "landing_dir", "mlflow_tracking_uri", "lock_wait_seconds", "dask_scheduler", "train_plots"}
 )
 
 

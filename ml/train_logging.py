@@ -129,7 +129,7 @@ def log_training_run(settings: Settings, client, run: TrainingRun, test_df: pd.D
             mlflow_metrics({k: v for k, v in figures.items() if np.isfinite(v)}), model_id=info.model_id
         )
         with tempfile.TemporaryDirectory() as tmp:
-            write_artifacts(Path(tmp), run, test_df)
+            write_artifacts(Path(tmp), run, test_df, with_plots=settings.train_plots)
             mlflow.log_artifacts(tmp, artifact_path="evaluation")
         version = register(client, settings, info, active.info.run_id, tags)
         run.timings["mlflow_s"] = time.perf_counter() - started
@@ -299,13 +299,29 @@ def _newest_version(client, settings: Settings):
     return max(versions, key=lambda v: int(v.version), default=None)
 
 
-def write_artifacts(out: Path, run: TrainingRun, test_df: pd.DataFrame) -> None:
-    """The evaluation folder of the run: importance, SHAP, calibration, gains, confusion, inputs."""
+def write_artifacts(out: Path, run: TrainingRun, test_df: pd.DataFrame, with_plots: bool = True) -> None:
+    """The evaluation folder of the run: importance, SHAP, calibration, gains, confusion, inputs.
+
+    ``with_plots=False`` (setting ``train_plots``) writes the tables and JSON files only."""
     model, test = run.model, run.test
     gain = pd.Series(
         model.booster.feature_importance(importance_type="gain"), index=model.features, name="gain"
     )
     gain.sort_values(ascending=False).to_frame().to_csv(out / "importance_gain.csv", index_label="feature")
+    ev.reliability(test.y, test.p).to_csv(out / "reliability.csv", index=False)
+    if with_plots:
+        write_plots(out, run, test_df, gain)
+    confusion = {"threshold": test.threshold, **test.confusion}
+    (out / "confusion.json").write_text(json.dumps(confusion, indent=2))
+    (out / "calibration.json").write_text(json.dumps(run.calibration, indent=2, default=float))
+    (out / "fingerprints.json").write_text(json.dumps(run.window.fingerprints, indent=2))
+    (out / "metrics.json").write_text(json.dumps(test.metrics, indent=2, default=float))
+    (out / "params.json").write_text(json.dumps(run.params, indent=2, default=str))
+
+
+def write_plots(out: Path, run: TrainingRun, test_df: pd.DataFrame, gain: pd.Series) -> None:
+    """The PNG diagnostics of the evaluation folder (SHAP on at most 1,000 test rows)."""
+    model, test = run.model, run.test
     plots.plot_importance(gain, out / "importance_gain.png")
     sample = test_df.sample(n=min(len(test_df), 1000), random_state=0) if len(test_df) else test_df
     if len(sample):
@@ -314,12 +330,5 @@ def write_artifacts(out: Path, run: TrainingRun, test_df: pd.DataFrame) -> None:
     if model.calibrator is not None and model.meta.get("objective") != "lambdarank":
         curves["model (raw)"] = test.raw
     plots.plot_calibration(test.y, curves, out / "calibration.png")
-    ev.reliability(test.y, test.p).to_csv(out / "reliability.csv", index=False)
     plots.plot_gains(test.y, {"model": test.p, **test.baselines}, out / "lift_gain.png")
     plots.plot_confusion(test.confusion, test.threshold, out / "confusion.png")
-    confusion = {"threshold": test.threshold, **test.confusion}
-    (out / "confusion.json").write_text(json.dumps(confusion, indent=2))
-    (out / "calibration.json").write_text(json.dumps(run.calibration, indent=2, default=float))
-    (out / "fingerprints.json").write_text(json.dumps(run.window.fingerprints, indent=2))
-    (out / "metrics.json").write_text(json.dumps(test.metrics, indent=2, default=float))
-    (out / "params.json").write_text(json.dumps(run.params, indent=2, default=str))
