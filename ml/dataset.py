@@ -247,7 +247,7 @@ class Matrix:
     weights: np.ndarray | None = None  # recency weight per row (None: every row weighs 1)
 
 
-def _sampled_counts(settings: Settings, days: list[date], max_rows: int | None) -> tuple[float, list[int]]:
+def sampled_counts(settings: Settings, days: list[date], max_rows: int | None) -> tuple[float, list[int]]:
     """The share of persons to keep (1.0: all) and the labelled rows it keeps on each day."""
     label = label_column(settings)
     counts = []
@@ -284,7 +284,7 @@ def build_matrix(
     of person_id: the same persons every run).
     """
     label = label_column(settings)
-    share, counts = _sampled_counts(settings, days, max_rows)
+    share, counts = sampled_counts(settings, days, max_rows)
     n = int(sum(counts))
     X = np.empty((n, len(features)), dtype=np.float32, order="F")
     y = np.empty(n, dtype=np.float32)

@@ -47,6 +47,7 @@ from contactrank.ml.drift import drift_metrics, measure_drift
 from contactrank.ml.model import ContactModel
 from contactrank.ml.tracking import client as mlflow_client
 from contactrank.ml.tracking import configure
+from contactrank.ml.train_dask import fit_on_cluster
 from contactrank.ml.train_logging import (
     TAG_CONFIG,
     TAG_DATE,
@@ -189,6 +190,8 @@ def train_config(settings: Settings, params: dict[str, Any]) -> str:
         "valid_min_positives": settings.valid_min_positives,
         "gate_window": [settings.gate_window_days, settings.gate_min_rows, settings.gate_min_positives],
     }
+    if settings.train_engine != "local":  # a distributed fit is another model (the local hash is unchanged)
+        blob["engine"] = settings.train_engine
     return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -239,17 +242,20 @@ class TrainingData:
 
 
 def load_data(settings: Settings, window: Window) -> TrainingData:
+    """The categories, validation and test rows; the training matrix too unless a cluster reads it."""
     categories = freeze_categories(settings, window.train_days + window.valid_days, window.categorical)
     features = window.features
-    train = build_matrix(
-        settings,
-        window.train_days,
-        features,
-        categories,
-        extras=False,
-        max_rows=settings.train_max_rows,
-        day_weights=window.weights,
-    )
+    train = None
+    if settings.train_engine == "local":
+        train = build_matrix(
+            settings,
+            window.train_days,
+            features,
+            categories,
+            extras=False,
+            max_rows=settings.train_max_rows,
+            day_weights=window.weights,
+        )
     valid = build_matrix(settings, window.valid_days, features, categories)
     label = label_column(settings)
     frames = [labelled(read_day(settings, x), label) for x in window.test_days or [window.test_day]]
@@ -280,6 +286,27 @@ def calibrate(
     )
     p_valid = calibrator.predict(raw_valid) if calibrator is not None else raw_valid
     return model, report, ev.operating_threshold(valid.y, p_valid)
+
+
+def fit_model(
+    settings: Settings, params: dict[str, Any], window: Window, data: TrainingData, timings: dict[str, float]
+) -> tuple[lgb.Booster, dict[str, Any], tuple[int, float]] | None:
+    """The booster, its parameters as run and (training rows, positives), by ``train_engine``
+    (None: no training rows). Adds ``fit_s`` (and the workers' reading to ``load_s``) to ``timings``."""
+    if settings.train_engine == "dask":
+        cluster = fit_on_cluster(settings, params, window, data.categories)
+        if cluster is None:
+            return None
+        timings["load_s"] += cluster.load_s
+        timings["fit_s"] = cluster.fit_s
+        ran = {**params, "tree_learner": "data", "num_machines": cluster.workers}
+        return cluster.booster, ran, (cluster.rows, cluster.positives)
+    if len(data.train.y) == 0:
+        return None
+    fit_started = time.perf_counter()
+    booster = fit_booster(settings, params, data.train, data.valid, window.features, window.categorical)
+    timings["fit_s"] = time.perf_counter() - fit_started
+    return booster, params, (len(data.train.y), float(data.train.y.sum()))
 
 
 def train(settings: Settings, d: date, force: bool = False) -> dict[str, Any]:
@@ -319,21 +346,19 @@ def _train(settings: Settings, d: date, force: bool) -> dict[str, Any]:
             return {"status": "skipped", "reason": reason}
 
     data = load_data(settings, window)
-    if len(data.train.y) == 0 or len(data.valid.y) == 0:
-        return {"status": "skipped", "reason": "no labelled rows in the training or validation days"}
     timings = {"load_s": time.perf_counter() - started}
-
-    fit_started = time.perf_counter()
-    booster = fit_booster(settings, params, data.train, data.valid, window.features, window.categorical)
-    timings["fit_s"] = time.perf_counter() - fit_started
+    fitted = None if len(data.valid.y) == 0 else fit_model(settings, params, window, data, timings)
+    if fitted is None:
+        return {"status": "skipped", "reason": "no labelled rows in the training or validation days"}
+    booster, params, (rows, positives) = fitted
     counts = {
-        "rows_train": len(data.train.y),
+        "rows_train": rows,
         "rows_valid": len(data.valid.y),
         "rows_test": len(data.test_df),
         "test_days": len(window.test_days),
         "train_days": len(window.train_days),
         "valid_days": len(window.valid_days),
-        "positives_train": float(data.train.y.sum()),
+        "positives_train": positives,
         "positives_valid": float(data.valid.y.sum()),
     }
     data.train = None

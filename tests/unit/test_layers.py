@@ -7,7 +7,7 @@ The layers, bottom to top (docs/design.md draws the same table):
 | foundation | settings, errors, dates, privacy, the home lock |
 | data | schema, lake, sql, parsing and validation, ingest, importers, simulator |
 | features | the point-in-time feature build, the attempt context |
-| model | model, tracking, evaluation, plots, drift, training data, train, tune, registry |
+| model | model, tracking, evaluation, plots, drift, training data, train (or on Dask), tune, registry |
 | serving | candidates, scoring, exploration, reasons, publish, off-policy evaluation |
 | reporting | the daily report |
 | application | stages, pipeline, cli, demo, erase, the lookup API |
