@@ -9,9 +9,17 @@ challenger's test days that neither model trained on), scores both models on it 
 - **AUC**: the difference challenger - champion gets a DeLong interval (paired: both scores of
   every row) at ``gate_confidence``. Below ``-gate_auc_margin`` as a whole: worse, rejected; above
   it as a whole: not worse; straddling it: not enough evidence (held).
-- **Proper scores**: the challenger must be better on log loss and Brier on the same rows.
+- **Proper scores**: the per-row differences of log loss and Brier (paired, same rows) get a
+  normal interval at ``gate_confidence``. Worse beyond doubt on either: rejected. Log loss better
+  beyond doubt: ok; its interval straddling 0: not enough evidence (held), never a failure.
+- An AUC interval straddling ``-gate_auc_margin`` does not hold a challenger whose log loss is
+  better beyond doubt: the AUC is not shown worse, and the proper score (ranking and calibration
+  together) is shown better. A base-rate shift moves the calibration, not the ranking, so on
+  thin days this is how a retrained model replaces a stale one.
 - **Calibration** relative to the champion on the same rows (a moved base rate hurts both): ECE
   at most ``gate_ece_margin`` above the champion's. Only the first model meets ``gate_ece_cap``.
+- **Channel slices**: the paired DeLong interval of each slice's AUC difference; a slice fails
+  only when its whole interval lies below ``-gate_slice_drop`` (a thin slice's noise is not a drop).
 - **Drift**: a shift found by the drift guard blocks only a challenger that is not better (log
   loss) on the recent rows; a model retrained on the shifted data is the remedy, not the victim.
 - **Age**: a champion older than ``max_champion_age_days`` gives way to a challenger that passes
@@ -31,6 +39,7 @@ from contactrank.ml import evaluate as ev
 from contactrank.settings import Settings
 
 PROMOTED, REJECTED, HELD = "promoted", "rejected", "held"
+PROB_EPS = 1e-6  # the clip of evaluate.binary_metrics: the intervals are about the figures it reports
 
 
 @dataclass
@@ -56,6 +65,10 @@ class Evidence:
     auc_diff: float = float("nan")
     auc_lo: float = float("nan")
     auc_hi: float = float("nan")
+    # challenger - champion, mean per-row score and its interval (negative: the challenger better)
+    log_loss_diff: tuple[float, float, float] = (float("nan"),) * 3
+    brier_diff: tuple[float, float, float] = (float("nan"),) * 3
+    slices: dict[str, tuple[float, float, float]] = field(default_factory=dict)  # AUC difference per channel
 
     @property
     def negatives(self) -> int:
@@ -100,6 +113,22 @@ def delong_interval(
     return diff, diff - half, diff + half
 
 
+def paired_interval(d: np.ndarray, confidence: float) -> tuple[float, float, float]:
+    """(mean, lower, upper) of per-row differences: normal interval of the mean (NaN below 2 rows)."""
+    d = np.asarray(d, dtype="float64")
+    if len(d) < 2:
+        return (float("nan"),) * 3
+    mean = float(d.mean())
+    half = float(norm.ppf(0.5 + confidence / 2) * d.std(ddof=1) / np.sqrt(len(d)))
+    return mean, mean - half, mean + half
+
+
+def _row_scores(y: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-row log loss and Brier score (probabilities clipped as ``evaluate.binary_metrics`` does)."""
+    pc = np.clip(np.asarray(p, dtype="float64"), PROB_EPS, 1 - PROB_EPS)
+    return -(y * np.log(pc) + (1 - y) * np.log(1 - pc)), (pc - y) ** 2
+
+
 def compare(
     settings: Settings,
     y: np.ndarray,
@@ -112,10 +141,18 @@ def compare(
     y = np.asarray(y).astype(int)
     out = Evidence(len(y), int(y.sum()), days, scorecard(y, p_challenger, channels))
     if p_champion is not None:
+        conf = settings.gate_confidence
         out.champion = scorecard(y, p_champion, channels)
-        out.auc_diff, out.auc_lo, out.auc_hi = delong_interval(
-            y, p_challenger, p_champion, settings.gate_confidence
-        )
+        out.auc_diff, out.auc_lo, out.auc_hi = delong_interval(y, p_challenger, p_champion, conf)
+        (ll_ch, br_ch), (ll_cp, br_cp) = _row_scores(y, p_challenger), _row_scores(y, p_champion)
+        out.log_loss_diff = paired_interval(ll_ch - ll_cp, conf)
+        out.brier_diff = paired_interval(br_ch - br_cp, conf)
+        channels = np.asarray(channels).astype(str)
+        for c in sorted(set(out.challenger.channels) & set(out.champion.channels)):
+            m = channels == c
+            out.slices[c] = delong_interval(
+                y[m], np.asarray(p_challenger)[m], np.asarray(p_champion)[m], conf
+            )
     return out
 
 
@@ -123,35 +160,50 @@ def _fmt(x: float) -> str:
     return f"{x:.4f}" if np.isfinite(x) else "nan"
 
 
+def _interval(diff: tuple[float, float, float]) -> str:
+    return f"difference {diff[0]:+.4f} [{diff[1]:+.4f}, {diff[2]:+.4f}]"
+
+
 def _comparisons(settings: Settings, ev_: Evidence, reasons: list[str]) -> None:
     """The challenger against the champion on the same rows (enough evidence assumed)."""
     ch, cp = ev_.challenger, ev_.champion
-    margin = settings.gate_auc_margin
+    margin, conf = settings.gate_auc_margin, f"at {settings.gate_confidence:.0%}"
+    ll_lo, ll_hi = ev_.log_loss_diff[1:]
+    ll_better = bool(ll_hi < 0)
     interval = (
-        f"auc {_fmt(ch.auc)} vs champion {_fmt(cp.auc)}: difference {ev_.auc_diff:+.4f}"
-        f" [{ev_.auc_lo:+.4f}, {ev_.auc_hi:+.4f}] at {settings.gate_confidence:.0%} (margin {margin:.4f})"
+        f"auc {_fmt(ch.auc)} vs champion {_fmt(cp.auc)}: {_interval((ev_.auc_diff, ev_.auc_lo, ev_.auc_hi))}"
+        f" {conf} (margin {margin:.4f})"
     )
     if ev_.auc_lo >= -margin:
         reasons.append(f"ok: {interval}: not worse")
     elif ev_.auc_hi < -margin:
         reasons.append(f"fail: {interval}: worse")
+    elif ll_better:
+        reasons.append(f"ok: {interval}: not shown worse, and the log loss is better beyond doubt")
     else:
         reasons.append(f"hold: not enough evidence: {interval}: the interval straddles -margin")
-    for name in ("log_loss", "brier"):
-        a, b = getattr(ch, name), getattr(cp, name)
-        ok = bool(np.isfinite(a) and np.isfinite(b) and a < b)
-        reasons.append(f"{'ok' if ok else 'fail'}: {name.replace('_', ' ')} {_fmt(a)} vs champion {_fmt(b)}")
+    ll = (
+        f"log loss {_fmt(ch.log_loss)} vs champion {_fmt(cp.log_loss)}: {_interval(ev_.log_loss_diff)} {conf}"
+    )
+    if ll_better:
+        reasons.append(f"ok: {ll}: better")
+    elif ll_lo > 0:
+        reasons.append(f"fail: {ll}: worse")
+    else:
+        reasons.append(f"hold: not enough evidence: {ll}: the interval straddles 0")
+    brier = f"brier {_fmt(ch.brier)} vs champion {_fmt(cp.brier)}: {_interval(ev_.brier_diff)} {conf}"
+    worse = bool(ev_.brier_diff[1] > 0)
+    reasons.append(f"fail: {brier}: worse" if worse else f"ok: {brier}: not worse")
     ece_ok = bool(np.isfinite(ch.ece)) and ch.ece <= cp.ece + settings.gate_ece_margin
     reasons.append(
         f"{'ok' if ece_ok else 'fail'}: ece {_fmt(ch.ece)} vs champion {_fmt(cp.ece)}"
         f" (margin {settings.gate_ece_margin:.4f})"
     )
-    for c in sorted(set(ch.channels) & set(cp.channels)):
-        a, b = ch.channels[c], cp.channels[c]
-        ok = a >= b - settings.gate_slice_drop
+    for c, (diff, lo, hi) in sorted(ev_.slices.items()):
+        ok = not hi < -settings.gate_slice_drop  # NaN (one class in the slice): nothing shown
         reasons.append(
-            f"{'ok' if ok else 'fail'}: slice {c}: auc {a:.4f} vs champion {b:.4f}"
-            f" (max drop {settings.gate_slice_drop:.4f})"
+            f"{'ok' if ok else 'fail'}: slice {c}: auc {ch.channels[c]:.4f} vs champion {cp.channels[c]:.4f}:"
+            f" {_interval((diff, lo, hi))} {conf} (max drop {settings.gate_slice_drop:.4f})"
         )
 
 

@@ -246,6 +246,10 @@ def _gate_metrics(evidence: gt.Evidence) -> dict[str, float]:
     if evidence.champion is not None:
         out |= {"gate_auc_diff": evidence.auc_diff, "gate_auc_diff_lo": evidence.auc_lo}
         out["gate_auc_diff_hi"] = evidence.auc_hi
+        for name in ("log_loss", "brier"):
+            diff = getattr(evidence, f"{name}_diff")
+            keys = (f"gate_{name}_diff", f"gate_{name}_diff_lo", f"gate_{name}_diff_hi")
+            out |= dict(zip(keys, diff, strict=True))
     return out
 
 

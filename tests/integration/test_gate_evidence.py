@@ -41,6 +41,7 @@ def test_base_rate_jump_promotes_a_retrained_challenger_within_a_week(settings: 
     assert run.tags["contactrank.gate.decision"] == "promoted"
     assert {"gate/auc_diff_lo", "gate/auc_diff_hi", "gate/rows"} <= set(run.metrics)
     assert run.metrics["gate/challenger_log_loss"] < run.metrics["gate/champion_log_loss"]
+    assert run.metrics["gate/log_loss_diff_lo"] <= run.metrics["gate/log_loss_diff_hi"]
 
 
 def test_thin_world_is_held_or_decided_never_failed_on_nan_nor_on_noise(settings: Settings) -> None:

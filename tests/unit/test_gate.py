@@ -37,8 +37,26 @@ def card(auc: float = 0.75, ece: float = 0.01, ll: float = 0.40, brier: float = 
     return Scorecard(auc=auc, ece=ece, channels=dict(ch), log_loss=ll, brier=brier)
 
 
-def evidence(ch: Scorecard, cp: Scorecard | None, lo: float, hi: float, rows: int = 2000, pos: int = 400):
-    return Evidence(rows, pos, "2026-01-01..2026-01-07 (7 days)", ch, cp, (lo + hi) / 2, lo, hi)
+def evidence(
+    ch: Scorecard,
+    cp: Scorecard | None,
+    lo: float,
+    hi: float,
+    rows: int = 2000,
+    pos: int = 400,
+    half: float = 0.002,
+):
+    """Evidence with the AUC interval [lo, hi]; the log loss, Brier and slice differences are the
+    scorecards' differences +- ``half``."""
+    out = Evidence(rows, pos, "2026-01-01..2026-01-07 (7 days)", ch, cp, (lo + hi) / 2, lo, hi)
+    if cp is not None:
+        for name in ("log_loss", "brier"):
+            d = getattr(ch, name) - getattr(cp, name)
+            setattr(out, f"{name}_diff", (d, d - half, d + half))
+        for c in sorted(set(ch.channels) & set(cp.channels)):
+            d = ch.channels[c] - cp.channels[c]
+            out.slices[c] = (d, d - half, d + half)
+    return out
 
 
 def test_first_model_needs_floors_only(s: Settings) -> None:
@@ -78,8 +96,49 @@ def test_interval_wholly_below_the_margin_rejects(s: Settings) -> None:
 
 
 def test_interval_straddling_the_margin_is_not_enough_evidence(s: Settings) -> None:
+    # the log loss difference (-0.01 +- 0.02) straddles 0 as well: nothing is shown either way
+    decision, reasons = decide(s, evidence(card(ll=0.39, brier=0.11), card(), -0.03, 0.01, half=0.02))
+    assert decision == HELD and any("straddles -margin" in r for r in reasons)
+    assert any(r.startswith("hold: not enough evidence: log loss") for r in reasons)
+    assert not any(r.startswith("fail:") for r in reasons)
+
+
+def test_straddling_auc_with_a_log_loss_better_beyond_doubt_promotes(s: Settings) -> None:
+    # a moved base rate: the ranking is the same (AUC interval wide on thin days), the
+    # calibration is not; the proper score shows the challenger better
     decision, reasons = decide(s, evidence(card(ll=0.39, brier=0.11), card(), -0.03, 0.01))
-    assert decision == HELD and any("straddles" in r for r in reasons)
+    assert decision == PROMOTED, reasons
+    assert any("not shown worse, and the log loss is better beyond doubt" in r for r in reasons)
+
+
+def test_equal_models_on_thin_evidence_are_not_rejected_on_noise(s: Settings) -> None:
+    # two models of the same quality on 400 rows over two channels: point comparisons of log loss,
+    # Brier and slice AUCs rejected most of them (a coin flip each); with intervals a rejection
+    # needs evidence, so it stays rare
+    rng = np.random.default_rng(5)
+    decisions = []
+    for _ in range(60):
+        logit = rng.normal(-1.0, 1.0, 400)
+        y = (rng.random(400) < 1 / (1 + np.exp(-logit))).astype(int)
+        a, b = (1 / (1 + np.exp(-(logit + rng.normal(0, 0.5, 400)))) for _ in range(2))
+        channels = np.where(rng.random(400) < 0.5, "voice", "sms")
+        decisions.append(decide(s, compare(s, y, a, b, channels, "d"))[0])
+    assert decisions.count(REJECTED) / len(decisions) < 0.25, decisions
+    assert decisions.count(HELD) > decisions.count(PROMOTED)
+
+
+def test_a_recalibrated_challenger_replaces_a_champion_left_behind_by_the_base_rate(s: Settings) -> None:
+    # 300 rows of one day after the rate doubled: the champion ranks as well but predicts half
+    rng = np.random.default_rng(7)
+    logit = rng.normal(-0.8, 1.2, 300)
+    y = (rng.random(300) < 1 / (1 + np.exp(-logit))).astype(int)
+    common = logit + rng.normal(0, 0.5, 300)  # what both models learned of the ranking
+    challenger = 1 / (1 + np.exp(-(common + rng.normal(0, 0.2, 300))))
+    champion = 1 / (1 + np.exp(-(common + rng.normal(0, 0.2, 300) - 1.0)))
+    ev_ = compare(s, y, challenger, champion, np.full(300, "voice"), "d")
+    assert ev_.auc_lo < -s.gate_auc_margin < ev_.auc_hi  # the ranking alone shows nothing
+    decision, reasons = decide(s, ev_)
+    assert decision == PROMOTED, reasons
 
 
 def test_worse_log_loss_or_calibration_relative_to_the_champion_rejects(s: Settings) -> None:
