@@ -56,9 +56,10 @@ from contactrank.dates import date_range  # noqa: E402
 from contactrank.features.importers.bank_marketing import import_bank_marketing  # noqa: E402
 from contactrank.settings import Settings, load_settings  # noqa: E402
 
-# The UCI data set is not shipped with the project: pass --data, or keep the workplace copy beside
-# the repo (../shared/datasets/, see README "Running it on your own call logs").
-DEFAULT_DATA = ROOT.parent / "shared" / "datasets" / "bank_marketing" / "bank-full.csv"
+# The UCI data set is not shipped with the project: pass --data, set CONTACTRANK_DATASETS, or keep
+# the workplace copy beside the repo (../shared/datasets/, see README "Running it on your own call logs").
+DATASETS = Path(os.environ.get("CONTACTRANK_DATASETS") or ROOT.parent / "shared" / "datasets")
+DEFAULT_DATA = DATASETS / "bank_marketing" / "bank-full.csv"
 NOTES = ROOT / "docs" / "bench-notes" / "bank_marketing.md"
 LABEL = "label_conversion"
 # the calmer, thinner second half of the data: the figures the targets are stated on
@@ -207,11 +208,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from contactrank.ml.dataset import plan_window
     from contactrank.pipeline import run_step
 
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     home = Path(args.home) if args.home else Path(tempfile.mkdtemp(prefix="contactrank-bank-"))
     if args.home and args.fresh and home.exists():
         shutil.rmtree(home)
-    settings = load_settings(home=home, label="conversion", retrain_every_days=7)
+    # a replay of 900+ days: the per-training PNGs would cost more than the fits (train_plots)
+    settings = load_settings(home=home, label="conversion", retrain_every_days=7, train_plots=False)
     landing = home / "landing"
     imported = import_bank_marketing(Path(args.data), landing, limit=args.limit)
     start = date.fromisoformat(imported["first_date"]) - timedelta(days=1)
@@ -227,15 +229,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     gate_reasons: dict[str, int] = {}
     decisions: list[dict[str, Any]] = []
     timing = {"ingest": 0.0, "features": 0.0, "train": 0.0, "gate": 0.0, "evaluate": 0.0}
+    cpu = dict.fromkeys(timing, 0.0)  # CPU seconds of the process (all threads): the load-independent figure
     attrs: list[str] = []
     n_days = (end - start).days + 1
     for i, d in enumerate(date_range(start, end)):
         for step in ("ingest", "features"):
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.process_time()
             run_step(step, settings, d, landing)
             timing[step] += time.perf_counter() - t
+            cpu[step] += time.process_time() - c
 
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         path = partition_dir(settings, "training", d) / "part-0.parquet"
         df = pd.read_parquet(path) if path.is_file() else pd.DataFrame()
         if len(df):
@@ -255,22 +259,26 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 out["p_logreg"] = np.nan
             scored.append(out)
         timing["evaluate"] += time.perf_counter() - t
+        cpu["evaluate"] += time.process_time() - c
 
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         res = run_step("train", settings, d, landing)
         timing["train"] += time.perf_counter() - t
+        cpu["train"] += time.process_time() - c
         if res.get("status") == "trained":
             window = plan_window(settings, d)
             fit_days = window.train_days + window.valid_days
             train_df = pd.concat([day_rows[x] for x in fit_days if x in day_rows], ignore_index=True)
             features = [c for c in window.features if c in train_df.columns]
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.process_time()
             logreg = fit_logreg(train_df, features)
             timing["evaluate"] += time.perf_counter() - t
+            cpu["evaluate"] += time.process_time() - c
             trainings.append({"date": d.isoformat(), "rows": len(train_df), "days": len(fit_days)})
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.process_time()
             g = run_step("gate", settings, d, landing)
             timing["gate"] += time.perf_counter() - t
+            cpu["gate"] += time.process_time() - c
             if g.get("decision") in gates:
                 gates[g["decision"]] += 1
                 decisions.append({"date": d.isoformat(), "decision": g["decision"]})
@@ -306,6 +314,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     ev = pd.concat(scored, ignore_index=True)
     meta = {"trainings": len(trainings), "gate": gates, "gate_failures": gate_reasons, "attributes": attrs}
     meta |= {"publish_last_day": publish, "timing": {k: round(v, 1) for k, v in timing.items()}}
+    meta["cpu"] = {k: round(v, 1) for k, v in cpu.items()}
+    meta["cpu_seconds"] = round(time.process_time() - c0, 1)
+    meta["load_average"] = [round(x, 2) for x in os.getloadavg()]
     meta["gate_in_period"] = _gate_counts(decisions, PERIOD)
     meta["seconds_per_day"] = round((time.perf_counter() - t0) / max(n_days, 1), 3)
     return _result(args, settings, imported, ev, meta, home, t0)

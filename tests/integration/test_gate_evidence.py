@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from datetime import date, timedelta
 
+import pytest
+from helpers.bench import bench_module
 from helpers.synth_training import write_days
 
 from contactrank.ml import registry
@@ -63,3 +65,17 @@ def test_thin_world_is_held_or_decided_never_failed_on_nan_nor_on_noise(settings
         if g["status"] == "held":
             assert any(r.startswith("hold: not enough evidence") for r in g["reasons"])
     assert statuses[0] == "promoted"  # the first model, on the floors
+
+
+@pytest.mark.slow
+def test_the_previous_rule_keeps_the_stale_champion_where_the_gate_replaces_it(settings: Settings) -> None:
+    # 300 attempts a day, the reach rate doubles on day 40: the previous rule (one test day, fixed
+    # ECE cap, point comparisons, PSI against one day) judges the same challengers (bench/gate_jump.py)
+    result = bench_module("gate_jump").run(settings.home, after=7, rows=300)
+    evidence, legacy = result["served"]["evidence"], result["served"]["legacy"]
+    assert legacy["promotions"] == 0, result["days"]  # stale: its ECE cap fails every thin day
+    assert all(any(f.startswith("ece") for f in x["legacy_failed"]) for x in result["days"])
+    assert evidence["first_promotion_day_after_jump"] is not None
+    assert evidence["first_promotion_day_after_jump"] <= 7
+    assert evidence["forward_log_loss"] < legacy["forward_log_loss"]
+    assert evidence["forward_ece"] < legacy["forward_ece"]
