@@ -45,6 +45,7 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
+from contactrank.errors import ContactrankError
 from contactrank.ml.dataset import (
     Window,
     build_matrix,
@@ -187,9 +188,14 @@ def fit_on_cluster(
     settings: Settings, params: dict[str, Any], window: Window, categories: dict[str, list[str]]
 ) -> ClusterFit | None:
     """Fit the booster with ``DaskLGBMClassifier`` on the cluster (None: no training rows)."""
-    # lightgbm.dask needs the optional `dask` extra: loaded only when this engine is chosen
-    from distributed import wait
-    from lightgbm.dask import DaskLGBMClassifier
+    try:
+        # lightgbm.dask needs the optional `dask` extra: loaded only when this engine is chosen
+        from distributed import wait
+        from lightgbm.dask import DaskLGBMClassifier
+    except ImportError as exc:
+        raise ContactrankError(
+            f"train_engine 'dask' needs the dask extra (pip install 'contactrank[dask]'): {exc}"
+        ) from None
 
     started = time.perf_counter()
     X, y, w, rows = training_parts(settings, window, categories)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
 
+from contactrank.errors import ContactrankError
+from contactrank.ml.train_dask import fit_on_cluster
 from contactrank.settings import load_settings
 
 
@@ -38,3 +41,11 @@ def test_the_scheduler_address_is_where_things_run_not_what_they_compute(tmp_pat
     assert s.config_hash() == s.replace(dask_scheduler="tcp://10.0.0.5:8786").config_hash()
     assert s.config_hash() != s.replace(dask_workers=4).config_hash()
     assert s.config_hash() != load_settings(home=tmp_path).config_hash()
+
+
+def test_without_the_dask_extra_training_says_what_to_install(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "distributed", None)  # as if the extra were not installed
+    with pytest.raises(ContactrankError, match=r"contactrank\[dask\]"):
+        fit_on_cluster(load_settings(home=tmp_path, train_engine="dask"), {}, None, {})
