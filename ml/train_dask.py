@@ -76,7 +76,7 @@ class ClusterFit:
     rows: int
     positives: float
     workers: int
-    load_s: float  # the workers reading and encoding the training days
+    load_s: float  # sizing the sample, starting (or reaching) the cluster, the workers reading the days
     fit_s: float
 
 
