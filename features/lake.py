@@ -219,15 +219,22 @@ def read_partition(
 
 
 def partition_dates(settings: Settings, kind: str) -> list[date]:
-    """Sorted dates that have a partition of ``kind``."""
+    """Sorted dates that have a partition of ``kind``.
+
+    Every step lists several kinds and the listing grows with the history, so it works on strings
+    (``os.scandir``), not ``Path`` objects: a fixed cost of every day of a long backfill."""
     root = settings.lake / kind
-    if not root.is_dir():
+    try:
+        entries = os.scandir(root)
+    except (FileNotFoundError, NotADirectoryError):
         return []
     out = []
-    for child in root.iterdir():
-        if child.name.startswith("date=") and (child / DATA_FILE).is_file():
-            with contextlib.suppress(ValueError):
-                out.append(date.fromisoformat(child.name[5:]))
+    with entries:
+        for entry in entries:
+            name = entry.name
+            if name.startswith("date=") and os.path.isfile(os.path.join(entry.path, DATA_FILE)):
+                with contextlib.suppress(ValueError):
+                    out.append(date.fromisoformat(name[5:]))
     return sorted(out)
 
 

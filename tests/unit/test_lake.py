@@ -115,3 +115,16 @@ def test_dictionary_columns_are_stored_as_plain_values(settings) -> None:
     )
     assert back.column("v").to_pylist() == ["b", "a", "b", "c", None]
     assert (path / lake.DATA_FILE).is_file()
+
+
+def test_partition_dates_lists_only_complete_date_partitions(settings) -> None:
+    lake.write_partition(settings, "attempts", D, pa.table({"x": [1]}))
+    lake.write_partition(settings, "attempts", date(2026, 1, 3), pa.table({"x": [2]}))
+    root = settings.lake / "attempts"
+    (root / "date=2026-01-09").mkdir()  # a folder without its data file (never committed)
+    (root / "date=not-a-date").mkdir()
+    (root / "date=not-a-date" / lake.DATA_FILE).write_bytes(b"")
+    (root / "notes.txt").write_text("not a partition")
+    assert lake.partition_dates(settings, "attempts") == [date(2026, 1, 3), D]  # sorted
+    (settings.lake / "afile").write_text("")
+    assert lake.partition_dates(settings, "afile") == []
