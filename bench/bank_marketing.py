@@ -383,6 +383,8 @@ def _result(
 def _rule(reason: str) -> str:
     """The gate rule a ``fail: ...`` / ``hold: ...`` reason of ml.gate.decide is about."""
     if reason.startswith("hold:"):
+        if "vs floor" in reason:
+            return "hold_floor"
         return "hold_interval" if "interval straddles" in reason else "hold_evidence"
     if reason.startswith("fail: slice"):
         return "slice_drop"

@@ -4,6 +4,8 @@ Pure computation (no MLflow): ``ml.registry.gate`` gathers the evidence (the lab
 challenger's test days that neither model trained on), scores both models on it and records what
 :func:`decide` returns.
 
+- **Floor**: the challenger's AUC (with its DeLong interval) at least ``gate_auc_floor``; below it
+  beyond doubt fails, below it within the noise holds.
 - **Evidence**: at least ``gate_min_rows`` rows and ``gate_min_positives`` of each class; less is
   "not enough evidence": the champion stays, and the challenger is held, not failed.
 - **AUC**: the difference challenger - champion gets a DeLong interval (paired: both scores of
@@ -69,6 +71,7 @@ class Evidence:
     log_loss_diff: tuple[float, float, float] = (float("nan"),) * 3
     brier_diff: tuple[float, float, float] = (float("nan"),) * 3
     slices: dict[str, tuple[float, float, float]] = field(default_factory=dict)  # AUC difference per channel
+    auc_ci: tuple[float, float] = (float("nan"), float("nan"))  # the challenger's AUC interval (the floor)
 
     @property
     def negatives(self) -> int:
@@ -113,6 +116,13 @@ def delong_interval(
     return diff, diff - half, diff + half
 
 
+def auc_interval(y: np.ndarray, p: np.ndarray, confidence: float) -> tuple[float, float]:
+    """The interval of one model's AUC: DeLong's difference against a constant score, whose AUC is
+    0.5 with no variance (every pair tied), shifted back by 0.5."""
+    _, lo, hi = delong_interval(y, p, np.zeros(len(y)), confidence)
+    return lo + 0.5, hi + 0.5
+
+
 def paired_interval(d: np.ndarray, confidence: float) -> tuple[float, float, float]:
     """(mean, lower, upper) of per-row differences: normal interval of the mean (NaN below 2 rows)."""
     d = np.asarray(d, dtype="float64")
@@ -140,6 +150,7 @@ def compare(
     """Both models' scorecards on the same rows and the interval of their AUC difference."""
     y = np.asarray(y).astype(int)
     out = Evidence(len(y), int(y.sum()), days, scorecard(y, p_challenger, channels))
+    out.auc_ci = auc_interval(y, p_challenger, settings.gate_confidence)
     if p_champion is not None:
         conf = settings.gate_confidence
         out.champion = scorecard(y, p_champion, channels)
@@ -218,6 +229,18 @@ def _drift(ev_: Evidence, drift_reasons: list[str], reasons: list[str]) -> None:
             reasons.append(f"fail: drift: {r} (challenger not better on the recent rows)")
 
 
+def _floor(settings: Settings, ev_: Evidence) -> str:
+    """The AUC floor judged with the challenger's interval: below it beyond doubt fails; a point
+    estimate below it whose interval reaches it is not enough evidence (thin days are noisy)."""
+    auc, (lo, hi), floor = ev_.challenger.auc, ev_.auc_ci, settings.gate_auc_floor
+    text = f"auc {auc:.4f} [{lo:.4f}, {hi:.4f}] at {settings.gate_confidence:.0%} vs floor {floor:.4f}"
+    if auc >= floor:
+        return f"ok: {text}"
+    if hi < floor:
+        return f"fail: {text}: below beyond doubt"
+    return f"hold: not enough evidence: {text}: the interval reaches the floor"
+
+
 def decide(
     settings: Settings,
     ev_: Evidence,
@@ -231,12 +254,14 @@ def decide(
     if not np.isfinite(ch.auc):
         return HELD, [f"hold: not enough evidence: AUC undefined ({counts})"]
     floor_ok = ch.auc >= settings.gate_auc_floor
-    reasons.append(f"{'ok' if floor_ok else 'fail'}: auc {ch.auc:.4f} vs floor {settings.gate_auc_floor:.4f}")
+    reasons.append(_floor(settings, ev_))
     if cp is None:
         ece_ok = bool(np.isfinite(ch.ece)) and ch.ece <= settings.gate_ece_cap
         reasons.append(f"{'ok' if ece_ok else 'fail'}: ece {_fmt(ch.ece)} vs cap {settings.gate_ece_cap:.4f}")
         reasons.append("ok: first model, floors only")
-        return (PROMOTED if floor_ok and ece_ok else REJECTED), reasons
+        if floor_ok and ece_ok:
+            return PROMOTED, reasons
+        return (REJECTED if any(r.startswith("fail:") for r in reasons) else HELD), reasons
     enough = ev_.rows >= settings.gate_min_rows and min(ev_.positives, ev_.negatives) >= (
         settings.gate_min_positives
     )

@@ -12,6 +12,7 @@ from contactrank.ml.gate import (
     REJECTED,
     Evidence,
     Scorecard,
+    auc_interval,
     compare,
     decide,
     delong_interval,
@@ -49,6 +50,7 @@ def evidence(
     """Evidence with the AUC interval [lo, hi]; the log loss, Brier and slice differences are the
     scorecards' differences +- ``half``."""
     out = Evidence(rows, pos, "2026-01-01..2026-01-07 (7 days)", ch, cp, (lo + hi) / 2, lo, hi)
+    out.auc_ci = (ch.auc - half, ch.auc + half)
     if cp is not None:
         for name in ("log_loss", "brier"):
             d = getattr(ch, name) - getattr(cp, name)
@@ -70,6 +72,32 @@ def test_first_model_fails_a_floor(s: Settings, c: Scorecard, needle: str) -> No
     decision, reasons = decide(s, evidence(c, None, np.nan, np.nan))
     failed = [r for r in reasons if r.startswith("fail:")]
     assert decision == REJECTED and len(failed) == 1 and needle in failed[0]
+
+
+def test_the_floor_holds_within_the_noise_and_fails_beyond_doubt(s: Settings) -> None:
+    # a weak challenger on a thin day (300 rows, ~30 positives): AUC 0.48, interval +- 0.09
+    rng = np.random.default_rng(8)
+    y = (rng.random(300) < 0.1).astype(int)
+    weak = 0.1 + 0.01 * y + rng.normal(0, 0.05, 300)
+    ev_ = compare(s, y, np.clip(weak, 0.01, 0.99), None, np.full(300, "voice"), "d")
+    assert ev_.challenger.auc < s.gate_auc_floor < ev_.auc_ci[1]
+    decision, reasons = decide(s, ev_)
+    assert decision == HELD and reasons[0].startswith("hold: not enough evidence: auc")
+    # a weak model on 20 times the rows (AUC 0.52 +- 0.02) is below the floor beyond doubt
+    y, weak = np.tile(y, 20), 0.1 + 0.005 * np.tile(y, 20) + rng.normal(0, 0.05, 6000)
+    ev_ = compare(s, y, np.clip(weak, 0.01, 0.99), None, np.full(6000, "voice"), "d")
+    decision, reasons = decide(s, ev_)
+    assert decision == REJECTED and reasons[0].endswith("below beyond doubt")
+
+
+def test_auc_interval_of_one_model_matches_its_auc_and_narrows_with_rows() -> None:
+    rng = np.random.default_rng(9)
+    y = rng.random(2000) < 0.2
+    p = y + rng.normal(0, 1.5, 2000)
+    lo, hi = auc_interval(y, p, 0.9)
+    assert lo < roc_auc_score(y, p) < hi and hi - lo < 0.06
+    lo_small, hi_small = auc_interval(y[:200], p[:200], 0.9)
+    assert hi_small - lo_small > 2 * (hi - lo)
 
 
 def test_undefined_auc_is_held_never_failed(s: Settings) -> None:
