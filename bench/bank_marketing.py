@@ -367,6 +367,9 @@ def _result(
         "compared_rows": f_latest["rows"],
         "logreg_on_champion_rows": f_champ_same,
         "period": period_figures(ev, PERIOD),
+        # the target: at least half of the weekly challengers promoted or held for lack of evidence
+        "promoted_or_held_share": _not_rejected(meta["gate"]),
+        "promoted_or_held_share_in_period": _not_rejected(meta["gate_in_period"]),
         **meta,
         "anchors": ANCHORS,
         "seconds": round(time.perf_counter() - t0, 1),
@@ -398,6 +401,11 @@ def _rule(reason: str) -> str:
     if "champion" in reason:
         return "auc_vs_champion"
     return reason
+
+
+def _not_rejected(counts: dict[str, int]) -> float | None:
+    decided = sum(counts.values())
+    return round((counts.get("promoted", 0) + counts.get("held", 0)) / decided, 3) if decided else None
 
 
 def _gate_counts(decisions: list[dict[str, Any]], period: tuple[date, date]) -> dict[str, int]:
@@ -611,7 +619,9 @@ def _period_lines(r: dict[str, Any]) -> list[str]:
         return []
     lines = [
         f"Same figures over {per['from']} .. {per['to']} only (rows all three models scored); gate "
-        f"decisions in the period: {r.get('gate_in_period')}.",
+        f"decisions in the period: {r.get('gate_in_period')} (promoted or held: "
+        f"{r.get('promoted_or_held_share_in_period')}; over the whole run "
+        f"{r.get('promoted_or_held_share')}).",
         "",
         "| model | rows | AUC | lift@10% | recall@top 50% | mean within-day AUC |",
         "|---|---|---|---|---|---|",
