@@ -14,6 +14,7 @@ rates: an hour never tried carries the prior only, and the model sees how little
 
 from __future__ import annotations
 
+from dataclasses import dataclass, fields
 from datetime import date
 from typing import Any
 
@@ -69,33 +70,66 @@ def _shrunk(num: np.ndarray, den: np.ndarray, prior: np.ndarray) -> np.ndarray:
     return (num + HOUR_PRIOR_STRENGTH * prior) / (den + HOUR_PRIOR_STRENGTH)
 
 
+@dataclass(frozen=True)
+class HourInputs:
+    """The stored inputs of the personal-hour features as numeric arrays, one row per candidate.
+
+    Read once per batch: scoring evaluates every candidate at up to 24 hours, and converting the
+    40 input columns again for each hour cost more than the features themselves.
+    """
+
+    population_by_bucket: np.ndarray  # rows x buckets
+    population: np.ndarray
+    person_attempts: np.ndarray  # rows x buckets, missing as 0
+    person_reaches: np.ndarray
+    contact_attempts: np.ndarray
+    contact_reaches: np.ndarray
+    profile: np.ndarray  # rows x buckets
+
+    @classmethod
+    def of(cls, df: pd.DataFrame) -> HourInputs | None:
+        """The inputs of ``df`` (None when it lacks them: a model trained without personal hours)."""
+        if not set(CONTEXT_INPUTS).issubset(df.columns):
+            return None
+        return cls(
+            np.column_stack([_column(df, c) for c in POPULATION_HOUR_COLS[:-1]]),
+            _column(df, POPULATION_HOUR_COLS[-1]),
+            *_counts(df, "f_p"),
+            *_counts(df, "f_c"),
+            np.column_stack([_column(df, c) for c in PROFILE_COLS]),
+        )
+
+    def take(self, rows: np.ndarray) -> HourInputs:
+        return HourInputs(*(np.take(getattr(self, f.name), rows, axis=0) for f in fields(self)))
+
+    def __len__(self) -> int:
+        return len(self.population)
+
+
 def personal_hours(df: pd.DataFrame, hours: np.ndarray) -> dict[str, np.ndarray]:
     """``HOUR_FEATURES`` of each row at its hour (empty when ``df`` lacks the inputs)."""
-    if not set(CONTEXT_INPUTS).issubset(df.columns):
-        return {}
-    n = len(df)
-    b = bucket_index(hours)[:, None]
-    rows = np.arange(n)
-    pop_b = np.column_stack([_column(df, c) for c in POPULATION_HOUR_COLS[:-1]])
-    pop = _column(df, POPULATION_HOUR_COLS[-1])
-    p_att, p_reach = _counts(df, "f_p")
-    c_att, c_reach = _counts(df, "f_c")
+    inputs = HourInputs.of(df)
+    return {} if inputs is None else hour_features(inputs, hours)
+
+
+def hour_features(inputs: HourInputs, hours: np.ndarray) -> dict[str, np.ndarray]:
+    """``HOUR_FEATURES`` of each row of ``inputs`` at its hour."""
+    rows = np.arange(len(inputs))
+    b = bucket_index(hours)
+    pop, p_att, p_reach = inputs.population, inputs.person_attempts, inputs.person_reaches
+    c_att, c_reach = inputs.contact_attempts, inputs.contact_reaches
     # a population without reaches yet has no lift: NaN, which the trees read as missing
     with np.errstate(divide="ignore", invalid="ignore"):
-        pop_lift = np.take_along_axis(pop_b, b, axis=1)[:, 0] / pop
+        pop_lift = inputs.population_by_bucket[rows, b] / pop
         p_rate = _shrunk(p_reach.sum(axis=1), p_att.sum(axis=1), pop)
-        p_hour = _shrunk(p_reach[rows, b[:, 0]], p_att[rows, b[:, 0]], p_rate * pop_lift)
+        p_hour = _shrunk(p_reach[rows, b], p_att[rows, b], p_rate * pop_lift)
         p_lift = p_hour / p_rate
         c_rate = _shrunk(c_reach.sum(axis=1), c_att.sum(axis=1), p_rate)
-        c_hour = _shrunk(c_reach[rows, b[:, 0]], c_att[rows, b[:, 0]], c_rate * p_lift)
+        c_hour = _shrunk(c_reach[rows, b], c_att[rows, b], c_rate * p_lift)
         c_lift = c_hour / c_rate
-    profile = np.column_stack([_column(df, c) for c in PROFILE_COLS])
-    with np.errstate(divide="ignore", invalid="ignore"):
-        profile_rate = profile[rows, b[:, 0]]
-        profile_lift = profile_rate / profile.mean(axis=1)
-    values = (
-        p_hour, p_lift, p_att[rows, b[:, 0]], c_hour, c_lift, c_att[rows, b[:, 0]], profile_rate, profile_lift
-    )
+        profile_rate = inputs.profile[rows, b]
+        profile_lift = profile_rate / inputs.profile.mean(axis=1)
+    values = (p_hour, p_lift, p_att[rows, b], c_hour, c_lift, c_att[rows, b], profile_rate, profile_lift)
     known = np.isfinite(hours)  # an attempt without a local hour has no bucket
     return {
         name: np.where(known & np.isfinite(v), v, np.nan).astype("float32")
@@ -110,7 +144,12 @@ def _counts_of(values: Any, n: int) -> np.ndarray:
 
 
 def add_context(
-    df: pd.DataFrame, day: date, hour: Any, tries_before_address: Any = 0, tries_before_person: Any = 0
+    df: pd.DataFrame,
+    day: date,
+    hour: Any,
+    tries_before_address: Any = 0,
+    tries_before_person: Any = 0,
+    hour_inputs: HourInputs | None = None,
 ) -> pd.DataFrame:
     """``df`` plus the context of an attempt on ``day`` at local ``hour`` (scalar or array).
 
@@ -122,6 +161,9 @@ def add_context(
     call less) and exists only because the first try failed; without these two columns the model
     credits all of that to the late hours. Training passes the counts of the attempts of D; the
     file recommends each address's first try of its day, so scoring leaves them at 0.
+
+    ``hour_inputs``: the rows' ``HourInputs`` read beforehand (scoring reads them once for all
+    hours); by default they are read from ``df``.
     """
     n = len(df)
     if np.ndim(hour) == 0:
@@ -132,6 +174,8 @@ def add_context(
         )
         if len(hours) != n:
             raise ContextError(f"add_context: {len(hours)} hours for {n} rows")
+    if hour_inputs is not None and len(hour_inputs) != n:
+        raise ContextError(f"add_context: hour inputs of {len(hour_inputs)} rows for {n} rows")
     f_hour = hours.astype("int8") if not np.isnan(hours).any() else hours
     return df.assign(
         f_hour=f_hour,
@@ -140,5 +184,5 @@ def add_context(
         f_dom=np.full(n, day.day, dtype="int8"),
         f_tries_before_address=_counts_of(tries_before_address, n),
         f_tries_before_person=_counts_of(tries_before_person, n),
-        **personal_hours(df, hours),
+        **(personal_hours(df, hours) if hour_inputs is None else hour_features(hour_inputs, hours)),
     )

@@ -11,6 +11,7 @@ from datetime import date
 
 import numpy as np
 import pyarrow as pa
+from threadpoolctl import threadpool_limits
 
 from contactrank.features import history, sql
 from contactrank.features.daily_aggregates import BUCKETS, KINDS, sum_if
@@ -111,13 +112,17 @@ def create_shared_rates(con, state: str, population: str, x: date, m: float) -> 
 
 
 def fit_hour_profiles(con, state: str) -> None:
-    """Temp table ``hour_profiles`` (k, log_weight, rate_<bucket>, ...): habit profiles fitted by EM.
+    """Temp tables ``hour_profiles`` (k, log_weight, rate_<bucket>, ...), habit profiles fitted by EM,
+    and ``profile_by_counts`` (attempt_<bucket>, reach_<bucket>, profile_<bucket>): the expected
+    reach rate of each bucket under the posterior over the profiles of each person's bucket counts.
 
     A person's bucket counts are sparse (a handful of attempts spread over five buckets), so one
     morning answer says little alone; against a few profiles learned from everyone (e.g. morning,
     evening and all-day types, at several levels) it says which type the person probably is. EM
     runs on the distinct count vectors with their multiplicity (exact, far fewer than persons), from
-    a fixed start, so the fit is deterministic.
+    a fixed start, so the fit is deterministic; the posterior is computed once per distinct vector
+    too, and persons find theirs by their counts (a join on a table of a few thousand rows instead
+    of a profile likelihood per person and profile).
     """
     per_person = ", ".join(
         f"sum({k}_hour_{b})::INTEGER AS {k}_{b}" for b in BUCKETS for k in ("attempt", "reach")
@@ -131,15 +136,35 @@ def fit_hour_profiles(con, state: str) -> None:
         for k in ("attempt", "reach")
     )
     weight = np.asarray(counts["n"], float)
-    rate, log_weight = _em_profiles(att, reach, weight)
+    # The products have 4-5 columns: BLAS threads only wait on each other there (3x the CPU time).
+    with threadpool_limits(limits=1, user_api="blas"):
+        rate, log_weight = _em_profiles(att, reach, weight)
+        expected = _posterior_rates(att, reach, rate, log_weight)
     table = {"k": np.arange(HOUR_PROFILES), "log_weight": log_weight}
     for i, b in enumerate(BUCKETS):
         table[f"rate_{b}"] = rate[:, i]
-        table[f"log_rate_{b}"] = np.log(rate[:, i])
-        table[f"log_miss_{b}"] = np.log1p(-rate[:, i])
-    con.register("hour_profiles_arrow", pa.table(table))
-    con.execute("CREATE OR REPLACE TEMP TABLE hour_profiles AS SELECT * FROM hour_profiles_arrow")
-    con.unregister("hour_profiles_arrow")
+    _register_table(con, "hour_profiles", pa.table(table))
+    posterior = {}
+    for i, b in enumerate(BUCKETS):
+        posterior[f"attempt_{b}"] = pa.array(att[:, i], pa.int32())
+        posterior[f"reach_{b}"] = pa.array(reach[:, i], pa.int32())
+        posterior[f"profile_{b}"] = pa.array(expected[:, i], pa.float32())
+    _register_table(con, "profile_by_counts", pa.table(posterior))
+
+
+def _posterior_rates(
+    att: np.ndarray, reach: np.ndarray, rate: np.ndarray, log_weight: np.ndarray
+) -> np.ndarray:
+    """(vectors x buckets) expected rates of each count vector under its posterior over the profiles."""
+    ll = reach @ np.log(rate).T + (att - reach) @ np.log1p(-rate).T + log_weight
+    w = np.exp(ll - ll.max(axis=1, keepdims=True)) if len(ll) else ll
+    return (w @ rate) / w.sum(axis=1, keepdims=True)
+
+
+def _register_table(con, name: str, table: pa.Table) -> None:
+    con.register(f"{name}_arrow", table)
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS SELECT * FROM {name}_arrow")
+    con.unregister(f"{name}_arrow")
 
 
 def _em_profiles(att: np.ndarray, reach: np.ndarray, n: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -156,33 +181,17 @@ def _em_profiles(att: np.ndarray, reach: np.ndarray, n: np.ndarray) -> tuple[np.
     weight = np.full(HOUR_PROFILES, 1.0 / HOUR_PROFILES)
     if n.sum() == 0:  # no history yet: the starting profiles, equally likely
         return rate, np.log(weight)
+    # One product per round each way: outcomes (reaches | misses) and counts (reaches | attempts).
+    outcomes, counts, buckets = np.hstack([reach, att - reach]), np.hstack([reach, att]), len(BUCKETS)
     for _ in range(_PROFILE_ROUNDS):
-        ll = reach @ np.log(rate).T + (att - reach) @ np.log1p(-rate).T + np.log(weight)
+        ll = outcomes @ np.vstack([np.log(rate).T, np.log1p(-rate).T]) + np.log(weight)
         post = np.exp(ll - ll.max(axis=1, keepdims=True))
         post *= (n / post.sum(axis=1))[:, None]
+        sums = post.T @ counts
         # One pseudo-person at the population rates keeps a bucket no one was tried in defined.
-        rate = np.clip((post.T @ reach + overall) / (post.T @ att + 1.0), 1e-3, 0.95)
+        rate = np.clip((sums[:, :buckets] + overall) / (sums[:, buckets:] + 1.0), 1e-3, 0.95)
         weight = post.sum(axis=0) / n.sum()
     return rate, np.log(np.maximum(weight, 1e-12))
-
-
-def _profile_posterior_sql(person: str) -> str:
-    """Per person, the expected reach rate of each bucket under its posterior over ``hour_profiles``."""
-    ll = " + ".join(
-        f"{person}.reach_hour_{b} * prof.log_rate_{b}"
-        f" + ({person}.attempt_hour_{b} - {person}.reach_hour_{b}) * prof.log_miss_{b}"
-        for b in BUCKETS
-    )
-    expected = ", ".join(f"(sum(w * rate_{b}) / sum(w))::FLOAT AS profile_{b}" for b in BUCKETS)
-    return f"""profile_ll AS (
-  SELECT {person}.person_id, prof.*, prof.log_weight + {ll} AS ll
-  FROM person_totals {person} CROSS JOIN hour_profiles prof
-),
-person_profiles AS (
-  SELECT person_id, {expected}
-  FROM (SELECT *, exp(ll - max(ll) OVER (PARTITION BY person_id)) AS w FROM profile_ll)
-  GROUP BY person_id
-)"""
 
 
 def _person_total_columns() -> list[str]:
@@ -276,7 +285,7 @@ def _person_and_population_columns(x: date, m: float) -> list[str]:
     f += ["coalesce(person.came_back, 0)::INTEGER AS f_p_came_back"]
     f += [f"population_hour_rates.rate_{b}::FLOAT AS f_g_reach_rate_hour_{b}" for b in BUCKETS]
     f += ["population_hour_rates.rate_all::FLOAT AS f_g_reach_rate_hours"]
-    # A person never attempted has no row in person_profiles: the profiles' mix is its expectation.
+    # A person never attempted has no row in person_totals: the profiles' mix is its expectation.
     f += [
         f"coalesce(profiles.profile_{b}, profile_mix.rate_{b})::FLOAT AS f_p_hour_profile_{b}"
         for b in BUCKETS
@@ -289,6 +298,12 @@ def _person_and_population_columns(x: date, m: float) -> list[str]:
               f"recent_rates_by_campaign.reach_{w}d::FLOAT AS f_g_campaign_reach_rate_{w}d",
               f"recent_rates_by_campaign.conv_{w}d::FLOAT AS f_g_campaign_conv_rate_{w}d"]  # fmt: skip
     return f
+
+
+def _same_counts(profiles: str, person: str) -> str:
+    return " AND ".join(
+        f"{profiles}.{k}_{b} = {person}.{k}_hour_{b}" for b in BUCKETS for k in ("attempt", "reach")
+    )
 
 
 def feature_rows_sql(
@@ -324,7 +339,6 @@ WITH state_rows AS NOT MATERIALIZED (SELECT * FROM {state}),  -- re-reading beat
 {rows_cte}person_totals AS (
   SELECT person_id, {", ".join(_person_total_columns())} FROM state_rows {only_described} GROUP BY person_id
 ),
-{_profile_posterior_sql("person")},
 profile_mix AS (
   SELECT {", ".join(f"sum(exp(log_weight) * rate_{b}) / sum(exp(log_weight)) AS rate_{b}" for b in BUCKETS)}
   FROM hour_profiles
@@ -339,7 +353,7 @@ LEFT JOIN prior_by_channel_source ON prior_by_channel_source.channel = {describe
 CROSS JOIN recent_rates_overall
 CROSS JOIN population_hour_rates
 CROSS JOIN profile_mix
-LEFT JOIN person_profiles profiles ON profiles.person_id = {described}.person_id
+LEFT JOIN profile_by_counts profiles ON {_same_counts("profiles", "person")}
 LEFT JOIN recent_rates_by_channel ON recent_rates_by_channel.channel = {described}.channel
 LEFT JOIN recent_rates_by_campaign ON recent_rates_by_campaign.campaign_id = person.last_campaign
 {f"LEFT JOIN {attrs} attrs ON attrs.person_id = {described}.person_id" if attrs else ""}

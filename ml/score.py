@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from contactrank.errors import NotReady
-from contactrank.features.context import CONTEXT_INPUTS, PERSON_ATTEMPT_COLS, add_context, bucket_index
+from contactrank.features.context import PERSON_ATTEMPT_COLS, HourInputs, add_context, bucket_index
 from contactrank.features.lake import DATA_FILE, duckdb_connect, partition_dir, write_partition
 from contactrank.features.schema import CHANNELS, SCORED
 from contactrank.features.sql import read_parquet
@@ -88,7 +88,7 @@ def _hour_blocks(hours: list[int], allowed: np.ndarray) -> tuple[list[HourBlock]
 def _stack_hours(
     model: ContactModel,
     base: np.ndarray,
-    inputs: pd.DataFrame,
+    inputs: HourInputs | None,
     blocks: list[HourBlock],
     total: int,
     day: date,
@@ -96,14 +96,15 @@ def _stack_hours(
     """One preallocated (candidate x hour) matrix: each block is the base rows plus its hour's context.
 
     The context comes from ``features.context.add_context`` (the definition used in training),
-    given the candidates' stored inputs of the hour-dependent features (``inputs``).
+    given the candidates' stored inputs of the hour-dependent features (``inputs``, None for a
+    model without them), read once for all hours.
     """
     stacked = np.empty((total, base.shape[1]), dtype=np.float64)
     for _, h, rows, offset in blocks:
         block = stacked[offset : offset + len(rows)]
         np.take(base, rows, axis=0, out=block)
-        context = add_context(inputs.take(rows).reset_index(drop=True), day=day, hour=h)
-        context = context.drop(columns=inputs.columns)
+        hour_inputs = None if inputs is None else inputs.take(rows)
+        context = add_context(pd.DataFrame(index=pd.RangeIndex(len(rows))), day, h, hour_inputs=hour_inputs)
         for c in context.columns:
             if c in model.features:
                 block[:, model.features.index(c)] = feature_values(model, c, context[c])
@@ -186,8 +187,7 @@ def score_frame(
     reason = [reasons.BASELINE_CODE] * n
     best = np.zeros(n, dtype=np.int64)
     if blocks:
-        inputs = df[[c for c in CONTEXT_INPUTS if c in df.columns]].reset_index(drop=True)
-        stacked = _stack_hours(model, base, inputs, blocks, total, d + timedelta(days=1))
+        stacked = _stack_hours(model, base, HourInputs.of(df), blocks, total, d + timedelta(days=1))
         best, at_best = _best_hours(predictor.raw(stacked), raws, blocks)
         reason = _reason_codes(settings, model, stacked[at_best], hour_of[best], explainer)
     best_raw = raws[np.arange(n), best]

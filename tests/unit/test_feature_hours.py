@@ -116,3 +116,41 @@ def test_inputs_missing_leave_only_the_calendar():
         "x", "f_hour", "f_dow", "f_month", "f_dom", "f_tries_before_address", "f_tries_before_person"
     ]
     assert (out.f_tries_before_address == 0).all()
+
+
+def test_profile_posterior_is_the_persons_own(lake):
+    """The posterior looked up by a person's count vector equals the one computed from the person's
+    counts and the fitted profiles directly (the lookup replaced a per-person likelihood query)."""
+    from contactrank.features import history
+    from contactrank.features.daily_aggregates import BUCKETS
+    from contactrank.features.feature_rows import fit_hour_profiles
+    from contactrank.features.lake import duckdb_connect, partition_dir
+
+    d = D0 + timedelta(days=3)
+    con = duckdb_connect(lake)
+    state, _ = history.state_files(partition_dir(lake, history.STATE, d))
+    fit_hour_profiles(con, state)
+    prof = con.sql("SELECT * FROM hour_profiles ORDER BY k").df()
+    rate = prof[[f"rate_{b}" for b in BUCKETS]].to_numpy()
+    f = load_features(lake, d).drop_duplicates("person_id").set_index("person_id")
+    for person in ("p1", "p2"):
+        att = np.array([f.loc[person, f"f_p_attempt_hour_{b}"] for b in BUCKETS], float)
+        reach = np.array([f.loc[person, f"f_p_reach_hour_{b}"] for b in BUCKETS], float)
+        ll = reach @ np.log(rate).T + (att - reach) @ np.log1p(-rate).T + prof["log_weight"].to_numpy()
+        w = np.exp(ll - ll.max())
+        expected = (w @ rate) / w.sum()
+        got = [f.loc[person, f"f_p_hour_profile_{b}"] for b in BUCKETS]
+        assert got == pytest.approx(expected, rel=1e-6)
+
+
+def test_hour_inputs_read_once_give_the_same_context(lake):
+    from contactrank.features.context import HourInputs
+
+    f = load_features(lake, D0 + timedelta(days=3)).reset_index(drop=True)
+    day, rows = D0 + timedelta(days=4), np.array([2, 0])
+    inputs = HourInputs.of(f)
+    for hour in (9, 14, 19, 23):
+        direct = add_context(f.take(rows).reset_index(drop=True), day, hour)[HOUR_FEATURES]
+        once = add_context(pd.DataFrame(index=pd.RangeIndex(2)), day, hour, hour_inputs=inputs.take(rows))
+        pd.testing.assert_frame_equal(once[HOUR_FEATURES], direct)
+    assert HourInputs.of(f.drop(columns=["f_p_hour_profile_morning"])) is None
