@@ -29,7 +29,6 @@ import json
 import logging
 import os
 import posixpath
-import shutil
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -314,8 +313,7 @@ def object_transaction(target: ObjectPath) -> Iterator[Path]:
                 },
                 "committed_at": datetime.now(UTC).isoformat(timespec="seconds"),
             }
-            with folder.fs.open_output_stream(f"{folder.key}/{MARKER}") as out:
-                out.write(json.dumps(marker, indent=2, sort_keys=True).encode())
+            write_marker(folder, marker)
         except BaseException:
             with contextlib.suppress(OSError):
                 folder.fs.delete_dir(key)
@@ -324,16 +322,11 @@ def object_transaction(target: ObjectPath) -> Iterator[Path]:
         collect_garbage(folder)
 
 
-def delete_folder(folder: Location) -> None:
-    """Remove a committed folder: the marker first (readers stop seeing it), then every version."""
-    if isinstance(folder, ObjectPath):
-        plain = ObjectPath(folder.key, folder.scheme)
-        with contextlib.suppress(FileNotFoundError):
-            plain.fs.delete_file(f"{plain.key}/{MARKER}")
-        with contextlib.suppress(FileNotFoundError):
-            plain.fs.delete_dir(plain.key)
-    else:
-        shutil.rmtree(folder, ignore_errors=True)
+def write_marker(folder: ObjectPath, marker: dict) -> None:
+    """The commit itself: one PUT of the marker (a separate function so that fault tests can stop a
+    writer right before it)."""
+    with folder.fs.open_output_stream(f"{folder.key}/{MARKER}") as out:
+        out.write(json.dumps(marker, indent=2, sort_keys=True).encode())
 
 
 @contextlib.contextmanager
