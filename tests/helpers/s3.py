@@ -26,20 +26,28 @@ def start_server():
     return server
 
 
-def use_server(monkeypatch: pytest.MonkeyPatch, server) -> str:
-    """Point the AWS variables at ``server``; return its endpoint URL."""
+AWS_UNSET = ("AWS_ENDPOINT_URL_S3", "AWS_REGION", "AWS_SESSION_TOKEN", "AWS_PROFILE")
+
+
+def aws_env(server) -> dict[str, str]:
+    """The standard AWS variables of a deployment whose store is ``server``."""
     host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
-    for key, value in {
+    return {
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
         "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_ENDPOINT_URL": endpoint,
-    }.items():
+        "AWS_ENDPOINT_URL": f"http://{host}:{port}",
+    }
+
+
+def use_server(monkeypatch: pytest.MonkeyPatch, server) -> str:
+    """Point the AWS variables at ``server``; return its endpoint URL."""
+    env = aws_env(server)
+    for key, value in env.items():
         monkeypatch.setenv(key, value)
-    for key in ("AWS_ENDPOINT_URL_S3", "AWS_REGION", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+    for key in AWS_UNSET:
         monkeypatch.delenv(key, raising=False)
-    return endpoint
+    return env["AWS_ENDPOINT_URL"]
 
 
 def new_bucket(endpoint: str) -> str:
