@@ -159,15 +159,18 @@ def test_pipeline_on_s3_equals_local(runs, aws) -> None:
     assert not (s3_home / "lake").exists() and not (s3_home / "exports").exists()
 
 
-def test_step_killed_while_uploading_keeps_the_committed_partition(runs, aws, world: Path) -> None:
-    """SIGKILL once the rerun's upload of ``features`` has started: readers see the committed
-    version; the next run deletes the upload and commits anew, with the same content."""
+@pytest.mark.parametrize(("step", "kind"), [("ingest", "attempts"), ("features", "features")])
+def test_step_killed_while_uploading_keeps_the_committed_partition(
+    runs, aws, world: Path, step: str, kind: str
+) -> None:
+    """SIGKILL once the rerun's upload of ``kind`` has started: readers see the committed version;
+    the next run deletes the upload and commits anew, with the same content."""
     _, s3_home, extra = runs
     settings = _settings(s3_home, extra)
-    folder = settings.lake / "features" / f"date={LAST}"
+    folder = settings.lake / kind / f"date={LAST}"
     before = _snapshot(settings)
     committed = storage.committed(folder).version
-    proc = _cli(s3_home, world, extra, "features", "--date", LAST.isoformat())
+    proc = _cli(s3_home, world, extra, step, "--date", LAST.isoformat())
     deadline = time.monotonic() + 600
     try:
         while proc.poll() is None and time.monotonic() < deadline:
@@ -181,6 +184,6 @@ def test_step_killed_while_uploading_keeps_the_committed_partition(runs, aws, wo
     if proc.returncode == -signal.SIGKILL and storage.committed(folder).version == committed:
         assert storage.collect_uncommitted(settings.lake, dry_run=True)  # the upload is there, unseen
     assert _snapshot(settings) == before  # readers see the committed version, whole
-    _done(_cli(s3_home, world, extra, "features", "--date", LAST.isoformat()))
+    _done(_cli(s3_home, world, extra, step, "--date", LAST.isoformat()))
     assert storage.collect_uncommitted(settings.lake, dry_run=True) == []
     assert _snapshot(settings) == before
