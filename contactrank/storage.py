@@ -237,28 +237,10 @@ def committed_names(root: ObjectPath, required: str) -> list[str]:
     return sorted(marked & holding)
 
 
-def collect_garbage(folder: ObjectPath) -> list[str]:
-    """Delete every version of ``folder`` that its marker does not name; return the deleted keys."""
-    plain = ObjectPath(folder.key, folder.scheme)
-    marker = _marker(plain)
-    keep = f"{plain.key}/{marker['version']}" if marker else None
-    infos = plain.fs.get_file_info(pafs.FileSelector(plain.key, allow_not_found=True))
-    stale = [
-        i.path
-        for i in infos
-        if i.type == pafs.FileType.Directory
-        and posixpath.basename(i.path).startswith(VERSION_PREFIX)
-        and i.path != keep
-    ]
-    for key in stale:
-        plain.fs.delete_dir(key)
-        log.warning("removed %s://%s: an uncommitted or replaced version", plain.scheme, key)
-    return stale
-
-
 def collect_uncommitted(root: ObjectPath, dry_run: bool = False) -> list[str]:
-    """Delete every version under ``root`` that no marker names (crashed writers' uploads anywhere
-    below, e.g. before an erasure); return their keys. ``dry_run``: only list them."""
+    """Delete every version under ``root`` that no marker names (crashed writers' uploads, replaced
+    versions), in one folder or anywhere below (before an erasure); return their keys relative to
+    ``root``. ``dry_run``: only list them."""
     infos = root.fs.get_file_info(pafs.FileSelector(root.key, recursive=True, allow_not_found=True))
     markers = {posixpath.dirname(i.path) for i in infos if posixpath.basename(i.path) == MARKER}
     versions = {}
@@ -277,7 +259,8 @@ def collect_uncommitted(root: ObjectPath, dry_run: bool = False) -> list[str]:
     return [posixpath.relpath(k, root.key) for k in stale]
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """Hex sha256 of a local file, read in 1 MiB chunks (the one hasher: markers, manifests, fingerprints)."""
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
@@ -294,7 +277,7 @@ def object_transaction(target: ObjectPath) -> Iterator[Path]:
     the committed version stays as it was.
     """
     folder = ObjectPath(target.key, target.scheme)
-    collect_garbage(folder)  # a crashed writer's upload of this folder
+    collect_uncommitted(folder)  # a crashed writer's upload of this folder
     version = f"{VERSION_PREFIX}{datetime.now(UTC).strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"
     key = f"{folder.key}/{version}"
     with tempfile.TemporaryDirectory(prefix="contactrank-staging-") as tmp:
@@ -308,7 +291,7 @@ def object_transaction(target: ObjectPath) -> Iterator[Path]:
             marker = {
                 "version": version,
                 "files": {
-                    p.relative_to(staging).as_posix(): {"sha256": _sha256(p), "bytes": p.stat().st_size}
+                    p.relative_to(staging).as_posix(): {"sha256": file_sha256(p), "bytes": p.stat().st_size}
                     for p in files
                 },
                 "committed_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -316,10 +299,11 @@ def object_transaction(target: ObjectPath) -> Iterator[Path]:
             write_marker(folder, marker)
         except BaseException:
             with contextlib.suppress(OSError):
-                folder.fs.delete_dir(key)
+                if (_marker(folder) or {}).get("version") != version:  # the marker may have landed
+                    folder.fs.delete_dir(key)
             raise
     with contextlib.suppress(OSError):  # a leftover is deleted by the next commit of the folder
-        collect_garbage(folder)
+        collect_uncommitted(folder)
 
 
 def write_marker(folder: ObjectPath, marker: dict) -> None:

@@ -23,7 +23,6 @@ committed partitions.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import os
 import shutil
@@ -52,11 +51,7 @@ def file_sha256(path: Location) -> str:
     store, the sha256 its commit marker records."""
     if isinstance(path, ObjectPath):
         return storage.recorded_sha256(path)
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return storage.file_sha256(path)
 
 
 def partition_dir(settings: Settings, kind: str, d: date) -> Location:
