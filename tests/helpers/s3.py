@@ -89,3 +89,14 @@ def stored_files(settings) -> dict[str, bytes]:
                 if info.type == pafs.FileType.File:
                     out[f"s3://{info.path}"] = ObjectPath(info.path).read_bytes()
     return out
+
+
+def overwrite(path, blob: bytes) -> None:
+    """Replace a stored file's bytes in place, on either backend (to corrupt it on purpose)."""
+    from contactrank.storage import ObjectPath
+
+    if isinstance(path, ObjectPath):
+        with path.fs.open_output_stream(path.key) as out:
+            out.write(blob)
+    else:
+        path.write_bytes(blob)
