@@ -237,10 +237,11 @@ def committed_names(root: ObjectPath, required: str) -> list[str]:
     return sorted(marked & holding)
 
 
-def collect_uncommitted(root: ObjectPath, dry_run: bool = False) -> list[str]:
+def collect_uncommitted(root: ObjectPath, dry_run: bool = False, replaced: bool = False) -> list[str]:
     """Delete every version under ``root`` that no marker names (crashed writers' uploads, replaced
     versions), in one folder or anywhere below (before an erasure); return their keys relative to
-    ``root``. ``dry_run``: only list them."""
+    ``root``. ``dry_run``: only list them; ``replaced``: what is expected is the version a commit
+    just replaced (logged quietly; anything else is a crashed writer's upload)."""
     infos = root.fs.get_file_info(pafs.FileSelector(root.key, recursive=True, allow_not_found=True))
     markers = {posixpath.dirname(i.path) for i in infos if posixpath.basename(i.path) == MARKER}
     versions = {}
@@ -255,7 +256,8 @@ def collect_uncommitted(root: ObjectPath, dry_run: bool = False) -> list[str]:
     ]
     for key in [] if dry_run else stale:
         root.fs.delete_dir(key)
-        log.warning("removed %s://%s: an uncommitted or replaced version", root.scheme, key)
+        level = logging.DEBUG if replaced else logging.WARNING
+        log.log(level, "removed %s://%s: %s", root.scheme, key, "replaced" if replaced else "never committed")
     return [posixpath.relpath(k, root.key) for k in stale]
 
 
@@ -303,7 +305,7 @@ def object_transaction(target: ObjectPath) -> Iterator[Path]:
                     folder.fs.delete_dir(key)
             raise
     with contextlib.suppress(OSError):  # a leftover is deleted by the next commit of the folder
-        collect_uncommitted(folder)
+        collect_uncommitted(folder, replaced=True)
 
 
 def write_marker(folder: ObjectPath, marker: dict) -> None:
