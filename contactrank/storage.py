@@ -213,9 +213,10 @@ def committed_folders(root: Location) -> list[ObjectPath]:
 
 
 def committed_children(root: Location) -> list[Location]:
-    """The sub-folders of ``root`` as readers see them: on an object store the committed ones only."""
+    """The entries of ``root`` as readers see them: locally all of them (a stray file included, for
+    the caller to judge); on an object store the committed folders only."""
     if not isinstance(root, ObjectPath):
-        return sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+        return sorted(root.iterdir()) if root.is_dir() else []
     infos = root.fs.get_file_info(pafs.FileSelector(root.key, recursive=True, allow_not_found=True))
     depth = root.key.count("/") + 2  # <root>/<child>/_commit.json
     keys = [i.path for i in infos if i.path.count("/") == depth and posixpath.basename(i.path) == MARKER]
