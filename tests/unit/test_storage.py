@@ -92,3 +92,14 @@ def test_a_lost_marker_hides_the_partition(s3_settings) -> None:
     folder.fs.delete_file(f"{folder.key}/{storage.MARKER}")
     assert lake.partition_dates(s, "attempts") == []
     assert lake.read_partition(s, "attempts", D) is None
+
+
+def test_settings_take_a_uri_and_refuse_an_unknown_scheme(tmp_path, monkeypatch) -> None:
+    from contactrank.settings import load_settings
+
+    monkeypatch.setenv("CONTACTRANK_LAKE_URI", "s3://bucket/prefix/lake")
+    s = load_settings(home=tmp_path)
+    assert s.lake == storage.ObjectPath("bucket/prefix/lake") and s.exports == tmp_path / "exports"
+    assert s.config_hash() == load_settings(home=tmp_path, lake_uri=str(tmp_path / "x")).config_hash()
+    with pytest.raises(ValueError, match="lake_uri"):
+        load_settings(home=tmp_path, lake_uri="gs://bucket/lake")
