@@ -131,10 +131,6 @@ class ObjectPath:
     def mkdir(self, parents: bool = False, exist_ok: bool = False) -> None:
         """Nothing to do: an object store has no folders, only keys."""
 
-    def stat(self) -> os.stat_result:
-        info = self.fs.get_file_info(self.key)
-        return os.stat_result((0, 0, 0, 0, 0, 0, info.size or 0, 0, int(info.mtime_ns or 0) // 10**9, 0))
-
     def read_bytes(self) -> bytes:
         with self.fs.open_input_stream(self.key) as fh:
             return fh.read()
