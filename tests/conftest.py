@@ -33,7 +33,7 @@ def settings(tmp_path: Path) -> Settings:
 @pytest.fixture(scope="session")
 def s3_server():
     """A local S3-compatible server (moto) shared by the session's object-store tests."""
-    from tests.helpers.s3 import server_fixture  # moto: the 's3' extra, installed by `make install`
+    from helpers.s3 import server_fixture  # moto: the dev extra, installed by `make install`
 
     yield from server_fixture()
 
@@ -41,7 +41,7 @@ def s3_server():
 @pytest.fixture
 def s3_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, s3_server) -> Settings:
     """Settings whose lake and exports are on a fresh bucket of the local S3 server."""
-    from tests.helpers.s3 import new_bucket, s3_uris, use_server
+    from helpers.s3 import new_bucket, s3_uris, use_server
 
     bucket = new_bucket(use_server(monkeypatch, s3_server))
     return load_settings(home=tmp_path / "home", **s3_uris(bucket))

@@ -11,12 +11,12 @@ from datetime import date
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
+from helpers.s3 import stored_files
 
 from contactrank import storage
 from contactrank.erase import erase
 from contactrank.features import lake
 from contactrank.ml.publish import export_dir
-from tests.helpers.s3 import stored_files
 
 D = date(2026, 3, 2)
 VICTIM, OTHER = "11122233344", "55566677788"

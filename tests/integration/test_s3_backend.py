@@ -18,12 +18,12 @@ from datetime import date, timedelta
 from pathlib import Path
 
 import pytest
+from helpers.s3 import AWS_UNSET, aws_env, new_bucket, s3_uris
 
 from contactrank import storage
 from contactrank.features import lake
 from contactrank.features.simulate import simulate
 from contactrank.settings import load_settings
-from tests.helpers.s3 import AWS_UNSET, aws_env, new_bucket, s3_uris
 
 pytestmark = pytest.mark.slow
 

@@ -9,12 +9,12 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
+from helpers.s3 import overwrite
 
 from contactrank.errors import FailClosed, NotReady
 from contactrank.features.lake import partition_dir, read_partition, write_partition
 from contactrank.ml.model import ContactModel
 from contactrank.ml.score import read_report, score, smooth_hours
-from tests.helpers.s3 import overwrite
 
 D = date(2026, 11, 20)
 
