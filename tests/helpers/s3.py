@@ -1,6 +1,6 @@
 """A local S3-compatible server for the object-store backend: moto's, in a thread of the test process.
 
-CI has no Docker, so no MinIO container (the compose file uses MinIO): moto's server speaks the
+CI has no Docker, so no MinIO container: moto's server speaks the
 same S3 API on a loopback port. Each test gets a fresh bucket; credentials and endpoint are given
 the way a deployment gives them, through the standard AWS variables.
 """
