@@ -27,6 +27,7 @@ from rich.console import Console
 from rich.table import Table
 
 from contactrank import console as output
+from contactrank import storage
 from contactrank.dates import parse_date
 from contactrank.settings import Settings, load_settings, runtime_env
 
@@ -88,7 +89,7 @@ def _run_airflow_days(settings: Settings, days: list[date]) -> None:
 def _summary(settings: Settings, last: date, truth: bool) -> None:
     import pyarrow.parquet as pq
 
-    export = settings.exports / "priority" / f"date={last}"
+    export = storage.committed(settings.exports / "priority" / f"date={last}")
     manifest = json.loads((export / "_manifest.json").read_text())
     table = pq.read_table(export / "priority.parquet").to_pandas()
     rank1 = table[table["rank"] == 1]

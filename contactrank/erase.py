@@ -5,7 +5,9 @@ What it does, in order:
 2. rewrites every Parquet/CSV file under the lake, the exports, the landing zone (when it lies under
    the home) and the MLflow artifacts without the person's rows — each lake partition and export
    directory through `atomic_dir`, so readers never see a half-erased table; export manifests are
-   rewritten with the new row counts and checksums;
+   rewritten with the new row counts and checksums; a lake or exports on an object store is
+   rewritten folder by folder (each committed folder downloaded, filtered, committed anew) and its
+   uncommitted uploads, which may hold the person too, are deleted;
 3. scrubs the raw id from any other text file (reports, JSON) and refuses to finish if the id is
    still found anywhere: in the decoded cells of a table, or in the bytes of any other file;
 4. the keyed-hash `erasure` entry that ingest and publish use to drop the person is written before
@@ -33,12 +35,14 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from contactrank import storage
 from contactrank.errors import ContactrankError, InputError
-from contactrank.features.lake import atomic_dir, file_sha256
+from contactrank.features.lake import atomic_dir, file_sha256, partition_dates, partition_dir, read_table
 from contactrank.lock import home_lock
 from contactrank.ml.publish import write_csv  # the export's formula-injection escaping
 from contactrank.privacy import ERASURE_FILE, erased_hashes, keyed_hash
 from contactrank.settings import Settings
+from contactrank.storage import Location, ObjectPath
 
 log = logging.getLogger(__name__)
 
@@ -95,8 +99,13 @@ def _collect_contacts(settings: Settings, person_id: str) -> tuple[set[str], set
     mine: set[str] = set()
     others: set[str] = set()
     for kind in ("contacts_state", "contacts", "attempts"):
-        for path in (settings.lake / kind).glob("date=*/*.parquet"):
-            t = pq.read_table(path, columns=["person_id", "contact_id"])
+        paths = [
+            p
+            for x in partition_dates(settings, kind)
+            for p in partition_dir(settings, kind, x).glob("*.parquet")
+        ]
+        for path in paths:
+            t = read_table(path, columns=["person_id", "contact_id"])
             is_mine = pc.fill_null(pc.equal(t.column("person_id"), person_id), False)
             mine.update(v for v in t.filter(is_mine).column("contact_id").to_pylist() if v)
             others.update(v for v in t.filter(pc.invert(is_mine)).column("contact_id").to_pylist() if v)
@@ -169,14 +178,20 @@ def _write_ragged_csv(table: pa.Table, path: Path) -> None:
             writer.writerow(["" if c is None else c for c in cells])
 
 
-def _rewrite_dir(directory: Path, plan: _Plan) -> None:
-    """Rewrite one partition/export directory atomically if any of its tables holds the person."""
+def _rewrite_dir(
+    directory: Path, plan: _Plan, target: Location | None = None, scrubbed: bool = False
+) -> None:
+    """Rewrite one partition/export directory atomically if any of its tables holds the person.
+
+    ``target``: where the rewrite is committed when ``directory`` is a local copy of it (an object
+    store's folder); ``scrubbed``: a text file of the copy was scrubbed, so commit even if no table changed.
+    """
     changed = {
         p: t
         for p in sorted(directory.iterdir())
         if p.suffix in _TABULAR and (t := _filter_file(p, plan)) is not None
     }
-    if not changed:
+    if not changed and not scrubbed:
         return
     if any(p.is_dir() for p in directory.iterdir()):
         # a folder that holds other folders (e.g. the landing root with truth files) is not a
@@ -187,7 +202,7 @@ def _rewrite_dir(directory: Path, plan: _Plan) -> None:
             os.replace(tmp, src)
         plan.rewritten.append(str(directory))
         return
-    with atomic_dir(directory) as staging:
+    with atomic_dir(target or directory) as staging:
         for src in sorted(directory.iterdir()):
             if src.name == "_SUCCESS":
                 continue
@@ -200,7 +215,7 @@ def _rewrite_dir(directory: Path, plan: _Plan) -> None:
             _refresh_manifest(manifest, staging)
         if (directory / "_SUCCESS").exists():
             (staging / "_SUCCESS").write_text("")
-    plan.rewritten.append(str(directory))
+    plan.rewritten.append(str(target or directory))
 
 
 def _refresh_manifest(manifest: Path, staging: Path) -> None:
@@ -259,6 +274,9 @@ def erase(settings: Settings, person_id: str) -> dict[str, Any]:
         _record(settings, person_hash, audit=None)
         mine, others = _collect_contacts(settings, person_id)
         plan = _Plan(person_id=person_id, contact_ids=mine, own_contact_ids=mine - others)
+        raw = person_id.encode("utf-8", "surrogateescape")
+        for root in _remote_roots(settings):
+            _erase_remote(root, plan, raw)
         for root in _roots(settings):
             dirs = sorted(
                 {
@@ -272,7 +290,6 @@ def erase(settings: Settings, person_id: str) -> dict[str, Any]:
                 _rewrite_dir(directory, plan)
 
         _drop_request(settings, person_hash)  # the queued request holds the raw id: consumed now
-        raw = person_id.encode("utf-8", "surrogateescape")
         others_files = [p for p in _files_with(settings.home, raw) if p.suffix not in _TABULAR]
         scrubbed = [
             str(p) for p in others_files if p.suffix not in {".db", ".sqlite"} and _scrub_text(p, raw)
@@ -285,6 +302,7 @@ def erase(settings: Settings, person_id: str) -> dict[str, Any]:
             for p in root.rglob(ext)
             if _cells_naming(p, person_id)
         ]
+        left += [name for root in _remote_roots(settings) for name in _remote_naming(root, person_id, raw)]
         if left:
             raise ContactrankError(f"erasure incomplete: the id is still in {left[0]} ({len(left)} file(s))")
         _record(settings, person_hash, audit=(plan, scrubbed))
@@ -338,7 +356,9 @@ def _drop_request(settings: Settings, person_hash: str) -> None:
 
 
 def _roots(settings: Settings) -> list[Path]:
-    roots = [settings.lake, settings.exports, settings.home / "mlartifacts"]
+    roots = [r for r in (settings.lake, settings.exports) if isinstance(r, Path)] + [
+        settings.home / "mlartifacts"
+    ]
     landing = settings.landing.resolve()
     if settings.home.resolve() in landing.parents:
         roots.append(landing)
@@ -388,3 +408,31 @@ def _carry_over(target: Path, staging: Path) -> None:
         for f in target.iterdir():
             if f.is_file():
                 shutil.copy2(f, staging / f.name)
+
+
+def _remote_roots(settings: Settings) -> list[ObjectPath]:
+    return [r for r in (settings.lake, settings.exports) if isinstance(r, ObjectPath)]
+
+
+def _erase_remote(root: ObjectPath, plan: _Plan, raw: bytes) -> None:
+    """Every committed folder under ``root`` rewritten without the person (tables filtered, other
+    files scrubbed), through a local copy; then every upload no marker names is deleted."""
+    storage.collect_uncommitted(root)  # a crashed writer's files may hold the person: never read, gone
+    for folder in storage.committed_folders(root):
+        with storage.local_copy(folder) as local:
+            texts = [p for p in local.rglob("*") if p.is_file() and p.suffix not in _TABULAR]
+            scrubbed = [p for p in texts if _scrub_text(p, raw)]
+            _rewrite_dir(local, plan, target=folder, scrubbed=bool(scrubbed))
+
+
+def _remote_naming(root: ObjectPath, person_id: str, raw: bytes) -> list[str]:
+    """Files under ``root`` that still name the person (cells of tables, bytes of other files)."""
+    left = [f"{root}/{key}" for key in storage.collect_uncommitted(root, dry_run=True)]
+    for folder in storage.committed_folders(root):
+        with storage.local_copy(folder) as local:
+            for p in sorted(local.rglob("*")):
+                if p.is_file() and (
+                    _cells_naming(p, person_id) if p.suffix in _TABULAR else raw in p.read_bytes()
+                ):
+                    left.append(str(folder / p.relative_to(local).as_posix()))
+    return left

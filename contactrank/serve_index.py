@@ -42,7 +42,10 @@ Identity = tuple[str, int, int]
 
 
 def priority_root(settings: Settings) -> Path:
-    return settings.exports / "priority"
+    root = settings.exports / "priority"
+    if not isinstance(root, Path):  # identities are inodes and mtimes: a local folder's
+        raise InputError(f"the lookup API serves a local exports folder, not {root} (sync it locally)")
+    return root
 
 
 def newest_committed(root: Path) -> tuple[date, Path, Identity] | None:

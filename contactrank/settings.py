@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from contactrank.storage import Location, location
+
 ENV_PREFIX = "CONTACTRANK_"
 
 
@@ -26,6 +28,9 @@ class Settings:
     # --- where things live -------------------------------------------------------------
     home: Path = Path(".contactrank")
     landing_dir: Path | None = None  # default: <home>/landing
+    # the lake and the exports: a local folder or s3://bucket/prefix (contactrank.storage)
+    lake_uri: str | None = None  # default: <home>/lake
+    exports_uri: str | None = None  # default: <home>/exports
     mlflow_tracking_uri: str | None = None  # default: sqlite:///<home>/mlflow.db (MLFLOW_TRACKING_URI wins)
     model_name: str = "contactrank"
     experiment_name: str = "contactrank"
@@ -128,12 +133,12 @@ class Settings:
         return Path(self.landing_dir) if self.landing_dir else self.home / "landing"
 
     @property
-    def lake(self) -> Path:
-        return self.home / "lake"
+    def lake(self) -> Location:
+        return location(self.lake_uri) if self.lake_uri else self.home / "lake"
 
     @property
-    def exports(self) -> Path:
-        return self.home / "exports"
+    def exports(self) -> Location:
+        return location(self.exports_uri) if self.exports_uri else self.home / "exports"
 
     @property
     def tracking_uri(self) -> str:
@@ -168,7 +173,8 @@ _FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
 # where things are, how long to wait for the home and whether training draws its plots: not part
 # of what a run computes (the published manifest carries the hash)
 _LOCATION_FIELDS = frozenset(
-    {"home", "landing_dir", "mlflow_tracking_uri", "lock_wait_seconds", "dask_scheduler", "train_plots"}
+    {"home", "landing_dir", "lake_uri", "exports_uri", "mlflow_tracking_uri", "lock_wait_seconds",
+     "dask_scheduler", "train_plots"}
 )
 
 
@@ -239,7 +245,14 @@ def load_settings(
     unknown = sorted(set(values) - set(_FIELDS))
     if unknown:
         raise ValueError(f"unknown setting(s): {', '.join(unknown)}")
-    return Settings(**{k: _coerce(k, v) for k, v in values.items()})
+    out = Settings(**{k: _coerce(k, v) for k, v in values.items()})
+    for name in ("lake_uri", "exports_uri"):
+        if getattr(out, name):
+            try:
+                location(getattr(out, name))
+            except ValueError as exc:
+                raise ValueError(f"setting {name!r}: {exc}") from None
+    return out
 
 
 # Process environment every entry point sets before LightGBM loads: idle OpenMP threads sleep

@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import pyarrow.parquet as pq
 
 from contactrank.errors import ContactrankError, NotReady
 from contactrank.features import history
@@ -51,6 +50,7 @@ from contactrank.features.lake import (
     duckdb_connect,
     partition_dates,
     partition_dir,
+    read_table,
     write_partition,
 )
 from contactrank.features.person_attributes import write_person_attributes
@@ -219,7 +219,7 @@ def load_features(settings: Settings, d: date, columns: list[str] | None = None)
     path = partition_dir(settings, FEATURES, d) / DATA_FILE
     if not path.is_file():
         raise NotReady(f"no features for {d}: {path} is missing (run `contactrank features --date {d}`)")
-    return pq.read_table(path, columns=columns).to_pandas()
+    return read_table(path, columns=columns).to_pandas()
 
 
 def training_dates(settings: Settings, start: date, end: date) -> list[date]:
@@ -233,7 +233,7 @@ def load_training(
     """Every training partition in [start, end] concatenated (missing days skipped; empty frame if none)."""
     frames = []
     for x in training_dates(settings, start, end):
-        table = pq.read_table(partition_dir(settings, TRAINING, x) / DATA_FILE)
+        table = read_table(partition_dir(settings, TRAINING, x) / DATA_FILE)
         if columns is not None:
             table = table.select([c for c in columns if c in table.column_names])
         frames.append(table.to_pandas())

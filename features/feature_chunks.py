@@ -38,7 +38,7 @@ def person_ranges(con, *files: Path | None, rows: int = 0) -> list[Bounds]:
     than it saves): each row group then lies inside one person range, so a reader of one range
     skips the other row groups.
     """
-    sizes = [(parquet_rows(f), f) for f in files if f is not None and Path(f).is_file()]
+    sizes = [(parquet_rows(f), f) for f in files if f is not None and f.is_file()]
     n = max(1, math.ceil(max([rows, *(r for r, _ in sizes)]) / CHUNK_PAIRS))
     if n == 1 or not sizes:
         return [(None, None)]

@@ -13,14 +13,16 @@ Layout (under ``settings.lake``)::
     training/date=D/part-0.parquet          the attempts of D joined with the features of D-1
     scores/date=D/part-0.parquet            ranked, scored candidates of D (before publishing)
 
-Every write goes to a hidden staging folder that is renamed into place; a previous version is
-moved aside first and removed after, and is restored if a crash left the target missing.
+The lake is a local folder or an object store (``settings.lake_uri``, see ``contactrank.storage``).
+Locally, every write goes to a hidden staging folder that is renamed into place; a previous version
+is moved aside first and removed after, and is restored if a crash left the target missing. On an
+object store a partition is committed by its marker, written after its files; readers see only
+committed partitions.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import os
 import shutil
@@ -34,26 +36,28 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from contactrank import storage
 from contactrank.features.sql import quote_literal
 from contactrank.settings import Settings
+from contactrank.storage import Location, ObjectPath
 
 log = logging.getLogger(__name__)
 
 DATA_FILE = "part-0.parquet"
 
 
-def file_sha256(path: Path) -> str:
-    """Hex sha256 of a file, read in 1 MiB chunks (manifests, training fingerprints)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+def file_sha256(path: Location) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks (manifests, training fingerprints); on an object
+    store, the sha256 its commit marker records."""
+    if isinstance(path, ObjectPath):
+        return storage.recorded_sha256(path)
+    return storage.file_sha256(path)
 
 
-def partition_dir(settings: Settings, kind: str, d: date) -> Path:
-    """``<lake>/<kind>/date=YYYY-MM-DD`` (kind may contain a slash, e.g. ``quarantine/attempts``)."""
-    return settings.lake / kind / f"date={d.isoformat()}"
+def partition_dir(settings: Settings, kind: str, d: date) -> Location:
+    """``<lake>/<kind>/date=YYYY-MM-DD`` (kind may contain a slash, e.g. ``quarantine/attempts``),
+    as readers see it (on an object store: its committed version)."""
+    return storage.committed(settings.lake / kind / f"date={d.isoformat()}")
 
 
 def _recover(target: Path) -> None:
@@ -71,11 +75,16 @@ def _recover(target: Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_dir(target: Path) -> Iterator[Path]:
-    """Yield a staging folder; on success it replaces ``target`` (readers see old or new, whole).
+def atomic_dir(target: Location) -> Iterator[Path]:
+    """Yield a local staging folder; on success it replaces ``target`` (readers see old or new, whole).
 
-    On an exception the staging folder is removed and ``target`` is left as it was.
+    On an exception the staging folder is removed and ``target`` is left as it was. An object-store
+    target is committed by its marker (``storage.object_transaction``).
     """
+    if isinstance(target, ObjectPath):
+        with storage.object_transaction(target) as staging:
+            yield staging
+        return
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     _recover(target)
@@ -211,10 +220,18 @@ def read_partition(
 ) -> pa.Table | None:
     """The table of one partition, or None when it does not exist."""
     target = partition_dir(settings, kind, d)
-    _recover(target)
+    if isinstance(target, Path):
+        _recover(target)
     path = target / DATA_FILE
     if not path.is_file():
         return None
+    return read_table(path, columns=columns)
+
+
+def read_table(path: Location, columns: list[str] | None = None) -> pa.Table:
+    """One Parquet file of the lake or the exports, on either backend."""
+    if isinstance(path, ObjectPath):
+        return pq.read_table(path.key, columns=columns, filesystem=path.fs)
     return pq.read_table(path, columns=columns)
 
 
@@ -224,17 +241,20 @@ def partition_dates(settings: Settings, kind: str) -> list[date]:
     Every step lists several kinds and the listing grows with the history, so it works on strings
     (``os.scandir``), not ``Path`` objects: a fixed cost of every day of a long backfill."""
     root = settings.lake / kind
-    try:
-        entries = os.scandir(root)
-    except (FileNotFoundError, NotADirectoryError):
-        return []
+    if isinstance(root, ObjectPath):
+        names = storage.committed_names(root, DATA_FILE)
+    else:
+        try:
+            entries = os.scandir(root)
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        with entries:
+            names = [e.name for e in entries if os.path.isfile(os.path.join(e.path, DATA_FILE))]
     out = []
-    with entries:
-        for entry in entries:
-            name = entry.name
-            if name.startswith("date=") and os.path.isfile(os.path.join(entry.path, DATA_FILE)):
-                with contextlib.suppress(ValueError):
-                    out.append(date.fromisoformat(name[5:]))
+    for name in names:
+        if name.startswith("date="):
+            with contextlib.suppress(ValueError):
+                out.append(date.fromisoformat(name[5:]))
     return sorted(out)
 
 
@@ -252,4 +272,5 @@ def duckdb_connect(settings: Settings) -> duckdb.DuckDBPyConnection:
     con.execute(f"SET threads={int(settings.duckdb_threads)}")
     con.execute(f"SET temp_directory={quote_literal(spill)}")
     con.execute("SET preserve_insertion_order=false")
+    storage.register_duckdb(con, settings.lake, settings.exports)
     return con

@@ -7,9 +7,9 @@ character, so no value can close its quotes and become SQL.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from datetime import date
-from pathlib import Path
 
 
 def quote_literal(value: object) -> str:
@@ -27,12 +27,13 @@ def date_literal(d: date) -> str:
     return f"DATE '{d.isoformat()}'"
 
 
-def read_parquet(files: Iterable[Path | str] | Path | str, **options: str) -> str:
-    """A FROM-able ``read_parquet(...)`` over one file or a list of files.
+def read_parquet(files: Iterable[os.PathLike | str] | os.PathLike | str, **options: str) -> str:
+    """A FROM-able ``read_parquet(...)`` over one file or a list of files (local paths or object-store
+    URIs, which a connection from ``features.lake.duckdb_connect`` reads through the store).
 
     Options are DuckDB's named parameters, passed as SQL text (``hive_partitioning="false"``).
     """
-    if isinstance(files, (str, Path)):
+    if isinstance(files, (str, os.PathLike)):
         target = quote_literal(files)
     else:
         target = "[" + ", ".join(quote_literal(f) for f in files) + "]"

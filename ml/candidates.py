@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from contactrank import storage
 from contactrank.errors import FailClosed, NotReady
 from contactrank.features.lake import DATA_FILE, partition_dates, partition_dir, read_partition
 from contactrank.features.sql import quote_literal, read_parquet
@@ -39,7 +40,7 @@ def read_suppressions(settings: Settings, d: date) -> pd.DataFrame:
     try:
         if root.exists() and not root.is_dir():
             raise FailClosed(f"suppressions: {root} is not a directory")
-        folders = sorted(p for p in root.iterdir() if p.name.startswith("date=")) if root.is_dir() else []
+        folders = [p for p in storage.committed_children(root) if p.name.startswith("date=")]
     except OSError as exc:
         raise FailClosed(f"suppressions: cannot list {root}: {exc}") from None
     for folder in folders:

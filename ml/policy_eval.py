@@ -30,11 +30,10 @@ from datetime import date, timedelta
 
 import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
 
 from contactrank.dates import date_range
 from contactrank.errors import InputError, NotReady
-from contactrank.features.lake import read_partition
+from contactrank.features.lake import read_partition, read_table
 from contactrank.features.schema import CONVERSION_OUTCOMES, REACH_OUTCOMES
 from contactrank.ml.publish import export_dir
 from contactrank.settings import Settings
@@ -134,7 +133,7 @@ def evaluate_policy(settings: Settings, start: date, end: date, policy: str = "m
         manifest = json.loads((folder / "_manifest.json").read_text())
         if manifest.get("pseudonymised"):
             raise InputError(f"{folder} holds pseudonymised ids: they cannot be joined to the attempts")
-        rows = pq.read_table(folder / "priority.parquet").to_pandas()
+        rows = read_table(folder / "priority.parquet").to_pandas()
         if rows.empty:
             continue
         internal = read_partition(settings, "scores", x, columns=["person_id", "contact_id", "_invalid"])

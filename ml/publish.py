@@ -23,6 +23,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from contactrank import storage
 from contactrank.features.lake import atomic_dir, file_sha256
 from contactrank.features.schema import PRIORITY
 from contactrank.lock import home_lock
@@ -44,9 +45,9 @@ _FORMULA_PATTERN = r"^[=+\-@\t\r]"
 _FORMULA = re.compile(_FORMULA_PATTERN)
 
 
-def export_dir(settings: Settings, d: date) -> Path:
-    """``<exports>/priority/date=D``."""
-    return settings.exports / "priority" / f"date={d.isoformat()}"
+def export_dir(settings: Settings, d: date) -> storage.Location:
+    """``<exports>/priority/date=D``, as readers see it (on an object store: its committed version)."""
+    return storage.committed(settings.exports / "priority" / f"date={d.isoformat()}")
 
 
 def escape_cell(value: str | None) -> str | None:

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
+from contactrank import storage
 from contactrank.errors import ContactrankError
 from contactrank.features import lake
 from contactrank.ml.report_html import format_value, render_html
@@ -42,7 +43,7 @@ REPORT_FILE = "report.html"
 PANELS_FILE = "panels.json"
 
 
-def report(settings: Settings, d: date) -> Path:
+def report(settings: Settings, d: date) -> storage.Location:
     """Write the report of ``d`` atomically and log it to the MLflow run of the day; returns its path."""
     inp = ReportInputs(settings, d)
     panels, seconds = [], {}
@@ -65,8 +66,9 @@ def report(settings: Settings, d: date) -> Path:
     with lake.atomic_dir(target) as staging:
         (staging / REPORT_FILE).write_text(page, encoding="utf-8")
         (staging / PANELS_FILE).write_text(json.dumps(summary, indent=2, sort_keys=True), encoding="utf-8")
-    path = target / REPORT_FILE
-    _log_to_mlflow(inp, path)
+    path = storage.committed(target) / REPORT_FILE
+    with storage.local_copy(storage.committed(target)) as local:  # MLflow logs a local file
+        _log_to_mlflow(inp, local / REPORT_FILE)
     missing = [p.key for p in panels if p.status != "ok"]
     log.info("report %s: %s (%d panels, not drawn: %s)", d, path, len(panels), ", ".join(missing) or "none")
     return path

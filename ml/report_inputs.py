@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
 
+from contactrank import storage
 from contactrank.features import lake
 from contactrank.features.schema import LABEL_COLUMNS, REACH_OUTCOMES
 from contactrank.features.sql import quote_literal, read_parquet
@@ -213,14 +213,14 @@ class ReportInputs:
     def _export(self) -> tuple[pd.DataFrame, str]:
         path = self.export_dir() / "priority.parquet"
         if path.is_file():
-            return pq.read_table(path).to_pandas(), str(path)
+            return lake.read_table(path).to_pandas(), str(path)
         table = lake.read_partition(self.settings, "scores", self.d)
         if table is not None:
             return table.to_pandas(), str(lake.partition_dir(self.settings, "scores", self.d))
         raise MissingInput(f"nothing published for {self.d} (no {path}, no scores partition)")
 
-    def export_dir(self) -> Path:
-        return self.settings.exports / "priority" / f"date={self.d.isoformat()}"
+    def export_dir(self) -> storage.Location:
+        return storage.committed(self.settings.exports / "priority" / f"date={self.d.isoformat()}")
 
     def manifest(self) -> dict[str, Any] | None:
         path = self.export_dir() / "_manifest.json"

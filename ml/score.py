@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 
 from contactrank.errors import NotReady
 from contactrank.features.context import PERSON_ATTEMPT_COLS, HourInputs, add_context, bucket_index
-from contactrank.features.lake import DATA_FILE, duckdb_connect, partition_dir, write_partition
+from contactrank.features.lake import DATA_FILE, duckdb_connect, partition_dir, read_table, write_partition
 from contactrank.features.schema import CHANNELS, SCORED
 from contactrank.features.sql import read_parquet
 from contactrank.ml import explore, reasons
@@ -379,4 +379,4 @@ def read_scores(settings: Settings, d: date) -> pa.Table:
     path = partition_dir(settings, "scores", d) / DATA_FILE
     if not path.is_file():
         raise NotReady(f"no scores for {d}: {path} does not exist (run `contactrank score --date {d}`)")
-    return pq.read_table(path)
+    return read_table(path)

@@ -22,6 +22,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 
+from contactrank import storage
 from contactrank.features import sql
 from contactrank.features.lake import DATA_FILE, partition_dates, partition_dir
 from contactrank.settings import Settings
@@ -60,6 +61,7 @@ def person_clocks(settings: Settings, d: date, person_ids: pd.Series) -> pd.Data
     """``person_id, recorded_offset, attribute_zone`` for the given persons (None where unknown)."""
     persons = pd.DataFrame({"person_id": pd.unique(person_ids.astype(str))})
     con = duckdb.connect()
+    storage.register_duckdb(con, settings.lake)  # the lake may be on an object store
     try:
         con.register("wanted", persons)
         offsets = _recorded_offsets(con, settings, d)

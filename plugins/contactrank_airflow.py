@@ -221,7 +221,9 @@ def export_facts(settings: Any, d: date, published: dict[str, Any]) -> dict[str,
     """
     import json
 
-    path = Path(settings.exports) / "priority" / f"date={d.isoformat()}"
+    from contactrank.ml.publish import export_dir  # the library, loaded with the task that needs it
+
+    path = export_dir(settings, d)
     manifest: dict[str, Any] = {}
     try:
         manifest = json.loads((path / "_manifest.json").read_text())

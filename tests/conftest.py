@@ -28,3 +28,26 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 def settings(tmp_path: Path) -> Settings:
     """Settings whose home (lake, MLflow store, exports) is a fresh temp dir."""
     return load_settings(home=tmp_path / "home")
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """A local S3-compatible server (moto) shared by the session's object-store tests."""
+    from helpers.s3 import server_fixture  # moto: the dev extra, installed by `make install`
+
+    yield from server_fixture()
+
+
+@pytest.fixture
+def s3_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, s3_server) -> Settings:
+    """Settings whose lake and exports are on a fresh bucket of the local S3 server."""
+    from helpers.s3 import new_bucket, s3_uris, use_server
+
+    bucket = new_bucket(use_server(monkeypatch, s3_server))
+    return load_settings(home=tmp_path / "home", **s3_uris(bucket))
+
+
+@pytest.fixture(params=["local", "s3"])
+def any_settings(request: pytest.FixtureRequest) -> Settings:
+    """The ``settings`` of each storage backend in turn: a local home, then a home on S3."""
+    return request.getfixturevalue("settings" if request.param == "local" else "s3_settings")

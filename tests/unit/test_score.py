@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
+from helpers.s3 import overwrite
 
 from contactrank.errors import FailClosed, NotReady
 from contactrank.features.lake import partition_dir, read_partition, write_partition
@@ -230,18 +231,20 @@ def test_suppressions_by_level_reason_and_effective_date(settings, model):
     assert out["addresses_suppressed"] == 6
 
 
-def test_unreadable_suppressions_fail_closed_and_write_nothing(settings, model):
+def test_unreadable_suppressions_fail_closed_and_write_nothing(any_settings, model):
+    settings = any_settings
     write_world(settings, D, features_frame(BASE))
     write_suppressions(settings, D - timedelta(days=1), [("p3", None, "legal", None)])
-    (partition_dir(settings, "suppressions", D - timedelta(days=1)) / "part-0.parquet").write_bytes(
-        b"not parquet"
+    overwrite(
+        partition_dir(settings, "suppressions", D - timedelta(days=1)) / "part-0.parquet", b"not parquet"
     )
     with pytest.raises(FailClosed, match="suppressions"):
         score(settings, D, model=model, model_info=INFO)
     assert not partition_dir(settings, "scores", D).exists()
 
 
-def test_suppressions_missing_a_column_fail_closed(settings, model):
+def test_suppressions_missing_a_column_fail_closed(any_settings, model):
+    settings = any_settings
     write_world(settings, D, features_frame(BASE))
     write_partition(
         settings, "suppressions", D, pa.table({"person_id": pa.array(["p1"]), "reason": pa.array(["legal"])})
