@@ -5,7 +5,7 @@ MLflow logging overhead per run.
     .venv/bin/python bench/train.py --rows 300000 --tune-rows 100000 --trials 3   # smoke
 
 Each measured phase runs in its own subprocess so its peak RSS (ru_maxrss) is its own.
-Data: ``tests/integration/synth_training.py`` (the agreed column names, a learnable signal,
+Data: ``tests/helpers/synth_training.py`` (the agreed column names, a learnable signal,
 plus noise columns up to ``--features`` model features), written as float32 Parquet
 partitions of one business day each.
 """
@@ -25,7 +25,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the package, not bench/features.py next to this script
-sys.path.append(str(ROOT / "tests" / "integration"))
+sys.path.append(str(ROOT / "tests"))  # the synthetic training days (helpers.synth_training)
 END = date(2026, 11, 20)
 BASE_FEATURES = 17  # columns make_day always writes
 
@@ -38,7 +38,7 @@ def _settings(home: Path):
 
 
 def gen(home: Path, rows: int, days: int, features: int) -> dict:
-    from synth_training import write_days
+    from helpers.synth_training import write_days
 
     t = time.perf_counter()
     s = _settings(home)
@@ -94,7 +94,8 @@ def tune_phase(home: Path, trials: int) -> dict:
     }
 
 
-def _sub(*args: str) -> dict:
+def run_phase(script: str, *args: str) -> dict:
+    """``script`` with ``args`` in a child process (its peak RSS its own): the JSON of its last line."""
     # Passive OpenMP waiting: on a shared 2-core machine spinning threads steal the cores the
     # other LightGBM thread needs (measured 2-5x slower fits under load with the default policy).
     env = {
@@ -107,12 +108,16 @@ def _sub(*args: str) -> dict:
     runtime_env(env)
     env.pop("MLFLOW_TRACKING_URI", None)
     out = subprocess.run(
-        [sys.executable, __file__, *args], capture_output=True, text=True, env=env, cwd=ROOT, check=False
+        [sys.executable, script, *args], capture_output=True, text=True, env=env, cwd=ROOT, check=False
     )
     if out.returncode != 0:
         sys.stderr.write(out.stderr[-4000:])
         raise SystemExit(f"phase {args[:2]} failed")
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _sub(*args: str) -> dict:
+    return run_phase(__file__, *args)
 
 
 def main() -> None:

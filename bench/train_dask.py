@@ -17,7 +17,6 @@ import json
 import logging
 import os
 import resource
-import subprocess
 import sys
 import tempfile
 import threading
@@ -128,19 +127,9 @@ def train_phase(home: Path, engine: str) -> dict:
 
 
 def _sub(*args: str) -> dict:
-    from contactrank.settings import runtime_env
+    from train import run_phase  # bench/train.py, next to this script
 
-    env = runtime_env(
-        {**os.environ, "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false", "GIT_PYTHON_REFRESH": "quiet"}
-    )
-    env.pop("MLFLOW_TRACKING_URI", None)
-    out = subprocess.run(
-        [sys.executable, __file__, *args], capture_output=True, text=True, env=env, cwd=ROOT, check=False
-    )
-    if out.returncode != 0:
-        sys.stderr.write(out.stderr[-4000:])
-        raise SystemExit(f"phase {args[:2]} failed")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return run_phase(__file__, *args)
 
 
 def main() -> None:

@@ -106,12 +106,6 @@ class HourInputs:
         return len(self.population)
 
 
-def personal_hours(df: pd.DataFrame, hours: np.ndarray) -> dict[str, np.ndarray]:
-    """``HOUR_FEATURES`` of each row at its hour (empty when ``df`` lacks the inputs)."""
-    inputs = HourInputs.of(df)
-    return {} if inputs is None else hour_features(inputs, hours)
-
-
 def hour_features(inputs: HourInputs, hours: np.ndarray) -> dict[str, np.ndarray]:
     """``HOUR_FEATURES`` of each row of ``inputs`` at its hour."""
     rows = np.arange(len(inputs))
@@ -174,7 +168,9 @@ def add_context(
         )
         if len(hours) != n:
             raise ContextError(f"add_context: {len(hours)} hours for {n} rows")
-    if hour_inputs is not None and len(hour_inputs) != n:
+    if hour_inputs is None:
+        hour_inputs = HourInputs.of(df)  # None when df lacks them: no personal-hour columns
+    elif len(hour_inputs) != n:
         raise ContextError(f"add_context: hour inputs of {len(hour_inputs)} rows for {n} rows")
     f_hour = hours.astype("int8") if not np.isnan(hours).any() else hours
     return df.assign(
@@ -184,5 +180,5 @@ def add_context(
         f_dom=np.full(n, day.day, dtype="int8"),
         f_tries_before_address=_counts_of(tries_before_address, n),
         f_tries_before_person=_counts_of(tries_before_person, n),
-        **(personal_hours(df, hours) if hour_inputs is None else hour_features(hour_inputs, hours)),
+        **({} if hour_inputs is None else hour_features(hour_inputs, hours)),
     )
