@@ -47,6 +47,8 @@ class Settings:
     duckdb_memory_limit: str = "4GB"
     duckdb_threads: int = 2
     prior_strength: float = 5.0  # pseudo-attempts of the empirical-Bayes prior
+    # features, score and publish run once per shard of persons (contactrank.shards); 1: unsharded
+    shards: int = 1
 
     # --- model ----------------------------------------------------------------------------
     label: Literal["reach", "conversion"] = "reach"
@@ -122,6 +124,8 @@ class Settings:
     lock_wait_seconds: float = 900.0
 
     def __post_init__(self) -> None:
+        if self.shards < 1:
+            raise ValueError(f"setting 'shards': {self.shards!r} is invalid (must be at least 1)")
         if self.dask_workers < 1:
             raise ValueError(f"setting 'dask_workers': {self.dask_workers!r} is invalid (must be at least 1)")
         if self.train_engine == "dask" and self.objective != "binary":
@@ -170,11 +174,11 @@ class Settings:
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
-# where things are, how long to wait for the home and whether training draws its plots: not part
-# of what a run computes (the published manifest carries the hash)
+# where things are, how long to wait for the home, whether training draws its plots and how many
+# shards share the work: not part of what a run computes (the published manifest carries the hash)
 _LOCATION_FIELDS = frozenset(
     {"home", "landing_dir", "lake_uri", "exports_uri", "mlflow_tracking_uri", "lock_wait_seconds",
-     "dask_scheduler", "train_plots"}
+     "dask_scheduler", "train_plots", "shards"}
 )
 
 

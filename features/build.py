@@ -32,17 +32,17 @@ from typing import Any
 import pandas as pd
 
 from contactrank.errors import ContactrankError, NotReady
-from contactrank.features import history
-from contactrank.features.context import add_context
-from contactrank.features.daily_aggregates import (
-    attempts_of_day,
-    build_daily_aggs,
-    daily_agg_sql,
-    population_sql,
+from contactrank.features.daily_aggregates import build_daily_aggs
+from contactrank.features.feature_chunks import parquet_rows
+from contactrank.features.feature_shards import build_all_shards
+from contactrank.features.feature_tables import (
+    FeatureError,
+    daily_aggs_to_build,
+    register_empty_relations,
+    write_features,
+    write_state_and_attributes,
+    write_training,
 )
-from contactrank.features.feature_chunks import in_range, parquet_rows, person_ranges, stream_to_parquet
-from contactrank.features.feature_rows import create_shared_rates, feature_rows_sql, training_rows_sql
-from contactrank.features.feature_state import write_state
 from contactrank.features.history import DAILY_AGG, FEATURES, PERSONS_FILE, STATE, TRAINING
 from contactrank.features.lake import (
     DATA_FILE,
@@ -50,37 +50,18 @@ from contactrank.features.lake import (
     duckdb_connect,
     partition_dates,
     partition_dir,
+    partition_files_of,
+    read_partition,
     read_table,
-    write_partition,
 )
-from contactrank.features.person_attributes import write_person_attributes
-from contactrank.features.schema import ATTEMPTS, CONTACTS_STATE
 from contactrank.settings import Settings
 
 __all__ = [
     "DAILY_AGG", "FEATURES", "STATE", "TRAINING", "FeatureError", "build_features", "load_features",
-    "load_training", "training_dates",
+    "load_training", "register_empty_relations", "training_dates",
 ]  # fmt: skip
 
 log = logging.getLogger(__name__)
-
-
-class FeatureError(ContactrankError):
-    """The feature build could not run (unreadable partition, inconsistent input)."""
-
-
-def register_empty_relations(con) -> None:
-    """The zero-row views of ``history.EMPTY_*`` that stand in for missing partitions."""
-    con.register("empty_attempts_arrow", ATTEMPTS.empty_table())
-    con.execute(f"CREATE OR REPLACE TEMP VIEW {history.EMPTY_ATTEMPTS} AS SELECT * FROM empty_attempts_arrow")
-    con.register("empty_contacts_state_arrow", CONTACTS_STATE.empty_table())
-    con.execute(
-        f"CREATE OR REPLACE TEMP VIEW {history.EMPTY_CONTACTS_STATE} AS "
-        "SELECT * FROM empty_contacts_state_arrow"
-    )
-    no_attempts = attempts_of_day(None, date(1970, 1, 1))
-    con.execute(f"CREATE OR REPLACE TEMP VIEW {history.EMPTY_DAILY_AGG} AS {daily_agg_sql(no_attempts)}")
-    con.execute(f"CREATE OR REPLACE TEMP VIEW {history.EMPTY_POPULATION} AS {population_sql(no_attempts)}")
 
 
 def build_features(settings: Settings, d: date, full: bool = False) -> dict[str, Any]:
@@ -89,7 +70,10 @@ def build_features(settings: Settings, d: date, full: bool = False) -> dict[str,
     Incremental when the state of d-1 exists (and ``full`` is false); otherwise the state is computed
     directly from the daily aggregates. ``full=True`` also rebuilds every daily aggregate <= d from the
     raw attempts. Idempotent and deterministic for its date; never reads anything dated after d.
+    With ``settings.shards`` > 1 the same tables are written shard by shard (``feature_shards``).
     """
+    if settings.shards > 1:
+        return build_all_shards(settings, d, full=full)
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
     cpu: dict[str, float] = {}
@@ -104,7 +88,7 @@ def build_features(settings: Settings, d: date, full: bool = False) -> dict[str,
     con = duckdb_connect(settings)
     try:
         register_empty_relations(con)
-        todo = _daily_aggs_to_build(settings, d, full)
+        todo = daily_aggs_to_build(settings, d, full)
         with phase("daily_agg"):
             agg_rows = build_daily_aggs(settings, con, todo, d)
 
@@ -118,10 +102,10 @@ def build_features(settings: Settings, d: date, full: bool = False) -> dict[str,
                 # The state of d-1 computed directly (kept out of the lake: only d's partitions are written).
                 prev_dir = Path(tmp)
                 with phase("state_prev_direct"):
-                    _write_state_and_attributes(settings, con, prev_day, None, prev_dir)
+                    write_state_and_attributes(settings, con, prev_day, None, prev_dir)
             with phase("state"), atomic_dir(partition_dir(settings, STATE, d)) as stage:
                 # Always one incremental step onto the state of d-1 (read, or computed directly just above).
-                mode = _write_state_and_attributes(settings, con, d, prev_dir, stage)
+                mode = write_state_and_attributes(settings, con, d, prev_dir, stage)
                 state_rows = parquet_rows(stage / DATA_FILE)
             mode = "full" if full else (mode if prev_ok else "direct")
             with phase("features"):
@@ -150,90 +134,35 @@ def build_features(settings: Settings, d: date, full: bool = False) -> dict[str,
     return out
 
 
-def _daily_aggs_to_build(settings: Settings, d: date, full: bool) -> list[date]:
-    """d itself, every attempts date <= d without daily aggregates yet, or all of them when ``full``."""
-    attempt_dates = [x for x in partition_dates(settings, "attempts") if x <= d]
-    have = set(partition_dates(settings, DAILY_AGG))
-    todo = [x for x in attempt_dates if full or x == d or x not in have]
-    if d not in todo:
-        todo.append(d)
-    return todo
-
-
-def _write_state_and_attributes(
-    settings: Settings, con, d: date, prev_dir: Path | None, out_dir: Path
-) -> str:
-    """The state and the person attributes of the end of d, onto those of ``prev_dir`` if any."""
-    mode = write_state(settings, con, d, prev_dir, out_dir)
-    write_person_attributes(settings, con, d, prev_dir, out_dir)
-    return mode
-
-
-def write_features(settings: Settings, con, d: date, state_dir: Path) -> int:
-    """Features of d: one row per candidate (``is_candidate_sql``) of the state of the end of d."""
-    state, attrs = history.state_files(state_dir)
-    create_shared_rates(con, state, history.recent_population(settings, d), d, settings.prior_strength)
-    keys = ["person_id", "contact_id", "channel"]
-    with atomic_dir(partition_dir(settings, FEATURES, d)) as stage:
-        queries = [
-            feature_rows_sql(con, None, keys, in_range(state, b), in_range(attrs, b) if attrs else "", d,
-                             settings.prior_strength)
-            for b in person_ranges(con, state_dir / DATA_FILE)
-        ]  # fmt: skip
-        return stream_to_parquet(con, queries, stage / DATA_FILE)
-
-
-def write_training(settings: Settings, con, d: date, prev_dir: Path) -> int:
-    """Training examples of d: its attempts, labelled, with the features of the end of d-1 only."""
-    x = d - timedelta(days=1)
-    state, attrs = history.state_files(prev_dir)
-    tries = ["tries_before_address", "tries_before_person"]
-    passthrough = ["attempt_id", "person_id", "contact_id", "channel", "date", "campaign_id", "label_reach",
-                   "label_conversion", "local_hour", *tries]  # fmt: skip
-    create_shared_rates(con, state, history.recent_population(settings, x), x, settings.prior_strength)
-    # Only the state rows of the persons attempted on d: a few hundred thousand, not the whole state.
-    con.execute(
-        f"CREATE OR REPLACE TEMP TABLE training_rows AS SELECT * FROM {training_rows_sql(settings, d)}"
-    )
-    attempted = "WHERE person_id IN (SELECT person_id FROM training_rows)"
-    con.execute(f"CREATE OR REPLACE TEMP TABLE training_state AS SELECT * FROM {state} {attempted}")
-    if attrs:
-        con.execute(f"CREATE OR REPLACE TEMP TABLE training_attrs AS SELECT * FROM {attrs} {attempted}")
-    attrs_rel = "training_attrs" if attrs else ""
-    query = feature_rows_sql(con, "training_rows", passthrough, "training_state", attrs_rel, x,
-                             settings.prior_strength)  # fmt: skip
-    df = (
-        con.sql(query).to_arrow_table().to_pandas().sort_values("attempt_id", ignore_index=True)
-    )  # dates stay dates
-    df = df.drop(columns=["last_outcome", "n_attempts"])
-    df = add_context(df, d, df["local_hour"], *(df[c] for c in tries)).drop(columns=["local_hour", *tries])
-    write_partition(settings, TRAINING, d, df)
-    return len(df)
-
-
 # --- readers for the other stages -----------------------------------------------------------------
 
 
 def load_features(settings: Settings, d: date, columns: list[str] | None = None) -> pd.DataFrame:
-    """The feature state of the end of d (one row per candidate); raises NotReady when not built."""
-    path = partition_dir(settings, FEATURES, d) / DATA_FILE
-    if not path.is_file():
+    """The feature rows of the end of d (one row per candidate; every shard's, in shard order);
+    raises NotReady when not built."""
+    files = partition_files_of(settings, FEATURES, d)
+    if not files:
+        path = partition_dir(settings, FEATURES, d) / DATA_FILE
         raise NotReady(f"no features for {d}: {path} is missing (run `contactrank features --date {d}`)")
-    return read_table(path, columns=columns).to_pandas()
+    return pd.concat([read_table(f, columns=columns).to_pandas() for f in files], ignore_index=True)
 
 
 def training_dates(settings: Settings, start: date, end: date) -> list[date]:
-    """Dates in [start, end] that have a training partition."""
+    """Dates in [start, end] that have a training partition (whole, or every shard of one split)."""
     return [x for x in partition_dates(settings, TRAINING) if start <= x <= end]
 
 
 def load_training(
     settings: Settings, start: date, end: date, columns: list[str] | None = None
 ) -> pd.DataFrame:
-    """Every training partition in [start, end] concatenated (missing days skipped; empty frame if none)."""
+    """Every training partition in [start, end] concatenated (missing days skipped; empty frame if none).
+
+    A sharded day's rows are put back in ``attempt_id`` order, the order of an unsharded day, so
+    that a model trains on the same rows in the same order however the features were split.
+    """
     frames = []
     for x in training_dates(settings, start, end):
-        table = read_table(partition_dir(settings, TRAINING, x) / DATA_FILE)
+        table = read_partition(settings, TRAINING, x)
         if columns is not None:
             table = table.select([c for c in columns if c in table.column_names])
         frames.append(table.to_pandas())

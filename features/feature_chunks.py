@@ -12,15 +12,23 @@ import queue
 import threading
 from collections.abc import Iterable
 from pathlib import Path
+from typing import NamedTuple
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from contactrank.features import sql
+from contactrank.shards import Shard
 
 CHUNK_PAIRS = 1_000_000  # (person, contact) rows per range of persons
 
-Bounds = tuple[str | None, str | None]  # [lo, hi) of person_id; None is open
+
+class Bounds(NamedTuple):
+    """The persons of a range: person_id in [lo, hi) (None is open), and of ``shard`` when given."""
+
+    lo: str | None
+    hi: str | None
+    shard: Shard | None = None
 
 
 def copy_to_parquet(con, query: str, path: Path) -> None:
@@ -31,32 +39,35 @@ def parquet_rows(path: Path) -> int:
     return pq.ParquetFile(path).metadata.num_rows
 
 
-def person_ranges(con, *files: Path | None, rows: int = 0) -> list[Bounds]:
-    """Ranges of person_id holding at most ~CHUNK_PAIRS rows of the largest of ``files`` each.
+def person_ranges(con, *files: Path | None, rows: int = 0, shard: Shard | None = None) -> list[Bounds]:
+    """Ranges of person_id holding at most ~CHUNK_PAIRS rows of the largest of ``files`` each
+    (of its rows in ``shard``, when given: a shard holds about 1/N of every file's persons).
 
     Outputs are written range after range, unsorted within a range (sorting 80 columns costs more
     than it saves): each row group then lies inside one person range, so a reader of one range
     skips the other row groups.
     """
     sizes = [(parquet_rows(f), f) for f in files if f is not None and f.is_file()]
-    n = max(1, math.ceil(max([rows, *(r for r, _ in sizes)]) / CHUNK_PAIRS))
+    share = shard.count if shard is not None else 1
+    n = max(1, math.ceil(max([rows, *(r for r, _ in sizes)]) / share / CHUNK_PAIRS))
     if n == 1 or not sizes:
-        return [(None, None)]
+        return [Bounds(None, None, shard)]
     biggest = max(sizes)[1]
     fractions = ", ".join(str(i / n) for i in range(1, n))
     relation = sql.read_parquet(biggest, hive_partitioning="false")
     cuts = con.execute(f"SELECT quantile_disc(person_id, [{fractions}]) FROM {relation}").fetchall()[0][0]
     cuts = sorted({c for c in cuts if c is not None})
     edges: list[str | None] = [None, *cuts, None]
-    return list(zip(edges[:-1], edges[1:], strict=True))
+    return [Bounds(lo, hi, shard) for lo, hi in zip(edges[:-1], edges[1:], strict=True)]
 
 
 def in_range(relation: str, bounds: Bounds) -> str:
-    """The rows of ``relation`` whose person_id lies in [lo, hi)."""
-    lo, hi = bounds
+    """The rows of ``relation`` whose person_id lies in [lo, hi) (and in the shard, if any)."""
+    lo, hi, shard = bounds
     cond = [
         f"person_id >= {sql.quote_literal(lo)}" if lo is not None else "",
         f"person_id < {sql.quote_literal(hi)}" if hi is not None else "",
+        shard.predicate() if shard is not None else "",
     ]
     cond = [c for c in cond if c]
     return relation if not cond else f"(SELECT * FROM {relation} WHERE {' AND '.join(cond)})"

@@ -8,6 +8,7 @@ conversion rates) are computed once per build into temp tables by ``create_share
 from __future__ import annotations
 
 from datetime import date
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -109,6 +110,29 @@ def create_shared_rates(con, state: str, population: str, x: date, m: float) -> 
         f"""SELECT campaign_id, {recent_rates()}
       FROM recent_population_window WHERE campaign_id IS NOT NULL GROUP BY campaign_id""",
     )
+
+
+# The temp tables of ``create_shared_rates`` that feature rows read: what a sharded build computes
+# once (``save_shared_rates``) and every shard loads (``load_shared_rates``).
+SHARED_RATE_TABLES = (
+    "prior_overall", "prior_by_channel", "prior_by_channel_source", "population_hour_rates", "hour_profiles",
+    "profile_by_counts", "recent_rates_overall", "recent_rates_by_channel", "recent_rates_by_campaign",
+)  # fmt: skip
+
+
+def save_shared_rates(con, folder: Path, prefix: str) -> None:
+    """Write the shared-rate tables into ``folder`` as ``<prefix><table>.parquet`` (Parquet keeps
+    every value and type exactly, so loading them gives the same feature rows)."""
+    for name in SHARED_RATE_TABLES:
+        target = sql.quote_literal(folder / f"{prefix}{name}.parquet")
+        con.execute(f"COPY {name} TO {target} (FORMAT parquet)")
+
+
+def load_shared_rates(con, folder: Path, prefix: str) -> None:
+    """The shared-rate temp tables of ``save_shared_rates``, instead of ``create_shared_rates``."""
+    for name in SHARED_RATE_TABLES:
+        relation = sql.read_parquet(folder / f"{prefix}{name}.parquet", hive_partitioning="false")
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS SELECT * FROM {relation}")
 
 
 def fit_hour_profiles(con, state: str) -> None:

@@ -19,9 +19,16 @@ from pathlib import Path
 
 from contactrank.features import history, sql
 from contactrank.features.daily_aggregates import BUCKETS, KINDS, sum_if
-from contactrank.features.feature_chunks import in_range, parquet_rows, person_ranges, stream_to_parquet
+from contactrank.features.feature_chunks import (
+    Bounds,
+    in_range,
+    parquet_rows,
+    person_ranges,
+    stream_to_parquet,
+)
 from contactrank.features.lake import DATA_FILE
 from contactrank.settings import Settings
+from contactrank.shards import Shard
 
 log = logging.getLogger(__name__)
 
@@ -315,23 +322,28 @@ def backdated_dormancy(settings: Settings, con, prev: str, contacts_state: str, 
       FROM backdated_candidates late)"""
 
 
-def write_state(settings: Settings, con, d: date, prev_dir: Path | None, out_dir: Path) -> str:
+def write_state(
+    settings: Settings, con, d: date, prev_dir: Path | None, out_dir: Path, shard: Shard | None = None
+) -> str:
     """Write the state of the end of d into ``out_dir``: incremental onto the state of ``prev_dir``
-    when given and consistent, else direct; returns the mode used."""
+    when given and consistent, else direct; returns the mode used. With ``shard``, of its persons
+    only (``prev_dir`` may hold more: it is filtered too)."""
     state_file = out_dir / DATA_FILE
     contacts_state = history.contacts_state(settings, d)
     cs_files = history.contacts_state_files(settings, d)
     if prev_dir is not None:
         prev = history.read_file(prev_dir / DATA_FILE)
         leaving = {w: history.daily_agg_of(settings, d - timedelta(days=w)) for w in WINDOWS}
-        backdated = backdated_dormancy(settings, con, prev, contacts_state, d)
+        # the shard's own addresses: another shard's would all look new next to this shard's state
+        own_contacts = in_range(contacts_state, Bounds(None, None, shard)) if shard else contacts_state
+        backdated = backdated_dormancy(settings, con, prev, own_contacts, d)
         today = history.daily_agg_of(settings, d)
         queries = [
             state_incremental_sql(
                 in_range(prev, b), in_range(today, b), {w: in_range(r, b) for w, r in leaving.items()},
                 in_range(contacts_state, b), in_range(backdated, b), d,
             )
-            for b in person_ranges(con, prev_dir / DATA_FILE, *cs_files)
+            for b in person_ranges(con, prev_dir / DATA_FILE, *cs_files, shard=shard)
         ]  # fmt: skip
         stream_to_parquet(con, queries, state_file)
         bad = con.execute(inconsistent_rows_sql(history.read_file(state_file))).fetchall()[0][0]
@@ -342,7 +354,7 @@ def write_state(settings: Settings, con, d: date, prev_dir: Path | None, out_dir
     daily = history.daily_aggs(settings, d)
     daily_rows = sum(parquet_rows(f) for f in history.partition_files(settings, history.DAILY_AGG, d))
     prev_file = prev_dir / DATA_FILE if prev_dir is not None else None
-    ranges = person_ranges(con, prev_file, *cs_files, rows=daily_rows // 8)
+    ranges = person_ranges(con, prev_file, *cs_files, rows=daily_rows // 8, shard=shard)
 
     def direct() -> Iterator[str]:
         for b in ranges:

@@ -12,6 +12,7 @@ Layout (under ``settings.lake``)::
     features/date=D/part-0.parquet          feature state at the end of D, one row per candidate
     training/date=D/part-0.parquet          the attempts of D joined with the features of D-1
     scores/date=D/part-0.parquet            ranked, scored candidates of D (before publishing)
+    <kind>/shard=K-of-N/date=D/...          the same, for one shard of persons (``shards`` > 1)
 
 The lake is a local folder or an object store (``settings.lake_uri``, see ``contactrank.storage``).
 Locally, every write goes to a hidden staging folder that is renamed into place; a previous version
@@ -39,6 +40,7 @@ import pyarrow.parquet as pq
 from contactrank import storage
 from contactrank.features.sql import quote_literal
 from contactrank.settings import Settings
+from contactrank.shards import Shard, parse_folder
 from contactrank.storage import Location, ObjectPath
 
 log = logging.getLogger(__name__)
@@ -215,17 +217,31 @@ def partition_batch(
             batch.wait()
 
 
+# The row order of a whole partition, which one read back from its shards is given again.
+_ROW_ORDER = {"training": ("attempt_id",), "scores": ("person_id", "rank")}
+
+
 def read_partition(
     settings: Settings, kind: str, d: date, columns: list[str] | None = None
 ) -> pa.Table | None:
-    """The table of one partition, or None when it does not exist."""
+    """The table of one partition (whole, or every shard's in the order of a whole one), or None
+    when it does not exist."""
     target = partition_dir(settings, kind, d)
     if isinstance(target, Path):
         _recover(target)
-    path = target / DATA_FILE
-    if not path.is_file():
+    files = partition_files_of(settings, kind, d)
+    if not files:
         return None
-    return read_table(path, columns=columns)
+    if len(files) == 1:
+        return read_table(files[0], columns=columns)
+    order = [c for c in _ROW_ORDER.get(kind, ()) if columns is None or c not in columns]
+    table = pa.concat_tables(
+        [read_table(f, columns=None if columns is None else [*columns, *order]) for f in files],
+        promote_options="default",
+    )
+    if kind in _ROW_ORDER:
+        table = table.sort_by([(c, "ascending") for c in _ROW_ORDER[kind]])
+    return table.select(columns) if columns is not None else table.combine_chunks()
 
 
 def read_table(path: Location, columns: list[str] | None = None) -> pa.Table:
@@ -236,25 +252,32 @@ def read_table(path: Location, columns: list[str] | None = None) -> pa.Table:
 
 
 def partition_dates(settings: Settings, kind: str) -> list[date]:
-    """Sorted dates that have a partition of ``kind``.
+    """Sorted dates that have a partition of ``kind``: whole, or in every shard of one split.
 
     Every step lists several kinds and the listing grows with the history, so it works on strings
     (``os.scandir``), not ``Path`` objects: a fixed cost of every day of a long backfill."""
     root = settings.lake / kind
     if isinstance(root, ObjectPath):
         names = storage.committed_names(root, DATA_FILE)
+        split = any(child.name.startswith("shard=") for child in root.iterdir()) if root.is_dir() else False
     else:
         try:
             entries = os.scandir(root)
         except (FileNotFoundError, NotADirectoryError):
             return []
         with entries:
-            names = [e.name for e in entries if os.path.isfile(os.path.join(e.path, DATA_FILE))]
-    out = []
+            listed = [(e.name, e.path) for e in entries]
+        names = [name for name, path in listed if os.path.isfile(os.path.join(path, DATA_FILE))]
+        split = any(name.startswith("shard=") for name, _ in listed)
+    out = set()
     for name in names:
         if name.startswith("date="):
             with contextlib.suppress(ValueError):
-                out.append(date.fromisoformat(name[5:]))
+                out.add(date.fromisoformat(name[5:]))
+    if split:
+        for n, found in shard_sets(settings, kind).items():
+            if len(found) == n:
+                out |= set.intersection(*(set(partition_dates(settings, s.kind(kind))) for s in found))
     return sorted(out)
 
 
@@ -274,3 +297,33 @@ def duckdb_connect(settings: Settings) -> duckdb.DuckDBPyConnection:
     con.execute("SET preserve_insertion_order=false")
     storage.register_duckdb(con, settings.lake, settings.exports)
     return con
+
+
+def shard_sets(settings: Settings, kind: str) -> dict[int, list[Shard]]:
+    """The shard folders of ``kind`` by number of shards (a split that was never used is absent)."""
+    root = settings.lake / kind
+    try:
+        names = [child.name for child in root.iterdir()] if root.is_dir() else []
+    except (FileNotFoundError, NotADirectoryError):
+        names = []
+    sets: dict[int, list[Shard]] = {}
+    for shard in filter(None, map(parse_folder, names)):
+        sets.setdefault(shard.count, []).append(shard)
+    return {n: sorted(found, key=lambda s: s.index) for n, found in sets.items()}
+
+
+def partition_files_of(settings: Settings, kind: str, d: date, name: str = DATA_FILE) -> list[Location]:
+    """The files ``name`` of ``kind`` for date ``d``: the unsharded partition's, else the shards' of the
+    one split whose every shard has it, in shard order; [] when neither exists.
+
+    A split with a shard missing is never read: its persons would silently be left out.
+    """
+    whole = partition_dir(settings, kind, d) / name
+    if whole.is_file():
+        return [whole]
+    for n, found in sorted(shard_sets(settings, kind).items(), reverse=True):
+        if len(found) == n:
+            files = [partition_dir(settings, s.kind(kind), d) / name for s in found]
+            if all(f.is_file() for f in files):
+                return files
+    return []

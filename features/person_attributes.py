@@ -13,6 +13,7 @@ from pathlib import Path
 from contactrank.features import history, sql
 from contactrank.features.feature_chunks import copy_to_parquet
 from contactrank.settings import Settings
+from contactrank.shards import Shard
 
 _NUMERIC_TYPES = ("INT", "DOUBLE", "FLOAT", "DECIMAL")
 
@@ -57,10 +58,15 @@ def person_upserts(settings: Settings, d: date, prev: Path | None) -> str:
     return f"({folded} UNION ALL BY NAME (SELECT * FROM {today_rel}))"
 
 
-def write_person_attributes(settings: Settings, con, d: date, prev_dir: Path | None, out_dir: Path) -> None:
-    """Write the attributes of the end of d into ``out_dir``, folding onto those of ``prev_dir`` if any."""
+def write_person_attributes(
+    settings: Settings, con, d: date, prev_dir: Path | None, out_dir: Path, shard: Shard | None = None
+) -> None:
+    """Write the attributes of the end of d into ``out_dir``, folding onto those of ``prev_dir`` if any
+    (of ``shard``'s persons only, when given)."""
     prev = prev_dir / history.PERSONS_FILE if prev_dir is not None else None
     upserts = person_upserts(settings, d, prev if prev is not None and prev.is_file() else None)
+    if shard is not None:
+        upserts = f"(SELECT * FROM {upserts} WHERE {shard.predicate()})"
     copy_to_parquet(con, latest_attributes_sql(con, upserts), out_dir / history.PERSONS_FILE)
 
 

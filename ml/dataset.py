@@ -26,7 +26,14 @@ import pyarrow.parquet as pq
 
 from contactrank.errors import ContactrankError, NotReady
 from contactrank.features.build import load_training
-from contactrank.features.lake import DATA_FILE, file_sha256, partition_dates, partition_dir, read_partition
+from contactrank.features.lake import (
+    DATA_FILE,
+    file_sha256,
+    partition_dates,
+    partition_dir,
+    partition_files_of,
+    read_partition,
+)
 from contactrank.features.schema import FEATURE_PREFIX, LABEL_COLUMNS
 from contactrank.ml.model import encode
 from contactrank.settings import Settings
@@ -65,7 +72,8 @@ def labelled(df: pd.DataFrame, label: str) -> pd.DataFrame:
 
 
 def partition_schema(settings: Settings, d: date) -> pa.Schema:
-    return pq.read_schema(partition_dir(settings, KIND, d) / DATA_FILE)
+    files = partition_files_of(settings, KIND, d)  # a sharded day: every shard has the same columns
+    return pq.read_schema(files[0] if files else partition_dir(settings, KIND, d) / DATA_FILE)
 
 
 @dataclass
@@ -191,7 +199,7 @@ def plan_window(settings: Settings, d: date) -> Window | str:
     test, valid, train = _split(settings, d, older, count)
     used = sorted(test + valid + train)
     fingerprints = {
-        x.isoformat(): file_sha256(partition_dir(settings, KIND, x) / DATA_FILE) for x in used
+        x.isoformat(): "+".join(file_sha256(f) for f in partition_files_of(settings, KIND, x)) for x in used
     }
     fingerprint = hashlib.sha256(json.dumps(fingerprints, sort_keys=True).encode()).hexdigest()
     schema = partition_schema(settings, d)

@@ -24,17 +24,28 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from contactrank import storage
-from contactrank.features.lake import atomic_dir, file_sha256
+from contactrank.errors import NotReady
+from contactrank.features.lake import (
+    DATA_FILE,
+    atomic_dir,
+    file_sha256,
+    partition_dir,
+    read_table,
+    write_partition,
+)
 from contactrank.features.schema import PRIORITY
 from contactrank.lock import home_lock
 from contactrank.ml.score import CONTRACT_COLUMNS, read_report, read_scores
 from contactrank.ml.timezones import export_clock
-from contactrank.privacy import drop_erased, export_key, pseudonymise
+from contactrank.privacy import drop_erased, erased_hashes, export_key, pseudonymise
 from contactrank.settings import Settings
+from contactrank.shards import Shard, all_shards
 
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = "1.1"
+EXPORT_PARTS = "export_parts"  # lake table: one shard's rows of an export, before the commit
+PART_FACTS = "_part.json"
 PRIORITY_SCHEMA = PRIORITY
 
 # A spreadsheet evaluates a cell that starts with = + - @ (and tab / CR). Every such cell is
@@ -101,6 +112,10 @@ def with_clock(settings: Settings, d: date, scored: pa.Table) -> pa.Table:
 
 
 def _publish(settings: Settings, d: date) -> dict:
+    if settings.shards > 1:
+        for shard in all_shards(settings.shards):
+            _write_part(settings, d, shard)
+        return _commit_parts(settings, d)
     scores = read_scores(settings, d)
     report = read_report(settings, d)
     table = with_clock(settings, d, scores.select(CONTRACT_COLUMNS))
@@ -108,6 +123,53 @@ def _publish(settings: Settings, d: date) -> dict:
     persons_scored = _distinct_persons(table)
     table, erased_rows = drop_erased(settings, table)
     erased_persons = persons_scored - _distinct_persons(table) if erased_rows else 0
+    return _write_export(settings, d, table, report, erased_persons)
+
+
+def publish_part(settings: Settings, d: date, shard: Shard) -> dict:
+    """One shard's rows of the export of d, with their clock and without erased persons, staged in the
+    lake (``export_parts``) for ``publish_commit``; nothing is visible to readers yet."""
+    with home_lock(settings, f"publish {d.isoformat()} {shard}"):
+        return _write_part(settings, d, shard)
+
+
+def publish_commit(settings: Settings, d: date) -> dict:
+    """The export of d from every shard's part: one priority file under one manifest, committed once."""
+    with home_lock(settings, f"publish {d.isoformat()}"):
+        return _commit_parts(settings, d)
+
+
+def _write_part(settings: Settings, d: date, shard: Shard) -> dict:
+    scores = read_scores(settings, d, shard)
+    table = with_clock(settings, d, scores.select(CONTRACT_COLUMNS))
+    persons_scored = _distinct_persons(table)
+    erasures = len(erased_hashes(settings))  # read before dropping: a later one is caught at commit
+    table, erased_rows = drop_erased(settings, table)
+    facts = {"shard": shard.folder, "rows": table.num_rows, "erasures_seen": erasures,
+             "erased_persons": persons_scored - _distinct_persons(table) if erased_rows else 0}  # fmt: skip
+    write_partition(settings, shard.kind(EXPORT_PARTS), d, table, {PART_FACTS: json.dumps(facts).encode()})
+    return facts
+
+
+def _commit_parts(settings: Settings, d: date) -> dict:
+    shards = all_shards(settings.shards)
+    folders = [partition_dir(settings, shard.kind(EXPORT_PARTS), d) for shard in shards]
+    missing = [str(f) for f in folders if not (f / PART_FACTS).is_file()]
+    if missing:
+        raise NotReady(f"no export part for {d} in {missing[0]} ({len(missing)} of {len(shards)} shards)")
+    facts = [json.loads((f / PART_FACTS).read_text()) for f in folders]
+    table = pa.concat_tables([read_table(f / DATA_FILE) for f in folders])
+    # the order of an unsharded export: by person, then rank
+    table = table.sort_by([("person_id", "ascending"), ("rank", "ascending")]).combine_chunks()
+    erased_persons = sum(f["erased_persons"] for f in facts)
+    if len(erased_hashes(settings)) > min(f["erasures_seen"] for f in facts):  # erased since a part
+        before = _distinct_persons(table)
+        table, erased_rows = drop_erased(settings, table)
+        erased_persons += before - _distinct_persons(table) if erased_rows else 0
+    return _write_export(settings, d, table, read_report(settings, d), erased_persons)
+
+
+def _write_export(settings: Settings, d: date, table: pa.Table, report: dict, erased_persons: int) -> dict:
     if settings.pseudonymise_exports:
         table = pseudonymise(table, export_key(settings))
     target = export_dir(settings, d)

@@ -21,7 +21,14 @@ import pyarrow.parquet as pq
 
 from contactrank.errors import NotReady
 from contactrank.features.context import PERSON_ATTEMPT_COLS, HourInputs, add_context, bucket_index
-from contactrank.features.lake import DATA_FILE, duckdb_connect, partition_dir, read_table, write_partition
+from contactrank.features.lake import (
+    DATA_FILE,
+    duckdb_connect,
+    partition_dir,
+    partition_files_of,
+    read_table,
+    write_partition,
+)
 from contactrank.features.schema import CHANNELS, SCORED
 from contactrank.features.sql import read_parquet
 from contactrank.ml import explore, reasons
@@ -30,6 +37,7 @@ from contactrank.ml.model import ContactModel
 from contactrank.ml.predictor import Predictor, feature_values, model_matrix
 from contactrank.ml.registry import load_champion
 from contactrank.settings import Settings
+from contactrank.shards import Shard, all_shards
 
 log = logging.getLogger(__name__)
 
@@ -260,10 +268,10 @@ def _owned(col: pd.Series) -> pd.Series:
 
 
 def _score_batches(
-    settings: Settings, d: date, con, model: ContactModel, candidates: int
+    settings: Settings, d: date, con, model: ContactModel, candidates: int, shard: Shard | None
 ) -> tuple[list[pd.DataFrame], Predictor]:
     """Stream the features of the candidates in batches and score each; the scored batches."""
-    features_file = partition_dir(settings, "features", d) / DATA_FILE
+    features_file = partition_dir(settings, _kind("features", shard), d) / DATA_FILE
     n_hours = max(1, len(_allowed_hours(settings, pd.Series(list(CHANNELS)))[0]))
     batch = max(1, int(settings.score_batch_rows) // n_hours)
     explainer = reasons.PathExplainer(model)
@@ -283,16 +291,27 @@ def _score_batches(
     return parts, predictor
 
 
+def _kind(kind: str, shard: Shard | None) -> str:
+    return shard.kind(kind) if shard is not None else kind
+
+
 def score(
-    settings: Settings, d: date, model: ContactModel | None = None, model_info: dict | None = None
+    settings: Settings,
+    d: date,
+    model: ContactModel | None = None,
+    model_info: dict | None = None,
+    shard: Shard | None = None,
 ) -> dict:
-    """Score the candidates of ``d`` and write ``scores/date=D``; return the figures."""
+    """Score the candidates of ``d`` and write ``scores/date=D`` (``scores/shard=k-of-N/date=D`` for
+    one shard); return the figures. With ``settings.shards`` > 1 and no shard: every shard in turn."""
+    if shard is None and settings.shards > 1:
+        return _score_all_shards(settings, d, model, model_info)
     suppressions = read_suppressions(settings, d)  # first: fail closed before any other work
     model, info = _load_model(settings, model, model_info)
     con = duckdb_connect(settings)
     try:
-        counts = select_candidates(settings, d, con, suppressions)
-        parts, predictor = _score_batches(settings, d, con, model, counts.candidates)
+        counts = select_candidates(settings, d, con, suppressions, shard)
+        parts, predictor = _score_batches(settings, d, con, model, counts.candidates, shard)
     finally:
         con.close()
     n_batches = len(parts)
@@ -321,9 +340,32 @@ def score(
         "explore_share": float(settings.explore_share),
     }
     extra = {REPORT_FILE: json.dumps(report, indent=2).encode(), HOUR_LOG_FILE: _hour_log(ranked)}
-    path = write_partition(settings, "scores", d, table, extra_files=extra)
+    if shard is not None:
+        report["shard"] = shard.folder
+    path = write_partition(settings, _kind("scores", shard), d, table, extra_files=extra)
     log.info("%s: %d rows for %d persons -> %s", d, report["rows"], report["persons"], path)
     return report
+
+
+def _score_all_shards(
+    settings: Settings, d: date, model: ContactModel | None, model_info: dict | None
+) -> dict:
+    model, info = _load_model(settings, model, model_info)
+    reports = [score(settings, d, model, info, shard) for shard in all_shards(settings.shards)]
+    return merge_reports(reports)
+
+
+def merge_reports(reports: list[dict]) -> dict:
+    """One report for the shards' reports of a day: counts added, the rest as every shard has it."""
+    merged = {k: v for k, v in reports[0].items() if k != "shard"}
+    for key, value in merged.items():
+        if isinstance(value, int) and not isinstance(value, bool) and key not in _SETTINGS_FIGURES:
+            merged[key] = sum(int(r.get(key, 0)) for r in reports)
+    merged["shards"] = len(reports)
+    return merged
+
+
+_SETTINGS_FIGURES = frozenset({"cap_person_7d", "cap_address_day"})  # the same in every shard's report
 
 
 def _hour_log(ranked: pd.DataFrame) -> bytes:
@@ -366,17 +408,22 @@ def score_frame_empty() -> pd.DataFrame:
     )
 
 
-def read_report(settings: Settings, d: date) -> dict:
-    """The figures ``score`` recorded beside ``scores/date=D``."""
-    path = partition_dir(settings, "scores", d) / REPORT_FILE
-    if not path.is_file():
+def read_report(settings: Settings, d: date, shard: Shard | None = None) -> dict:
+    """The figures ``score`` recorded beside ``scores/date=D`` (of one shard, or every shard's merged)."""
+    if shard is not None:
+        paths = [partition_dir(settings, shard.kind("scores"), d) / REPORT_FILE]
+    else:
+        paths = partition_files_of(settings, "scores", d, REPORT_FILE)
+    if not paths or not all(p.is_file() for p in paths):
+        path = partition_dir(settings, _kind("scores", shard), d) / REPORT_FILE
         raise NotReady(f"no scores for {d}: {path} does not exist (run `contactrank score --date {d}`)")
-    return json.loads(path.read_text())
+    reports = [json.loads(p.read_text()) for p in paths]
+    return reports[0] if len(reports) == 1 else merge_reports(reports)
 
 
-def read_scores(settings: Settings, d: date) -> pa.Table:
-    """The scored candidates of ``d``."""
-    path = partition_dir(settings, "scores", d) / DATA_FILE
+def read_scores(settings: Settings, d: date, shard: Shard | None = None) -> pa.Table:
+    """The scored candidates of ``d`` (of one shard, when given)."""
+    path = partition_dir(settings, _kind("scores", shard), d) / DATA_FILE
     if not path.is_file():
         raise NotReady(f"no scores for {d}: {path} does not exist (run `contactrank score --date {d}`)")
     return read_table(path)

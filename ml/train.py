@@ -27,7 +27,7 @@ import pandas as pd
 from mlflow.exceptions import MlflowException
 
 from contactrank.errors import NotReady
-from contactrank.features.lake import DATA_FILE, partition_dir
+from contactrank.features.lake import partition_dir, partition_files_of
 from contactrank.features.sql import quote_literal
 from contactrank.lock import home_lock
 from contactrank.ml import evaluate as ev
@@ -319,7 +319,7 @@ def train(settings: Settings, d: date, force: bool = False) -> dict[str, Any]:
 
 def _train(settings: Settings, d: date, force: bool) -> dict[str, Any]:
     started = time.perf_counter()
-    if not (partition_dir(settings, KIND, d) / DATA_FILE).is_file():
+    if not partition_files_of(settings, KIND, d):
         raise NotReady(
             f"training partition {partition_dir(settings, KIND, d)} does not exist (run features first)"
         )

@@ -4,7 +4,7 @@ The layers, bottom to top (docs/design.md draws the same table):
 
 | layer | modules |
 |---|---|
-| foundation | settings, errors, dates, privacy, the home lock, storage (local folder or S3) |
+| foundation | settings, errors, dates, privacy, the home lock, storage (local folder or S3), shards |
 | data | schema, lake, sql, parsing and validation, ingest, importers, simulator |
 | features | the point-in-time feature build, the attempt context |
 | model | model, tracking, evaluation, plots, drift, training data, train (or on Dask), tune, registry |
@@ -40,6 +40,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "contactrank.privacy",
             "contactrank.lock",
             "contactrank.storage",
+            "contactrank.shards",
         ),
     ),
     (

@@ -1,0 +1,139 @@
+"""The tables the feature stage writes for a date, each for every person or for one shard of them.
+
+``features.build`` writes them all in one process; ``features.feature_shards`` writes them shard by
+shard, with the rates every row shares computed once between the two halves (``shared_rates``).
+"""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+from pathlib import Path
+
+from contactrank.errors import ContactrankError
+from contactrank.features import history
+from contactrank.features.context import add_context
+from contactrank.features.daily_aggregates import attempts_of_day, daily_agg_sql, population_sql
+from contactrank.features.feature_chunks import Bounds, in_range, person_ranges, stream_to_parquet
+from contactrank.features.feature_rows import (
+    create_shared_rates,
+    feature_rows_sql,
+    load_shared_rates,
+    training_rows_sql,
+)
+from contactrank.features.feature_state import write_state
+from contactrank.features.history import FEATURES, TRAINING
+from contactrank.features.lake import DATA_FILE, atomic_dir, partition_dates, partition_dir, write_partition
+from contactrank.features.person_attributes import write_person_attributes
+from contactrank.features.schema import ATTEMPTS, CONTACTS_STATE
+from contactrank.settings import Settings
+from contactrank.shards import Shard
+from contactrank.storage import Location
+
+# The shared-rate files of one date: where they are and the prefix of their names.
+SharedRates = tuple[Location, str]
+
+
+class FeatureError(ContactrankError):
+    """The feature build could not run (unreadable partition, inconsistent input)."""
+
+
+def register_empty_relations(con) -> None:
+    """The zero-row views of ``history.EMPTY_*`` that stand in for missing partitions."""
+    con.register("empty_attempts_arrow", ATTEMPTS.empty_table())
+    con.execute(f"CREATE OR REPLACE TEMP VIEW {history.EMPTY_ATTEMPTS} AS SELECT * FROM empty_attempts_arrow")
+    con.register("empty_contacts_state_arrow", CONTACTS_STATE.empty_table())
+    con.execute(
+        f"CREATE OR REPLACE TEMP VIEW {history.EMPTY_CONTACTS_STATE} AS "
+        "SELECT * FROM empty_contacts_state_arrow"
+    )
+    no_attempts = attempts_of_day(None, date(1970, 1, 1))
+    con.execute(f"CREATE OR REPLACE TEMP VIEW {history.EMPTY_DAILY_AGG} AS {daily_agg_sql(no_attempts)}")
+    con.execute(f"CREATE OR REPLACE TEMP VIEW {history.EMPTY_POPULATION} AS {population_sql(no_attempts)}")
+
+
+def daily_aggs_to_build(settings: Settings, d: date, full: bool) -> list[date]:
+    """d itself, every attempts date <= d without daily aggregates yet, or all of them when ``full``."""
+    attempt_dates = [x for x in partition_dates(settings, "attempts") if x <= d]
+    have = set(partition_dates(settings, history.DAILY_AGG))
+    todo = [x for x in attempt_dates if full or x == d or x not in have]
+    if d not in todo:
+        todo.append(d)
+    return todo
+
+
+def write_state_and_attributes(
+    settings: Settings, con, d: date, prev_dir: Path | None, out_dir: Path, shard: Shard | None = None
+) -> str:
+    """The state and the person attributes of the end of d, onto those of ``prev_dir`` if any."""
+    mode = write_state(settings, con, d, prev_dir, out_dir, shard)
+    write_person_attributes(settings, con, d, prev_dir, out_dir, shard)
+    return mode
+
+
+def _kind(kind: str, shard: Shard | None) -> str:
+    return shard.kind(kind) if shard is not None else kind
+
+
+def write_features(
+    settings: Settings,
+    con,
+    d: date,
+    state_dir: Path,
+    shard: Shard | None = None,
+    shared: SharedRates | None = None,
+) -> int:
+    """Features of d: one row per candidate (``is_candidate_sql``) of the state of the end of d
+    (``state_dir``: every person's, or ``shard``'s with the ``shared`` rates of all persons)."""
+    state, attrs = history.state_files(state_dir)
+    if shared is None:
+        create_shared_rates(con, state, history.recent_population(settings, d), d, settings.prior_strength)
+    else:
+        load_shared_rates(con, *shared)
+    keys = ["person_id", "contact_id", "channel"]
+    with atomic_dir(partition_dir(settings, _kind(FEATURES, shard), d)) as stage:
+        queries = [
+            feature_rows_sql(con, None, keys, in_range(state, b), in_range(attrs, b) if attrs else "", d,
+                             settings.prior_strength)
+            for b in person_ranges(con, state_dir / DATA_FILE)
+        ]  # fmt: skip
+        return stream_to_parquet(con, queries, stage / DATA_FILE)
+
+
+def write_training(
+    settings: Settings,
+    con,
+    d: date,
+    prev_dir: Path,
+    shard: Shard | None = None,
+    shared: SharedRates | None = None,
+) -> int:
+    """Training examples of d: its attempts (of ``shard``'s persons, if given), labelled, with the
+    features of the end of d-1 only (``prev_dir``: that state; ``shared``: its shared rates)."""
+    x = d - timedelta(days=1)
+    state, attrs = history.state_files(prev_dir)
+    tries = ["tries_before_address", "tries_before_person"]
+    passthrough = ["attempt_id", "person_id", "contact_id", "channel", "date", "campaign_id", "label_reach",
+                   "label_conversion", "local_hour", *tries]  # fmt: skip
+    if shared is None:
+        create_shared_rates(con, state, history.recent_population(settings, x), x, settings.prior_strength)
+    else:
+        load_shared_rates(con, *shared)
+    attempts = training_rows_sql(settings, d)
+    if shard is not None:
+        attempts = in_range(attempts, Bounds(None, None, shard))
+    # Only the state rows of the persons attempted on d: a few hundred thousand, not the whole state.
+    con.execute(f"CREATE OR REPLACE TEMP TABLE training_rows AS SELECT * FROM {attempts}")
+    attempted = "WHERE person_id IN (SELECT person_id FROM training_rows)"
+    con.execute(f"CREATE OR REPLACE TEMP TABLE training_state AS SELECT * FROM {state} {attempted}")
+    if attrs:
+        con.execute(f"CREATE OR REPLACE TEMP TABLE training_attrs AS SELECT * FROM {attrs} {attempted}")
+    attrs_rel = "training_attrs" if attrs else ""
+    query = feature_rows_sql(con, "training_rows", passthrough, "training_state", attrs_rel, x,
+                             settings.prior_strength)  # fmt: skip
+    df = (
+        con.sql(query).to_arrow_table().to_pandas().sort_values("attempt_id", ignore_index=True)
+    )  # dates stay dates
+    df = df.drop(columns=["last_outcome", "n_attempts"])
+    df = add_context(df, d, df["local_hour"], *(df[c] for c in tries)).drop(columns=["local_hour", *tries])
+    write_partition(settings, _kind(TRAINING, shard), d, df)
+    return len(df)
