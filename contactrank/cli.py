@@ -8,6 +8,7 @@ go to ``<home>/logs/<command>-<date>.log`` (``contactrank.console``), on the ter
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import sys
@@ -236,8 +237,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = p.add_subparsers(dest="command", required=True)
 
-    def add(name: str, func, help_: str, date_arg: bool = True, landing: bool = False):
+    def add(name: str, func, help_: str, date_arg: bool = True, landing: bool = False, shards: bool = False):
         sp = sub.add_parser(name, help=help_)
+        if shards:
+            sp.add_argument(
+                "--shards", type=int, help="split persons into N shards (default: setting `shards`)"
+            )
+            sp.add_argument(
+                "--workers", type=int, help="run the shards of a step in K processes (default: setting)"
+            )
         if date_arg:
             sp.add_argument("--date", type=_date, required=True, help="business date YYYY-MM-DD")
             sp.add_argument(
@@ -262,15 +270,22 @@ def build_parser() -> argparse.ArgumentParser:
         choices=WORLD_NAMES,
         help="a preset of the simulator's world (habits, time zones, incumbent hours...)",
     )
-    add("run", cmd_run, "every step for one date, in order", landing=True)
+    add("run", cmd_run, "every step for one date, in order", landing=True, shards=True)
     add("ingest", cmd_step("ingest"), "landing -> lake (bad rows to quarantine)", landing=True)
-    add("features", cmd_step("features"), "lake -> features at the end of DATE")
+    add("features", cmd_step("features"), "lake -> features at the end of DATE", shards=True)
     sp = add("train", cmd_train, "retrain when due; challenger -> gate -> champion")
     sp.add_argument("--force", action="store_true", help="train even when not due")
-    add("score", cmd_step("score"), "the champion scores the candidates of DATE")
-    add("publish", cmd_step("publish"), "atomic export of the priority files")
+    add("score", cmd_step("score"), "the champion scores the candidates of DATE", shards=True)
+    add("publish", cmd_step("publish"), "atomic export of the priority files", shards=True)
     add("report", cmd_report, "the daily HTML report")
-    sp = add("backfill", cmd_backfill, "run every date from --start to --end", date_arg=False, landing=True)
+    sp = add(
+        "backfill",
+        cmd_backfill,
+        "run every date from --start to --end",
+        date_arg=False,
+        landing=True,
+        shards=True,
+    )
     sp.add_argument("--start", type=_date, required=True)
     sp.add_argument("--end", type=_date, required=True)
     sp = add("tune", cmd_tune, "Optuna study; best params used by the next training")
@@ -304,6 +319,13 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def with_shards(settings: Settings, args: argparse.Namespace) -> Settings:
+    """The settings with ``--shards`` and ``--workers`` applied (checked like the settings themselves)."""
+    chosen = {k: getattr(args, a, None) for k, a in (("shards", "shards"), ("shard_workers", "workers"))}
+    chosen = {k: v for k, v in chosen.items() if v is not None}
+    return dataclasses.replace(settings, **chosen) if chosen else settings
+
+
 def _run_command(settings: Settings, args: argparse.Namespace) -> Any:
     """The command, with a spinner and its summary line unless it draws its own progress."""
     func: Callable[[Settings, argparse.Namespace], Any] = args.func
@@ -322,7 +344,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     log_path = None
     try:
-        settings = load_settings(args.config)
+        settings = with_shards(load_settings(args.config), args)
         # a server's log is what its operator watches: on the terminal as well as in the file
         log_path = out.setup_output(
             settings.home, args.command, args.verbose, echo=args.verbose or args.command == "serve"

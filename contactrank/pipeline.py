@@ -17,6 +17,7 @@ from contactrank.dates import date_range
 from contactrank.errors import NotReady
 from contactrank.lock import home_lock
 from contactrank.settings import Settings
+from contactrank.shards import Shard
 from contactrank.stages import STAGE_NAMES, stage
 
 log = logging.getLogger(__name__)
@@ -32,6 +33,33 @@ def run_step(step: str, settings: Settings, d: date, landing: Path | None = None
     with home_lock(settings, f"{step} {d.isoformat()}"):
         result = function(settings, d, landing=landing) if step == "ingest" else function(settings, d)
     return result if isinstance(result, dict) else {step: str(result)}
+
+
+def run_part(step: str, part: str, settings: Settings, d: date, shard: int | None = None) -> dict[str, Any]:
+    """One task of a stage split by shards (``Stage.parts``; the DAG maps the per-shard ones over
+    ``range(settings.shards)``), under the home's lock.
+
+    With one shard the stage's first part runs the whole stage (``run_step``: byte for byte what
+    an unsharded run does) and the other parts have nothing to do.
+    """
+    spec = stage(step)
+    chosen = next((p for p in spec.parts if p.name == part), None)
+    if chosen is None:
+        raise ValueError(f"step {step!r} has no part {part!r} (parts: {[p.name for p in spec.parts]})")
+    if settings.shards == 1:
+        if chosen is spec.parts[0] and not shard:
+            return run_step(step, settings, d)
+        return {
+            "status": "skipped",
+            "reason": f"one shard: {step} ran whole in its {spec.parts[0].name} task",
+        }
+    if chosen.per_shard and shard is None:
+        raise ValueError(f"{step}.{part} runs per shard: give the shard (0..{settings.shards - 1})")
+    module, _, name = chosen.function.partition(":")
+    function = getattr(importlib.import_module(module), name)
+    which = Shard(shard, settings.shards) if chosen.per_shard else None
+    with home_lock(settings, f"{step}.{part} {d.isoformat()}" + (f" {which}" if which else "")):
+        return function(settings, d, which) if which else function(settings, d)
 
 
 def run_date(

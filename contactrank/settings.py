@@ -49,6 +49,7 @@ class Settings:
     prior_strength: float = 5.0  # pseudo-attempts of the empirical-Bayes prior
     # features, score and publish run once per shard of persons (contactrank.shards); 1: unsharded
     shards: int = 1
+    shard_workers: int = 1  # processes that run the shards of a step side by side (CLI: --workers)
 
     # --- model ----------------------------------------------------------------------------
     label: Literal["reach", "conversion"] = "reach"
@@ -124,8 +125,9 @@ class Settings:
     lock_wait_seconds: float = 900.0
 
     def __post_init__(self) -> None:
-        if self.shards < 1:
-            raise ValueError(f"setting 'shards': {self.shards!r} is invalid (must be at least 1)")
+        for name in ("shards", "shard_workers"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"setting {name!r}: {getattr(self, name)!r} is invalid (must be at least 1)")
         if self.dask_workers < 1:
             raise ValueError(f"setting 'dask_workers': {self.dask_workers!r} is invalid (must be at least 1)")
         if self.train_engine == "dask" and self.objective != "binary":
@@ -177,8 +179,18 @@ _FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
 # where things are, how long to wait for the home, whether training draws its plots and how many
 # shards share the work: not part of what a run computes (the published manifest carries the hash)
 _LOCATION_FIELDS = frozenset(
-    {"home", "landing_dir", "lake_uri", "exports_uri", "mlflow_tracking_uri", "lock_wait_seconds",
-     "dask_scheduler", "train_plots", "shards"}
+    {
+        "home",
+        "landing_dir",
+        "lake_uri",
+        "exports_uri",
+        "mlflow_tracking_uri",
+        "lock_wait_seconds",
+        "dask_scheduler",
+        "train_plots",
+        "shards",
+        "shard_workers",
+    }
 )
 
 

@@ -13,8 +13,12 @@ number of shards is part of the name, so a change of ``shards`` never mixes two 
 from __future__ import annotations
 
 import hashlib
+import multiprocessing
 import re
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 _FOLDER = re.compile(r"^shard=(\d+)-of-(\d+)$")
 
@@ -60,3 +64,20 @@ def parse_folder(name: str) -> Shard | None:
         return None
     index, count = int(match.group(1)), int(match.group(2))
     return Shard(index, count) if 0 <= index < count else None
+
+
+def map_shards(
+    function: Callable[..., Any], settings: Any, d: Any, *args: Any, workers: int = 1
+) -> list[Any]:
+    """``function(settings, d, shard, *args)`` for every shard of ``settings.shards``, in shard order:
+    in this process, or in ``workers`` processes (a module-level function; its arguments pickle).
+
+    Spawned, not forked: a fork copies DuckDB's and Arrow's thread pools in whatever state they are.
+    """
+    shards = all_shards(settings.shards)
+    if workers <= 1 or len(shards) == 1:
+        return [function(settings, d, shard, *args) for shard in shards]
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=min(workers, len(shards)), mp_context=context) as pool:
+        futures = [pool.submit(function, settings, d, shard, *args) for shard in shards]
+        return [future.result() for future in futures]

@@ -11,19 +11,56 @@ from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
+class Part:
+    """One task of a stage that runs shard by shard (``settings.shards`` > 1)."""
+
+    name: str
+    function: str  # "module:function", called as function(settings, d), or function(settings, d, shard)
+    per_shard: bool = False  # one task per shard (Airflow: mapped over the shards)
+
+
+@dataclass(frozen=True)
 class Stage:
     name: str
     function: str  # "module:function", called as function(settings, d)
     needs_champion: bool = False  # before the first champion exists the stage is skipped with the reason
+    # With shards: the stage's tasks in order. The stage's own function runs the same parts in one
+    # process; with one shard the first part runs the whole stage and the others have nothing to do.
+    parts: tuple[Part, ...] = ()
+
+
+_FEATURE_SHARDS = "contactrank.features.feature_shards"
 
 
 STAGES: tuple[Stage, ...] = (
     Stage("ingest", "contactrank.features.ingest:ingest"),
-    Stage("features", "contactrank.features.build:build_features"),
+    Stage(
+        "features",
+        "contactrank.features.build:build_features",
+        parts=(
+            Part("prepare", f"{_FEATURE_SHARDS}:prepare_features"),
+            Part("state", f"{_FEATURE_SHARDS}:build_state_shard", per_shard=True),
+            Part("shared_rates", f"{_FEATURE_SHARDS}:build_shared_rates"),
+            Part("rows", f"{_FEATURE_SHARDS}:build_rows_shard", per_shard=True),
+        ),
+    ),
     Stage("train", "contactrank.ml.train:train"),
     Stage("gate", "contactrank.ml.registry:gate"),
-    Stage("score", "contactrank.ml.score:score", needs_champion=True),
-    Stage("publish", "contactrank.ml.publish:publish", needs_champion=True),
+    Stage(
+        "score",
+        "contactrank.ml.score:score",
+        needs_champion=True,
+        parts=(Part("shard", "contactrank.ml.score:score_shard", per_shard=True),),
+    ),
+    Stage(
+        "publish",
+        "contactrank.ml.publish:publish",
+        needs_champion=True,
+        parts=(
+            Part("part", "contactrank.ml.publish:publish_part", per_shard=True),
+            Part("commit", "contactrank.ml.publish:publish_commit"),
+        ),
+    ),
     Stage("report", "contactrank.ml.report:report"),
 )
 

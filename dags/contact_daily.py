@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from airflow.sdk import CronDataIntervalTimetable, Param, PokeReturnValue, dag, task
+from airflow.sdk import CronDataIntervalTimetable, Param, PokeReturnValue, dag, task, task_group
 from contactrank_airflow import (
     EXPORT_ASSET,
     FEATURES_ASSET,
@@ -13,6 +13,8 @@ from contactrank_airflow import (
     load_settings,
     push_links,
     run_stage,
+    run_stage_part,
+    shard_numbers,
     start_date,
 )
 
@@ -37,6 +39,11 @@ Runs the steps of `contactrank run` for one **business date D**, one task per st
   challenger becomes champion.
 * **Assets**: `features` updates `contactrank_features`, `publish` updates `contactrank_export`
   with `{"ds", "model_version", "rows", "path"}` in the event extra: schedule downstream DAGs on it.
+* **Shards** (`CONTACTRANK_SHARDS`, default 1): `features`, `score` and `publish` are task groups
+  whose per-shard tasks are mapped over the shards (`plan_shards`), so Celery or Kubernetes
+  workers share them: `features` = `prepare` → `state[k]` → `shared_rates` → `rows[k]` → `done`,
+  `score` = `shard[k]`, `publish` = `part[k]` → `commit` (one export, one manifest, one Asset event).
+  With one shard the first task of a group runs the whole step and the others say so.
 * Every step is idempotent for its date: clearing a task or re-running a date is safe.
 * Extra links (plugin `contactrank`): **MLflow run** and **Published export**.
 
@@ -79,16 +86,35 @@ def contact_daily():
         return PokeReturnValue(is_done=bool(files), xcom_value={"ds": d.isoformat(), "files": len(files)})
 
     @task
+    def plan_shards(**context) -> list[int]:
+        return shard_numbers(context)
+
+    @task
     def ingest(**context) -> dict:
         return run_stage(context, "ingest")
 
+    @task
+    def features_part(part: str, shard: int | None = None, **context) -> dict:
+        return run_stage_part(context, "features", part, shard)
+
     @task(outlets=[FEATURES_ASSET])
-    def features(**context) -> dict:
+    def features_done(prepared: dict, built: list[dict], **context) -> dict:
+        """The feature rows of every shard are written: one Asset event for the day."""
         from contactrank_airflow import features_facts
 
-        out = run_stage(context, "features")
+        rows = sum(int(b.get("rows") or 0) for b in [prepared, *built])  # one shard: prepare built it all
+        out = {"ds": business_date(context).isoformat(), "rows": rows}
         context["outlet_events"][FEATURES_ASSET].extra = features_facts(context, out)
         return out
+
+    @task_group(group_id="features")
+    def features(shards) -> None:
+        prepared = features_part.override(task_id="prepare")("prepare")
+        states = features_part.override(task_id="state").partial(part="state").expand(shard=shards)
+        rates = features_part.override(task_id="shared_rates")("shared_rates")
+        rows = features_part.override(task_id="rows").partial(part="rows").expand(shard=shards)
+        prepared >> states >> rates >> rows
+        features_done.override(task_id="done")(prepared, rows)
 
     @task
     def train(**context) -> dict:
@@ -103,23 +129,31 @@ def contact_daily():
         return out
 
     @task
-    def score(**context) -> dict:
+    def score_shard(shard: int, **context) -> dict:
         from airflow.sdk.exceptions import AirflowSkipException
 
         from contactrank.errors import NotReady
 
         try:
-            out = run_stage(context, "score")
+            out = run_stage_part(context, "score", "shard", shard)
         except NotReady as exc:  # no champion yet (first days): skip score and publish, still report
             raise AirflowSkipException(str(exc)) from None
         push_links(context, mlflow_run_id=out.get("model_run_id"), model_version=out.get("model_version"))
         return out
 
+    @task_group(group_id="score")
+    def score(shards) -> None:
+        score_shard.override(task_id="shard").expand(shard=shards)
+
+    @task
+    def publish_part(shard: int, **context) -> dict:
+        return run_stage_part(context, "publish", "part", shard)
+
     @task(outlets=[EXPORT_ASSET])
-    def publish(**context) -> dict:
+    def publish_commit(**context) -> dict:
         from contactrank_airflow import export_facts
 
-        out = run_stage(context, "publish")
+        out = run_stage_part(context, "publish", "commit")
         facts = export_facts(load_settings(context), business_date(context), out)
         context["outlet_events"][EXPORT_ASSET].extra = facts
         push_links(
@@ -130,12 +164,28 @@ def contact_daily():
         )
         return {**out, **facts}
 
+    @task_group(group_id="publish")
+    def publish(shards) -> None:
+        parts = publish_part.override(task_id="part").expand(shard=shards)
+        parts >> publish_commit.override(task_id="commit")()
+
     @task(trigger_rule="none_failed")
     def report(**context) -> dict:
         return run_stage(context, "report")
 
     # the order of contactrank.stages.STAGES (tests/dags/test_integrity.py checks it)
-    (wait_for_attempts() >> ingest() >> features() >> train() >> gate() >> score() >> publish() >> report())
+    shards = plan_shards()
+    (
+        wait_for_attempts()
+        >> shards
+        >> ingest()
+        >> features(shards)
+        >> train()
+        >> gate()
+        >> score(shards)
+        >> publish(shards)
+        >> report()
+    )
 
 
 contact_daily()

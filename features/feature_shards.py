@@ -22,9 +22,7 @@ shared-rates step finds it.
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import time
-from concurrent.futures import ProcessPoolExecutor
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
@@ -45,7 +43,7 @@ from contactrank.features.feature_tables import (
 from contactrank.features.history import PERSONS_FILE, STATE
 from contactrank.features.lake import DATA_FILE, atomic_dir, duckdb_connect, partition_dir, partition_files_of
 from contactrank.settings import Settings
-from contactrank.shards import Shard, all_shards
+from contactrank.shards import Shard, map_shards
 
 log = logging.getLogger(__name__)
 
@@ -154,42 +152,20 @@ def build_rows_shard(settings: Settings, d: date, shard: Shard) -> dict[str, Any
     return _connected(settings, d, f"features (rows, {shard})", work)
 
 
-def _state_then_rows(settings: Settings, d: date, shard: Shard, step: str, full: bool) -> dict[str, Any]:
-    return (
-        build_state_shard(settings, d, shard, full)
-        if step == "state"
-        else build_rows_shard(settings, d, shard)
-    )
-
-
-def build_all_shards(settings: Settings, d: date, full: bool = False, workers: int = 1) -> dict[str, Any]:
-    """Every step above for every shard of ``settings.shards``: in sequence, or the shards of each
-    mapped step in ``workers`` processes (what the DAG's mapped tasks do on several workers)."""
+def build_all_shards(settings: Settings, d: date, full: bool = False) -> dict[str, Any]:
+    """Every step above for every shard of ``settings.shards``: the shards of a step in sequence, or in
+    ``settings.shard_workers`` processes (what the DAG's mapped tasks do on several workers)."""
     t0 = time.perf_counter()
-    shards = all_shards(settings.shards)
-    out: dict[str, Any] = {"date": d.isoformat(), "shards": len(shards)}
+    out: dict[str, Any] = {"date": d.isoformat(), "shards": settings.shards}
     out["prepare"] = prepare_features(settings, d, full)
-    for step in ("state", "rows"):
-        if workers > 1:
-            # spawned, not forked: a fork copies DuckDB's and Arrow's thread pools mid-state
-            with ProcessPoolExecutor(
-                max_workers=workers, mp_context=multiprocessing.get_context("spawn")
-            ) as pool:
-                results = list(
-                    pool.map(
-                        _state_then_rows, *zip(*[(settings, d, s, step, full) for s in shards], strict=True)
-                    )
-                )
-        else:
-            results = [_state_then_rows(settings, d, s, step, full) for s in shards]
-        out[step] = results
-        if step == "state":
-            out["shared_rates"] = build_shared_rates(settings, d)
+    out["state_shards"] = map_shards(build_state_shard, settings, d, full, workers=settings.shard_workers)
+    out["shared_rates"] = build_shared_rates(settings, d)
+    out["rows_shards"] = map_shards(build_rows_shard, settings, d, workers=settings.shard_workers)
     out.update(
-        mode=out["state"][0]["mode"] if not full else "full",
-        state_rows=sum(r["state_rows"] for r in out["state"]),
-        rows=sum(r["rows"] for r in out["rows"]),
-        training_rows=sum(r["training_rows"] for r in out["rows"]),
+        mode="full" if full else out["state_shards"][0]["mode"],
+        state_rows=sum(r["state_rows"] for r in out["state_shards"]),
+        rows=sum(r["rows"] for r in out["rows_shards"]),
+        training_rows=sum(r["training_rows"] for r in out["rows_shards"]),
         seconds=round(time.perf_counter() - t0, 3),
     )
     return out

@@ -313,16 +313,22 @@ def shard_sets(settings: Settings, kind: str) -> dict[int, list[Shard]]:
 
 
 def partition_files_of(settings: Settings, kind: str, d: date, name: str = DATA_FILE) -> list[Location]:
-    """The files ``name`` of ``kind`` for date ``d``: the unsharded partition's, else the shards' of the
-    one split whose every shard has it, in shard order; [] when neither exists.
+    """The files ``name`` of ``kind`` for date ``d``, in shard order: those of the split of
+    ``settings.shards``, else of the whole partition, else of another split; [] when none exists.
 
-    A split with a shard missing is never read: its persons would silently be left out.
+    The current split comes first so that a date re-run after ``shards`` changed is read as it was
+    last written, not as an older layout left beside it. A split with a shard missing is never read:
+    its persons would silently be left out.
     """
-    whole = partition_dir(settings, kind, d) / name
-    if whole.is_file():
-        return [whole]
-    for n, found in sorted(shard_sets(settings, kind).items(), reverse=True):
-        if len(found) == n:
+    splits = shard_sets(settings, kind)
+    candidates: list[list[Shard] | None] = [splits.pop(settings.shards)] if settings.shards in splits else []
+    candidates += [None, *(found for _, found in sorted(splits.items(), reverse=True))]
+    for found in candidates:
+        if found is None:
+            whole = partition_dir(settings, kind, d) / name
+            if whole.is_file():
+                return [whole]
+        elif len(found) == found[0].count:
             files = [partition_dir(settings, s.kind(kind), d) / name for s in found]
             if all(f.is_file() for f in files):
                 return files

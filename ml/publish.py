@@ -39,7 +39,7 @@ from contactrank.ml.score import CONTRACT_COLUMNS, read_report, read_scores
 from contactrank.ml.timezones import export_clock
 from contactrank.privacy import drop_erased, erased_hashes, export_key, pseudonymise
 from contactrank.settings import Settings
-from contactrank.shards import Shard, all_shards
+from contactrank.shards import Shard, all_shards, map_shards
 
 log = logging.getLogger(__name__)
 
@@ -113,8 +113,7 @@ def with_clock(settings: Settings, d: date, scored: pa.Table) -> pa.Table:
 
 def _publish(settings: Settings, d: date) -> dict:
     if settings.shards > 1:
-        for shard in all_shards(settings.shards):
-            _write_part(settings, d, shard)
+        map_shards(_write_part, settings, d, workers=settings.shard_workers)
         return _commit_parts(settings, d)
     scores = read_scores(settings, d)
     report = read_report(settings, d)

@@ -37,7 +37,7 @@ from contactrank.ml.model import ContactModel
 from contactrank.ml.predictor import Predictor, feature_values, model_matrix
 from contactrank.ml.registry import load_champion
 from contactrank.settings import Settings
-from contactrank.shards import Shard, all_shards
+from contactrank.shards import Shard, all_shards, map_shards
 
 log = logging.getLogger(__name__)
 
@@ -350,9 +350,15 @@ def score(
 def _score_all_shards(
     settings: Settings, d: date, model: ContactModel | None, model_info: dict | None
 ) -> dict:
+    if settings.shard_workers > 1:  # each process loads the champion itself: a booster is large to send
+        return merge_reports(map_shards(score_shard, settings, d, workers=settings.shard_workers))
     model, info = _load_model(settings, model, model_info)
-    reports = [score(settings, d, model, info, shard) for shard in all_shards(settings.shards)]
-    return merge_reports(reports)
+    return merge_reports([score(settings, d, model, info, shard) for shard in all_shards(settings.shards)])
+
+
+def score_shard(settings: Settings, d: date, shard: Shard) -> dict:
+    """``score`` for one shard, with the champion of the registry."""
+    return score(settings, d, shard=shard)
 
 
 def merge_reports(reports: list[dict]) -> dict:

@@ -182,6 +182,20 @@ def run_stage(context: dict[str, Any], name: str) -> dict[str, Any]:
     return {"ds": d.isoformat(), **small(run_step(name, settings, d, landing))}
 
 
+def run_stage_part(context: dict[str, Any], name: str, part: str, shard: int | None = None) -> dict[str, Any]:
+    """The body of one task of a stage split by shards (``contactrank.stages.Part``): one library
+    call, ``run_part``; ``shard`` is the map index of a per-shard task."""
+    from contactrank.pipeline import run_part
+
+    d = business_date(context)
+    return {"ds": d.isoformat(), **small(run_part(name, part, load_settings(context), d, shard))}
+
+
+def shard_numbers(context: dict[str, Any]) -> list[int]:
+    """What the per-shard tasks are mapped over: 0..shards-1 of the run's settings."""
+    return list(range(load_settings(context).shards))
+
+
 def features_facts(context: dict[str, Any], built: dict[str, Any]) -> dict[str, Any]:
     """Event extra of the features asset: the day, its rows and the model that will score them."""
     from contactrank.ml.registry import champion_version

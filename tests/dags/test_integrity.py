@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from helpers.airflow_env import DAG_FILES
 
-from contactrank.stages import STAGE_NAMES
+from contactrank.stages import STAGE_NAMES, STAGES
 
 DAG_IDS = [p.stem for p in DAG_FILES]
 
@@ -36,12 +36,35 @@ def test_conventions(dagbag, dag_id: str) -> None:
         assert t.owner == "contactrank"
 
 
+def _is_mapped(task) -> bool:
+    return any(c.__name__ == "MappedOperator" for c in type(task).__mro__)
+
+
+def _unit(dag, name: str) -> tuple[set[str], set[str]]:
+    """(first tasks, last tasks) of a top-level task or of a task group of the daily DAG."""
+    inside = {t.task_id for t in dag.tasks if t.task_id == name or t.task_id.startswith(f"{name}.")}
+    first = {i for i in inside if not (dag.get_task(i).upstream_task_ids & inside)}
+    last = {i for i in inside if not (dag.get_task(i).downstream_task_ids & inside)}
+    return first, last
+
+
 def test_daily_dag_shape(dagbag) -> None:
     dag = dagbag.dags["contact_daily"]
-    order = ["wait_for_attempts", *STAGE_NAMES]  # the one definition of the step order
-    assert sorted(t.task_id for t in dag.tasks) == sorted(order)
+    order = ["wait_for_attempts", "plan_shards", *STAGE_NAMES]  # the one definition of the step order
+    assert {t.task_id.split(".")[0] for t in dag.tasks} == set(order)
+    mapped = {t.task_id for t in dag.tasks if _is_mapped(t)}
     for up, down in zip(order, order[1:], strict=False):
-        assert dag.get_task(up).downstream_task_ids == {down}, f"{up} should lead to {down} only"
+        (_, last), (first, _) = _unit(dag, up), _unit(dag, down)
+        for task_id in last:
+            downstream = dag.get_task(task_id).downstream_task_ids
+            # the shard numbers also feed every mapped task: data, not order
+            extra = downstream - first - (mapped if up == "plan_shards" else set())
+            assert first <= downstream and not extra, f"{task_id} should lead to {down} only, not {extra}"
+    # a split stage has one task per part of contactrank.stages, the per-shard ones mapped
+    for spec in STAGES:
+        for part in spec.parts:
+            task = dag.get_task(f"{spec.name}.{part.name}")
+            assert _is_mapped(task) == part.per_shard, f"{spec.name}.{part.name}"
     assert dag.catchup is True
     assert type(dag.timetable).__name__ == "CronDataIntervalTimetable"
     assert dag.timetable.expression == "0 0 * * *"
@@ -59,9 +82,10 @@ def test_assets_are_emitted(dagbag) -> None:
     from contactrank_airflow import EXPORT_ASSET, FEATURES_ASSET
 
     dag = dagbag.dags["contact_daily"]
-    assert dag.get_task("features").outlets == [FEATURES_ASSET]
-    assert dag.get_task("publish").outlets == [EXPORT_ASSET]
-    assert all(not t.outlets for t in dag.tasks if t.task_id not in {"features", "publish"})
+    # once a day each, whatever the number of shards: by the task after the mapped ones
+    assert dag.get_task("features.done").outlets == [FEATURES_ASSET]
+    assert dag.get_task("publish.commit").outlets == [EXPORT_ASSET]
+    assert all(not t.outlets for t in dag.tasks if t.task_id not in {"features.done", "publish.commit"})
 
 
 def test_tuning_and_erasure_params(dagbag) -> None:

@@ -24,7 +24,10 @@ pytestmark = pytest.mark.slow
 START = date(2026, 11, 1)
 HISTORY_DAYS = 2
 AIRFLOW_DAYS = [START + timedelta(days=HISTORY_DAYS + i) for i in range(3)]
-TASKS = ["wait_for_attempts", "ingest", "features", "train", "gate", "score", "publish", "report"]
+TASKS = ["wait_for_attempts", "plan_shards", "ingest", "features.prepare", "features.state", "features.shared_rates",
+         "features.rows", "features.done", "train", "gate", "score.shard", "publish.part", "publish.commit",
+         "report"]  # fmt: skip
+SHARDS = 2  # the mapped tasks run once per shard (the topology test runs the DAG unsharded)
 
 
 def _airflow(env: dict[str, str], *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
@@ -47,10 +50,12 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
     base = tmp_path_factory.mktemp("e2e")
     home = base / "home"
-    env = airflow_env(base / "airflow", home)
+    env = airflow_env(base / "airflow", home, CONTACTRANK_SHARDS=str(SHARDS))
     simulate(home / "landing", START, HISTORY_DAYS + len(AIRFLOW_DAYS), persons=3000, seed=3)
     settings = load_settings(
-        home=home, **{k.removeprefix("CONTACTRANK_").lower(): v for k, v in QUICK_SETTINGS.items()}
+        home=home,
+        shards=SHARDS,
+        **{k.removeprefix("CONTACTRANK_").lower(): v for k, v in QUICK_SETTINGS.items()},
     )
     migrate = _airflow(env, "db", "migrate")
     assert migrate.returncode == 0, migrate.stderr[-3000:]
@@ -156,7 +161,7 @@ def test_extra_links_resolve_from_the_metadata_db(world: dict) -> None:
         "PYTHONPATH": str(ROOT / "plugins"),
     }
     proc = subprocess.run(
-        [str(BIN / "python"), "-c", _LINKS, run_id, "train", "publish", "ingest"],
+        [str(BIN / "python"), "-c", _LINKS, run_id, "train", "publish.commit", "ingest"],
         env=env,
         capture_output=True,
         text=True,
@@ -167,9 +172,9 @@ def test_extra_links_resolve_from_the_metadata_db(world: dict) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
     links = json.loads(proc.stdout.strip().splitlines()[-1])
     assert links["train"]["mlflow"].startswith("http://mlflow.test:5000/#/runs/")
-    assert links["publish"]["mlflow"].startswith("http://mlflow.test:5000/#/")
+    assert links["publish.commit"]["mlflow"].startswith("http://mlflow.test:5000/#/")
     export = world["settings"].exports / "priority" / f"date={d}"
-    assert links["publish"]["export"] == export.resolve().as_uri() + "/"
+    assert links["publish.commit"]["export"] == export.resolve().as_uri() + "/"
     assert links["ingest"] == {"mlflow": "", "export": ""}
 
 
