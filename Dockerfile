@@ -1,11 +1,10 @@
 # contactrank: one image for every production component (Airflow api-server, scheduler,
 # dag-processor, triggerer, workers, and the MLflow tracking server), pinned by constraints.txt.
 #   docker build -t contactrank:latest .
-#   docker build --build-arg WITH_CELERY=true -t contactrank:celery .   # for the `celery` profile
 FROM python:3.11-slim-bookworm
 
-ARG WITH_CELERY=false
-ARG EXTRAS=airflow,postgres
+# celery: the Celery provider and Redis client of the `celery` profile's workers (small; one image for both)
+ARG EXTRAS=airflow,postgres,celery
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
@@ -32,11 +31,7 @@ extras = p.get('optional-dependencies', {}); \
 reqs = list(p['dependencies']) + [r for e in sys.argv[1].split(',') if e for r in extras[e]]; \
 print('\n'.join(reqs + ['mlflow[auth]']))" "$EXTRAS" > /tmp/requirements.txt \
  && cat /tmp/requirements.txt \
- && pip install -c constraints.txt -r /tmp/requirements.txt \
- && if [ "$WITH_CELERY" = "true" ]; then \
-      # not in constraints.txt (no engine here to test it): pinned by Airflow's own provider range
-      pip install -c constraints.txt "apache-airflow-providers-celery" "redis"; \
-    fi
+ && pip install -c constraints.txt -r /tmp/requirements.txt
 
 COPY README.md ./
 COPY contactrank/ contactrank/
@@ -49,7 +44,7 @@ COPY deploy/mlflow/ deploy/mlflow/
 RUN pip install --no-deps -c constraints.txt . \
  && pip check \
  && useradd --uid 50000 --gid 0 --home-dir "$AIRFLOW_HOME" --create-home airflow \
- && mkdir -p "$CONTACTRANK_HOME" "$AIRFLOW_HOME/.mlflow" \
+ && mkdir -p "$CONTACTRANK_HOME" "$AIRFLOW_HOME/.mlflow" "$AIRFLOW_HOME/.aws" \
  && chown -R 50000:0 "$AIRFLOW_HOME" "$CONTACTRANK_HOME"
 
 USER 50000

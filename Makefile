@@ -11,16 +11,17 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -c constraints.txt -e ".[airflow,postgres,dev,dask]"
+	$(PY) -m pip install -q -c constraints.txt -e ".[airflow,postgres,celery,dev,dask]"
 	rm -f $(VENV)/.installed-*; touch $@
 
 # System packages from Debian: docker-compose (validates docker-compose.yml without an engine),
-# PostgreSQL (native production-topology test), Chromium (report rendering test),
+# PostgreSQL and Redis (native production-topology tests), Chromium (report rendering test),
 # faketime (the frozen-clock fault test).
 system:
 	@need=""; \
 	command -v docker-compose >/dev/null || need="$$need docker-compose"; \
 	test -x /usr/lib/postgresql/15/bin/postgres || ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || need="$$need postgresql"; \
+	command -v redis-server >/dev/null || need="$$need redis-server"; \
 	command -v chromium >/dev/null || need="$$need chromium"; \
 	command -v faketime >/dev/null || need="$$need faketime"; \
 	if [ -n "$$need" ]; then \

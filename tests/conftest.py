@@ -51,3 +51,11 @@ def s3_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, s3_server) -> S
 def any_settings(request: pytest.FixtureRequest) -> Settings:
     """The ``settings`` of each storage backend in turn: a local home, then a home on S3."""
     return request.getfixturevalue("settings" if request.param == "local" else "s3_settings")
+
+
+@pytest.fixture(scope="module")
+def postgres():
+    """A throw-away PostgreSQL cluster with the roles of the compose init script (helpers.topology)."""
+    from helpers.topology import postgres_cluster
+
+    yield from postgres_cluster()
