@@ -229,6 +229,7 @@ def cmd_serve(s: Settings, a: argparse.Namespace) -> Any:
     run(s, host=a.host, port=a.port, poll_seconds=a.poll_seconds)
 
 
+# One long function on purpose: every command and option of the CLI contract, read in one place.
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="contactrank", description=__doc__.splitlines()[0])
     p.add_argument("--config", help="settings file (default: $CONTACTRANK_CONFIG or ./contactrank.toml)")

@@ -18,7 +18,7 @@ from contactrank.errors import NotReady
 from contactrank.lock import home_lock
 from contactrank.settings import Settings
 from contactrank.shards import Shard
-from contactrank.stages import STAGE_NAMES, stage
+from contactrank.stages import STAGE_NAMES, stage, whole_part
 
 log = logging.getLogger(__name__)
 
@@ -39,20 +39,18 @@ def run_part(step: str, part: str, settings: Settings, d: date, shard: int | Non
     """One task of a stage split by shards (``Stage.parts``; the DAG maps the per-shard ones over
     ``range(settings.shards)``), under the home's lock.
 
-    With one shard the stage's first part runs the whole stage (``run_step``: byte for byte what
-    an unsharded run does) and the other parts have nothing to do.
+    With one shard one part (``stages.whole_part``) runs the whole stage (``run_step``: byte for
+    byte what an unsharded run does) and the other parts have nothing to do.
     """
     spec = stage(step)
     chosen = next((p for p in spec.parts if p.name == part), None)
     if chosen is None:
         raise ValueError(f"step {step!r} has no part {part!r} (parts: {[p.name for p in spec.parts]})")
     if settings.shards == 1:
-        if chosen is spec.parts[0] and not shard:
+        whole = whole_part(spec)
+        if chosen is whole and not shard:
             return run_step(step, settings, d)
-        return {
-            "status": "skipped",
-            "reason": f"one shard: {step} ran whole in its {spec.parts[0].name} task",
-        }
+        return {"status": "skipped", "reason": f"one shard: {step} runs whole in its {whole.name} task"}
     if chosen.per_shard and shard is None:
         raise ValueError(f"{step}.{part} runs per shard: give the shard (0..{settings.shards - 1})")
     module, _, name = chosen.function.partition(":")

@@ -17,6 +17,7 @@ class Part:
     name: str
     function: str  # "module:function", called as function(settings, d), or function(settings, d, shard)
     per_shard: bool = False  # one task per shard (Airflow: mapped over the shards)
+    runs_whole: bool = False  # with one shard, this part runs the whole stage (default: the first part)
 
 
 @dataclass(frozen=True)
@@ -25,7 +26,8 @@ class Stage:
     function: str  # "module:function", called as function(settings, d)
     needs_champion: bool = False  # before the first champion exists the stage is skipped with the reason
     # With shards: the stage's tasks in order. The stage's own function runs the same parts in one
-    # process; with one shard the first part runs the whole stage and the others have nothing to do.
+    # process; with one shard one part runs the whole stage (``runs_whole``, else the first) and the
+    # others have nothing to do.
     parts: tuple[Part, ...] = ()
 
 
@@ -58,7 +60,8 @@ STAGES: tuple[Stage, ...] = (
         needs_champion=True,
         parts=(
             Part("part", "contactrank.ml.publish:publish_part", per_shard=True),
-            Part("commit", "contactrank.ml.publish:publish_commit"),
+            # the commit's result names the export and its model, whatever the number of shards
+            Part("commit", "contactrank.ml.publish:publish_commit", runs_whole=True),
         ),
     ),
     Stage("report", "contactrank.ml.report:report"),
@@ -73,3 +76,8 @@ def stage(name: str) -> Stage:
         if s.name == name:
             return s
     raise ValueError(f"unknown step {name!r} (one of {', '.join(STAGE_NAMES)})")
+
+
+def whole_part(spec: Stage) -> Part:
+    """The part of ``spec`` that runs the whole stage when there is one shard."""
+    return next((p for p in spec.parts if p.runs_whole), spec.parts[0])

@@ -43,7 +43,8 @@ Runs the steps of `contactrank run` for one **business date D**, one task per st
   whose per-shard tasks are mapped over the shards (`plan_shards`), so Celery or Kubernetes
   workers share them: `features` = `prepare` → `state[k]` → `shared_rates` → `rows[k]` → `done`,
   `score` = `shard[k]`, `publish` = `part[k]` → `commit` (one export, one manifest, one Asset event).
-  With one shard the first task of a group runs the whole step and the others say so.
+  With one shard `features.prepare`, `score.shard` and `publish.commit` run the whole step and the
+  other tasks of the groups say so.
 * Every step is idempotent for its date: clearing a task or re-running a date is safe.
 * Extra links (plugin `contactrank`): **MLflow run** and **Published export**.
 

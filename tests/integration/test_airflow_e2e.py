@@ -24,9 +24,11 @@ pytestmark = pytest.mark.slow
 START = date(2026, 11, 1)
 HISTORY_DAYS = 2
 AIRFLOW_DAYS = [START + timedelta(days=HISTORY_DAYS + i) for i in range(3)]
-TASKS = ["wait_for_attempts", "plan_shards", "ingest", "features.prepare", "features.state", "features.shared_rates",
-         "features.rows", "features.done", "train", "gate", "score.shard", "publish.part", "publish.commit",
-         "report"]  # fmt: skip
+TASKS = [
+    *("wait_for_attempts", "plan_shards", "ingest"),
+    *("features.prepare", "features.state", "features.shared_rates", "features.rows", "features.done"),
+    *("train", "gate", "score.shard", "publish.part", "publish.commit", "report"),
+]
 SHARDS = 2  # the mapped tasks run once per shard (the topology test runs the DAG unsharded)
 
 

@@ -76,10 +76,12 @@ def test_the_current_split_wins_over_a_whole_partition_left_beside_it(tmp_path) 
     assert read_partition(one, "training", D).num_rows == 1
 
 
-def test_one_shard_runs_the_whole_step_in_the_first_part_only(tmp_path) -> None:
+def test_one_shard_runs_the_whole_step_in_one_part_only(tmp_path) -> None:
     settings = load_settings(home=tmp_path)
-    out = run_part("publish", "commit", settings, D)
-    assert out["status"] == "skipped" and "ran whole in its part task" in out["reason"]
+    out = run_part("publish", "part", settings, D, 0)
+    assert out["status"] == "skipped" and "runs whole in its commit task" in out["reason"]
+    out = run_part("features", "shared_rates", settings, D)
+    assert out["status"] == "skipped" and "runs whole in its prepare task" in out["reason"]
     with pytest.raises(ValueError, match="no part"):
         run_part("publish", "nonsense", settings, D)
     with pytest.raises(ValueError, match="give the shard"):
