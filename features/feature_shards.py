@@ -6,7 +6,8 @@ mapped over the shards)::
     prepare_features        daily_agg of D (and of any day missing one): one task, it is small
     build_state_shard(k)    feature_state/shard=k-of-N/date=D: the state of the shard's persons
     build_shared_rates      shared_rates/date=D: the population priors, hour profiles and recent
-                            rates of every person, for D (feature rows) and D-1 (training rows)
+                            rates of every person, for D (feature rows) and, unless the step of
+                            D-1 saved them, for D-1 (training rows)
     build_rows_shard(k)     features/ and training/shard=k-of-N/date=D
 
 The shared rates are the one step that needs every person: computed once from all the shards'
@@ -31,9 +32,10 @@ from contactrank.errors import ContactrankError, NotReady
 from contactrank.features import history
 from contactrank.features.daily_aggregates import build_daily_aggs
 from contactrank.features.feature_chunks import parquet_rows
-from contactrank.features.feature_rows import create_shared_rates, save_shared_rates
+from contactrank.features.feature_rows import SHARED_RATE_TABLES, create_shared_rates, save_shared_rates
 from contactrank.features.feature_tables import (
     FeatureError,
+    SharedRates,
     daily_aggs_to_build,
     register_empty_relations,
     write_features,
@@ -111,26 +113,37 @@ def build_state_shard(settings: Settings, d: date, shard: Shard, full: bool = Fa
     return _connected(settings, d, f"features (state, {shard})", work)
 
 
-def _state_relations(settings: Settings, x: date, shards: int) -> str:
+def _state_relations(settings: Settings, x: date) -> str:
     """Every person's state of the end of x: the whole partition or every shard's."""
     files = partition_files_of(settings, STATE, x)
     if not files:
-        raise NotReady(f"no feature state for {x}: build the state of every one of the {shards} shards first")
+        raise NotReady(f"no feature state for {x}: build the state of all {settings.shards} shards first")
     return history.read_files(files, "")
 
 
+def _day_before_rates(settings: Settings, d: date) -> SharedRates | None:
+    """The rates of the end of d-1 as d-1's own shared-rates step saved them, when it ran (the same
+    inputs: the state of d-1 and the population up to d-1), so they are not computed twice."""
+    folder = partition_dir(settings, SHARED_RATES, d - timedelta(days=1))
+    return (
+        (folder, END_OF_DAY) if (folder / f"{END_OF_DAY}{SHARED_RATE_TABLES[-1]}.parquet").is_file() else None
+    )
+
+
 def build_shared_rates(settings: Settings, d: date) -> dict[str, Any]:
-    """``shared_rates/date=d``: the rates every feature row of d and every training row of d share."""
+    """``shared_rates/date=d``: the rates every feature row of d shares and, unless d-1's step saved
+    them, those every training row of d shares (of the end of d-1)."""
 
     def work(con) -> dict[str, Any]:
+        days = [(d, END_OF_DAY)]
+        if _day_before_rates(settings, d) is None:
+            days.append((d - timedelta(days=1), DAY_BEFORE))
         with atomic_dir(partition_dir(settings, SHARED_RATES, d)) as stage:
-            for x, prefix in ((d, END_OF_DAY), (d - timedelta(days=1), DAY_BEFORE)):
-                state = _state_relations(settings, x, settings.shards)
-                create_shared_rates(
-                    con, state, history.recent_population(settings, x), x, settings.prior_strength
-                )
+            for x, prefix in days:
+                state, population = _state_relations(settings, x), history.recent_population(settings, x)
+                create_shared_rates(con, state, population, x, settings.prior_strength)
                 save_shared_rates(con, stage, prefix)
-        return {"date": d.isoformat()}
+        return {"date": d.isoformat(), "days": [x.isoformat() for x, _ in days]}
 
     return _connected(settings, d, "features (shared rates)", work)
 
@@ -138,15 +151,20 @@ def build_shared_rates(settings: Settings, d: date) -> dict[str, Any]:
 def build_rows_shard(settings: Settings, d: date, shard: Shard) -> dict[str, Any]:
     """``features`` and ``training`` of the shard's persons for d, with the shared rates of d."""
     rates = partition_dir(settings, SHARED_RATES, d)
-    if not (rates / f"{END_OF_DAY}prior_overall.parquet").is_file():
+    if not (rates / f"{END_OF_DAY}{SHARED_RATE_TABLES[-1]}.parquet").is_file():
         raise NotReady(f"no shared rates for {d}: {rates} is missing (the shared-rates step runs first)")
+    before = _day_before_rates(settings, d)
+    if not (rates / f"{DAY_BEFORE}{SHARED_RATE_TABLES[-1]}.parquet").is_file() and before is not None:
+        training_rates = before
+    else:
+        training_rates = (rates, DAY_BEFORE)
     prev_dir = _state_dir(settings, d - timedelta(days=1), shard)
     if not _has_state(prev_dir):
         prev_dir = _state_dir(settings, d - timedelta(days=1), None)
 
     def work(con) -> dict[str, Any]:
         rows = write_features(settings, con, d, _state_dir(settings, d, shard), shard, (rates, END_OF_DAY))
-        training = write_training(settings, con, d, prev_dir, shard, (rates, DAY_BEFORE))
+        training = write_training(settings, con, d, prev_dir, shard, training_rates)
         return {"date": d.isoformat(), "shard": shard.folder, "rows": rows, "training_rows": training}
 
     return _connected(settings, d, f"features (rows, {shard})", work)

@@ -251,6 +251,13 @@ def read_table(path: Location, columns: list[str] | None = None) -> pa.Table:
     return pq.read_table(path, columns=columns)
 
 
+def file_rows(path: Location) -> int:
+    """The row count of one Parquet file (its footer only), on either backend."""
+    if isinstance(path, ObjectPath):
+        return pq.read_metadata(path.key, filesystem=path.fs).num_rows
+    return pq.read_metadata(path).num_rows
+
+
 def partition_dates(settings: Settings, kind: str) -> list[date]:
     """Sorted dates that have a partition of ``kind``: whole, or in every shard of one split.
 

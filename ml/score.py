@@ -24,6 +24,7 @@ from contactrank.features.context import PERSON_ATTEMPT_COLS, HourInputs, add_co
 from contactrank.features.lake import (
     DATA_FILE,
     duckdb_connect,
+    file_rows,
     partition_dir,
     partition_files_of,
     read_table,
@@ -275,7 +276,7 @@ def _score_batches(
     n_hours = max(1, len(_allowed_hours(settings, pd.Series(list(CHANNELS)))[0]))
     batch = max(1, int(settings.score_batch_rows) // n_hours)
     explainer = reasons.PathExplainer(model)
-    predictor = Predictor(settings, model, candidates * n_hours)
+    predictor = Predictor(settings, model, _day_rows(settings, d, candidates, shard) * n_hours)
     parts = []
     reader = con.sql(
         f"""SELECT feature_rows.* FROM {read_parquet(features_file)} feature_rows
@@ -293,6 +294,15 @@ def _score_batches(
 
 def _kind(kind: str, shard: Shard | None) -> str:
     return shard.kind(kind) if shard is not None else kind
+
+
+def _day_rows(settings: Settings, d: date, candidates: int, shard: Shard | None) -> int:
+    """The candidates the predictor is chosen for: the day's, not the shard's, so that every shard
+    picks the predictor an unsharded run would (a shard's feature rows bound its candidates; the
+    compiled model is cached per model version, so each shard reuses one compilation)."""
+    if shard is None:
+        return candidates
+    return sum(file_rows(f) for f in partition_files_of(settings, "features", d))
 
 
 def score(
