@@ -74,7 +74,10 @@ def _task(work: Path, shards: int, d: date, task: str, shard: int | None = None)
     )
     if out.returncode != 0:
         raise SystemExit(f"{task} {shard} failed:\n{out.stderr[-3000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    which = "" if shard is None else shard
+    print(f"  {shards} shard(s): {task}[{which}] {result['cpu_seconds']} CPU-s", flush=True)
+    return result
 
 
 def _prebuild(work: Path, shards: int, d: date) -> None:
