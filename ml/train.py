@@ -38,10 +38,9 @@ from contactrank.ml.dataset import (
     build_matrix,
     freeze_categories,
     label_column,
-    labelled,
+    labelled_days,
     make_datasets,
     plan_window,
-    read_day,
 )
 from contactrank.ml.drift import drift_metrics, measure_drift
 from contactrank.ml.model import ContactModel
@@ -255,10 +254,11 @@ def load_data(settings: Settings, window: Window) -> TrainingData:
             extras=False,
             max_rows=settings.train_max_rows,
             day_weights=window.weights,
+            known_counts=window.counts,
         )
-    valid = build_matrix(settings, window.valid_days, features, categories)
+    valid = build_matrix(settings, window.valid_days, features, categories, known_counts=window.counts)
     label = label_column(settings)
-    frames = [labelled(read_day(settings, x), label) for x in window.test_days or [window.test_day]]
+    frames = [df for _, df in labelled_days(settings, window.test_days or [window.test_day], label)]
     test_df = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
     return TrainingData(categories, train, valid, test_df)
 
