@@ -13,7 +13,13 @@ from contactrank.errors import ContactrankError
 from contactrank.features import history
 from contactrank.features.context import add_context
 from contactrank.features.daily_aggregates import attempts_of_day, daily_agg_sql, population_sql
-from contactrank.features.feature_chunks import Bounds, in_range, person_ranges, stream_to_parquet
+from contactrank.features.feature_chunks import (
+    Bounds,
+    in_range,
+    parquet_rows,
+    person_ranges,
+    stream_to_parquet,
+)
 from contactrank.features.feature_rows import (
     create_shared_rates,
     feature_rows_sql,
@@ -111,6 +117,12 @@ def write_training(
     features of the end of d-1 only (``prev_dir``: that state; ``shared``: its shared rates)."""
     x = d - timedelta(days=1)
     state, attrs = history.state_files(prev_dir)
+    day = history.attempts_file(settings, d)
+    if day is None or (isinstance(day, Path) and parquet_rows(day) == 0):
+        # no attempt on d: the same queries over an empty state give the same (empty) table, and
+        # the shared rates no longer scan every person of d-1 on a quiet day
+        state = f"(SELECT * FROM {state} WHERE false)"
+        attrs = attrs and f"(SELECT * FROM {attrs} WHERE false)"
     tries = ["tries_before_address", "tries_before_person"]
     passthrough = ["attempt_id", "person_id", "contact_id", "channel", "date", "campaign_id", "label_reach",
                    "label_conversion", "local_hour", *tries]  # fmt: skip
