@@ -105,6 +105,12 @@ def write_features(
         return stream_to_parquet(con, queries, stage / DATA_FILE)
 
 
+def no_attempts(settings: Settings, d: date) -> bool:
+    """True when nothing was attempted on d (no attempts partition, or an empty one)."""
+    day = history.attempts_file(settings, d)
+    return day is None or (isinstance(day, Path) and parquet_rows(day) == 0)
+
+
 def write_training(
     settings: Settings,
     con,
@@ -117,10 +123,9 @@ def write_training(
     features of the end of d-1 only (``prev_dir``: that state; ``shared``: its shared rates)."""
     x = d - timedelta(days=1)
     state, attrs = history.state_files(prev_dir)
-    day = history.attempts_file(settings, d)
-    if day is None or (isinstance(day, Path) and parquet_rows(day) == 0):
-        # no attempt on d: the same queries over an empty state give the same (empty) table, and
-        # the shared rates no longer scan every person of d-1 on a quiet day
+    if no_attempts(settings, d):
+        # the same queries over an empty state give the same (empty) table, and the shared rates
+        # no longer scan every person of d-1 on a quiet day
         state = f"(SELECT * FROM {state} WHERE false)"
         attrs = attrs and f"(SELECT * FROM {attrs} WHERE false)"
     tries = ["tries_before_address", "tries_before_person"]
