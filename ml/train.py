@@ -324,9 +324,12 @@ def _train(settings: Settings, d: date, force: bool) -> dict[str, Any]:
             f"training partition {partition_dir(settings, KIND, d)} does not exist (run features first)"
         )
     client = mlflow_client(settings)
-    for repaired in finish_interrupted(settings, client, configure(settings)):
+    # one listing of the registry (it loads every version with its tags) for the repair and the
+    # calendar: the repair changes only an alias, which neither reads
+    known = registered_versions(client, settings)
+    for repaired in finish_interrupted(settings, client, configure(settings), known):
         log.warning("train %s: %s", d, repaired)
-    versions = [] if force else registered_versions(client, settings)
+    versions = [] if force else known
     # the calendar first: on the days between retrainings no partition is read
     reason = None if force else not_due(settings, versions, d)
     if reason:
