@@ -324,9 +324,7 @@ def _train(settings: Settings, d: date, force: bool) -> dict[str, Any]:
             f"training partition {partition_dir(settings, KIND, d)} does not exist (run features first)"
         )
     client = mlflow_client(settings)
-    # one listing of the registry (it loads every version with its tags) for the repair and the
-    # calendar: the repair changes only an alias, which neither reads
-    known = registered_versions(client, settings)
+    known = registered_versions(client, settings)  # one listing for both: the repair moves an alias only
     for repaired in finish_interrupted(settings, client, configure(settings), known):
         log.warning("train %s: %s", d, repaired)
     versions = [] if force else known
