@@ -64,13 +64,16 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
-def build_features(settings: Settings, d: date, full: bool = False) -> dict[str, Any]:
+def build_features(settings: Settings, d: date, full: bool = False, rows: bool = True) -> dict[str, Any]:
     """Write ``daily_agg``, ``feature_state``, ``features`` and ``training`` of date ``d``.
 
     Incremental when the state of d-1 exists (and ``full`` is false); otherwise the state is computed
     directly from the daily aggregates. ``full=True`` also rebuilds every daily aggregate <= d from the
     raw attempts. Idempotent and deterministic for its date; never reads anything dated after d.
     With ``settings.shards`` > 1 the same tables are written shard by shard (``feature_shards``).
+    ``rows=False`` leaves out a ``features`` partition that does not exist yet (only scoring reads
+    it: a replay that scores only its last day saves most of a quiet day's cost); one that exists
+    is rewritten, so it never goes stale. Unsharded builds only.
     """
     if settings.shards > 1:
         return build_all_shards(settings, d, full=full)
@@ -108,8 +111,10 @@ def build_features(settings: Settings, d: date, full: bool = False) -> dict[str,
                 mode = write_state_and_attributes(settings, con, d, prev_dir, stage)
                 state_rows = parquet_rows(stage / DATA_FILE)
             mode = "full" if full else (mode if prev_ok else "direct")
-            with phase("features"):
-                feat_rows = write_features(settings, con, d, partition_dir(settings, STATE, d))
+            feat_rows = None
+            if rows or (partition_dir(settings, FEATURES, d) / DATA_FILE).is_file():
+                with phase("features"):
+                    feat_rows = write_features(settings, con, d, partition_dir(settings, STATE, d))
             with phase("training"):
                 train_rows = write_training(settings, con, d, prev_dir)
     except ContactrankError:

@@ -13,7 +13,13 @@ from contactrank.errors import ContactrankError
 from contactrank.features import history
 from contactrank.features.context import add_context
 from contactrank.features.daily_aggregates import attempts_of_day, daily_agg_sql, population_sql
-from contactrank.features.feature_chunks import Bounds, in_range, person_ranges, stream_to_parquet
+from contactrank.features.feature_chunks import (
+    Bounds,
+    in_range,
+    parquet_rows,
+    person_ranges,
+    stream_to_parquet,
+)
 from contactrank.features.feature_rows import (
     create_shared_rates,
     feature_rows_sql,
@@ -99,6 +105,12 @@ def write_features(
         return stream_to_parquet(con, queries, stage / DATA_FILE)
 
 
+def no_attempts(settings: Settings, d: date) -> bool:
+    """True when nothing was attempted on d (no attempts partition, or an empty one)."""
+    day = history.attempts_file(settings, d)
+    return day is None or (isinstance(day, Path) and parquet_rows(day) == 0)
+
+
 def write_training(
     settings: Settings,
     con,
@@ -111,6 +123,11 @@ def write_training(
     features of the end of d-1 only (``prev_dir``: that state; ``shared``: its shared rates)."""
     x = d - timedelta(days=1)
     state, attrs = history.state_files(prev_dir)
+    if no_attempts(settings, d):
+        # the same queries over an empty state give the same (empty) table, and the shared rates
+        # no longer scan every person of d-1 on a quiet day
+        state = f"(SELECT * FROM {state} WHERE false)"
+        attrs = attrs and f"(SELECT * FROM {attrs} WHERE false)"
     tries = ["tries_before_address", "tries_before_person"]
     passthrough = ["attempt_id", "person_id", "contact_id", "channel", "date", "campaign_id", "label_reach",
                    "label_conversion", "local_hour", *tries]  # fmt: skip

@@ -66,7 +66,11 @@ def attempts_file(settings: Settings, d: date) -> Path | None:
 
 def contacts_state_files(settings: Settings, d: date) -> list[Path]:
     """The latest contacts_state file <= d, as a list of at most one (for the chunk sizing)."""
-    return partition_files(settings, "contacts_state", d)[-1:]
+    for x in reversed(partition_dates(settings, "contacts_state")):  # newest first: one path, not all
+        path = partition_dir(settings, "contacts_state", x) / DATA_FILE
+        if x <= d and path.is_file():
+            return [path]
+    return []
 
 
 def contacts_state(settings: Settings, d: date) -> str:

@@ -7,7 +7,9 @@ day a value that does not fit the type of at least 90 % of the column is ``mixed
 
 from __future__ import annotations
 
+import functools
 from datetime import date
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -37,18 +39,31 @@ def earlier_person_types(settings: Settings, d: date) -> dict[str, str]:
     for earlier in partition_dates(settings, "persons"):
         if earlier >= d:
             break
-        schema = pq.read_schema(partition_dir(settings, "persons", earlier) / DATA_FILE)
-        for f in schema:
-            if f.name in ("person_id", "updated_at") or f.name in types or pa.types.is_null(f.type):
-                continue
-            types[f.name] = (
-                "bool"
-                if pa.types.is_boolean(f.type)
-                else "float"
-                if pa.types.is_floating(f.type)
-                else "string"
-            )
+        for name, kind in _file_types(partition_dir(settings, "persons", earlier) / DATA_FILE):
+            types.setdefault(name, kind)
     return types
+
+
+def _file_types(path) -> tuple[tuple[str, str], ...]:
+    """(attribute, type) of one persons partition, in column order; a local file's schema is read
+    once per version (every day reads those of all earlier days: the list grows with the history)."""
+    if isinstance(path, Path):
+        st = path.stat()
+        return _local_file_types(str(path), st.st_mtime_ns, st.st_size)
+    return _schema_types(pq.read_schema(path))
+
+
+@functools.lru_cache(maxsize=8192)
+def _local_file_types(path: str, mtime_ns: int, size: int) -> tuple[tuple[str, str], ...]:
+    return _schema_types(pq.read_schema(path))
+
+
+def _schema_types(schema: pa.Schema) -> tuple[tuple[str, str], ...]:
+    def kind(t: pa.DataType) -> str:
+        return "bool" if pa.types.is_boolean(t) else "float" if pa.types.is_floating(t) else "string"
+
+    keys = ("person_id", "updated_at")
+    return tuple((f.name, kind(f.type)) for f in schema if not (f.name in keys or pa.types.is_null(f.type)))
 
 
 def _typed_attribute(col: pa.Array, known: str | None) -> tuple[pa.Array, np.ndarray, str | None]:

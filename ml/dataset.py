@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any
@@ -25,22 +26,24 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from contactrank.errors import ContactrankError, NotReady
-from contactrank.features.build import load_training
 from contactrank.features.lake import (
     DATA_FILE,
     file_sha256,
     partition_dates,
     partition_dir,
     partition_files_of,
-    read_partition,
 )
 from contactrank.features.schema import FEATURE_PREFIX, LABEL_COLUMNS
 from contactrank.ml.model import encode
+from contactrank.ml.training_cache import training_table
 from contactrank.settings import Settings
 
 log = logging.getLogger(__name__)
 
 KIND = "training"
+# Days are encoded together up to this many rows: encoding has a cost per column per call that
+# outweighs the rows of a thin day, and this bound keeps the extra copy small beside the matrix.
+ENCODE_BATCH_ROWS = 100_000
 
 
 def label_column(settings: Settings) -> str:
@@ -48,16 +51,56 @@ def label_column(settings: Settings) -> str:
 
 
 def read_day(settings: Settings, d: date, columns: list[str] | None = None) -> pd.DataFrame:
-    """One training partition as a frame (every column through the feature store's reader)."""
-    if columns is None:
-        df = load_training(settings, d, d)
-        if not isinstance(df, pd.DataFrame):
-            df = df.to_pandas()
-        return df
-    table = read_partition(settings, KIND, d, columns=columns)
+    """One training partition as a frame (every column unless ``columns``)."""
+    table = training_table(settings, d, columns=columns)
+    if table is None and columns is None:
+        return pd.DataFrame()  # as the feature store's reader gives a missing day
     if table is None:
         raise NotReady(f"training partition {partition_dir(settings, KIND, d)} does not exist")
     return table.to_pandas()
+
+
+def labelled_days(settings: Settings, days: list[date], label: str) -> Iterator[tuple[date, pd.DataFrame]]:
+    """(day, ``labelled(read_day(day))``) for each of ``days``, in order.
+
+    Consecutive increasing days of one schema are converted and sorted together up to
+    ``ENCODE_BATCH_ROWS`` rows (both cost per call more than a thin day's rows do): sorting by
+    date first keeps each day's rows together and in the order the day alone gives.
+    """
+    pending: list[tuple[date, pa.Table]] = []
+    rows = 0
+    for x in days:
+        table = training_table(settings, x)
+        fits = (
+            table is not None
+            and pending
+            and "date" in table.schema.names
+            and x > pending[-1][0]
+            and rows + table.num_rows <= ENCODE_BATCH_ROWS
+            and table.schema.equals(pending[0][1].schema, check_metadata=True)
+        )
+        if pending and not fits:
+            yield from _split_days(pending, label)
+            pending, rows = [], 0
+        if table is None:
+            yield x, labelled(read_day(settings, x), label)
+            continue
+        pending.append((x, table))
+        rows += table.num_rows
+    yield from _split_days(pending, label)
+
+
+def _split_days(pending: list[tuple[date, pa.Table]], label: str) -> Iterator[tuple[date, pd.DataFrame]]:
+    if len(pending) == 1:
+        x, table = pending[0]
+        yield x, labelled(table.to_pandas(), label)
+        return
+    df = labelled(pa.concat_tables([t for _, t in pending]).to_pandas(), label)
+    start = 0
+    for x, table in pending:
+        k = table.num_rows - table.column(label).null_count
+        yield x, df.iloc[start : start + k].reset_index(drop=True)
+        start += k
 
 
 def sort_rows(df: pd.DataFrame) -> pd.DataFrame:
@@ -100,7 +143,7 @@ class Window:
 def day_counts(settings: Settings, x: date) -> tuple[int, int]:
     """(labelled rows, positives) of one day's partition (reads only the label column)."""
     label = label_column(settings)
-    table = read_partition(settings, KIND, x, columns=[label])
+    table = training_table(settings, x, columns=[label])
     if table is None or not table.num_rows:
         return 0, 0
     col = table.column(label)
@@ -230,7 +273,7 @@ def freeze_categories(settings: Settings, days: list[date], categorical: list[st
         present = [c for c in categorical if c in schema.names]
         if not present:
             continue
-        table = read_partition(settings, KIND, x, columns=present)
+        table = training_table(settings, x, columns=present)
         for c in present:
             seen[c].update(str(v) for v in table.column(c).unique().to_pylist() if v is not None)
     return {c: sorted(v) for c, v in seen.items()}
@@ -255,18 +298,29 @@ class Matrix:
     weights: np.ndarray | None = None  # recency weight per row (None: every row weighs 1)
 
 
-def sampled_counts(settings: Settings, days: list[date], max_rows: int | None) -> tuple[float, list[int]]:
-    """The share of persons to keep (1.0: all) and the labelled rows it keeps on each day."""
+def sampled_counts(
+    settings: Settings,
+    days: list[date],
+    max_rows: int | None,
+    known: dict[date, tuple[int, int]] | None = None,
+) -> tuple[float, list[int]]:
+    """The share of persons to keep (1.0: all) and the labelled rows it keeps on each day.
+
+    ``known``: (labelled rows, positives) already counted per day (``Window.counts``), not read again.
+    """
     label = label_column(settings)
     counts = []
     for x in days:
-        table = read_partition(settings, KIND, x, columns=[label])
+        if known is not None and x in known:
+            counts.append(known[x][0])
+            continue
+        table = training_table(settings, x, columns=[label])
         counts.append(table.num_rows - table.column(label).null_count)
     share = 1.0 if max_rows is None or sum(counts) <= max_rows else max_rows / sum(counts)
     if share < 1.0:
         counts = []
         for x in days:
-            rows = read_partition(settings, KIND, x, columns=[label, "person_id"]).to_pandas()
+            rows = training_table(settings, x, columns=[label, "person_id"]).to_pandas()
             counts.append(
                 int(person_sample(rows[rows[label].notna()]["person_id"], share, settings.seed).sum())
             )
@@ -283,16 +337,17 @@ def build_matrix(
     extras: bool = True,
     max_rows: int | None = None,
     day_weights: dict[date, float] | None = None,
+    known_counts: dict[date, tuple[int, int]] | None = None,
 ) -> Matrix:
     """Encode the labelled rows of ``days`` into one float32 matrix, reading one day at a time.
 
     ``extras=False`` skips the per-row group keys, channels and folds (not needed to fit; they
     cost more memory than the matrix on millions of rows). With more than ``max_rows`` rows,
     the same share of persons is kept on every day (whole person-days, chosen by a seeded hash
-    of person_id: the same persons every run).
+    of person_id: the same persons every run). ``known_counts`` as in :func:`sampled_counts`.
     """
     label = label_column(settings)
-    share, counts = sampled_counts(settings, days, max_rows)
+    share, counts = sampled_counts(settings, days, max_rows, known_counts)
     n = int(sum(counts))
     X = np.empty((n, len(features)), dtype=np.float32, order="F")
     y = np.empty(n, dtype=np.float32)
@@ -303,12 +358,26 @@ def build_matrix(
     weights = np.empty(n, dtype=np.float32) if day_weights else None
     sizes: list[np.ndarray] = []
     row = 0
-    for x in days:
-        df = labelled(read_day(settings, x), label)
+    pending: list[pd.DataFrame] = []  # days read but not encoded yet, all of one set of dtypes
+    pending_from = 0
+
+    def flush() -> None:
+        if pending:
+            batch = pending[0] if len(pending) == 1 else pd.concat(pending, ignore_index=True)
+            encode(batch, features, categories, out=X, row=pending_from)
+            pending.clear()
+
+    for x, df in labelled_days(settings, days, label):
         if share < 1.0:
             df = df[person_sample(df["person_id"], share, settings.seed)].reset_index(drop=True)
         k = len(df)
-        encode(df, features, categories, out=X, row=row)
+        # a day whose columns have other dtypes is encoded apart, so every value converts as alone
+        full = pending and sum(map(len, pending)) + k > ENCODE_BATCH_ROWS
+        if full or (pending and not df.dtypes.equals(pending[0].dtypes)):
+            flush()
+        if not pending:
+            pending_from = row
+        pending.append(df)
         y[row : row + k] = df[label].astype("float32").to_numpy()
         if weights is not None:
             weights[row : row + k] = day_weights.get(x, 1.0)
@@ -323,6 +392,7 @@ def build_matrix(
         sizes.append(np.diff(np.append(starts, k)))
         row += k
         del df
+    flush()
     sizes_all = np.concatenate(sizes) if sizes else np.zeros(0, int)
     return Matrix(X, y, sizes_all, groups, channels, folds, weights)
 

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import norm
 
-from contactrank.ml.dataset import Window, labelled, read_day
+from contactrank.ml.dataset import Window, labelled_days
 from contactrank.settings import Settings
 
 _EPS = 1e-4
@@ -162,7 +162,7 @@ def measure_drift(
 
     Like with like: a window of recent days (the test days, grown until the gate has evidence)
     against a window of the days before them, each with enough rows (``drift_min_rows``)."""
-    frames = [labelled(read_day(settings, x), label) for x in drift_reference(settings, window)]
+    frames = [df for _, df in labelled_days(settings, drift_reference(settings, window), label)]
     reference = pd.concat(frames, ignore_index=True)
     if len(reference) > DRIFT_REFERENCE_ROWS:
         reference = reference.sample(DRIFT_REFERENCE_ROWS, random_state=settings.seed)

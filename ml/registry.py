@@ -29,7 +29,7 @@ from contactrank.errors import InputError, NotReady
 from contactrank.features.lake import partition_dates
 from contactrank.lock import home_lock
 from contactrank.ml import gate as gt
-from contactrank.ml.dataset import KIND, label_column, labelled, read_day
+from contactrank.ml.dataset import KIND, label_column, labelled_days
 from contactrank.ml.tracking import client as mlflow_client
 from contactrank.ml.tracking import configure
 from contactrank.ml.train_logging import (
@@ -167,7 +167,7 @@ def evidence_days(settings: Settings, client, challenger, champion) -> list[date
 def _evidence(settings: Settings, client, challenger, champion) -> tuple[gt.Evidence, list[date]]:
     days = evidence_days(settings, client, challenger, champion)
     label = label_column(settings)
-    frames = [labelled(read_day(settings, x), label) for x in days]
+    frames = [df for _, df in labelled_days(settings, days, label)]
     df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     span = f"{days[0]}..{days[-1]} ({len(days)} days)" if days else "no days"
     if not len(df):

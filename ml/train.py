@@ -38,10 +38,9 @@ from contactrank.ml.dataset import (
     build_matrix,
     freeze_categories,
     label_column,
-    labelled,
+    labelled_days,
     make_datasets,
     plan_window,
-    read_day,
 )
 from contactrank.ml.drift import drift_metrics, measure_drift
 from contactrank.ml.model import ContactModel
@@ -255,10 +254,11 @@ def load_data(settings: Settings, window: Window) -> TrainingData:
             extras=False,
             max_rows=settings.train_max_rows,
             day_weights=window.weights,
+            known_counts=window.counts,
         )
-    valid = build_matrix(settings, window.valid_days, features, categories)
+    valid = build_matrix(settings, window.valid_days, features, categories, known_counts=window.counts)
     label = label_column(settings)
-    frames = [labelled(read_day(settings, x), label) for x in window.test_days or [window.test_day]]
+    frames = [df for _, df in labelled_days(settings, window.test_days or [window.test_day], label)]
     test_df = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
     return TrainingData(categories, train, valid, test_df)
 
@@ -324,9 +324,10 @@ def _train(settings: Settings, d: date, force: bool) -> dict[str, Any]:
             f"training partition {partition_dir(settings, KIND, d)} does not exist (run features first)"
         )
     client = mlflow_client(settings)
-    for repaired in finish_interrupted(settings, client, configure(settings)):
+    known = registered_versions(client, settings)  # one listing for both: the repair moves an alias only
+    for repaired in finish_interrupted(settings, client, configure(settings), known):
         log.warning("train %s: %s", d, repaired)
-    versions = [] if force else registered_versions(client, settings)
+    versions = [] if force else known
     # the calendar first: on the days between retrainings no partition is read
     reason = None if force else not_due(settings, versions, d)
     if reason:

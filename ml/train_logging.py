@@ -263,7 +263,9 @@ def describe_version(
     return text
 
 
-def finish_interrupted(settings: Settings, client, experiment_id: str) -> list[str]:
+def finish_interrupted(
+    settings: Settings, client, experiment_id: str, versions: list | None = None
+) -> list[str]:
     """Repair what a killed training left behind; return what was done (for the log).
 
     - A kill between registering the version and setting the alias leaves the newest version without
@@ -273,9 +275,14 @@ def finish_interrupted(settings: Settings, client, experiment_id: str) -> list[s
       the newest one can be half registered, since trainings never overlap (home lock).
     - Runs of the experiment still ``RUNNING`` belong to killed processes (every training and
       tuning step runs under the home lock, which the caller holds): marked FAILED.
+
+    ``versions``: every registered version, when the caller has listed them already.
     """
     done: list[str] = []
-    newest = _newest_version(client, settings)
+    if versions is None:
+        newest = _newest_version(client, settings)
+    else:  # the caller's listing of every registered version
+        newest = max(versions, key=lambda v: int(v.version), default=None)
     tags = (newest.tags or {}) if newest is not None else {}
     if newest is not None and not newest.aliases and not tags.get(TAG_DECISION) and newest.status == "READY":
         client.set_registered_model_alias(settings.model_name, CHALLENGER, newest.version)
