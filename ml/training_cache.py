@@ -34,7 +34,7 @@ _lock = threading.Lock()
 def training_table(settings: Settings, d: date, columns: list[str] | None = None) -> pa.Table | None:
     """The training partition of ``d`` (only ``columns`` when given), or None when it does not exist."""
     path = partition_dir(settings, KIND, d) / DATA_FILE
-    if not isinstance(path, Path):
+    if not isinstance(path, Path) or settings.shards > 1:  # a split is read (and ordered) by the lake
         return read_partition(settings, KIND, d, columns=columns)
     try:
         st = os.stat(path)
