@@ -131,30 +131,21 @@ def hour_features(inputs: HourInputs, hours: np.ndarray) -> dict[str, np.ndarray
     }
 
 
-def _counts_of(values: Any, n: int) -> np.ndarray:
-    if np.ndim(values) == 0:
-        return np.full(n, values, dtype="int16")
-    return pd.to_numeric(pd.Series(np.asarray(values)), errors="coerce").fillna(0).to_numpy(dtype="int16")
-
-
 def add_context(
     df: pd.DataFrame,
     day: date,
     hour: Any,
-    tries_before_address: Any = 0,
-    tries_before_person: Any = 0,
     hour_inputs: HourInputs | None = None,
 ) -> pd.DataFrame:
     """``df`` plus the context of an attempt on ``day`` at local ``hour`` (scalar or array).
 
     The single definition used by training (day D, the attempt's local hour) and scoring (D+1, each
-    allowed hour): the calendar columns always, the personal-hour columns when ``df`` holds their
-    inputs (``CONTEXT_INPUTS``), and the earlier tries of the day on the same address / person.
+    allowed hour): the calendar columns always, and the personal-hour columns when ``df`` holds their
+    inputs (``CONTEXT_INPUTS``).
 
-    Earlier tries: a retry of the day comes later in the day, is tired (a person answers a second
-    call less) and exists only because the first try failed; without these two columns the model
-    credits all of that to the late hours. Training passes the counts of the attempts of D; the
-    file recommends each address's first try of its day, so scoring leaves them at 0.
+    The earlier tries of the day (a retry comes later, is tired, and exists only because the first
+    try failed) are not context any more: with the personal-hour columns in the model, leaving them
+    out raised the judged capture and lowered the ECE on all six judged worlds (docs/benchmarks.md).
 
     ``hour_inputs``: the rows' ``HourInputs`` read beforehand (scoring reads them once for all
     hours); by default they are read from ``df``.
@@ -178,7 +169,5 @@ def add_context(
         f_dow=np.full(n, day.weekday(), dtype="int8"),
         f_month=np.full(n, day.month, dtype="int8"),
         f_dom=np.full(n, day.day, dtype="int8"),
-        f_tries_before_address=_counts_of(tries_before_address, n),
-        f_tries_before_person=_counts_of(tries_before_person, n),
         **({} if hour_inputs is None else hour_features(hour_inputs, hours)),
     )

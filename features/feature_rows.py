@@ -392,11 +392,6 @@ def training_rows_sql(settings: Settings, d: date) -> str:
     return f"""(SELECT att.attempt_id, att.person_id, att.contact_id, att.channel,
   {sql.date_literal(d)} AS date,
   att.campaign_id, ({KINDS["reach"]})::INT8 AS label_reach, ({KINDS["conv"]})::INT8 AS label_conversion,
-  att.local_hour, coalesce(delivered.source, 'attempts') AS source,
-  -- earlier tries of the day (not their outcomes): the attempt's context, see features.context
-  (row_number() OVER (PARTITION BY att.person_id, att.contact_id ORDER BY att.attempted_at, att.attempt_id)
-   - 1)::INTEGER AS tries_before_address,
-  (row_number() OVER (PARTITION BY att.person_id ORDER BY att.attempted_at, att.attempt_id) - 1)::INTEGER
-   AS tries_before_person
+  att.local_hour, coalesce(delivered.source, 'attempts') AS source
   FROM {attempts} att LEFT JOIN {history.contacts_state(settings, d)} delivered
     ON delivered.person_id = att.person_id AND delivered.contact_id = att.contact_id)"""

@@ -128,9 +128,8 @@ def write_training(
         # no longer scan every person of d-1 on a quiet day
         state = f"(SELECT * FROM {state} WHERE false)"
         attrs = attrs and f"(SELECT * FROM {attrs} WHERE false)"
-    tries = ["tries_before_address", "tries_before_person"]
     passthrough = ["attempt_id", "person_id", "contact_id", "channel", "date", "campaign_id", "label_reach",
-                   "label_conversion", "local_hour", *tries]  # fmt: skip
+                   "label_conversion", "local_hour"]  # fmt: skip
     if shared is None:
         create_shared_rates(con, state, history.recent_population(settings, x), x, settings.prior_strength)
     else:
@@ -151,6 +150,6 @@ def write_training(
         con.sql(query).to_arrow_table().to_pandas().sort_values("attempt_id", ignore_index=True)
     )  # dates stay dates
     df = df.drop(columns=["last_outcome", "n_attempts"])
-    df = add_context(df, d, df["local_hour"], *(df[c] for c in tries)).drop(columns=["local_hour", *tries])
+    df = add_context(df, d, df["local_hour"]).drop(columns=["local_hour"])
     write_partition(settings, _kind(TRAINING, shard), d, df)
     return len(df)

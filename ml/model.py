@@ -26,6 +26,10 @@ import pandas as pd
 
 from contactrank.features.schema import FEATURE_PREFIX
 
+# Features no longer built that a model trained before still has: it is given what scoring gave
+# it then (0: the day's first try), not a missing value it never saw at that place.
+RETIRED_AT_ZERO = frozenset({"f_tries_before_address", "f_tries_before_person"})
+
 
 class Calibrator(Protocol):
     def predict(self, x: np.ndarray) -> np.ndarray: ...
@@ -111,7 +115,8 @@ class ContactModel:
                 values = df[c].astype("string") if c in df.columns else pd.Series([pd.NA] * n, dtype="string")
                 out[c] = pd.Categorical(values, categories=self.categories[c])
             else:
-                col = pd.to_numeric(df[c], errors="coerce") if c in df.columns else np.full(n, np.nan)
+                missing = 0.0 if c in RETIRED_AT_ZERO else np.nan
+                col = pd.to_numeric(df[c], errors="coerce") if c in df.columns else np.full(n, missing)
                 arr = np.array(col, dtype="float64")  # a copy: pandas 3 hands out read-only views
                 arr[~np.isfinite(arr)] = np.nan
                 out[c] = arr

@@ -76,8 +76,7 @@ GROUPS: tuple[Group, ...] = (
     Group("profile", r"^f_attr_", "profile_fit", "profile_mismatch"),
     # Population and calendar features are the same for every candidate of a day: they explain
     # the day, not the address, so they never make a code (their share is ignored).
-    # The earlier tries of the day are 0 for every candidate (the day's first try): silent too.
-    Group("calendar", r"^f_(month|dom|g_|tries_before_)", None, None),
+    Group("calendar", r"^f_(month|dom|g_)", None, None),
 )
 OTHER = Group("other", r".*", "other_positive", "other_negative")
 

@@ -101,21 +101,15 @@ def test_training_rows_carry_the_personal_hours_of_their_hour(lake):
     assert t.loc["a3-1", "f_hour_p_rate"] == pytest.approx(expected["f_hour_p_rate"].iloc[0])
 
 
-def test_training_rows_count_the_earlier_tries_of_the_day(lake):
-    t = load_training(lake, D0, D0 + timedelta(days=3)).set_index("attempt_id")
-    # a0-2: p1's second try of c1 on day 0; a2-2: p1's first try of c1 on day 2, after one on c2
-    assert (t.loc["a0-2", "f_tries_before_address"], t.loc["a0-2", "f_tries_before_person"]) == (1, 1)
-    assert (t.loc["a2-2", "f_tries_before_address"], t.loc["a2-2", "f_tries_before_person"]) == (0, 1)
-    assert (t.loc["a3-1", "f_tries_before_address"], t.loc["a3-1", "f_tries_before_person"]) == (0, 0)
-    assert "tries_before_address" not in t.columns
+def test_training_rows_do_not_carry_the_earlier_tries_of_the_day(lake):
+    # dropped from the model on the judge's evidence (docs/benchmarks.md): not in the table either
+    t = load_training(lake, D0, D0 + timedelta(days=3))
+    assert not [c for c in t.columns if "tries_before" in c]
 
 
 def test_inputs_missing_leave_only_the_calendar():
     out = add_context(pd.DataFrame({"x": [1, 2]}), D0, 9)
-    assert list(out.columns) == [
-        "x", "f_hour", "f_dow", "f_month", "f_dom", "f_tries_before_address", "f_tries_before_person"
-    ]
-    assert (out.f_tries_before_address == 0).all()
+    assert list(out.columns) == ["x", "f_hour", "f_dow", "f_month", "f_dom"]
 
 
 def test_profile_posterior_is_the_persons_own(lake):
@@ -154,3 +148,12 @@ def test_hour_inputs_read_once_give_the_same_context(lake):
         once = add_context(pd.DataFrame(index=pd.RangeIndex(2)), day, hour, hour_inputs=inputs.take(rows))
         pd.testing.assert_frame_equal(once[HOUR_FEATURES], direct)
     assert HourInputs.of(f.drop(columns=["f_p_hour_profile_morning"])) is None
+
+
+def test_a_model_trained_with_the_earlier_tries_still_sees_them_at_zero():
+    from contactrank.ml.model import ContactModel
+
+    model = ContactModel.__new__(ContactModel)
+    model.features, model.categories = ["f_hour", "f_tries_before_address"], {}
+    prepared = model.prepare(pd.DataFrame({"f_hour": [9.0, 20.0]}))
+    assert prepared["f_tries_before_address"].tolist() == [0.0, 0.0]
