@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from helpers.fast_pipeline import FAST
 
 from contactrank.features.simulate import simulate
 
@@ -28,14 +29,6 @@ pytestmark = pytest.mark.slow
 START = date(2026, 2, 2)
 DAYS = 7
 LAST = START + timedelta(days=DAYS - 1)
-# small and fast, still the real pipeline: a champion exists from the 4th day on
-FAST = {
-    "CONTACTRANK_MIN_TRAIN_DAYS": "2",
-    "CONTACTRANK_VALID_DAYS": "1",
-    "CONTACTRANK_NUM_BOOST_ROUND": "60",
-    "CONTACTRANK_GATE_AUC_FLOOR": "0.5",
-    "CONTACTRANK_GATE_ECE_CAP": "0.5",
-}
 VOLATILE_KEYS = {"created_at", "run_id", "model_run_id", "seconds", "timings", "elapsed_s"}
 
 

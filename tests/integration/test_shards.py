@@ -19,6 +19,7 @@ from pathlib import Path
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
+from helpers.fast_pipeline import FAST
 
 from contactrank.features.simulate import simulate
 
@@ -27,13 +28,6 @@ pytestmark = pytest.mark.slow
 START = date(2026, 2, 2)
 DAYS = 5
 LAST = START + timedelta(days=DAYS - 1)
-FAST = {
-    "CONTACTRANK_MIN_TRAIN_DAYS": "2",
-    "CONTACTRANK_VALID_DAYS": "1",
-    "CONTACTRANK_NUM_BOOST_ROUND": "60",
-    "CONTACTRANK_GATE_AUC_FLOOR": "0.5",
-    "CONTACTRANK_GATE_ECE_CAP": "0.5",
-}
 
 
 def _env(home: Path, landing: Path, shards: int) -> dict[str, str]:
