@@ -17,6 +17,7 @@ usage) instead of the training runs. Experiments created before get the tag at t
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
 import subprocess
 from pathlib import Path
@@ -57,7 +58,14 @@ def configure(settings: Settings) -> str:
     uri = settings.tracking_uri
     if uri.startswith(SQLITE_PREFIX):
         Path(uri[len(SQLITE_PREFIX) :]).parent.mkdir(parents=True, exist_ok=True)
+    before = os.environ.get("MLFLOW_TRACKING_URI")
     mlflow.set_tracking_uri(uri)
+    # MLflow also writes the URI into MLFLOW_TRACKING_URI, which Settings reads as the user's own
+    # choice: left there, a second home in this process would use this home's store.
+    if before is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = before
     # The registry follows the tracking store unless MLFLOW_REGISTRY_URI says otherwise.
     client = MlflowClient(tracking_uri=uri)
     exp = client.get_experiment_by_name(settings.experiment_name)
