@@ -28,7 +28,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.append(str(ROOT / "tests"))
 END = date(2026, 11, 20)
-BASE_FEATURES = 17  # columns make_day always writes
 GIB = 2**30
 
 
@@ -40,20 +39,9 @@ def _settings(home: Path, engine: str = "local"):
 
 
 def gen(home: Path, rows: int, days: int, features: int) -> dict:
-    from helpers.synth_training import write_days
+    from train import gen as write_synthetic_days  # bench/train.py, next to this script: the same days
 
-    t = time.perf_counter()
-    write_days(
-        _settings(home),
-        END,
-        days,
-        rows=rows // days,
-        persons=max(rows // days, 2000),
-        extra_features=max(features - BASE_FEATURES, 0),
-        float32=True,
-        truth=False,
-    )
-    return {"gen_s": time.perf_counter() - t}
+    return write_synthetic_days(home, rows, days, features)
 
 
 class Peak(threading.Thread):

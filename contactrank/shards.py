@@ -48,6 +48,11 @@ class Shard:
         return f"shard {self.index + 1} of {self.count}"
 
 
+def sharded(kind: str, shard: Shard | None) -> str:
+    """The lake table ``kind`` of ``shard``, or the whole ``kind`` when there is none."""
+    return shard.kind(kind) if shard is not None else kind
+
+
 def all_shards(count: int) -> list[Shard]:
     return [Shard(i, count) for i in range(count)]
 

@@ -45,7 +45,7 @@ from contactrank.features.feature_tables import (
 from contactrank.features.history import PERSONS_FILE, STATE
 from contactrank.features.lake import DATA_FILE, atomic_dir, duckdb_connect, partition_dir, partition_files_of
 from contactrank.settings import Settings
-from contactrank.shards import Shard, map_shards
+from contactrank.shards import Shard, map_shards, sharded
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +84,7 @@ def prepare_features(settings: Settings, d: date, full: bool = False) -> dict[st
 
 
 def _state_dir(settings: Settings, d: date, shard: Shard | None) -> Path:
-    return partition_dir(settings, shard.kind(STATE) if shard else STATE, d)
+    return partition_dir(settings, sharded(STATE, shard), d)
 
 
 def _has_state(folder) -> bool:

@@ -32,7 +32,7 @@ from contactrank.features.lake import DATA_FILE, atomic_dir, partition_dates, pa
 from contactrank.features.person_attributes import write_person_attributes
 from contactrank.features.schema import ATTEMPTS, CONTACTS_STATE
 from contactrank.settings import Settings
-from contactrank.shards import Shard
+from contactrank.shards import Shard, sharded
 from contactrank.storage import Location
 
 # The shared-rate files of one date: where they are and the prefix of their names.
@@ -76,10 +76,6 @@ def write_state_and_attributes(
     return mode
 
 
-def _kind(kind: str, shard: Shard | None) -> str:
-    return shard.kind(kind) if shard is not None else kind
-
-
 def write_features(
     settings: Settings,
     con,
@@ -96,7 +92,7 @@ def write_features(
     else:
         load_shared_rates(con, *shared)
     keys = ["person_id", "contact_id", "channel"]
-    with atomic_dir(partition_dir(settings, _kind(FEATURES, shard), d)) as stage:
+    with atomic_dir(partition_dir(settings, sharded(FEATURES, shard), d)) as stage:
         queries = [
             feature_rows_sql(con, None, keys, in_range(state, b), in_range(attrs, b) if attrs else "", d,
                              settings.prior_strength)
@@ -151,5 +147,5 @@ def write_training(
     )  # dates stay dates
     df = df.drop(columns=["last_outcome", "n_attempts"])
     df = add_context(df, d, df["local_hour"]).drop(columns=["local_hour"])
-    write_partition(settings, _kind(TRAINING, shard), d, df)
+    write_partition(settings, sharded(TRAINING, shard), d, df)
     return len(df)

@@ -21,7 +21,7 @@ from contactrank.features.lake import DATA_FILE, partition_dates, partition_dir,
 from contactrank.features.sql import quote_literal, read_parquet
 from contactrank.features.suppression_guard import check_marker
 from contactrank.settings import Settings
-from contactrank.shards import Shard
+from contactrank.shards import Shard, sharded
 
 CAP_WINDOW_DAYS = 7
 CANDIDATES_TABLE = "candidates"
@@ -218,7 +218,7 @@ def select_candidates(
 ) -> CandidateCounts:
     """Build the ``CANDIDATES_TABLE`` temp table (keys and ``invalid`` of the scored candidates), of
     ``shard``'s persons when given (caps count every person's attempts: an address may be shared)."""
-    features_file = partition_dir(settings, shard.kind("features") if shard else "features", d) / DATA_FILE
+    features_file = partition_dir(settings, sharded("features", shard), d) / DATA_FILE
     state_file = partition_dir(settings, "contacts_state", d) / DATA_FILE
     if not features_file.is_file():
         raise NotReady(

@@ -38,7 +38,7 @@ from contactrank.ml.model import ContactModel
 from contactrank.ml.predictor import Predictor, feature_values, model_matrix
 from contactrank.ml.registry import load_champion
 from contactrank.settings import Settings
-from contactrank.shards import Shard, all_shards, map_shards
+from contactrank.shards import Shard, all_shards, map_shards, sharded
 
 log = logging.getLogger(__name__)
 
@@ -272,7 +272,7 @@ def _score_batches(
     settings: Settings, d: date, con, model: ContactModel, candidates: int, shard: Shard | None
 ) -> tuple[list[pd.DataFrame], Predictor]:
     """Stream the features of the candidates in batches and score each; the scored batches."""
-    features_file = partition_dir(settings, _kind("features", shard), d) / DATA_FILE
+    features_file = partition_dir(settings, sharded("features", shard), d) / DATA_FILE
     n_hours = max(1, len(_allowed_hours(settings, pd.Series(list(CHANNELS)))[0]))
     batch = max(1, int(settings.score_batch_rows) // n_hours)
     explainer = reasons.PathExplainer(model)
@@ -290,10 +290,6 @@ def _score_batches(
         parts.append(score_frame(settings, d, model, record_batch.to_pandas(), predictor, explainer))
         log.info("%s: scored batch %d (%d candidates)", d, len(parts), record_batch.num_rows)
     return parts, predictor
-
-
-def _kind(kind: str, shard: Shard | None) -> str:
-    return shard.kind(kind) if shard is not None else kind
 
 
 def _day_rows(settings: Settings, d: date, candidates: int, shard: Shard | None) -> int:
@@ -352,7 +348,7 @@ def score(
     extra = {REPORT_FILE: json.dumps(report, indent=2).encode(), HOUR_LOG_FILE: _hour_log(ranked)}
     if shard is not None:
         report["shard"] = shard.folder
-    path = write_partition(settings, _kind("scores", shard), d, table, extra_files=extra)
+    path = write_partition(settings, sharded("scores", shard), d, table, extra_files=extra)
     log.info("%s: %d rows for %d persons -> %s", d, report["rows"], report["persons"], path)
     return report
 
@@ -424,14 +420,11 @@ def score_frame_empty() -> pd.DataFrame:
     )
 
 
-def read_report(settings: Settings, d: date, shard: Shard | None = None) -> dict:
-    """The figures ``score`` recorded beside ``scores/date=D`` (of one shard, or every shard's merged)."""
-    if shard is not None:
-        paths = [partition_dir(settings, shard.kind("scores"), d) / REPORT_FILE]
-    else:
-        paths = partition_files_of(settings, "scores", d, REPORT_FILE)
-    if not paths or not all(p.is_file() for p in paths):
-        path = partition_dir(settings, _kind("scores", shard), d) / REPORT_FILE
+def read_report(settings: Settings, d: date) -> dict:
+    """The figures ``score`` recorded beside ``scores/date=D`` (every shard's, merged)."""
+    paths = partition_files_of(settings, "scores", d, REPORT_FILE)
+    if not paths:
+        path = partition_dir(settings, "scores", d) / REPORT_FILE
         raise NotReady(f"no scores for {d}: {path} does not exist (run `contactrank score --date {d}`)")
     reports = [json.loads(p.read_text()) for p in paths]
     return reports[0] if len(reports) == 1 else merge_reports(reports)
@@ -439,7 +432,7 @@ def read_report(settings: Settings, d: date, shard: Shard | None = None) -> dict
 
 def read_scores(settings: Settings, d: date, shard: Shard | None = None) -> pa.Table:
     """The scored candidates of ``d`` (of one shard, when given)."""
-    path = partition_dir(settings, _kind("scores", shard), d) / DATA_FILE
+    path = partition_dir(settings, sharded("scores", shard), d) / DATA_FILE
     if not path.is_file():
         raise NotReady(f"no scores for {d}: {path} does not exist (run `contactrank score --date {d}`)")
     return read_table(path)
