@@ -14,16 +14,20 @@ earlier code) moves the alias, unless ``promote`` rolled the champion back from 
 
 from __future__ import annotations
 
+import importlib.metadata
 import logging
 import time
 from datetime import date, timedelta
+from pathlib import Path
 from typing import Any
 
+import mlflow.artifacts
 import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 from mlflow.entities import Metric
 from mlflow.exceptions import MlflowException
+from packaging.requirements import InvalidRequirement, Requirement
 
 from contactrank.errors import InputError, NotReady
 from contactrank.features.lake import partition_dates
@@ -66,10 +70,47 @@ def _alias(client, settings: Settings, alias: str):
 
 
 def load_version(settings: Settings, version: int | str):
-    """The ContactModel of one registered version (loaded through its MLflow pyfunc)."""
+    """The ContactModel of one registered version (loaded through its MLflow pyfunc).
+
+    MLflow's own requirements check maps every installed distribution's files to modules on each
+    load, seconds of CPU paid again by every score, report and gate task in its fresh process;
+    the model pins a handful of packages by name, so only those are looked up."""
     configure(settings)
-    pyfunc = mlflow.pyfunc.load_model(f"models:/{settings.model_name}/{version}")
+    uri = f"models:/{settings.model_name}/{version}"
+    pinned = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"{uri}/requirements.txt"))
+    mismatches = requirement_mismatches(pinned.read_text().splitlines())
+    if mismatches:
+        log.warning(
+            "model version %s was logged with other package versions than this environment has: %s;"
+            " its scores may differ from the ones it was gated on",
+            version,
+            ", ".join(mismatches),
+        )
+    pyfunc = mlflow.pyfunc.load_model(uri, suppress_warnings=True)
     return pyfunc.unwrap_python_model().model
+
+
+def requirement_mismatches(lines: list[str]) -> list[str]:
+    """The pinned requirements (lines of a requirements file) this environment does not satisfy."""
+    mismatches = []
+    for line in lines:
+        line = line.split("#", 1)[0].strip()
+        if not line or line.startswith("-"):
+            continue
+        try:
+            requirement = Requirement(line)
+        except InvalidRequirement:  # a path or URL: nothing to compare by name
+            continue
+        if requirement.marker is not None and not requirement.marker.evaluate():
+            continue
+        try:
+            installed = importlib.metadata.version(requirement.name)
+        except importlib.metadata.PackageNotFoundError:
+            mismatches.append(f"{requirement} (not installed)")
+            continue
+        if not requirement.specifier.contains(installed, prereleases=True):
+            mismatches.append(f"{requirement} (installed {installed})")
+    return mismatches
 
 
 def load_champion(settings: Settings) -> tuple[Any, dict[str, Any]]:

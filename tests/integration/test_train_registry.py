@@ -168,3 +168,35 @@ def test_best_params_file_is_used_when_it_matches(settings: Settings) -> None:
     run = _client(settings).get_run(out["run_id"])
     assert run.data.params["lgb_num_leaves"] == "7" and run.data.params["tuned_params"] == "True"
     assert "lgb_bogus" not in run.data.params
+
+
+def test_loading_a_version_checks_its_pins_without_scanning_every_distribution(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import importlib.metadata
+
+    import lightgbm
+    from mlflow.utils import requirements_utils
+
+    write_days(settings, D, 10)
+    assert train(settings, D)["version"] == 1
+
+    def scan(*args, **kwargs):
+        raise AssertionError("MLflow's scan of every installed distribution ran")
+
+    # the scan costs seconds in every fresh task process; the pins are looked up by name instead
+    monkeypatch.setattr(requirements_utils, "_init_packages_to_modules_map", scan)
+    with caplog.at_level("WARNING", logger="contactrank.ml.registry"):
+        assert registry.load_version(settings, 1).booster is not None
+    assert not [r for r in caplog.records if "package versions" in r.getMessage()]
+
+    real_version = importlib.metadata.version
+    monkeypatch.setattr(
+        importlib.metadata,
+        "version",
+        lambda name: "0.0.1" if name == "lightgbm" else real_version(name),
+    )
+    with caplog.at_level("WARNING", logger="contactrank.ml.registry"):
+        registry.load_version(settings, 1)
+    warned = [r.getMessage() for r in caplog.records if "package versions" in r.getMessage()]
+    assert warned and f"lightgbm=={lightgbm.__version__} (installed 0.0.1)" in warned[0]
