@@ -8,7 +8,7 @@ so a folder written as a transaction (a lake partition, an export) is committed 
     <folder>/_commit.json            the commit marker: {"version", "files": {name: {sha256, bytes}}}
     <folder>/v-<token>/<files>       the committed version (and, while writing, the next one)
 
-The writer stages its files in a local temporary folder, uploads them under a new version, then
+The writer stages its files in a local scratch folder, uploads them under a new version, then
 writes the marker last (one PUT: readers see the old marker or the new one, whole). Readers resolve
 the marker first (``committed``) and see only the files of the committed version; a folder without a
 marker does not exist for them. The next commit of a folder deletes every version that its marker
@@ -22,6 +22,7 @@ Credentials, region and endpoint come from the standard AWS variables (``AWS_ACC
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import fnmatch
 import functools
 import hashlib
@@ -29,6 +30,7 @@ import json
 import logging
 import os
 import posixpath
+import shutil
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -44,6 +46,7 @@ MARKER = "_commit.json"
 VERSION_PREFIX = "v-"
 _NO_VERSION = "v-none"  # what an uncommitted folder resolves to: a version that never exists
 SCHEMES = ("s3",)
+SCRATCH_PREFIX = "contactrank-scratch-"
 
 
 def _endpoint() -> str | None:
@@ -279,8 +282,7 @@ def object_transaction(target: ObjectPath) -> Iterator[Path]:
     collect_uncommitted(folder)  # a crashed writer's upload of this folder
     version = f"{VERSION_PREFIX}{datetime.now(UTC).strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"
     key = f"{folder.key}/{version}"
-    with tempfile.TemporaryDirectory(prefix="contactrank-staging-") as tmp:
-        staging = Path(tmp)
+    with scratch_dir("staging") as staging:
         yield staging
         files = sorted(p for p in staging.rglob("*") if p.is_file())
         try:
@@ -318,13 +320,61 @@ def local_copy(folder: Location) -> Iterator[Path]:
     if not isinstance(folder, ObjectPath):
         yield Path(folder)
         return
-    with tempfile.TemporaryDirectory(prefix="contactrank-copy-") as tmp:
+    with scratch_dir("copy") as tmp:
         source = folder.content_key
         if folder.fs.get_file_info(source).type == pafs.FileType.Directory:
             pafs.copy_files(
-                source, tmp, source_filesystem=folder.fs, destination_filesystem=pafs.LocalFileSystem()
+                source, str(tmp), source_filesystem=folder.fs, destination_filesystem=pafs.LocalFileSystem()
             )
-        yield Path(tmp)
+        yield tmp
+
+
+@contextlib.contextmanager
+def scratch_dir(purpose: str) -> Iterator[Path]:
+    """A local temporary folder (a staged upload, a downloaded copy) that a killed process does not
+    leave behind for good.
+
+    A process killed outright (SIGKILL, the OOM killer: what a large partition provokes) runs no
+    clean-up, and a worker that is restarted, not its machine, would keep every such folder in
+    its temporary directory. So the folder is held under an exclusive ``flock`` while in use and
+    takes its findable name only once locked; every new one first deletes those whose lock is free.
+    """
+    collect_scratch()
+    base = Path(tempfile.gettempdir())
+    fresh = Path(tempfile.mkdtemp(prefix=f".{SCRATCH_PREFIX}", dir=base))
+    fd = os.open(fresh, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        folder = base / f"{SCRATCH_PREFIX}{purpose}-{fresh.name[len(SCRATCH_PREFIX) + 1 :]}"
+        os.rename(fresh, folder)
+        try:
+            yield folder
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+    finally:
+        os.close(fd)
+
+
+def collect_scratch() -> list[Path]:
+    """Delete the scratch folders of the temporary directory whose process is gone; return them."""
+    gone = []
+    for folder in Path(tempfile.gettempdir()).glob(f"{SCRATCH_PREFIX}*"):
+        try:
+            fd = os.open(folder, os.O_RDONLY)
+        except OSError:  # gone meanwhile, or another user's
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:  # in use
+            os.close(fd)
+            continue
+        try:
+            shutil.rmtree(folder, ignore_errors=True)
+            gone.append(folder)
+            log.warning("removed %s: left by a process that was killed", folder)
+        finally:
+            os.close(fd)
+    return gone
 
 
 def register_duckdb(con, *roots: object) -> None:

@@ -103,3 +103,46 @@ def test_settings_take_a_uri_and_refuse_an_unknown_scheme(tmp_path, monkeypatch)
     assert s.config_hash() == load_settings(home=tmp_path, lake_uri=str(tmp_path / "x")).config_hash()
     with pytest.raises(ValueError, match="lake_uri"):
         load_settings(home=tmp_path, lake_uri="gs://bucket/lake")
+
+
+HOLD_SCRATCH = """
+import sys, time
+from contactrank import storage
+with storage.scratch_dir("staging") as folder:
+    (folder / "part-0.parquet").write_bytes(b"staged")
+    print(folder, flush=True)
+    time.sleep(120)
+"""
+
+
+def test_a_killed_writers_scratch_folder_is_deleted_by_the_next_one(tmp_path, monkeypatch) -> None:
+    """A writer SIGKILLed while staging leaves its local folder; the next scratch folder made on the
+    machine deletes it, and never one whose process is alive."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    children = [
+        subprocess.Popen([sys.executable, "-c", HOLD_SCRATCH], env=env, stdout=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
+    killed, alive = (Path(c.stdout.readline().strip()) for c in children)
+    children[0].send_signal(signal.SIGKILL)
+    children[0].wait(timeout=30)
+    try:
+        assert (killed / "part-0.parquet").read_bytes() == b"staged"
+        with storage.scratch_dir("copy") as mine:
+            assert not killed.exists()
+            assert (alive / "part-0.parquet").is_file() and mine.is_dir()
+            assert storage.collect_scratch() == []  # the live ones, its own included, are kept
+    finally:
+        children[1].kill()
+        children[1].wait(timeout=30)
+    assert not mine.exists()
+    assert storage.collect_scratch() == [alive]
+    assert list(tmp_path.iterdir()) == []
