@@ -12,7 +12,8 @@ What it does, in order:
    still found anywhere: in the decoded cells of a table, or in the bytes of any other file;
 4. the keyed-hash `erasure` entry that ingest and publish use to drop the person is written before
    all of this (so an erasure that cannot finish still blocks re-deliveries), the audit entry (when,
-   what was rewritten, holding only the keyed hash) after it.
+   what was rewritten, holding only the keyed hash) after it (``contactrank.erasure_records``: with
+   the lake on an object store, every worker's ingest and publish read them there).
 Only rows of the erased person go: an address the person shared with someone else stays theirs.
 """
 
@@ -26,7 +27,6 @@ import logging
 import os
 import shutil
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -36,11 +36,15 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from contactrank import storage
+from contactrank.erasure_records import Audit, record_erasure
 from contactrank.errors import ContactrankError, InputError
 from contactrank.features.lake import atomic_dir, file_sha256, partition_dates, partition_dir, read_table
 from contactrank.lock import home_lock
 from contactrank.ml.publish import write_csv  # the export's formula-injection escaping
-from contactrank.privacy import ERASURE_FILE, erased_hashes, keyed_hash
+from contactrank.privacy import (
+    erased_hashes,
+    keyed_hash,
+)
 from contactrank.settings import Settings
 from contactrank.storage import Location, ObjectPath
 
@@ -271,7 +275,7 @@ def erase(settings: Settings, person_id: str) -> dict[str, Any]:
         raise InputError(f"invalid person id of {len(person_id)} characters")
     with home_lock(settings, "erase"):
         person_hash = keyed_hash(settings, person_id)
-        _record(settings, person_hash, audit=None)
+        record_erasure(settings, person_hash)
         mine, others = _collect_contacts(settings, person_id)
         plan = _Plan(person_id=person_id, contact_ids=mine, own_contact_ids=mine - others)
         raw = person_id.encode("utf-8", "surrogateescape")
@@ -305,7 +309,7 @@ def erase(settings: Settings, person_id: str) -> dict[str, Any]:
         left += [name for root in _remote_roots(settings) for name in _remote_naming(root, person_id, raw)]
         if left:
             raise ContactrankError(f"erasure incomplete: the id is still in {left[0]} ({len(left)} file(s))")
-        _record(settings, person_hash, audit=(plan, scrubbed))
+        record_erasure(settings, person_hash, Audit(plan.rows_removed, plan.rewritten, scrubbed))
     return {
         "person_hash": person_hash,
         "addresses": len(plan.contact_ids),
@@ -363,51 +367,6 @@ def _roots(settings: Settings) -> list[Path]:
     if settings.home.resolve() in landing.parents:
         roots.append(landing)
     return [r for r in roots if r.is_dir()]
-
-
-def _record(settings: Settings, person_hash: str, audit: tuple[_Plan, list[str]] | None) -> None:
-    """Add the erasure suppression (keyed hash) and, once done, one audit entry; written atomically."""
-    target = settings.home / "erasure"
-    previous = pq.read_table(target / ERASURE_FILE) if (target / ERASURE_FILE).is_file() else None
-    if audit is None and previous is not None and person_hash in previous.column("person_hash").to_pylist():
-        return
-    when = datetime.now(UTC).isoformat(timespec="seconds")  # audit timestamp only; decides nothing
-    row = pa.table({"person_hash": [person_hash], "reason": ["erasure"], "erased_at": [when]})
-    if previous is not None:
-        others = previous.filter(pc.invert(pc.equal(previous.column("person_hash"), person_hash)))
-        table = pa.concat_tables([others, row])
-    else:
-        table = row
-    if audit is None:
-        with atomic_dir(target) as staging:
-            _carry_over(target, staging)
-            pq.write_table(table, staging / ERASURE_FILE)
-        return
-    plan, scrubbed = audit
-    audit_entry = {
-        "person_hash": person_hash,
-        "erased_at": when,
-        "rows_removed": plan.rows_removed,
-        "rewritten": [
-            str(Path(p).relative_to(settings.home)) if settings.home in Path(p).parents else p
-            for p in plan.rewritten
-        ],
-        "scrubbed": scrubbed,
-    }
-    with atomic_dir(target) as staging:
-        _carry_over(target, staging)
-        pq.write_table(table, staging / ERASURE_FILE)
-        (staging / f"audit-{when.replace(':', '')}-{person_hash[:12]}.json").write_text(
-            json.dumps(audit_entry, indent=2)
-        )
-    log.info("erased person %s… from %d directories", person_hash[:12], len(plan.rewritten))
-
-
-def _carry_over(target: Path, staging: Path) -> None:
-    if target.is_dir():
-        for f in target.iterdir():
-            if f.is_file():
-                shutil.copy2(f, staging / f.name)
 
 
 def _remote_roots(settings: Settings) -> list[ObjectPath]:

@@ -29,7 +29,13 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from contactrank.errors import InputError
-from contactrank.privacy import erased_hashes, erasure_key, erasure_records_path, hmac_hex
+from contactrank.privacy import (
+    erased_hashes,
+    erasure_key,
+    erasure_records_path,
+    hmac_hex,
+    shared_erased_hashes,
+)
 from contactrank.settings import Settings
 
 PRIORITY_FILE = "priority.parquet"
@@ -298,12 +304,17 @@ class Erasures:
 NO_ERASURES = Erasures(stamp=None, hashes=frozenset(), key=None)
 
 
-def erasure_stamp(settings: Settings) -> tuple[int, int, int] | None:
+def erasure_stamp(settings: Settings) -> tuple | None:
+    """What changes when a record is added: the home's table, and the names on the shared store."""
     try:
         st = erasure_records_path(settings).stat()
+        local = (st.st_ino, st.st_mtime_ns, st.st_size)
     except FileNotFoundError:
+        local = None
+    shared = frozenset(shared_erased_hashes(settings))
+    if local is None and not shared:
         return None
-    return (st.st_ino, st.st_mtime_ns, st.st_size)
+    return (local, shared)
 
 
 def load_erasures(settings: Settings) -> Erasures:

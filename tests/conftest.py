@@ -44,6 +44,8 @@ def s3_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, s3_server) -> S
     from helpers.s3 import new_bucket, s3_uris, use_server
 
     bucket = new_bucket(use_server(monkeypatch, s3_server))
+    # a lake that workers share needs the erasure key they share (privacy.erasure_key)
+    monkeypatch.setenv("CONTACTRANK_HMAC_KEY", "a key every worker of this store is given")
     return load_settings(home=tmp_path / "home", **s3_uris(bucket))
 
 

@@ -11,12 +11,16 @@ from datetime import date
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
+import pytest
 from helpers.s3 import stored_files
 
 from contactrank import storage
 from contactrank.erase import erase
+from contactrank.errors import InputError
 from contactrank.features import lake
 from contactrank.ml.publish import export_dir
+from contactrank.privacy import drop_erased, erased_hashes, erasure_records_path, keyed_hash
+from contactrank.settings import load_settings
 
 D = date(2026, 3, 2)
 VICTIM, OTHER = "11122233344", "55566677788"
@@ -84,3 +88,48 @@ def test_erase_on_both_backends(any_settings) -> None:
         assert hashlib.sha256((export / name).read_bytes()).hexdigest() == digest
     again = erase(s, VICTIM)  # idempotent
     assert again["rows_removed"] == 0 and again["directories_rewritten"] == 0
+
+
+def test_an_erasure_on_one_worker_is_applied_by_a_worker_with_another_home(s3_settings, tmp_path) -> None:
+    here = s3_settings
+    there = load_settings(
+        home=tmp_path / "another-machine", lake_uri=str(here.lake), exports_uri=str(here.exports)
+    )
+    _home(here)
+    deliveries = pa.table({"person_id": [VICTIM, OTHER], "contact_id": [PHONE, "+5511900000000"]})
+    assert drop_erased(there, deliveries)[1] == 0
+
+    erase(here, VICTIM)
+
+    # the other worker's home holds no record, yet it drops the person's new deliveries
+    assert not (there.home / "erasure").exists()
+    assert erased_hashes(there) == {keyed_hash(here, VICTIM)}
+    kept, dropped = drop_erased(there, deliveries)
+    assert dropped == 1 and kept.column("person_id").to_pylist() == [OTHER]
+    audits = [n for n in stored_files(here) if "/_erasure/audit/" in n]
+    assert len(audits) == 1 and VICTIM.encode() not in stored_files(here)[audits[0]]
+
+
+def test_a_shared_lake_refuses_a_per_home_erasure_key(s3_settings, monkeypatch) -> None:
+    monkeypatch.delenv("CONTACTRANK_HMAC_KEY")
+    with pytest.raises(InputError, match="CONTACTRANK_HMAC_KEY"):
+        erase(s3_settings, VICTIM)
+    assert not (s3_settings.home / ".secrets").exists()
+
+
+def test_records_made_before_the_lake_was_shared_are_shared_by_the_next_erasure(
+    s3_settings, tmp_path
+) -> None:
+    here = s3_settings
+    earlier = keyed_hash(here, "an id erased when this home's lake was a local folder")
+    path = erasure_records_path(here)
+    path.parent.mkdir(parents=True)
+    pq.write_table(pa.table({"person_hash": [earlier], "reason": ["erasure"], "erased_at": ["-"]}), path)
+    there = load_settings(
+        home=tmp_path / "another-machine", lake_uri=str(here.lake), exports_uri=str(here.exports)
+    )
+    _home(here)
+
+    erase(here, VICTIM)
+
+    assert erased_hashes(there) == {earlier, keyed_hash(here, VICTIM)}

@@ -116,7 +116,7 @@ def test_an_erasure_reaches_every_shard(homes, tmp_path) -> None:
 
 
 def test_an_erasure_between_the_parts_and_the_commit_keeps_the_person_out(homes, tmp_path) -> None:
-    from contactrank.erase import _record
+    from contactrank.erasure_records import record_erasure
     from contactrank.ml.publish import publish_commit, publish_part
     from contactrank.privacy import keyed_hash
     from contactrank.settings import load_settings
@@ -132,7 +132,7 @@ def test_an_erasure_between_the_parts_and_the_commit_keeps_the_person_out(homes,
         .column("person_id")[0]
         .as_py()
     )
-    _record(settings, keyed_hash(settings, person), audit=None)  # the erasure's first act: its record
+    record_erasure(settings, keyed_hash(settings, person))  # the erasure's first act: its record
     manifest = publish_commit(settings, LAST)
     published = pq.read_table(home / "exports" / "priority" / f"date={LAST}" / "priority.parquet")
     assert person not in set(published.column("person_id").to_pylist())

@@ -114,6 +114,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "contactrank.cli",
             "contactrank.demo",
             "contactrank.erase",
+            "contactrank.erasure_records",
             "contactrank.serve*",
             "contactrank.console",
         ),
