@@ -7,8 +7,6 @@ killed while uploading leaves the committed partition as it was; its rerun colle
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import signal
 import subprocess
@@ -18,10 +16,10 @@ from datetime import date, timedelta
 from pathlib import Path
 
 import pytest
+from helpers.homes import snapshot as _snapshot
 from helpers.s3 import AWS_UNSET, aws_env, new_bucket, s3_uris
 
 from contactrank import storage
-from contactrank.features import lake
 from contactrank.features.simulate import simulate
 from contactrank.settings import load_settings
 
@@ -37,7 +35,6 @@ FAST = {  # small and fast, still the real pipeline: a champion exists from the 
     "CONTACTRANK_GATE_AUC_FLOOR": "0.5",
     "CONTACTRANK_GATE_ECE_CAP": "0.5",
 }
-VOLATILE = {"created_at", "run_id", "model_run_id", "seconds", "timings", "elapsed_s", "files"}
 
 
 @pytest.fixture(scope="module")
@@ -81,45 +78,6 @@ def _s3_extra(s3_server, tmp_path: Path) -> dict[str, str]:
     env = aws_env(s3_server)
     uris = s3_uris(new_bucket(env["AWS_ENDPOINT_URL"]))
     return {**env, "CONTACTRANK_LAKE_URI": uris["lake_uri"], "CONTACTRANK_EXPORTS_URI": uris["exports_uri"]}
-
-
-def _digest_table(path) -> str:
-    df = lake.read_table(path).to_pandas()
-    df = df.drop(columns=[c for c in df.columns if c in VOLATILE], errors="ignore")
-    df = df.sort_values(list(df.columns)).reset_index(drop=True) if len(df) else df
-    return hashlib.sha256(df.to_csv(index=False).encode()).hexdigest()
-
-
-def _digest_json(path) -> str:
-    def clean(obj):
-        if isinstance(obj, dict):
-            return {k: clean(v) for k, v in obj.items() if k not in VOLATILE and k != "sha256"}
-        return [clean(v) for v in obj] if isinstance(obj, list) else obj
-
-    return hashlib.sha256(
-        json.dumps(clean(json.loads(path.read_text())), sort_keys=True).encode()
-    ).hexdigest()
-
-
-def _snapshot(settings) -> dict[str, str]:
-    """Every committed table of the lake and every export, by relative path -> content hash."""
-    out = {}
-    for name, root in (("lake", settings.lake), ("exports/priority", settings.exports / "priority")):
-        if storage.is_remote(root):
-            folders = [(f, f.key[len(root.key) + 1 :]) for f in storage.committed_folders(root)]
-        else:
-            folders = [
-                (f, f.relative_to(root).as_posix())
-                for f in sorted({p.parent for p in root.rglob("*") if p.is_file()})
-                if not any(part.startswith(".") for part in f.relative_to(root).parts)
-            ]
-        for folder, rel in folders:
-            for f in folder.iterdir():
-                if f.suffix == ".parquet":
-                    out[f"{name}/{rel}/{f.name}"] = _digest_table(f)
-                elif f.name == "_manifest.json":
-                    out[f"{name}/{rel}/{f.name}"] = _digest_json(f)
-    return out
 
 
 def _settings(home: Path, extra: dict[str, str]):
