@@ -42,8 +42,10 @@ class Home:
 
     @property
     def settings(self) -> Settings:
+        if not self.remote:
+            return load_settings(home=self.path)
         uris = {name: self.env[f"CONTACTRANK_{name.upper()}"] for name in ("lake_uri", "exports_uri")}
-        return load_settings(home=self.path, **uris) if self.remote else load_settings(home=self.path)
+        return load_settings(home=self.path, **uris)
 
 
 def new_home(path: Path, store: Store | None) -> Home:
