@@ -120,9 +120,10 @@ def _publish(settings: Settings, d: date) -> dict:
     table = with_clock(settings, d, scores.select(CONTRACT_COLUMNS))
     # before pseudonymising: the erasure records are keyed hashes of the raw ids
     persons_scored = _distinct_persons(table)
+    seen = erased_hashes(settings)
     table, erased_rows = drop_erased(settings, table)
     erased_persons = persons_scored - _distinct_persons(table) if erased_rows else 0
-    return _write_export(settings, d, table, report, erased_persons)
+    return _write_export(settings, d, table, report, erased_persons, seen)
 
 
 def publish_part(settings: Settings, d: date, shard: Shard) -> dict:
@@ -161,14 +162,22 @@ def _commit_parts(settings: Settings, d: date) -> dict:
     # the order of an unsharded export: by person, then rank
     table = table.sort_by([("person_id", "ascending"), ("rank", "ascending")]).combine_chunks()
     erased_persons = sum(f["erased_persons"] for f in facts)
-    if len(erased_hashes(settings)) > min(f["erasures_seen"] for f in facts):  # erased since a part
+    seen = erased_hashes(settings)
+    if len(seen) > min(f["erasures_seen"] for f in facts):  # erased since a part
         before = _distinct_persons(table)
         table, erased_rows = drop_erased(settings, table)
         erased_persons += before - _distinct_persons(table) if erased_rows else 0
-    return _write_export(settings, d, table, read_report(settings, d), erased_persons)
+    return _write_export(settings, d, table, read_report(settings, d), erased_persons, seen)
 
 
-def _write_export(settings: Settings, d: date, table: pa.Table, report: dict, erased_persons: int) -> dict:
+def _write_export(
+    settings: Settings, d: date, table: pa.Table, report: dict, erased_persons: int, seen: set[str]
+) -> dict:
+    """Commit the export, then read the erasure records again (``seen``: those ``table`` was filtered
+    with). An erasure on another machine is not held off by this home's lock; it records first and
+    rewrites the exports after, while this commits first and reads the records after, so one of the
+    two always sees the other: a person erased in between is dropped by a second commit."""
+    raw = table
     if settings.pseudonymise_exports:
         table = pseudonymise(table, export_key(settings))
     target = export_dir(settings, d)
@@ -182,6 +191,13 @@ def _write_export(settings: Settings, d: date, table: pa.Table, report: dict, er
         manifest = _manifest(settings, d, table, report, files, erased_persons)
         (staging / "_manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
         (staging / "_SUCCESS").write_text("")
+    now = erased_hashes(settings)
+    if now - seen:
+        kept, late_rows = drop_erased(settings, raw)
+        if late_rows:
+            late = _distinct_persons(raw) - _distinct_persons(kept)
+            log.warning("%s: %d person(s) erased while the export was committed: committed again", d, late)
+            return _write_export(settings, d, kept, report, erased_persons + late, now)
     log.info(
         "%s: published %d rows for %d persons (%d erased since scoring) -> %s",
         d,

@@ -15,6 +15,7 @@ import pytest
 from test_publish import write_scores
 
 from contactrank.errors import HomeBusy
+from contactrank.features.lake import read_table
 from contactrank.ml import publish as pub
 from contactrank.privacy import erasure_records_path, keyed_hash
 
@@ -108,3 +109,34 @@ def test_publish_waits_for_the_home_lock(settings):
         proc.kill()
         proc.wait()
     assert pub.publish(settings, D)["rows"] == 5
+
+
+def test_a_person_erased_elsewhere_while_the_export_commits_is_dropped_by_a_second_commit(
+    any_settings, monkeypatch
+):
+    """Another machine's erasure is not held off by this home's lock: it records the person, then
+    rewrites the exports — here its record lands after publish filtered the rows and its rewrite
+    before the commit, the one order neither lock nor first filter catches."""
+    import contextlib
+
+    from contactrank.erasure_records import record_erasure
+
+    settings = any_settings
+    write_scores(settings)  # persons p1, p2, +p3
+    real, commits = pub.atomic_dir, []
+
+    @contextlib.contextmanager
+    def commit_racing_an_erasure(target):
+        with real(target) as staging:
+            yield staging
+            if not commits:
+                record_erasure(settings, keyed_hash(settings, "p2"))
+            commits.append(target)
+
+    monkeypatch.setattr(pub, "atomic_dir", commit_racing_an_erasure)
+    out = pub.publish(settings, D)
+
+    assert len(commits) == 2
+    table = read_table(pub.export_dir(settings, D) / "priority.parquet")
+    assert set(table.column("person_id").to_pylist()) == {"p1", "+p3"}
+    assert out["persons_left_out"]["erasure"] == 1 and out["persons"] == 2
