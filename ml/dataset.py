@@ -87,7 +87,8 @@ def labelled_days(settings: Settings, days: list[date], label: str) -> Iterator[
             continue
         pending.append((x, table))
         rows += table.num_rows
-    yield from _split_days(pending, label)
+    if pending:  # no days at all (a gate with no evidence days): nothing to split
+        yield from _split_days(pending, label)
 
 
 def _split_days(pending: list[tuple[date, pa.Table]], label: str) -> Iterator[tuple[date, pd.DataFrame]]:
