@@ -320,11 +320,14 @@ def shard_sets(settings: Settings, kind: str) -> dict[int, list[Shard]]:
     """The shard folders of ``kind`` by number of shards (a split that was never used is absent)."""
     root = settings.lake / kind
     try:
-        names = [child.name for child in root.iterdir()] if root.is_dir() else []
+        if isinstance(root, ObjectPath):
+            names = [child.name for child in root.iterdir()] if root.is_dir() else []
+        else:  # names only: every read of a partition asks, and the folder holds one entry a day
+            names = os.listdir(root)
     except (FileNotFoundError, NotADirectoryError):
         names = []
     sets: dict[int, list[Shard]] = {}
-    for shard in filter(None, map(parse_folder, names)):
+    for shard in filter(None, map(parse_folder, (n for n in names if n.startswith("shard=")))):
         sets.setdefault(shard.count, []).append(shard)
     return {n: sorted(found, key=lambda s: s.index) for n, found in sets.items()}
 
