@@ -55,7 +55,7 @@ sys.path.insert(0, str(ROOT))
 
 from contactrank.dates import date_range  # noqa: E402
 from contactrank.features.importers.bank_marketing import import_bank_marketing  # noqa: E402
-from contactrank.settings import Settings, load_settings  # noqa: E402
+from contactrank.settings import Settings, load_settings, runtime_env  # noqa: E402
 
 # The UCI data set is not shipped with the project: pass --data, set CONTACTRANK_DATASETS, or keep
 # the workplace copy beside the repo (../shared/datasets/, see README "Running it on your own call logs").
@@ -160,8 +160,23 @@ def fit_logreg(train: pd.DataFrame, features: list[str]):
     )
     model = make_pipeline(pre, LogisticRegression(max_iter=2000, C=1.0))
     X = _lr_frame(train, nums, cats)
-    model.fit(X, train[LABEL].astype(int).to_numpy())
+    with one_blas_thread():
+        model.fit(X, train[LABEL].astype(int).to_numpy())
     return model, nums, cats
+
+
+def logreg_proba(logreg, df: pd.DataFrame) -> np.ndarray:
+    model, nums, cats = logreg
+    with one_blas_thread():
+        return model.predict_proba(_lr_frame(df, nums, cats))[:, 1]
+
+
+def one_blas_thread():
+    """A few thousand rows by a few hundred columns: a second BLAS thread only waits on the first
+    (it multiplied the CPU time of a fit several times over, for the same coefficients up to ~1e-9)."""
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=1, user_api="blas")
 
 
 def _lr_frame(df: pd.DataFrame, nums: list[str], cats: list[str]) -> pd.DataFrame:
@@ -204,6 +219,44 @@ class Models:
         )
 
 
+class Pending:
+    """Days waiting to be scored forward by the same models: champion, latest challenger and
+    logistic regression change only when a training runs, so the days between two trainings are
+    scored in one call per model (row by row the same predictions as day by day; a call per day
+    cost more than its few dozen rows)."""
+
+    def __init__(self) -> None:
+        self.days: list[tuple[date, pd.DataFrame]] = []
+        self.versions: tuple[int | None, int | None] = (None, None)
+
+    def score(self, models: Models, logreg) -> list[pd.DataFrame]:
+        out: list[pd.DataFrame] = []
+        champ, latest = self.versions
+        for days in _same_columns(self.days):
+            df = pd.concat([x for _, x in days], ignore_index=True) if len(days) > 1 else days[0][1]
+            rows = df[["attempt_id", "date", LABEL]].copy()
+            rows["date"] = np.repeat(np.array([d for d, _ in days], dtype=object), [len(x) for _, x in days])
+            rows["p_champion"] = models.predict(champ, df) if champ else np.nan
+            rows["p_latest"] = models.predict(latest, df) if latest else np.nan
+            rows["champion_version"] = champ
+            rows["p_logreg"] = logreg_proba(logreg, df) if logreg is not None else np.nan
+            out.append(rows)
+        self.days = []
+        return out
+
+
+def _same_columns(days: list[tuple[date, pd.DataFrame]]) -> list[list[tuple[date, pd.DataFrame]]]:
+    """Runs of consecutive days whose frames have the same columns and types (concatenated,
+    they give each day's own values)."""
+    runs: list[list[tuple[date, pd.DataFrame]]] = []
+    for d, df in days:
+        if runs and runs[-1][-1][1].dtypes.equals(df.dtypes):
+            runs[-1].append((d, df))
+        else:
+            runs.append([(d, df)])
+    return runs
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from contactrank.features.build import build_features
     from contactrank.features.lake import partition_dir
@@ -226,6 +279,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     models = Models(settings)
     day_rows: dict[date, pd.DataFrame] = {}
     scored: list[pd.DataFrame] = []
+    pending = Pending()
     logreg = None
     trainings: list[dict[str, Any]] = []
     gates = {"promoted": 0, "rejected": 0, "held": 0}
@@ -254,18 +308,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             df = df[df[LABEL].notna()].reset_index(drop=True)
             day_rows[d] = df
             attrs = attrs or sorted(c for c in df.columns if c.startswith("f_attr_"))
-            out = df[["attempt_id", "date", LABEL]].copy()
-            out["date"] = d
-            champ, latest = models.version("champion"), models.version("challenger")
-            out["p_champion"] = models.predict(champ, df) if champ else np.nan
-            out["p_latest"] = models.predict(latest, df) if latest else np.nan
-            out["champion_version"] = champ
-            if logreg is not None:
-                model, nums, cats = logreg
-                out["p_logreg"] = model.predict_proba(_lr_frame(df, nums, cats))[:, 1]
-            else:
-                out["p_logreg"] = np.nan
-            scored.append(out)
+            # which models would serve d: the ones registered before its training step
+            versions = (models.version("champion"), models.version("challenger"))
+            if pending.versions != versions:
+                scored += pending.score(models, logreg)
+                pending.versions = versions
+            pending.days.append((d, df))
         timing["evaluate"] += time.perf_counter() - t
         cpu["evaluate"] += time.process_time() - c
 
@@ -274,11 +322,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         timing["train"] += time.perf_counter() - t
         cpu["train"] += time.process_time() - c
         if res.get("status") == "trained":
+            t, c = time.perf_counter(), time.process_time()
+            scored += pending.score(models, logreg)  # with the regression fitted before d
             window = plan_window(settings, d)
             fit_days = window.train_days + window.valid_days
             train_df = pd.concat([day_rows[x] for x in fit_days if x in day_rows], ignore_index=True)
             features = [c for c in window.features if c in train_df.columns]
-            t, c = time.perf_counter(), time.process_time()
             logreg = fit_logreg(train_df, features)
             timing["evaluate"] += time.perf_counter() - t
             cpu["evaluate"] += time.process_time() - c
@@ -305,6 +354,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 len(trainings),
                 gates,
             )
+
+    t, c = time.perf_counter(), time.process_time()
+    scored += pending.score(models, logreg)
+    timing["evaluate"] += time.perf_counter() - t
+    cpu["evaluate"] += time.process_time() - c
 
     publish: dict[str, Any] = {}
     for step in ("score", "publish"):
@@ -519,8 +573,7 @@ def replay(args: argparse.Namespace) -> dict[str, Any]:
                 logregs = {
                     latest: fit_logreg(train_df, [c for c in window.features if c in train_df.columns])
                 }
-            model, nums, cats = logregs[latest]
-            out["p_logreg"] = model.predict_proba(_lr_frame(df, nums, cats))[:, 1]
+            out["p_logreg"] = logreg_proba(logregs[latest], df)
         scored.append(out)
     ev = pd.concat(scored, ignore_index=True)
     meta = {"trainings": len(versions), "gate": gates, "gate_failures": failures, "attributes": attrs}
@@ -661,6 +714,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
     log.setLevel(logging.INFO)
+    runtime_env()  # as every entry point of the pipeline, before LightGBM loads
     warnings.filterwarnings("ignore")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
