@@ -27,6 +27,7 @@ import contextlib
 import logging
 import os
 import shutil
+import threading
 import uuid
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -304,16 +305,28 @@ def parquet_glob(settings: Settings, kind: str) -> str:
 
 
 def duckdb_connect(settings: Settings) -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB connection bounded by the settings (spills under <home>/tmp)."""
+    """An in-memory DuckDB connection bounded by the settings (spills under <home>/tmp).
+
+    Starting a database costs more CPU than a thin day's queries: each thread keeps the last one it
+    started, and every call gets a connection of its own to it (its temp tables and registered
+    views are its own, and go when it is closed). A forked child starts its own."""
     spill = settings.home / "tmp" / "duckdb"
     spill.mkdir(parents=True, exist_ok=True)
-    con = duckdb.connect()
-    con.execute(f"SET memory_limit={quote_literal(settings.duckdb_memory_limit)}")
-    con.execute(f"SET threads={int(settings.duckdb_threads)}")
-    con.execute(f"SET temp_directory={quote_literal(spill)}")
-    con.execute("SET preserve_insertion_order=false")
+    key = (os.getpid(), settings.duckdb_memory_limit, int(settings.duckdb_threads), str(spill))
+    kept = getattr(_duckdb_database, "kept", None)
+    if kept is None or kept[0] != key:  # another home or bounds: the old one lives on in its connections
+        db = duckdb.connect()
+        db.execute(f"SET memory_limit={quote_literal(settings.duckdb_memory_limit)}")
+        db.execute(f"SET threads={int(settings.duckdb_threads)}")
+        db.execute(f"SET temp_directory={quote_literal(spill)}")
+        db.execute("SET preserve_insertion_order=false")
+        kept = _duckdb_database.kept = (key, db)
+    con = kept[1].cursor()
     storage.register_duckdb(con, settings.lake, settings.exports)
     return con
+
+
+_duckdb_database = threading.local()
 
 
 def shard_sets(settings: Settings, kind: str) -> dict[int, list[Shard]]:
