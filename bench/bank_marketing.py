@@ -7,7 +7,8 @@
    temporary ``CONTACTRANK_HOME`` (or ``--home``).
 2. For every calendar day from the day before the first call to the last call, the pipeline's own
    steps run through ``contactrank.pipeline.run_step``: ingest, features, train (label
-   ``conversion``, ``retrain_every_days=7``, every other setting at its default) and gate.
+   ``conversion``, ``retrain_every_days=7``, ``train_plots=false``, ``duckdb_threads=1``, every
+   other setting at its default) and gate.
    Score and publish run on the last day, to show that a priority file comes out; the features
    step writes its per-candidate rows (scoring's input) on that day only (``rows=False`` before).
 3. Forward evaluation: before the models are retrained on day D, the attempts of D (their
@@ -268,8 +269,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     home = Path(args.home) if args.home else Path(tempfile.mkdtemp(prefix="contactrank-bank-"))
     if args.home and args.fresh and home.exists():
         shutil.rmtree(home)
-    # a replay of 900+ days: the per-training PNGs would cost more than the fits (train_plots)
-    settings = load_settings(home=home, label="conversion", retrain_every_days=7, train_plots=False)
+    # a replay of 900+ days: the per-training PNGs would cost more than the fits (train_plots), and
+    # on tables of a few thousand rows DuckDB's second thread costs more CPU than it saves
+    settings = load_settings(
+        home=home, label="conversion", retrain_every_days=7, train_plots=False, duckdb_threads=1
+    )
     landing = home / "landing"
     imported = import_bank_marketing(Path(args.data), landing, limit=args.limit)
     start = date.fromisoformat(imported["first_date"]) - timedelta(days=1)
