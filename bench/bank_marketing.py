@@ -174,7 +174,7 @@ def logreg_proba(logreg, df: pd.DataFrame) -> np.ndarray:
 
 def one_blas_thread():
     """A few thousand rows by a few hundred columns: a second BLAS thread only waits on the first
-    (it multiplied the CPU time of a fit several times over, for the same coefficients up to ~1e-9)."""
+    (it multiplied a fit's CPU time, for the same coefficients but for the last bits)."""
     from threadpoolctl import threadpool_limits
 
     return threadpool_limits(limits=1, user_api="blas")
@@ -608,7 +608,8 @@ def write_notes(result: dict[str, Any], path: Path, command: str) -> None:
         "label `converted` (y = yes). "
         "The pipeline ran every day: ingest, features, train "
         f"(weekly: `retrain_every_days={r['retrain_every_days']}`, "
-        f"window {r['train_window_days']} days, other settings default) and gate; "
+        f"window {r['train_window_days']} days, `train_plots=false`, `duckdb_threads=1`, "
+        "other settings default) and gate; "
         f"{r['trainings']} trainings, gate {r['gate']}"
         + (f" (failed checks: {r['gate_failures']})" if r["gate_failures"] else "")
         + f". Score and publish on the last day: {r['publish_last_day']}.",
