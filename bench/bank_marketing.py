@@ -7,7 +7,8 @@
    temporary ``CONTACTRANK_HOME`` (or ``--home``).
 2. For every calendar day from the day before the first call to the last call, the pipeline's own
    steps run through ``contactrank.pipeline.run_step``: ingest, features, train (label
-   ``conversion``, ``retrain_every_days=7``, every other setting at its default) and gate.
+   ``conversion``, ``retrain_every_days=7``, ``train_plots=false``, ``duckdb_threads=1``, every
+   other setting at its default) and gate.
    Score and publish run on the last day, to show that a priority file comes out; the features
    step writes its per-candidate rows (scoring's input) on that day only (``rows=False`` before).
 3. Forward evaluation: before the models are retrained on day D, the attempts of D (their
@@ -55,7 +56,7 @@ sys.path.insert(0, str(ROOT))
 
 from contactrank.dates import date_range  # noqa: E402
 from contactrank.features.importers.bank_marketing import import_bank_marketing  # noqa: E402
-from contactrank.settings import Settings, load_settings  # noqa: E402
+from contactrank.settings import Settings, load_settings, runtime_env  # noqa: E402
 
 # The UCI data set is not shipped with the project: pass --data, set CONTACTRANK_DATASETS, or keep
 # the workplace copy beside the repo (../shared/datasets/, see README "Running it on your own call logs").
@@ -160,8 +161,23 @@ def fit_logreg(train: pd.DataFrame, features: list[str]):
     )
     model = make_pipeline(pre, LogisticRegression(max_iter=2000, C=1.0))
     X = _lr_frame(train, nums, cats)
-    model.fit(X, train[LABEL].astype(int).to_numpy())
+    with one_blas_thread():
+        model.fit(X, train[LABEL].astype(int).to_numpy())
     return model, nums, cats
+
+
+def logreg_proba(logreg, df: pd.DataFrame) -> np.ndarray:
+    model, nums, cats = logreg
+    with one_blas_thread():
+        return model.predict_proba(_lr_frame(df, nums, cats))[:, 1]
+
+
+def one_blas_thread():
+    """A few thousand rows by a few hundred columns: a second BLAS thread only waits on the first
+    (it multiplied a fit's CPU time, for the same coefficients but for the last bits)."""
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=1, user_api="blas")
 
 
 def _lr_frame(df: pd.DataFrame, nums: list[str], cats: list[str]) -> pd.DataFrame:
@@ -204,6 +220,44 @@ class Models:
         )
 
 
+class Pending:
+    """Days waiting to be scored forward by the same models: champion, latest challenger and
+    logistic regression change only when a training runs, so the days between two trainings are
+    scored in one call per model (row by row the same predictions as day by day; a call per day
+    cost more than its few dozen rows)."""
+
+    def __init__(self) -> None:
+        self.days: list[tuple[date, pd.DataFrame]] = []
+        self.versions: tuple[int | None, int | None] = (None, None)
+
+    def score(self, models: Models, logreg) -> list[pd.DataFrame]:
+        out: list[pd.DataFrame] = []
+        champ, latest = self.versions
+        for days in _same_columns(self.days):
+            df = pd.concat([x for _, x in days], ignore_index=True) if len(days) > 1 else days[0][1]
+            rows = df[["attempt_id", "date", LABEL]].copy()
+            rows["date"] = np.repeat(np.array([d for d, _ in days], dtype=object), [len(x) for _, x in days])
+            rows["p_champion"] = models.predict(champ, df) if champ else np.nan
+            rows["p_latest"] = models.predict(latest, df) if latest else np.nan
+            rows["champion_version"] = champ
+            rows["p_logreg"] = logreg_proba(logreg, df) if logreg is not None else np.nan
+            out.append(rows)
+        self.days = []
+        return out
+
+
+def _same_columns(days: list[tuple[date, pd.DataFrame]]) -> list[list[tuple[date, pd.DataFrame]]]:
+    """Runs of consecutive days whose frames have the same columns and types (concatenated,
+    they give each day's own values)."""
+    runs: list[list[tuple[date, pd.DataFrame]]] = []
+    for d, df in days:
+        if runs and runs[-1][-1][1].dtypes.equals(df.dtypes):
+            runs[-1].append((d, df))
+        else:
+            runs.append([(d, df)])
+    return runs
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from contactrank.features.build import build_features
     from contactrank.features.lake import partition_dir
@@ -215,8 +269,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     home = Path(args.home) if args.home else Path(tempfile.mkdtemp(prefix="contactrank-bank-"))
     if args.home and args.fresh and home.exists():
         shutil.rmtree(home)
-    # a replay of 900+ days: the per-training PNGs would cost more than the fits (train_plots)
-    settings = load_settings(home=home, label="conversion", retrain_every_days=7, train_plots=False)
+    # a replay of 900+ days: the per-training PNGs would cost more than the fits (train_plots), and
+    # on tables of a few thousand rows DuckDB's second thread costs more CPU than it saves
+    settings = load_settings(
+        home=home, label="conversion", retrain_every_days=7, train_plots=False, duckdb_threads=1
+    )
     landing = home / "landing"
     imported = import_bank_marketing(Path(args.data), landing, limit=args.limit)
     start = date.fromisoformat(imported["first_date"]) - timedelta(days=1)
@@ -226,6 +283,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     models = Models(settings)
     day_rows: dict[date, pd.DataFrame] = {}
     scored: list[pd.DataFrame] = []
+    pending = Pending()
     logreg = None
     trainings: list[dict[str, Any]] = []
     gates = {"promoted": 0, "rejected": 0, "held": 0}
@@ -254,18 +312,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             df = df[df[LABEL].notna()].reset_index(drop=True)
             day_rows[d] = df
             attrs = attrs or sorted(c for c in df.columns if c.startswith("f_attr_"))
-            out = df[["attempt_id", "date", LABEL]].copy()
-            out["date"] = d
-            champ, latest = models.version("champion"), models.version("challenger")
-            out["p_champion"] = models.predict(champ, df) if champ else np.nan
-            out["p_latest"] = models.predict(latest, df) if latest else np.nan
-            out["champion_version"] = champ
-            if logreg is not None:
-                model, nums, cats = logreg
-                out["p_logreg"] = model.predict_proba(_lr_frame(df, nums, cats))[:, 1]
-            else:
-                out["p_logreg"] = np.nan
-            scored.append(out)
+            # which models would serve d: the ones registered before its training step
+            versions = (models.version("champion"), models.version("challenger"))
+            if pending.versions != versions:
+                scored += pending.score(models, logreg)
+                pending.versions = versions
+            pending.days.append((d, df))
         timing["evaluate"] += time.perf_counter() - t
         cpu["evaluate"] += time.process_time() - c
 
@@ -274,11 +326,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         timing["train"] += time.perf_counter() - t
         cpu["train"] += time.process_time() - c
         if res.get("status") == "trained":
+            t, c = time.perf_counter(), time.process_time()
+            scored += pending.score(models, logreg)  # with the regression fitted before d
             window = plan_window(settings, d)
             fit_days = window.train_days + window.valid_days
             train_df = pd.concat([day_rows[x] for x in fit_days if x in day_rows], ignore_index=True)
             features = [c for c in window.features if c in train_df.columns]
-            t, c = time.perf_counter(), time.process_time()
             logreg = fit_logreg(train_df, features)
             timing["evaluate"] += time.perf_counter() - t
             cpu["evaluate"] += time.process_time() - c
@@ -305,6 +358,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 len(trainings),
                 gates,
             )
+
+    t, c = time.perf_counter(), time.process_time()
+    scored += pending.score(models, logreg)
+    timing["evaluate"] += time.perf_counter() - t
+    cpu["evaluate"] += time.process_time() - c
 
     publish: dict[str, Any] = {}
     for step in ("score", "publish"):
@@ -519,8 +577,7 @@ def replay(args: argparse.Namespace) -> dict[str, Any]:
                 logregs = {
                     latest: fit_logreg(train_df, [c for c in window.features if c in train_df.columns])
                 }
-            model, nums, cats = logregs[latest]
-            out["p_logreg"] = model.predict_proba(_lr_frame(df, nums, cats))[:, 1]
+            out["p_logreg"] = logreg_proba(logregs[latest], df)
         scored.append(out)
     ev = pd.concat(scored, ignore_index=True)
     meta = {"trainings": len(versions), "gate": gates, "gate_failures": failures, "attributes": attrs}
@@ -551,7 +608,8 @@ def write_notes(result: dict[str, Any], path: Path, command: str) -> None:
         "label `converted` (y = yes). "
         "The pipeline ran every day: ingest, features, train "
         f"(weekly: `retrain_every_days={r['retrain_every_days']}`, "
-        f"window {r['train_window_days']} days, other settings default) and gate; "
+        f"window {r['train_window_days']} days, `train_plots=false`, `duckdb_threads=1`, "
+        "other settings default) and gate; "
         f"{r['trainings']} trainings, gate {r['gate']}"
         + (f" (failed checks: {r['gate_failures']})" if r["gate_failures"] else "")
         + f". Score and publish on the last day: {r['publish_last_day']}.",
@@ -661,6 +719,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
     log.setLevel(logging.INFO)
+    runtime_env()  # as every entry point of the pipeline, before LightGBM loads
     warnings.filterwarnings("ignore")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")

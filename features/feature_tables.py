@@ -9,6 +9,9 @@ from __future__ import annotations
 from datetime import date, timedelta
 from pathlib import Path
 
+import pandas as pd
+import pyarrow.parquet as pq
+
 from contactrank.errors import ContactrankError
 from contactrank.features import history
 from contactrank.features.context import add_context
@@ -119,11 +122,17 @@ def write_training(
     features of the end of d-1 only (``prev_dir``: that state; ``shared``: its shared rates)."""
     x = d - timedelta(days=1)
     state, attrs = history.state_files(prev_dir)
+    quiet = None
     if no_attempts(settings, d):
         # the same queries over an empty state give the same (empty) table, and the shared rates
         # no longer scan every person of d-1 on a quiet day
         state = f"(SELECT * FROM {state} WHERE false)"
         attrs = attrs and f"(SELECT * FROM {attrs} WHERE false)"
+        if shared is None:
+            quiet = _quiet_key(settings, con, d, attrs, shard)
+            if quiet in _EMPTY_TRAINING:  # a quiet day like one seen before: the same empty table
+                write_partition(settings, sharded(TRAINING, shard), d, _EMPTY_TRAINING[quiet])
+                return 0
     passthrough = ["attempt_id", "person_id", "contact_id", "channel", "date", "campaign_id", "label_reach",
                    "label_conversion", "local_hour"]  # fmt: skip
     if shared is None:
@@ -148,4 +157,19 @@ def write_training(
     df = df.drop(columns=["last_outcome", "n_attempts"])
     df = add_context(df, d, df["local_hour"]).drop(columns=["local_hour"])
     write_partition(settings, sharded(TRAINING, shard), d, df)
+    if quiet is not None and not len(df):
+        _EMPTY_TRAINING[quiet] = df
     return len(df)
+
+
+# The empty training tables of quiet days, by what their columns and types depend on: the
+# attribute columns of d-1 and the schema of d's (empty) attempts file. A backfill meets hundreds
+# of quiet days, each of which otherwise runs every query of a training day over no row.
+_EMPTY_TRAINING: dict[tuple, pd.DataFrame] = {}
+
+
+def _quiet_key(settings: Settings, con, d: date, attrs: str, shard: Shard | None) -> tuple:
+    described = con.execute(f"DESCRIBE SELECT * FROM {attrs}").fetchall() if attrs else []
+    day = history.attempts_file(settings, d)
+    attempts = day if day is None else pq.read_schema(day).to_string(show_schema_metadata=False)
+    return (shard, tuple((name, typ) for name, typ, *_ in described), attempts)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from datetime import date, timedelta
 from pathlib import Path
 
+from contactrank.dates import date_range
 from contactrank.features import sql
 from contactrank.features.lake import DATA_FILE, partition_dates, partition_dir
 from contactrank.settings import Settings
@@ -30,6 +31,9 @@ EMPTY_DAILY_AGG = "empty_daily_agg"
 EMPTY_POPULATION = "empty_population"
 
 POPULATION_DAYS = 30  # days of population counts the recent reach/conversion rates look at
+# Up to this many days, ``partition_files`` looks at each day's file rather than listing the kind
+# (every listing checks every partition of the history).
+NEAR_DAYS = 100
 
 
 def partition_files(
@@ -37,6 +41,13 @@ def partition_files(
 ) -> list[Path]:
     """Files ``<kind>/date=X/<name>`` with ``since <= X <= upto``, oldest first."""
     out = []
+    if since is not None and isinstance(settings.lake, Path) and (upto - since).days < NEAR_DAYS:
+        # a few days' files: a look at each of them, not a listing of the whole history
+        for x in date_range(since, upto):
+            path = partition_dir(settings, kind, x) / name
+            if path.is_file() and (name == DATA_FILE or (path.parent / DATA_FILE).is_file()):
+                out.append(path)
+        return out
     for x in partition_dates(settings, kind):
         if x <= upto and (since is None or x >= since):
             path = partition_dir(settings, kind, x) / name
@@ -66,6 +77,9 @@ def attempts_file(settings: Settings, d: date) -> Path | None:
 
 def contacts_state_files(settings: Settings, d: date) -> list[Path]:
     """The latest contacts_state file <= d, as a list of at most one (for the chunk sizing)."""
+    own = partition_dir(settings, "contacts_state", d) / DATA_FILE
+    if isinstance(own, Path) and own.is_file():  # ingest writes one every day: no listing needed
+        return [own]
     for x in reversed(partition_dates(settings, "contacts_state")):  # newest first: one path, not all
         path = partition_dir(settings, "contacts_state", x) / DATA_FILE
         if x <= d and path.is_file():

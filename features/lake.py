@@ -27,6 +27,7 @@ import contextlib
 import logging
 import os
 import shutil
+import threading
 import uuid
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -304,27 +305,42 @@ def parquet_glob(settings: Settings, kind: str) -> str:
 
 
 def duckdb_connect(settings: Settings) -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB connection bounded by the settings (spills under <home>/tmp)."""
+    """An in-memory DuckDB connection bounded by the settings (spills under <home>/tmp).
+
+    Starting a database costs more CPU than a thin day's queries: each thread keeps the last one it
+    started, and every call gets a connection of its own to it (its temp tables and registered
+    views are its own, and go when it is closed). A forked child starts its own."""
     spill = settings.home / "tmp" / "duckdb"
     spill.mkdir(parents=True, exist_ok=True)
-    con = duckdb.connect()
-    con.execute(f"SET memory_limit={quote_literal(settings.duckdb_memory_limit)}")
-    con.execute(f"SET threads={int(settings.duckdb_threads)}")
-    con.execute(f"SET temp_directory={quote_literal(spill)}")
-    con.execute("SET preserve_insertion_order=false")
+    key = (os.getpid(), settings.duckdb_memory_limit, int(settings.duckdb_threads), str(spill))
+    kept = getattr(_duckdb_database, "kept", None)
+    if kept is None or kept[0] != key:  # another home or bounds: the old one lives on in its connections
+        db = duckdb.connect()
+        db.execute(f"SET memory_limit={quote_literal(settings.duckdb_memory_limit)}")
+        db.execute(f"SET threads={int(settings.duckdb_threads)}")
+        db.execute(f"SET temp_directory={quote_literal(spill)}")
+        db.execute("SET preserve_insertion_order=false")
+        kept = _duckdb_database.kept = (key, db)
+    con = kept[1].cursor()
     storage.register_duckdb(con, settings.lake, settings.exports)
     return con
+
+
+_duckdb_database = threading.local()
 
 
 def shard_sets(settings: Settings, kind: str) -> dict[int, list[Shard]]:
     """The shard folders of ``kind`` by number of shards (a split that was never used is absent)."""
     root = settings.lake / kind
     try:
-        names = [child.name for child in root.iterdir()] if root.is_dir() else []
+        if isinstance(root, ObjectPath):
+            names = [child.name for child in root.iterdir()] if root.is_dir() else []
+        else:  # names only: every read of a partition asks, and the folder holds one entry a day
+            names = os.listdir(root)
     except (FileNotFoundError, NotADirectoryError):
         names = []
     sets: dict[int, list[Shard]] = {}
-    for shard in filter(None, map(parse_folder, names)):
+    for shard in filter(None, map(parse_folder, (n for n in names if n.startswith("shard=")))):
         sets.setdefault(shard.count, []).append(shard)
     return {n: sorted(found, key=lambda s: s.index) for n, found in sets.items()}
 

@@ -7,6 +7,7 @@ column name is quoted as an identifier; they reach the feature rows as ``f_attr_
 
 from __future__ import annotations
 
+import shutil
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -18,9 +19,9 @@ from contactrank.shards import Shard
 _NUMERIC_TYPES = ("INT", "DOUBLE", "FLOAT", "DECIMAL")
 
 
-def latest_attributes_sql(con, upserts: str) -> str:
+def latest_attributes_sql(con, upserts: str, ordered: bool = True) -> str:
     """Per person, the latest non-null value of every attribute column of ``upserts``
-    (in date, updated_at order)."""
+    (in date, updated_at order); in person_id order unless ``ordered`` is false."""
     cols = [r[0] for r in con.execute(f"DESCRIBE SELECT * FROM {upserts}").fetchall()]
     attrs = [c for c in cols if c not in ("person_id", "updated_at", "date") and not c.startswith("_")]
     upd = "updated_at NULLS FIRST, " if "updated_at" in cols else ""  # optional in the contract
@@ -28,10 +29,8 @@ def latest_attributes_sql(con, upserts: str) -> str:
         f",\n  last({q} ORDER BY date, {upd}{q}) FILTER (WHERE {q} IS NOT NULL) AS {q}"
         for q in (sql.quote_ident(c) for c in sorted(attrs))
     )
-    return (
-        f"SELECT person_id{sel} FROM {upserts} WHERE person_id IS NOT NULL"
-        " GROUP BY person_id ORDER BY person_id"
-    )
+    order = " ORDER BY person_id" if ordered else ""
+    return f"SELECT person_id{sel} FROM {upserts} WHERE person_id IS NOT NULL GROUP BY person_id{order}"
 
 
 def person_upserts(settings: Settings, d: date, prev: Path | None) -> str:
@@ -64,10 +63,34 @@ def write_person_attributes(
     """Write the attributes of the end of d into ``out_dir``, folding onto those of ``prev_dir`` if any
     (of ``shard``'s persons only, when given)."""
     prev = prev_dir / history.PERSONS_FILE if prev_dir is not None else None
-    upserts = person_upserts(settings, d, prev if prev is not None and prev.is_file() else None)
+    prev = prev if prev is not None and prev.is_file() else None
+    out = out_dir / history.PERSONS_FILE
+    if prev is not None and shard is None:
+        # Folding one row per person gives that row back: only the persons of d's upserts are
+        # folded again (every person, every day, was most of a quiet day's state cost).
+        today = history.partition_files(settings, "persons", d, since=d)
+        if not today and isinstance(prev, Path):
+            shutil.copyfile(prev, out)
+            return
+        copy_to_parquet(con, changed_attributes_sql(con, settings, d, prev, today), out)
+        return
+    upserts = person_upserts(settings, d, prev)
     if shard is not None:
         upserts = f"(SELECT * FROM {upserts} WHERE {shard.predicate()})"
-    copy_to_parquet(con, latest_attributes_sql(con, upserts), out_dir / history.PERSONS_FILE)
+    copy_to_parquet(con, latest_attributes_sql(con, upserts), out)
+
+
+def changed_attributes_sql(con, settings: Settings, d: date, prev, today: list[Path]) -> str:
+    """The fold of ``latest_attributes_sql`` over the attributes of d-1 (``prev``) and the upserts
+    of d (``today``), computed for the persons upserted on d only; the others' rows of ``prev`` are
+    kept as they are (same columns and types: the union by name widens them as the fold does)."""
+    today_rel = history.read_files(today, "(SELECT NULL::VARCHAR AS person_id WHERE false)")
+    today_ids = f"(SELECT person_id FROM {today_rel} WHERE person_id IS NOT NULL)"
+    upserts = person_upserts(settings, d, prev)
+    touched = f"(SELECT * FROM {upserts} WHERE person_id IN {today_ids})"
+    folded = latest_attributes_sql(con, touched, ordered=False)
+    kept = f"SELECT * FROM {history.read_file(prev)} WHERE person_id NOT IN {today_ids}"
+    return f"SELECT * FROM (({folded}) UNION ALL BY NAME ({kept})) ORDER BY person_id"
 
 
 def attribute_features_sql(con, attrs: str, alias: str) -> str:

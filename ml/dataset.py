@@ -35,7 +35,7 @@ from contactrank.features.lake import (
 )
 from contactrank.features.schema import FEATURE_PREFIX, LABEL_COLUMNS
 from contactrank.ml.model import encode
-from contactrank.ml.training_cache import training_table
+from contactrank.ml.training_cache import training_schema, training_table
 from contactrank.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -87,7 +87,8 @@ def labelled_days(settings: Settings, days: list[date], label: str) -> Iterator[
             continue
         pending.append((x, table))
         rows += table.num_rows
-    yield from _split_days(pending, label)
+    if pending:  # no days at all (a gate with no evidence days): nothing to split
+        yield from _split_days(pending, label)
 
 
 def _split_days(pending: list[tuple[date, pa.Table]], label: str) -> Iterator[tuple[date, pd.DataFrame]]:
@@ -115,6 +116,9 @@ def labelled(df: pd.DataFrame, label: str) -> pd.DataFrame:
 
 
 def partition_schema(settings: Settings, d: date) -> pa.Schema:
+    kept = training_schema(settings, d)  # a run asks for hundreds of days' schemas
+    if kept is not None:
+        return kept
     files = partition_files_of(settings, KIND, d)  # a sharded day: every shard has the same columns
     return pq.read_schema(files[0] if files else partition_dir(settings, KIND, d) / DATA_FILE)
 

@@ -53,6 +53,20 @@ def training_table(settings: Settings, d: date, columns: list[str] | None = None
     return table if columns is None else table.select(columns)
 
 
+def training_schema(settings: Settings, d: date) -> pa.Schema | None:
+    """The schema of the partition of ``d`` when its table is kept (None: read it from the file)."""
+    path = partition_dir(settings, KIND, d) / DATA_FILE
+    if not isinstance(path, Path) or settings.shards > 1:
+        return None
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    with _lock:
+        table = _tables.get((str(path), st.st_ino, st.st_mtime_ns, st.st_size))
+    return table.schema if table is not None else None
+
+
 def _keep(key: tuple[str, int, int, int], table: pa.Table) -> None:
     global _held
     with _lock:

@@ -40,8 +40,16 @@ def test_a_day_without_attempts_writes_the_training_table_the_full_queries_write
     quiet = [n for n in DAYS if n not in ATTEMPT_DAYS]
     assert all(feature_tables.no_attempts(settings, _day(n)) for n in quiet)
     assert not any(feature_tables.no_attempts(settings, _day(n)) for n in ATTEMPT_DAYS if n in DAYS)
+    feature_tables._EMPTY_TRAINING.clear()
+    computed = []
+    create = feature_tables.create_shared_rates
+    monkeypatch.setattr(feature_tables, "create_shared_rates", lambda *a: computed.append(a) or create(*a))
     for n in DAYS:
         build_features(settings, _day(n))
+    # once for each day's feature rows, once for its training rows unless the day is quiet like
+    # an earlier one: then that day's empty table is written again, without a query
+    assert len(computed) < 2 * len(DAYS) and len(feature_tables._EMPTY_TRAINING) >= 1
+    monkeypatch.setattr(feature_tables, "create_shared_rates", create)
 
     scanned = settings.replace(home=tmp_path / "scanned")
     history(scanned, ATTEMPT_DAYS, [394, *DAYS])

@@ -128,3 +128,18 @@ def test_partition_dates_lists_only_complete_date_partitions(settings) -> None:
     assert lake.partition_dates(settings, "attempts") == [date(2026, 1, 3), D]  # sorted
     (settings.lake / "afile").write_text("")
     assert lake.partition_dates(settings, "afile") == []
+
+
+def test_duckdb_connections_share_a_database_but_not_their_tables(settings, tmp_path) -> None:
+    first = lake.duckdb_connect(settings)
+    first.execute("CREATE TEMP TABLE day AS SELECT 1 AS x")
+    second = lake.duckdb_connect(settings)
+    assert second.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'day'").fetchone() == (0,)
+    first.close()
+    assert second.execute("SELECT 2").fetchone() == (2,)  # closing one leaves the others working
+    second.close()
+    other = settings.replace(home=tmp_path / "other", duckdb_threads=1, duckdb_memory_limit="1GB")
+    con = lake.duckdb_connect(other)  # other bounds: a database of their own
+    spill = con.execute("SELECT current_setting('temp_directory'), current_setting('threads')").fetchone()
+    assert spill == (str(other.home / "tmp" / "duckdb"), 1)
+    con.close()

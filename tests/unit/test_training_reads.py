@@ -59,6 +59,11 @@ def test_labelled_days_equal_each_day_read_alone(settings):
         pd.testing.assert_frame_equal(df, labelled(dataset.read_day(settings, x), label))
 
 
+def test_no_days_give_no_frames(settings):
+    # the gate asks for the evidence days after both models' fits: there may be none
+    assert list(labelled_days(settings, [], dataset.label_column(settings))) == []
+
+
 def test_a_rewritten_partition_is_read_again(settings):
     write_partition(settings, "training", D, pa.table({"label_reach": [1, 0, None], "x": [1.0, 2.0, 3.0]}))
     assert dataset.day_counts(settings, D) == (2, 1)
