@@ -42,13 +42,13 @@ def record_erasure(settings: Settings, person_hash: str, audit: Audit | None = N
     if audit is None:
         # the shared record first: from here on every worker drops the person; hashes this home
         # recorded before its lake was shared go along, so no earlier erasure stays local
-        shared = shared_erased_hashes(settings) if shared_erasures(settings) is not None else set()
         local = set(previous.column("person_hash").to_pylist()) if previous is not None else set()
-        body = json.dumps({"reason": "erasure", "erased_at": when}).encode()
-        for missing in sorted(({person_hash} | local) - shared):
-            share_erasure_record(settings, missing, body)
-    if audit is None and previous is not None and person_hash in previous.column("person_hash").to_pylist():
-        return
+        if shared_erasures(settings) is not None:
+            body = json.dumps({"reason": "erasure", "erased_at": when}).encode()
+            for missing in sorted(({person_hash} | local) - shared_erased_hashes(settings)):
+                share_erasure_record(settings, missing, body)
+        if person_hash in local:
+            return
     row = pa.table({"person_hash": [person_hash], "reason": ["erasure"], "erased_at": [when]})
     if previous is not None:
         others = previous.filter(pc.invert(pc.equal(previous.column("person_hash"), person_hash)))

@@ -147,9 +147,12 @@ def erased_hashes(settings: Settings) -> set[str]:
     return local | shared_erased_hashes(settings)
 
 
-def drop_erased(settings: Settings, table: pa.Table) -> tuple[pa.Table, int]:
-    """Remove rows of erased persons from a table with a person_id column; returns (table, dropped)."""
-    hashes = erased_hashes(settings)
+def drop_erased(settings: Settings, table: pa.Table, hashes: set[str] | None = None) -> tuple[pa.Table, int]:
+    """Remove rows of erased persons from a table with a person_id column; returns (table, dropped).
+
+    ``hashes``: the records already read (``erased_hashes``), so a caller filtering several tables
+    reads them, and lists the shared store, once."""
+    hashes = erased_hashes(settings) if hashes is None else hashes
     if not hashes or "person_id" not in table.column_names or table.num_rows == 0:
         return table, 0
     # one HMAC per distinct person, with the key read once (not per row: a 1M-row day took seconds)

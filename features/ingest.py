@@ -95,7 +95,7 @@ from contactrank.features.validate import (
     file_quarantine_row,
     row_quarantine,
 )
-from contactrank.privacy import drop_erased
+from contactrank.privacy import drop_erased, erased_hashes
 from contactrank.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -311,12 +311,13 @@ def _combine(settings: Settings, d: date, results: dict[str, KindResult]) -> _Da
     persons, persons_deduped = dedupe_persons(results["persons"].clean)
     # GDPR: a person erased earlier never re-enters the lake, whatever is delivered
     erased = {}
-    attempts, erased["attempts"] = drop_erased(settings, attempts)
-    contacts, erased["contacts"] = drop_erased(settings, contacts)
-    file_suppressions, erased["suppressions"] = drop_erased(settings, file_suppressions)
-    persons, erased["persons"] = drop_erased(settings, persons)
+    hashes = erased_hashes(settings)
+    attempts, erased["attempts"] = drop_erased(settings, attempts, hashes)
+    contacts, erased["contacts"] = drop_erased(settings, contacts, hashes)
+    file_suppressions, erased["suppressions"] = drop_erased(settings, file_suppressions, hashes)
+    persons, erased["persons"] = drop_erased(settings, persons, hashes)
     for result in results.values():
-        result.quarantine = [drop_erased(settings, q)[0] for q in result.quarantine]
+        result.quarantine = [drop_erased(settings, q, hashes)[0] for q in result.quarantine]
     deduped = {"attempts": attempts_deduped, "persons": persons_deduped}
     return _DayTables(attempts, contacts, file_suppressions, persons, deduped, erased)
 

@@ -121,7 +121,7 @@ def _publish(settings: Settings, d: date) -> dict:
     # before pseudonymising: the erasure records are keyed hashes of the raw ids
     persons_scored = _distinct_persons(table)
     seen = erased_hashes(settings)
-    table, erased_rows = drop_erased(settings, table)
+    table, erased_rows = drop_erased(settings, table, seen)
     erased_persons = persons_scored - _distinct_persons(table) if erased_rows else 0
     return _write_export(settings, d, table, report, erased_persons, seen)
 
@@ -143,8 +143,9 @@ def _write_part(settings: Settings, d: date, shard: Shard) -> dict:
     scores = read_scores(settings, d, shard)
     table = with_clock(settings, d, scores.select(CONTRACT_COLUMNS))
     persons_scored = _distinct_persons(table)
-    erasures = len(erased_hashes(settings))  # read before dropping: a later one is caught at commit
-    table, erased_rows = drop_erased(settings, table)
+    hashes = erased_hashes(settings)  # a later erasure is caught at commit
+    erasures = len(hashes)
+    table, erased_rows = drop_erased(settings, table, hashes)
     facts = {"shard": shard.folder, "rows": table.num_rows, "erasures_seen": erasures,
              "erased_persons": persons_scored - _distinct_persons(table) if erased_rows else 0}  # fmt: skip
     write_partition(settings, shard.kind(EXPORT_PARTS), d, table, {PART_FACTS: json.dumps(facts).encode()})
@@ -165,7 +166,7 @@ def _commit_parts(settings: Settings, d: date) -> dict:
     seen = erased_hashes(settings)
     if len(seen) > min(f["erasures_seen"] for f in facts):  # erased since a part
         before = _distinct_persons(table)
-        table, erased_rows = drop_erased(settings, table)
+        table, erased_rows = drop_erased(settings, table, seen)
         erased_persons += before - _distinct_persons(table) if erased_rows else 0
     return _write_export(settings, d, table, read_report(settings, d), erased_persons, seen)
 
@@ -193,7 +194,7 @@ def _write_export(
         (staging / "_SUCCESS").write_text("")
     now = erased_hashes(settings)
     if now - seen:
-        kept, late_rows = drop_erased(settings, raw)
+        kept, late_rows = drop_erased(settings, raw, now)
         if late_rows:
             late = _distinct_persons(raw) - _distinct_persons(kept)
             log.warning("%s: %d person(s) erased while the export was committed: committed again", d, late)
