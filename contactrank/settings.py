@@ -111,6 +111,9 @@ class Settings:
     cap_person_7d: int = 7
     cap_address_day: int = 3  # an address attempted this often on D rests on D+1
     explore_share: float = 0.05
+    # who picks best_hour: "profile" (the person's habit profile picks the bucket, the model the
+    # hour in it; ml/hours.py says why) or "model" (the highest model output alone)
+    hour_choice: Literal["profile", "model"] = "profile"
     explore_max_attempts: int = 2  # an address with at most this many attempts counts as untested
     score_batch_rows: int = 500_000  # candidate x hour rows per scoring batch (memory grows with it)
     # reason codes: "path" (Saabas attribution from one pred_leaf pass, fast) or "shap" (LightGBM

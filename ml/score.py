@@ -34,6 +34,7 @@ from contactrank.features.schema import CHANNELS, SCORED
 from contactrank.features.sql import read_parquet
 from contactrank.ml import explore, reasons
 from contactrank.ml.candidates import CANDIDATES_TABLE, read_suppressions, select_candidates
+from contactrank.ml.hours import HourBlock, HourProfile, best_hours, hour_scores
 from contactrank.ml.model import ContactModel
 from contactrank.ml.predictor import Predictor, feature_values, model_matrix
 from contactrank.ml.registry import load_champion
@@ -54,9 +55,6 @@ SCORES_SCHEMA = pa.schema(
 )
 REPORT_FILE = "_score_report.json"
 HOUR_LOG_FILE = "_hour_exploration.parquet"  # rank-1 rows that could explore an hour, with propensities
-# One block of candidate rows per allowed hour: (hour column, hour, candidate rows, offset in the stack).
-HourBlock = tuple[int, int, np.ndarray, int]
-HOUR_SMOOTHING = 1  # allowed neighbours on each side averaged into an hour's output (smooth_hours)
 
 
 def _load_model(
@@ -120,43 +118,6 @@ def _stack_hours(
     return stacked
 
 
-def smooth_hours(raws: np.ndarray) -> np.ndarray:
-    """Each allowed hour's output averaged with its allowed neighbours (``HOUR_SMOOTHING`` columns
-    on each side); -inf stays where the hour is not allowed.
-
-    True hour habits are smooth (a peak a few hours wide) while a tree's output jumps from one
-    hour to the next by what its splits on ``f_hour`` learned from a few thousand attempts each:
-    the argmax of the raw curve picks those jumps, and the score at it is the most optimistic
-    one. Averaging neighbours keeps the habit and halves the jumps.
-    """
-    allowed = np.isfinite(raws)
-    values = np.where(allowed, raws, 0.0)
-    num, den = values.copy(), allowed.astype(np.float64)
-    for k in range(1, HOUR_SMOOTHING + 1):
-        num[:, k:] += values[:, :-k]
-        den[:, k:] += allowed[:, :-k]
-        num[:, :-k] += values[:, k:]
-        den[:, :-k] += allowed[:, k:]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(allowed, num / np.maximum(den, 1.0), -np.inf)
-
-
-def _best_hours(raw: np.ndarray, raws: np.ndarray, blocks: list[HourBlock]) -> tuple[np.ndarray, np.ndarray]:
-    """Fill ``raws`` (candidates x hours) with the hour-smoothed outputs (``smooth_hours``) of the
-    stacked ones; return each candidate's best hour column and the stacked row that holds it."""
-    for j, _, rows, offset in blocks:
-        raws[rows, j] = raw[offset : offset + len(rows)]
-    raws[:] = smooth_hours(raws)
-    # The best hour by raw output: calibration is monotone, so this is also an argmax of the
-    # calibrated probability, but isotonic steps would turn many hours into ties.
-    best = raws.argmax(axis=1)  # first maximum: the earliest hour wins a tie
-    at_best = np.zeros(len(raws), dtype=np.int64)
-    for j, _, rows, offset in blocks:
-        sel = best[rows] == j
-        at_best[rows[sel]] = offset + np.flatnonzero(sel)
-    return best, at_best
-
-
 def _reason_codes(
     settings: Settings,
     model: ContactModel,
@@ -195,15 +156,16 @@ def score_frame(
     blocks, total = _hour_blocks(hours, allowed)
     reason = [reasons.BASELINE_CODE] * n
     best = np.zeros(n, dtype=np.int64)
+    inputs = HourInputs.of(df)
+    profile = HourProfile.of(settings, inputs, hour_of)
     if blocks:
-        stacked = _stack_hours(model, base, HourInputs.of(df), blocks, total, d + timedelta(days=1))
-        best, at_best = _best_hours(predictor.raw(stacked), raws, blocks)
+        stacked = _stack_hours(model, base, inputs, blocks, total, d + timedelta(days=1))
+        best, at_best = best_hours(predictor.raw(stacked), raws, blocks, profile)
         reason = _reason_codes(settings, model, stacked[at_best], hour_of[best], explainer)
     best_raw = raws[np.arange(n), best]
-    best_p = predictor.calibrate(np.where(np.isfinite(best_raw), best_raw, 0.0))
+    best_p = hour_scores(predictor, raws, best, profile)
     k, alt = _less_tried_hour(settings, d, df, allowed, best, hour_of)
-    alt_raw = raws[np.arange(n), alt]
-    alt_p = predictor.calibrate(np.where(np.isfinite(alt_raw), alt_raw, 0.0))
+    alt_p = hour_scores(predictor, raws, alt, profile)
     out = pd.DataFrame(
         {
             # Arrow-backed strings stay Arrow-backed: millions of Python str objects cost GiBs.

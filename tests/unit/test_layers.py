@@ -97,6 +97,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
         (
             "contactrank.ml.candidates",
             "contactrank.ml.predictor",
+            "contactrank.ml.hours",
             "contactrank.ml.score*",
             "contactrank.ml.explore",
             "contactrank.ml.reasons",

@@ -13,8 +13,9 @@ from helpers.s3 import overwrite
 
 from contactrank.errors import FailClosed, NotReady
 from contactrank.features.lake import partition_dir, read_partition, write_partition
+from contactrank.ml.hours import smooth_hours
 from contactrank.ml.model import ContactModel
-from contactrank.ml.score import read_report, score, smooth_hours
+from contactrank.ml.score import read_report, score
 
 D = date(2026, 11, 20)
 
@@ -436,3 +437,33 @@ def test_smooth_hours_averages_allowed_neighbours_only():
     out = smooth_hours(raws)
     np.testing.assert_allclose(out[0], [2.5, 2.0, 2.5, ninf, 3.0])
     np.testing.assert_allclose(out[1], [ninf, ninf, 5.0, 5.0, ninf])
+
+
+def with_hour_inputs(df: pd.DataFrame, morning_people: set[str]) -> pd.DataFrame:
+    """The stored personal-hour inputs: flat for everyone, a morning habit for ``morning_people``."""
+    from contactrank.features.context import CONTEXT_INPUTS
+
+    out = df.copy()
+    for c in CONTEXT_INPUTS:
+        out[c] = 0.2 if c.startswith(("f_g_", "f_p_hour_profile_")) else 0.0
+    morning = out["person_id"].isin(morning_people)
+    out.loc[morning, "f_p_hour_profile_morning"] = 0.5
+    out.loc[morning, "f_p_attempt_hour_morning"] = 3.0
+    return out
+
+
+def test_the_persons_habit_profile_picks_the_hour_the_model_does_not_know(settings, model):
+    """The model peaks at 19h for everyone; p1's habit profile says mornings: p1 is recommended a
+    morning hour, scored above its average hour, while the others keep the model's evening."""
+    write_world(settings, D, with_hour_inputs(features_frame(BASE), {"p1"}))
+    score(settings.replace(explore_share=0.0), D, model=model, model_info=INFO)
+    df = scored(settings)
+    assert df[df.person_id == "p1"].best_hour.between(8, 11).all()
+    assert df[df.person_id != "p1"].best_hour.between(18, 21).all()
+    by_model = score_again(settings.replace(explore_share=0.0, hour_choice="model"), model)
+    assert by_model.best_hour.between(18, 21).all()  # the model alone follows its own peak
+
+
+def score_again(settings, model) -> pd.DataFrame:
+    score(settings, D, model=model, model_info=INFO)
+    return scored(settings)

@@ -1,0 +1,120 @@
+"""The best hour of each candidate and the score at it, from the model's outputs at every allowed hour.
+
+Two choices (``settings.hour_choice``):
+
+- ``profile`` (default): the person's habit profile (``f_p_hour_profile_<bucket>``, the expected
+  reach rate of each hour bucket under the posterior over the habit profiles fitted to everyone's
+  bucket counts; docs/features.md) picks the bucket, the model's smoothed output picks the hour
+  within it. The score is the model's probability at the person's average allowed hour times the
+  profile's lift of the chosen bucket, a lift above 1 only where the person has been tried.
+- ``model``: the hour with the highest smoothed model output, scored by the model alone.
+
+Why the profile decides: judged against the truth of simulated worlds, the argmax of the model's
+curve over hours realised less of the hour gain than one fixed hour for everyone. A person has a
+handful of attempts and one or two answers in their history; a tree reads them through noisy
+per-bucket rates, and its curve's maximum lands on that noise. The profile posterior weighs the
+same counts against a few shapes learned from everyone, which is the estimate the trees lack.
+The model's own output at the profile's hour underrates it for the same reason, so the score
+takes the hour from the profile too: the model says how reachable the address is, the profile
+how much better the chosen hour is than the person's average. An untried bucket is never scored
+above the average: the profile's lift there is the population's guess, not the person's.
+docs/benchmarks.md has the figures.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from contactrank.features.context import HourInputs, bucket_index
+from contactrank.ml.predictor import Predictor
+from contactrank.settings import Settings
+
+# One block of candidate rows per allowed hour: (hour column, hour, candidate rows, offset in the stack).
+HourBlock = tuple[int, int, np.ndarray, int]
+HOUR_SMOOTHING = 1  # allowed neighbours on each side averaged into an hour's output (smooth_hours)
+
+
+def smooth_hours(raws: np.ndarray) -> np.ndarray:
+    """Each allowed hour's output averaged with its allowed neighbours (``HOUR_SMOOTHING`` columns
+    on each side); -inf stays where the hour is not allowed.
+
+    True hour habits are smooth (a peak a few hours wide) while a tree's output jumps from one
+    hour to the next by what its splits on ``f_hour`` learned from a few thousand attempts each:
+    the argmax of the raw curve picks those jumps, and the score at it is the most optimistic
+    one. Averaging neighbours keeps the habit and halves the jumps.
+    """
+    allowed = np.isfinite(raws)
+    values = np.where(allowed, raws, 0.0)
+    num, den = values.copy(), allowed.astype(np.float64)
+    for k in range(1, HOUR_SMOOTHING + 1):
+        num[:, k:] += values[:, :-k]
+        den[:, k:] += allowed[:, :-k]
+        num[:, :-k] += values[:, k:]
+        den[:, :-k] += allowed[:, k:]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(allowed, num / np.maximum(den, 1.0), -np.inf)
+
+
+class HourProfile:
+    """The person's habit profile read at each allowed hour of the candidates (candidates x hours)."""
+
+    def __init__(self, inputs: HourInputs, hour_of: np.ndarray):
+        buckets = bucket_index(hour_of.astype("float64"))
+        self.rate = np.nan_to_num(inputs.profile[:, buckets], nan=0.0)
+        self.tried = inputs.person_attempts[:, buckets] > 0
+
+    @classmethod
+    def of(cls, settings: Settings, inputs: HourInputs | None, hour_of: np.ndarray) -> HourProfile | None:
+        """The profile when the settings choose hours by it and the candidates carry it."""
+        if settings.hour_choice != "profile" or inputs is None:
+            return None
+        return cls(inputs, hour_of)
+
+    def lift(self, raws: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        """The profile's rate at column ``cols`` of each row over its mean across the row's allowed
+        hours; at most 1 where the person has no attempt in that hour's bucket."""
+        rows = np.arange(len(raws))
+        allowed = np.isfinite(raws)
+        mean = np.where(allowed, self.rate, 0.0).sum(axis=1) / np.maximum(allowed.sum(axis=1), 1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            lift = np.nan_to_num(self.rate[rows, cols] / mean, nan=1.0, posinf=1.0)
+        return np.where(self.tried[rows, cols], lift, np.minimum(lift, 1.0))
+
+
+def best_hours(
+    raw: np.ndarray, raws: np.ndarray, blocks: list[HourBlock], profile: HourProfile | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Fill ``raws`` (candidates x hours) with the hour-smoothed outputs (``smooth_hours``) of the
+    stacked ones; return each candidate's best hour column and the stacked row that holds it.
+
+    By raw output, not calibrated probability: calibration is monotone, so the argmax is the same,
+    but isotonic steps would turn many hours into ties. With a profile, only the hours of the
+    allowed bucket the profile rates highest compete.
+    """
+    for j, _, rows, offset in blocks:
+        raws[rows, j] = raw[offset : offset + len(rows)]
+    raws[:] = smooth_hours(raws)
+    choice = raws
+    if profile is not None:
+        rate = np.where(np.isfinite(raws), profile.rate, -np.inf)
+        top = rate >= rate.max(axis=1, keepdims=True) - 1e-9
+        choice = np.where(top, raws, -np.inf)
+    best = choice.argmax(axis=1)  # first maximum: the earliest hour wins a tie
+    at_best = np.zeros(len(raws), dtype=np.int64)
+    for j, _, rows, offset in blocks:
+        sel = best[rows] == j
+        at_best[rows[sel]] = offset + np.flatnonzero(sel)
+    return best, at_best
+
+
+def hour_scores(
+    predictor: Predictor, raws: np.ndarray, cols: np.ndarray, profile: HourProfile | None
+) -> np.ndarray:
+    """The probability of each candidate at its hour column ``cols`` (see the module docstring)."""
+    rows = np.arange(len(raws))
+    if profile is None:
+        at = raws[rows, cols]
+        return predictor.calibrate(np.where(np.isfinite(at), at, 0.0))
+    allowed = np.isfinite(raws)
+    mean = np.where(allowed, raws, 0.0).sum(axis=1) / np.maximum(allowed.sum(axis=1), 1)
+    return predictor.calibrate(mean) * profile.lift(raws, cols)

@@ -1,0 +1,114 @@
+"""The best hour and its score: the habit profile picks the bucket, the model the hour within it."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from contactrank.features.context import HourInputs, bucket_index
+from contactrank.features.daily_aggregates import BUCKETS
+from contactrank.ml.hours import HourProfile, best_hours, hour_scores
+from contactrank.settings import Settings
+
+HOURS = np.arange(8, 22)
+NAMES = list(BUCKETS)
+
+
+class _Identity:
+    """A predictor without a calibrator: the raw output is the probability."""
+
+    def calibrate(self, raw):
+        return np.clip(np.asarray(raw, dtype=np.float64), 0.0, 1.0)
+
+
+def inputs(profile: list[dict[str, float]], tried: list[dict[str, int]]) -> HourInputs:
+    """Hour inputs of one candidate per entry: bucket rates of the profile, the person's attempts."""
+    n, b = len(profile), len(NAMES)
+    zeros = np.zeros((n, b))
+    rate = np.array([[p.get(k, 0.1) for k in NAMES] for p in profile])
+    attempts = np.array([[t.get(k, 0) for k in NAMES] for t in tried], dtype=float)
+    return HourInputs(zeros + 0.2, np.full(n, 0.2), attempts, zeros, zeros, zeros, rate)
+
+
+def blocks_of(n: int) -> list:
+    """Every hour allowed for every candidate: the stack is hour by hour, candidates in order."""
+    rows = np.arange(n)
+    return [(j, int(h), rows, j * n) for j, h in enumerate(HOURS)]
+
+
+def stack(curves: np.ndarray) -> np.ndarray:
+    """(candidates x hours) outputs in the stacked order of ``blocks_of``."""
+    return curves.T.reshape(-1)
+
+
+def test_the_profile_picks_the_bucket_and_the_model_the_hour_within_it():
+    # the model peaks at 19h for both; the first person's profile says mornings
+    curve = 0.2 + 0.1 * np.exp(-((HOURS - 19.0) ** 2) / 4) + 0.01 * np.exp(-((HOURS - 10.0) ** 2))
+    curves = np.vstack([curve, curve])
+    hi = inputs([{"morning": 0.4}, {}], [{"morning": 3}, {}])
+    profile = HourProfile(hi, HOURS)
+    raws = np.full(curves.shape, -np.inf)
+    best, at_best = best_hours(stack(curves), raws, blocks_of(2), profile)
+    hours = HOURS[best]
+    assert 8 <= hours[0] <= 11 and bucket_index(hours[:1].astype(float))[0] == NAMES.index("morning")
+    assert hours[0] == HOURS[np.argmax(np.where((HOURS >= 8) & (HOURS <= 11), raws[0], -np.inf))]
+    # a flat profile leaves the choice to the model: its (smoothed) peak
+    assert hours[1] == HOURS[np.argmax(raws[1])] == 19
+    assert at_best[1] == best[1] * 2 + 1  # the stacked row of that hour
+
+
+def test_without_a_profile_the_model_alone_picks_and_scores():
+    curve = 0.1 + 0.01 * (HOURS == 15)
+    raws = np.full((1, HOURS.size), -np.inf)
+    best, _ = best_hours(stack(curve[None, :]), raws, blocks_of(1), None)
+    assert HOURS[best[0]] in (14, 15, 16)  # smoothing spreads the peak; the earliest maximum wins
+    assert hour_scores(_Identity(), raws, best, None)[0] == pytest.approx(raws[0, best[0]])
+
+
+def test_the_score_is_the_average_hour_times_the_profiles_lift():
+    curve = np.linspace(0.1, 0.3, HOURS.size)
+    hi = inputs([{"morning": 0.4, "evening": 0.05}], [{"morning": 2, "evening": 4}])
+    profile = HourProfile(hi, HOURS)
+    raws = np.full((1, HOURS.size), -np.inf)
+    best, _ = best_hours(stack(curve[None, :]), raws, blocks_of(1), profile)
+    rate = profile.rate[0]
+    expected = raws[0].mean() * rate[best[0]] / rate.mean()
+    assert hour_scores(_Identity(), raws, best, profile)[0] == pytest.approx(expected)
+
+
+def test_an_untried_bucket_is_never_scored_above_the_persons_average():
+    curve = np.full(HOURS.size, 0.2)
+    # the profile rates the evening highest, but the person was never tried there
+    hi = inputs([{"evening": 0.5, "morning": 0.1}], [{"morning": 5}])
+    profile = HourProfile(hi, HOURS)
+    raws = np.full((1, HOURS.size), -np.inf)
+    best, _ = best_hours(stack(curve[None, :]), raws, blocks_of(1), profile)
+    assert bucket_index(HOURS[best].astype(float))[0] == NAMES.index("evening")
+    assert hour_scores(_Identity(), raws, best, profile)[0] == pytest.approx(0.2)
+    # tried there, the lift counts
+    tried = HourProfile(inputs([{"evening": 0.5, "morning": 0.1}], [{"evening": 1}]), HOURS)
+    assert hour_scores(_Identity(), raws, best, tried)[0] > 0.2
+
+
+def test_hours_not_allowed_are_never_chosen_even_when_the_profile_prefers_them():
+    curve = np.full(HOURS.size, 0.2)
+    hi = inputs([{"evening": 0.6}], [{"evening": 3}])
+    profile = HourProfile(hi, HOURS)
+    raws = np.full((1, HOURS.size), -np.inf)
+    allowed = HOURS <= 16  # e.g. a channel's hours end before the evening
+    rows = np.arange(1)
+    blocks = [
+        (j, int(h), rows, k) for k, (j, h) in enumerate((j, h) for j, h in enumerate(HOURS) if allowed[j])
+    ]
+    best, _ = best_hours(curve[allowed], raws, blocks, profile)
+    assert HOURS[best[0]] <= 16
+    assert np.isfinite(hour_scores(_Identity(), raws, best, profile)[0])
+
+
+def test_the_setting_chooses():
+    hi = inputs([{}], [{}])
+    assert HourProfile.of(Settings(), hi, HOURS) is not None  # the default
+    assert HourProfile.of(Settings(hour_choice="model"), hi, HOURS) is None
+    assert HourProfile.of(SimpleNamespace(hour_choice="profile"), None, HOURS) is None  # no inputs
