@@ -4,9 +4,11 @@ Two choices (``settings.hour_choice``):
 
 - ``profile`` (default): the person's habit profile (``f_p_hour_profile_<bucket>``, the expected
   reach rate of each hour bucket under the posterior over the habit profiles fitted to everyone's
-  bucket counts; docs/features.md) picks the bucket, the model's smoothed output picks the hour
-  within it. The score is the model's probability at the person's average allowed hour times the
-  profile's lift of the chosen bucket, a lift above 1 only where the person has been tried.
+  bucket counts; docs/features.md) picks the bucket; the hour is the middle of that bucket's
+  allowed hours (the earlier of two). A profile alike at every allowed hour leaves the choice to
+  the model. The score is the model's probability at the person's
+  average allowed hour times the profile's lift of the chosen bucket, a lift above 1 only where
+  the person has been tried.
 - ``model``: the hour with the highest smoothed model output, scored by the model alone.
 
 Why the profile decides: judged against the truth of simulated worlds, the argmax of the model's
@@ -14,7 +16,11 @@ curve over hours realised less of the hour gain than one fixed hour for everyone
 handful of attempts and one or two answers in their history; a tree reads them through noisy
 per-bucket rates, and its curve's maximum lands on that noise. The profile posterior weighs the
 same counts against a few shapes learned from everyone, which is the estimate the trees lack.
-The model's own output at the profile's hour underrates it for the same reason, so the score
+Why the middle: the profile knows buckets, not hours, and within a bucket the model's curve was
+worse than no preference on every judged world. It leans to a bucket's first hours, because the
+history it learns from comes from a dialer that tries again later the same day only after a
+failure, so later hours carry the tired, already-missed retries.
+The model's own output at the profile's hour underrates it for the same reasons, so the score
 takes the hour from the profile too: the model says how reachable the address is, the profile
 how much better the chosen hour is than the person's average. An untried bucket is never scored
 above the average: the profile's lift there is the population's guess, not the person's.
@@ -96,15 +102,26 @@ def best_hours(
     raws[:] = smooth_hours(raws)
     choice = raws
     if profile is not None:
-        rate = np.where(np.isfinite(raws), profile.rate, -np.inf)
-        top = rate >= rate.max(axis=1, keepdims=True) - 1e-9
-        choice = np.where(top, raws, -np.inf)
+        choice = _middle_of_best_bucket(raws, profile)
     best = choice.argmax(axis=1)  # first maximum: the earliest hour wins a tie
     at_best = np.zeros(len(raws), dtype=np.int64)
     for j, _, rows, offset in blocks:
         sel = best[rows] == j
         at_best[rows[sel]] = offset + np.flatnonzero(sel)
     return best, at_best
+
+
+def _middle_of_best_bucket(raws: np.ndarray, profile: HourProfile) -> np.ndarray:
+    """A preference over the columns: the allowed hours of the bucket the profile rates highest,
+    the one nearest the middle of them first; -inf elsewhere. A profile that rates every allowed
+    hour alike says nothing (no hour in the data): the model's output decides there."""
+    allowed = np.isfinite(raws)
+    rate = np.where(allowed, profile.rate, -np.inf)
+    top = allowed & (rate >= rate.max(axis=1, keepdims=True) - 1e-9)
+    cols = np.arange(raws.shape[1])[None, :]
+    middle = (np.where(top, cols, raws.shape[1]).min(axis=1) + np.where(top, cols, -1).max(axis=1)) / 2.0
+    flat = (top == allowed).all(axis=1, keepdims=True)
+    return np.where(flat, raws, np.where(top, -np.abs(cols - middle[:, None]), -np.inf))
 
 
 def hour_scores(

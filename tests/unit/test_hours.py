@@ -43,8 +43,9 @@ def stack(curves: np.ndarray) -> np.ndarray:
     return curves.T.reshape(-1)
 
 
-def test_the_profile_picks_the_bucket_and_the_model_the_hour_within_it():
-    # the model peaks at 19h for both; the first person's profile says mornings
+def test_the_profile_picks_the_bucket_and_the_hour_is_its_middle():
+    # the model peaks at 19h for both and leans to 10h in the mornings; the first person's
+    # profile says mornings: the middle of 8-11 (the earlier of 9 and 10), not the model's 10h
     curve = 0.2 + 0.1 * np.exp(-((HOURS - 19.0) ** 2) / 4) + 0.01 * np.exp(-((HOURS - 10.0) ** 2))
     curves = np.vstack([curve, curve])
     hi = inputs([{"morning": 0.4}, {}], [{"morning": 3}, {}])
@@ -52,11 +53,21 @@ def test_the_profile_picks_the_bucket_and_the_model_the_hour_within_it():
     raws = np.full(curves.shape, -np.inf)
     best, at_best = best_hours(stack(curves), raws, blocks_of(2), profile)
     hours = HOURS[best]
-    assert 8 <= hours[0] <= 11 and bucket_index(hours[:1].astype(float))[0] == NAMES.index("morning")
-    assert hours[0] == HOURS[np.argmax(np.where((HOURS >= 8) & (HOURS <= 11), raws[0], -np.inf))]
-    # a flat profile leaves the choice to the model: its (smoothed) peak
+    assert hours[0] == 9
+    # a flat profile says nothing: the model's (smoothed) peak
     assert hours[1] == HOURS[np.argmax(raws[1])] == 19
     assert at_best[1] == best[1] * 2 + 1  # the stacked row of that hour
+
+
+def test_the_middle_is_taken_over_the_buckets_allowed_hours():
+    hi = inputs([{"evening": 0.5}], [{"evening": 2}])
+    profile = HourProfile(hi, HOURS)
+    raws = np.full((1, HOURS.size), -np.inf)
+    allowed = HOURS <= 20  # e.g. sms until 20h: the evening is 18-20, its middle 19h
+    rows = np.arange(1)
+    blocks = [(j, int(h), rows, k) for k, j in enumerate(np.flatnonzero(allowed)) for h in [HOURS[j]]]
+    best, _ = best_hours(np.full(allowed.sum(), 0.2), raws, blocks, profile)
+    assert HOURS[best[0]] == 19
 
 
 def test_without_a_profile_the_model_alone_picks_and_scores():

@@ -453,12 +453,12 @@ def with_hour_inputs(df: pd.DataFrame, morning_people: set[str]) -> pd.DataFrame
 
 
 def test_the_persons_habit_profile_picks_the_hour_the_model_does_not_know(settings, model):
-    """The model peaks at 19h for everyone; p1's habit profile says mornings: p1 is recommended a
-    morning hour, scored above its average hour, while the others keep the model's evening."""
+    """The model peaks at 19h for everyone; p1's habit profile says mornings: p1 is recommended the
+    middle of the morning, while the others (a flat profile) keep the model's evening."""
     write_world(settings, D, with_hour_inputs(features_frame(BASE), {"p1"}))
     score(settings.replace(explore_share=0.0), D, model=model, model_info=INFO)
     df = scored(settings)
-    assert df[df.person_id == "p1"].best_hour.between(8, 11).all()
+    assert df[df.person_id == "p1"].best_hour.eq(9).all()
     assert df[df.person_id != "p1"].best_hour.between(18, 21).all()
     by_model = score_again(settings.replace(explore_share=0.0, hour_choice="model"), model)
     assert by_model.best_hour.between(18, 21).all()  # the model alone follows its own peak
