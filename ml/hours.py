@@ -6,9 +6,8 @@ Two choices (``settings.hour_choice``):
   reach rate of each hour bucket under the posterior over the habit profiles fitted to everyone's
   bucket counts; docs/features.md) picks the bucket; the hour is the middle of that bucket's
   allowed hours (the earlier of two). A profile alike at every allowed hour leaves the choice to
-  the model. The score is the model's probability at the person's
-  average allowed hour times the profile's lift of the chosen bucket, a lift above 1 only where
-  the person has been tried.
+  the model. The score is the model's probability at the person's average allowed hour times the
+  profile's lift of the chosen bucket, a lift above 1 only where the person has been tried.
 - ``model``: the hour with the highest smoothed model output, scored by the model alone.
 
 Why the profile decides: judged against the truth of simulated worlds, the argmax of the model's
@@ -94,8 +93,8 @@ def best_hours(
     stacked ones; return each candidate's best hour column and the stacked row that holds it.
 
     By raw output, not calibrated probability: calibration is monotone, so the argmax is the same,
-    but isotonic steps would turn many hours into ties. With a profile, only the hours of the
-    allowed bucket the profile rates highest compete.
+    but isotonic steps would turn many hours into ties. With a profile, the middle of the allowed
+    bucket it rates highest (``_middle_of_best_bucket``).
     """
     for j, _, rows, offset in blocks:
         raws[rows, j] = raw[offset : offset + len(rows)]
