@@ -2,16 +2,14 @@
 
 A small simulated world is run by the real CLI, in a subprocess, once on a local home and once with
 ``lake_uri``/``exports_uri`` on S3: every lake table and export is the same, row for row. A step
-killed while uploading leaves the committed partition as it was; its rerun collects the upload.
+killed while uploading is tested on both backends with the other faults (test_faults.py).
 """
 
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
-import time
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -19,7 +17,6 @@ import pytest
 from helpers.homes import snapshot as _snapshot
 from helpers.s3 import AWS_UNSET, aws_env, new_bucket, s3_uris
 
-from contactrank import storage
 from contactrank.features.simulate import simulate
 from contactrank.settings import load_settings
 
@@ -115,33 +112,3 @@ def test_pipeline_on_s3_equals_local(runs, aws) -> None:
     assert sorted(remote) == sorted(local)
     assert remote == local
     assert not (s3_home / "lake").exists() and not (s3_home / "exports").exists()
-
-
-@pytest.mark.parametrize(("step", "kind"), [("ingest", "attempts"), ("features", "features")])
-def test_step_killed_while_uploading_keeps_the_committed_partition(
-    runs, aws, world: Path, step: str, kind: str
-) -> None:
-    """SIGKILL once the rerun's upload of ``kind`` has started: readers see the committed version;
-    the next run deletes the upload and commits anew, with the same content."""
-    _, s3_home, extra = runs
-    settings = _settings(s3_home, extra)
-    folder = settings.lake / kind / f"date={LAST}"
-    before = _snapshot(settings)
-    committed = storage.committed(folder).version
-    proc = _cli(s3_home, world, extra, step, "--date", LAST.isoformat())
-    deadline = time.monotonic() + 600
-    try:
-        while proc.poll() is None and time.monotonic() < deadline:
-            versions = [p.name for p in folder.iterdir() if p.name.startswith(storage.VERSION_PREFIX)]
-            if any(v != committed for v in versions):
-                os.kill(proc.pid, signal.SIGKILL)
-                break
-            time.sleep(0.02)
-    finally:
-        proc.communicate(timeout=120)
-    if proc.returncode == -signal.SIGKILL and storage.committed(folder).version == committed:
-        assert storage.collect_uncommitted(settings.lake, dry_run=True)  # the upload is there, unseen
-    assert _snapshot(settings) == before  # readers see the committed version, whole
-    _done(_cli(s3_home, world, extra, step, "--date", LAST.isoformat()))
-    assert storage.collect_uncommitted(settings.lake, dry_run=True) == []
-    assert _snapshot(settings) == before
