@@ -115,6 +115,9 @@ class Settings:
     # hour in it; ml/hours.py says why) or "model" (the highest model output alone)
     hour_choice: Literal["profile", "model"] = "profile"
     explore_max_attempts: int = 2  # an address with at most this many attempts counts as untested
+    # an untested address is explored only when its score is at least this share of the greedy
+    # top's (0 explores every untested address; ml/explore.py says why)
+    explore_min_score_ratio: float = 0.5
     score_batch_rows: int = 500_000  # candidate x hour rows per scoring batch (memory grows with it)
     # reason codes: "path" (Saabas attribution from one pred_leaf pass, fast) or "shap" (LightGBM
     # pred_contrib, exact TreeSHAP, far slower: fine for small files, too slow for millions of rows)

@@ -6,7 +6,10 @@ Policy, per person and independently of everyone else:
    then score descending, then the raw model output descending (a stepwise calibrator makes
    ties), then ``contact_id`` ascending. The greedy top ``g`` is the exploit choice.
 2. The person's *explorable* addresses ``U`` are the other valid addresses with at most
-   ``settings.explore_max_attempts`` attempts ever (``n_attempts``).
+   ``settings.explore_max_attempts`` attempts ever (``n_attempts``) whose score is at least
+   ``settings.explore_min_score_ratio`` times the score of ``g``. An untested address the model
+   already rates far below ``g`` is rarely the best one, and promoting it costs the most: the
+   plausible ones carry most of what exploring can teach at a fraction of the price.
 3. If ``U`` is not empty, with probability ``eps = settings.explore_share`` one address of ``U``,
    drawn uniformly, is promoted to rank 1 (``explore=True``, reason ``explore``); ``g`` becomes
    rank 2 and the rest keep the greedy order. Otherwise ``g`` is rank 1.
@@ -56,6 +59,9 @@ def apply(frame: pd.DataFrame, settings: Settings, d: date) -> pd.DataFrame:
     eps = float(settings.explore_share)
     if not 0.0 <= eps < 1.0:
         raise ValueError(f"setting 'explore_share' must be in [0, 1): {eps}")
+    ratio = float(settings.explore_min_score_ratio)
+    if not 0.0 <= ratio <= 1.0:
+        raise ValueError(f"setting 'explore_min_score_ratio' must be in [0, 1]: {ratio}")
     keys, ascending = ["person_id", "_invalid", "score", "contact_id"], [True, True, False, True]
     if "_raw" in frame.columns:  # the uncalibrated output breaks the ties of a stepwise calibrator
         keys, ascending = (
@@ -77,12 +83,14 @@ def apply(frame: pd.DataFrame, settings: Settings, d: date) -> pd.DataFrame:
     person = df["person_id"].to_numpy()
     greedy_rank = (df.groupby("person_id", sort=False).cumcount() + 1).to_numpy()
     start = np.flatnonzero(greedy_rank == 1)  # first row of each person
+    person_idx = np.cumsum(greedy_rank == 1) - 1  # 0..n_persons-1 per row
+    score = df["score"].to_numpy(dtype=np.float64)
     explorable = (
         (greedy_rank > 1)
         & ~df["_invalid"].to_numpy(dtype=bool)
         & (df["_n_attempts"].fillna(0).to_numpy() <= settings.explore_max_attempts)
+        & (score >= ratio * score[start][person_idx])
     )
-    person_idx = np.cumsum(greedy_rank == 1) - 1  # 0..n_persons-1 per row
     k = np.bincount(person_idx, weights=explorable, minlength=len(start)).astype(np.int64)
 
     persons = person[start]

@@ -18,7 +18,9 @@ Target policies, each a probability pi(a|x) over the person's listed addresses:
   (``f_c_days_since_reach``), ties and never-reached persons by greedy order.
 
 IPS = mean(w r) with w = pi/p; SNIPS = sum(w r) / sum(w). Confidence intervals are normal
-approximations: var(w r)/n for IPS, the delta method for SNIPS.
+approximations: var(w r)/n for IPS, the delta method for SNIPS. ``support``: the mean, over the
+logged persons, of the target's probability on addresses the logging policy could put at rank 1
+(propensity > 0); below 1 the estimate values only that part of the target policy.
 """
 
 from __future__ import annotations
@@ -148,15 +150,21 @@ def evaluate_policy(settings: Settings, start: date, end: date, policy: str = "m
                 raise NotReady(f"policy last_success needs features/date={x}")
             rows = rows.merge(feats.to_pandas(), on=["person_id", "contact_id"], how="left")
         rows["_pi"] = target_probability(rows, policy).to_numpy()
+        # the target's mass on addresses the logging policy could have put at rank 1
+        supported = rows["_pi"] * (rows["propensity"] > 0)
+        rows["_support"] = supported.groupby(rows["person_id"]).transform("sum")
         logged = rows[rows["rank"] == 1]
         outcomes = _outcomes(settings, x + timedelta(days=1))
         joined = logged.merge(outcomes, on=["person_id", "contact_id"], how="inner")
         joined["date"] = x.isoformat()
-        logs.append(joined[["date", "person_id", "contact_id", "propensity", "_pi", "reward"]])
+        logs.append(joined[["date", "person_id", "contact_id", "propensity", "_pi", "_support", "reward"]])
         days += 1
     if not logs:
         raise NotReady(f"no published priority file with outcomes between {start} and {end}")
     log_df = pd.concat(logs, ignore_index=True)
     log_df = log_df[log_df["propensity"] > 0]
     out = estimate(log_df["reward"].to_numpy(), log_df["propensity"].to_numpy(), log_df["_pi"].to_numpy())
+    # IPS values only what the log supports: a target that ranks first an address the logging
+    # policy never would (propensity 0) is not valued there, so say how much of it that is
+    out["support"] = float(log_df["_support"].mean()) if len(log_df) else 0.0
     return {"policy": policy, "start": start.isoformat(), "end": end.isoformat(), "days": days, **out}

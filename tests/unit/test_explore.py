@@ -41,7 +41,7 @@ def test_deterministic_for_seed_and_date_and_independent_of_row_order(settings):
 
 def test_share_of_exploring_persons_matches_the_setting(settings):
     pop = population(20000)
-    s = settings.replace(explore_share=0.1)
+    s = settings.replace(explore_share=0.1, explore_min_score_ratio=0.0)
     out = explore.apply(pop, s, D)
     eligible = out[(out._greedy_rank > 1) & (out._n_attempts <= s.explore_max_attempts)].person_id.nunique()
     explored = out[out.explore]
@@ -54,7 +54,7 @@ def test_share_of_exploring_persons_matches_the_setting(settings):
 
 def test_propensities_are_exact_probabilities(settings):
     pop = population(250, seed=5)
-    s = settings.replace(explore_share=0.3)
+    s = settings.replace(explore_share=0.3, explore_min_score_ratio=0.0)
     first = explore.apply(pop, s, D)
     top = first[first["rank"] == 1]
     assert ((top.propensity > 0) & (top.propensity <= 1)).all()
@@ -85,7 +85,7 @@ def test_rank_moves_the_greedy_top_to_second_when_exploring(settings):
             "reason": ["x"] * 4,
         }
     )
-    s = settings.replace(explore_share=0.999)
+    s = settings.replace(explore_share=0.999, explore_min_score_ratio=0.0)
     out = explore.apply(pop, s, D).set_index("contact_id")
     assert list(out.sort_values("rank").index) == ["c", "a", "b", "d"]
     assert out.loc["c", "explore"] and out.loc["c", "reason"] == "explore"
@@ -93,6 +93,30 @@ def test_rank_moves_the_greedy_top_to_second_when_exploring(settings):
     assert out.loc["b", "propensity"] == 0 and out.loc["d", "propensity"] == 0
     none = explore.apply(pop, settings.replace(explore_share=0.0), D).set_index("contact_id")
     assert list(none.sort_values("rank").index) == ["a", "b", "c", "d"] and none.loc["a", "propensity"] == 1.0
+
+
+def test_only_an_untested_address_rated_near_the_top_is_explored(settings):
+    # b is rated at 0.6 of the top, c at 0.3: with the ratio 0.5 only b may take rank 1
+    pop = pd.DataFrame(
+        {
+            "person_id": ["p"] * 3,
+            "contact_id": ["a", "b", "c"],
+            "score": [0.5, 0.3, 0.15],
+            "_invalid": [False] * 3,
+            "_n_attempts": [9, 0, 0],
+            "reason": ["x"] * 3,
+        }
+    )
+    s = settings.replace(explore_share=0.999, explore_min_score_ratio=0.5)
+    out = explore.apply(pop, s, D).set_index("contact_id")
+    assert out.loc["b", "explore"] and out.loc["b", "propensity"] == 0.999
+    assert out.loc["c", "propensity"] == 0 and out.loc["a", "propensity"] == 1 - 0.999
+    assert np.isclose(out.propensity.sum(), 1.0)
+    every = explore.apply(pop, s.replace(explore_min_score_ratio=0.0), D).set_index("contact_id")
+    assert every.loc["b", "propensity"] == every.loc["c", "propensity"] == 0.999 / 2
+    # nothing plausible to explore: the greedy top keeps rank 1 with certainty
+    alone = explore.apply(pop[pop.contact_id != "b"], s, D).set_index("contact_id")
+    assert alone.loc["a", "rank"] == 1 and alone.loc["a", "propensity"] == 1.0 and not alone.explore.any()
 
 
 def test_person_without_untested_address_keeps_propensity_one(settings):

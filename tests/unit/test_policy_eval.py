@@ -155,3 +155,12 @@ def test_evaluate_policy_joins_rank1_rows_to_next_day_outcomes(settings):
         pe.evaluate_policy(settings, D, D, policy="nope")
     with pytest.raises(NotReady):
         pe.evaluate_policy(settings, D + timedelta(days=5), D + timedelta(days=6))
+
+
+def test_evaluate_policy_says_how_much_of_the_target_the_log_supports(settings):
+    # b was never a possible rank 1 (propensity 0): a uniform target puts half its mass there
+    publish_day(settings, D, [("p1", "a", 1, 0.7, 1.0, False), ("p1", "b", 2, 0.2, 0.0, False)])
+    attempts(settings, D + timedelta(days=1), [("p1", "a", "right_party")])
+    assert pe.evaluate_policy(settings, D, D, policy="model")["support"] == 1.0
+    rnd = pe.evaluate_policy(settings, D, D, policy="random")
+    assert rnd["support"] == 0.5 and rnd["ips"] == pytest.approx(0.5)
