@@ -29,14 +29,42 @@ docs/benchmarks.md has the figures.
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 
 from contactrank.features.context import HourInputs, bucket_index
+from contactrank.features.schema import CHANNELS
 from contactrank.ml.predictor import Predictor
 from contactrank.settings import Settings
 
 # One block of candidate rows per allowed hour: (hour column, hour, candidate rows, offset in the stack).
 HourBlock = tuple[int, int, np.ndarray, int]
 HOUR_SMOOTHING = 1  # allowed neighbours on each side averaged into an hour's output (smooth_hours)
+
+
+def allowed_hours(
+    settings: Settings, channels: pd.Series, shift: np.ndarray | None = None
+) -> tuple[list[int], np.ndarray]:
+    """All hours some row may take, in the recorded clock, and a (rows x hours) mask of each row's:
+    the hours allowed for its channel in the person's own clock, ``shift`` hours ahead of the
+    recorded one (``timezones.clock_shifts``; none: the same clock)."""
+    names = sorted(set(CHANNELS) | set(channels.dropna().unique()))
+    own_clock = np.zeros((len(names) + 1, 24), dtype=bool)  # last row: a missing channel
+    for i, c in enumerate([*names, None]):
+        window = settings.allowed_hours(c)
+        if any(not 0 <= h <= 23 for h in window):
+            raise ValueError(f"allowed hours of channel {c!r} must lie in 0-23: {window[0]}-{window[-1]}")
+        own_clock[i, window] = True
+    shift = np.zeros(len(channels), dtype=np.int64) if shift is None else np.asarray(shift, dtype=np.int64)
+    ch = channels.to_numpy(dtype=object)
+    row_channel = pd.Index(names).get_indexer(ch)
+    row_channel[pd.isna(ch)] = len(names)
+    shifts = np.unique(shift) if len(shift) else np.zeros(1, dtype=np.int64)
+    any_own = np.flatnonzero(own_clock.any(axis=0))
+    all_hours = sorted({int(h) for k in shifts for h in (any_own - k) % 24})
+    mask = np.zeros((len(ch), len(all_hours)), dtype=bool)
+    for j, h in enumerate(all_hours):
+        mask[:, j] = own_clock[row_channel, (h + shift) % 24]
+    return all_hours, mask
 
 
 def smooth_hours(raws: np.ndarray) -> np.ndarray:

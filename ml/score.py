@@ -34,10 +34,11 @@ from contactrank.features.schema import CHANNELS, SCORED
 from contactrank.features.sql import read_parquet
 from contactrank.ml import explore, reasons
 from contactrank.ml.candidates import CANDIDATES_TABLE, read_suppressions, select_candidates
-from contactrank.ml.hours import HourBlock, HourProfile, best_hours, hour_scores
+from contactrank.ml.hours import HourBlock, HourProfile, allowed_hours, best_hours, hour_scores
 from contactrank.ml.model import ContactModel
 from contactrank.ml.predictor import Predictor, feature_values, model_matrix
 from contactrank.ml.registry import load_champion
+from contactrank.ml.timezones import clock_shifts
 from contactrank.settings import Settings
 from contactrank.shards import Shard, all_shards, map_shards, sharded
 
@@ -65,19 +66,6 @@ def _load_model(
     info = {"name": settings.model_name, "version": None, "run_id": None, **(model_info or {})}
     info["version"] = None if info["version"] is None else str(info["version"])
     return model, info
-
-
-def _allowed_hours(settings: Settings, channels: pd.Series) -> tuple[list[int], np.ndarray]:
-    """All allowed hours, and a (rows x hours) mask of the hours allowed for each row's channel."""
-    per_channel = {c: set(settings.allowed_hours(c)) for c in set(CHANNELS) | set(channels.dropna().unique())}
-    default = set(settings.allowed_hours(None))
-    all_hours = sorted(set().union(*per_channel.values(), default))
-    ch = channels.to_numpy(dtype=object)
-    mask = np.zeros((len(ch), len(all_hours)), dtype=bool)
-    for j, h in enumerate(all_hours):
-        ok = {c for c, hs in per_channel.items() if h in hs}
-        mask[:, j] = pd.Series(ch).isin(ok).to_numpy() | (pd.isna(ch) & (h in default))
-    return all_hours, mask
 
 
 def _hour_blocks(hours: list[int], allowed: np.ndarray) -> tuple[list[HourBlock], int]:
@@ -144,13 +132,19 @@ def score_frame(
     df: pd.DataFrame,
     predictor: Predictor | None = None,
     explainer: reasons.PathExplainer | None = None,
+    clock_shift: pd.Series | None = None,
 ) -> pd.DataFrame:
     """Score one batch of candidates (features rows): best hour, score and reason codes.
 
-    The rest of a row is prepared once and reused for every hour.
+    The rest of a row is prepared once and reused for every hour. Hours are in the recorded clock;
+    ``clock_shift`` (per ``person_id``, ``timezones.clock_shifts``) moves each person's allowed
+    window into it.
     """
     predictor = predictor or Predictor(settings, model, 0)
-    hours, allowed = _allowed_hours(settings, df["channel"])
+    shift = None
+    if clock_shift is not None and len(clock_shift):
+        shift = df["person_id"].astype(str).map(clock_shift).fillna(0).to_numpy(dtype=np.int64)
+    hours, allowed = allowed_hours(settings, df["channel"], shift)
     hour_of = np.asarray(hours, dtype=np.int64)
     n = len(df)
     base = model_matrix(model, model.prepare(df))
@@ -236,8 +230,10 @@ def _score_batches(
     settings: Settings, d: date, con, model: ContactModel, candidates: int, shard: Shard | None
 ) -> tuple[list[pd.DataFrame], Predictor]:
     """Stream the features of the candidates in batches and score each; the scored batches."""
+    persons = con.sql(f"SELECT DISTINCT person_id FROM {CANDIDATES_TABLE}").fetchnumpy()["person_id"]
+    shifts = clock_shifts(settings, d, pd.Series(persons, dtype=object))
     features_file = partition_dir(settings, sharded("features", shard), d) / DATA_FILE
-    n_hours = max(1, len(_allowed_hours(settings, pd.Series(list(CHANNELS)))[0]))
+    n_hours = max(1, len(allowed_hours(settings, pd.Series(list(CHANNELS)))[0]))
     batch = max(1, int(settings.score_batch_rows) // n_hours)
     explainer = reasons.PathExplainer(model)
     predictor = Predictor(settings, model, _day_rows(settings, d, candidates, shard) * n_hours)
@@ -251,7 +247,7 @@ def _score_batches(
     for record_batch in reader:
         if record_batch.num_rows == 0:
             continue
-        parts.append(score_frame(settings, d, model, record_batch.to_pandas(), predictor, explainer))
+        parts.append(score_frame(settings, d, model, record_batch.to_pandas(), predictor, explainer, shifts))
         log.info("%s: scored batch %d (%d candidates)", d, len(parts), record_batch.num_rows)
     return parts, predictor
 

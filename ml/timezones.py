@@ -72,6 +72,38 @@ def person_clocks(settings: Settings, d: date, person_ids: pd.Series) -> pd.Data
     return out
 
 
+def clock_shifts(settings: Settings, d: date, person_ids: pd.Series) -> pd.Series:
+    """Hours to add to a recorded-clock hour to get the person's own clock, for the persons whose
+    ``timezone`` attribute names another offset than their attempts were recorded in (index
+    ``person_id``; absent persons: 0).
+
+    Scoring learns and chooses hours in the recorded clock, but the allowed hours are the person's
+    own: a person in a zone two hours behind the recorded clock must not be offered its 8h, which is
+    their 6h. The offset is the zone's at noon of the valid day (a zone changing its offset that
+    day may be an hour off at the edges of the window). Attempts are read only when some candidate
+    has a zone attribute.
+    """
+    valid_day = d + timedelta(days=1)
+    persons = pd.DataFrame({"person_id": pd.unique(person_ids.astype(str))})
+    con = duckdb.connect()
+    storage.register_duckdb(con, settings.lake)
+    try:
+        con.register("wanted", persons)
+        zones = _attribute_zones(con, settings, d).dropna(subset=["attribute_zone"])
+        if zones.empty:
+            return pd.Series(dtype="int64")
+        con.register("wanted", zones[["person_id"]])
+        offsets = _recorded_offsets(con, settings, d)
+    finally:
+        con.close()
+    default_offset = utc_offset_hours(settings.local_timezone, valid_day)
+    clocks = zones.merge(offsets, on="person_id", how="left")
+    recorded = clocks["recorded_offset"].astype(float).fillna(default_offset)
+    own = clocks["attribute_zone"].map(lambda zone: utc_offset_hours(zone, valid_day))
+    shift = np.round(own - recorded).astype("int64")
+    return pd.Series(shift.to_numpy(), index=clocks["person_id"].to_numpy())[shift.to_numpy() != 0]
+
+
 def _recorded_offsets(con, settings: Settings, d: date) -> pd.DataFrame:
     files = [
         partition_dir(settings, "attempts", x) / DATA_FILE

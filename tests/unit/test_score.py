@@ -12,9 +12,10 @@ import pytest
 from helpers.s3 import overwrite
 
 from contactrank.errors import FailClosed, NotReady
-from contactrank.features.lake import partition_dir, read_partition, write_partition
+from contactrank.features.lake import partition_dir, read_partition, read_table, write_partition
 from contactrank.ml.hours import smooth_hours
 from contactrank.ml.model import ContactModel
+from contactrank.ml.publish import export_dir, publish
 from contactrank.ml.score import read_report, score
 
 D = date(2026, 11, 20)
@@ -297,6 +298,28 @@ def test_channel_hours_are_respected(settings, model):
     assert df[df.channel == "voice"].best_hour.between(9, 11).all()
     assert df[df.channel == "email"].best_hour.between(20, 21).all()
     assert df[df.channel == "whatsapp"].best_hour.between(8, 21).all()
+
+
+def test_the_allowed_hours_are_the_persons_own_when_their_zone_differs_from_the_recorded_clock(
+    settings, model
+):
+    # p1 lives at -5 (timezone attribute) but its attempts were recorded at -3: its 8h-21h is the
+    # recorded clock's 10h-23h, and the export says the hour in p1's own clock
+    write_world(settings, D, features_frame(BASE))
+    write_attempts(settings, D, [("p1", "+5511900000001"), ("p2", "+5511900000003")])
+    persons = pa.table({"person_id": ["p1", "p2"], "timezone": ["America/Rio_Branco", "America/Sao_Paulo"]})
+    write_partition(settings, "persons", D, persons)
+    s = settings.replace(explore_share=0.0, channel_hours={"email": [20, 21]})
+    score(s, D, model=model, model_info=INFO)
+    df = scored(settings)
+    own = df.person_id == "p1"
+    assert df[own].best_hour.between(10, 23).all() and df[~own].best_hour.between(8, 21).all()
+    assert df[own & (df.channel == "email")].best_hour.between(22, 23).all()
+    publish(s, D)
+    export = read_table(export_dir(s, D) / "priority.parquet").to_pandas()
+    assert export.best_hour.between(8, 21).all()
+    assert (export[export.person_id == "p1"].timezone == "America/Rio_Branco").all()
+    assert export[(export.person_id == "p1") & (export.channel == "email")].best_hour.between(20, 21).all()
 
 
 def test_missing_inputs_are_not_ready(settings, model):
