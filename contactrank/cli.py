@@ -307,7 +307,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sp.add_argument("--start", type=_date, required=True)
     sp.add_argument("--end", type=_date, required=True)
-    sp.add_argument("--policy", default="model", help="policy to evaluate: model, random, last_success")
+    sp.add_argument(
+        "--policy",
+        default="model",
+        help="an address policy (model, random, logging, last_success) or, given the logged address, "
+        "an hour policy (greedy_hour, less_tried_hour, logging_hour)",
+    )
     sp = add("serve", cmd_serve, "HTTP lookup API over the newest committed export", date_arg=False)
     sp.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
     sp.add_argument("--port", type=int, default=8000, help="port to listen on (default: 8000)")

@@ -35,14 +35,19 @@ import pandas as pd
 
 from contactrank.dates import date_range
 from contactrank.errors import InputError, NotReady
-from contactrank.features.lake import read_partition, read_table
+from contactrank.features.lake import partition_files_of, read_partition, read_table
 from contactrank.features.schema import CONVERSION_OUTCOMES, REACH_OUTCOMES
 from contactrank.ml.publish import export_dir
+from contactrank.ml.score import HOUR_LOG_FILE
 from contactrank.settings import Settings
 
 log = logging.getLogger(__name__)
 
-POLICIES = ("model", "random", "logging", "last_success")
+ADDRESS_POLICIES = ("model", "random", "logging", "last_success")
+# Hour policies, given the logged rank-1 address: its greedy hour, a uniform less-tried hour, or
+# the logged draw itself
+HOUR_POLICIES = ("greedy_hour", "less_tried_hour", "logging_hour")
+POLICIES = ADDRESS_POLICIES + HOUR_POLICIES
 
 
 def estimate(reward: np.ndarray, propensity: np.ndarray, target: np.ndarray, z: float = 1.96) -> dict:
@@ -122,10 +127,69 @@ def _outcomes(settings: Settings, day: date) -> pd.DataFrame:
     return df.groupby(["person_id", "contact_id"], as_index=False)["reward"].max()
 
 
+def _hour_outcomes(settings: Settings, day: date) -> pd.DataFrame:
+    """Per (person, address, recorded-clock hour) attempted on ``day``: reached (1) or not (0)."""
+    table = read_partition(
+        settings, "attempts", day, columns=["person_id", "contact_id", "local_hour", "outcome"]
+    )
+    if table is None:
+        return pd.DataFrame(columns=["person_id", "contact_id", "best_hour", "reward"])
+    df = table.to_pandas().dropna(subset=["local_hour"])
+    good = CONVERSION_OUTCOMES if settings.label == "conversion" else REACH_OUTCOMES
+    df["reward"] = df["outcome"].isin(good).astype("float64")
+    df["best_hour"] = df["local_hour"].astype("int64")
+    return df.groupby(["person_id", "contact_id", "best_hour"], as_index=False)["reward"].max()
+
+
+def _hour_target(log: pd.DataFrame, policy: str) -> np.ndarray:
+    explored = log["hour_explore"].to_numpy(dtype=bool)
+    if policy == "greedy_hour":
+        return (~explored).astype("float64")
+    if policy == "less_tried_hour":  # uniform over the draw's less-tried hours
+        k = np.maximum(log["less_tried_hours"].to_numpy(dtype="float64"), 1.0)
+        return np.where(explored, 1.0 / k, 0.0)
+    return log["hour_propensity"].to_numpy(dtype="float64")
+
+
+def evaluate_hour_policy(settings: Settings, start: date, end: date, policy: str) -> dict:
+    """Estimate the reach rate of an hour policy, given the logged rank-1 address, over [start, end].
+
+    Log: ``scores/date=X/_hour_exploration.parquet``, the rank-1 rows that had a less-tried hour
+    to draw (the others had one hour choice only and say nothing about hours), with the logged
+    hour's probability given the address. Reward: the attempts of X+1 on that address at that hour
+    of the recorded clock; a row not attempted at its hour gives no feedback.
+    """
+    logs, days = [], 0
+    for x in date_range(start, end):
+        paths = partition_files_of(settings, "scores", x, HOUR_LOG_FILE)  # one per shard
+        if not paths:
+            continue
+        log = pd.concat([read_table(path).to_pandas() for path in paths], ignore_index=True)
+        if "less_tried_hours" not in log.columns:  # a log of an earlier version: k unknown
+            if policy == "less_tried_hour":
+                continue
+            log["less_tried_hours"] = 0
+        outcomes = _hour_outcomes(settings, x + timedelta(days=1))
+        joined = log.merge(outcomes, on=["person_id", "contact_id", "best_hour"])
+        joined["_pi"] = _hour_target(joined, policy)
+        logs.append(joined)
+        days += 1
+    if not logs:
+        raise NotReady(f"no hour-exploration log with outcomes at the logged hour between {start} and {end}")
+    log_df = pd.concat(logs, ignore_index=True)
+    propensity = log_df["hour_propensity"].to_numpy()
+    out = estimate(log_df["reward"].to_numpy(), propensity, log_df["_pi"].to_numpy())
+    # a less-tried hour is only ever logged where hours were explored (a share above 0)
+    out["support"] = float((propensity < 1).mean()) if policy == "less_tried_hour" else 1.0
+    return {"policy": policy, "start": start.isoformat(), "end": end.isoformat(), "days": days, **out}
+
+
 def evaluate_policy(settings: Settings, start: date, end: date, policy: str = "model") -> dict:
     """Estimate the value (reach rate of the rank-1 attempt) of ``policy`` over [start, end]."""
     if policy not in POLICIES:
         raise InputError(f"unknown policy {policy!r}: expected one of {', '.join(POLICIES)}")
+    if policy in HOUR_POLICIES:
+        return evaluate_hour_policy(settings, start, end, policy)
     logs = []
     days = 0
     for x in date_range(start, end):

@@ -342,8 +342,9 @@ _SETTINGS_FIGURES = frozenset({"cap_person_7d", "cap_address_day"})  # the same 
 
 def _hour_log(ranked: pd.DataFrame) -> bytes:
     """The hour-exploration log: every rank-1 row whose hour was drawn, the recommended and the
-    greedy hour and the probability of the recommended one given the address (``propensity`` stays
-    the address's, which is what ``evaluate-policy`` values)."""
+    greedy hour, the probability of the recommended one given the address (``propensity`` stays
+    the address's) and how many less-tried hours the draw had (what ``evaluate-policy`` needs to
+    value hour policies)."""
     rows = ranked[(ranked["rank"] == 1) & (ranked["_hour_k"] > 0)]
     table = pa.table(
         {
@@ -353,6 +354,7 @@ def _hour_log(ranked: pd.DataFrame) -> bytes:
             "greedy_hour": pa.array(rows["_greedy_hour"].to_numpy(dtype=np.int32)),
             "hour_explore": pa.array(rows["_hour_explore"].to_numpy(dtype=bool)),
             "hour_propensity": pa.array(rows["_hour_propensity"].to_numpy(dtype=np.float64)),
+            "less_tried_hours": pa.array(rows["_hour_k"].to_numpy(dtype=np.int32)),
         }
     )
     sink = pa.BufferOutputStream()

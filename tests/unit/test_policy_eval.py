@@ -7,13 +7,14 @@ from datetime import UTC, date, datetime, timedelta
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from contactrank.errors import InputError, NotReady
 from contactrank.features.lake import write_partition
 from contactrank.ml import policy_eval as pe
 from contactrank.ml.publish import publish
-from contactrank.ml.score import REPORT_FILE, SCORES_SCHEMA
+from contactrank.ml.score import HOUR_LOG_FILE, REPORT_FILE, SCORES_SCHEMA
 
 
 def toy_log(n: int, seed: int = 0):
@@ -68,8 +69,8 @@ def test_estimate_refuses_bad_propensities():
 D = date(2026, 11, 20)
 
 
-def publish_day(settings, d: date, rows: list[tuple]) -> None:
-    """rows: (person_id, contact_id, rank, score, propensity, explore)."""
+def publish_day(settings, d: date, rows: list[tuple], extra: dict[str, bytes] | None = None) -> None:
+    """rows: (person_id, contact_id, rank, score, propensity, explore); ``extra``: more files."""
     n = len(rows)
     table = pa.table(
         {
@@ -95,7 +96,7 @@ def publish_day(settings, d: date, rows: list[tuple]) -> None:
         "scores",
         d,
         table,
-        extra_files={REPORT_FILE: json.dumps({"model": {"version": "1"}}).encode()},
+        extra_files={REPORT_FILE: json.dumps({"model": {"version": "1"}}).encode(), **(extra or {})},
     )
     publish(settings, d)
 
@@ -164,3 +165,49 @@ def test_evaluate_policy_says_how_much_of_the_target_the_log_supports(settings):
     assert pe.evaluate_policy(settings, D, D, policy="model")["support"] == 1.0
     rnd = pe.evaluate_policy(settings, D, D, policy="random")
     assert rnd["support"] == 0.5 and rnd["ips"] == pytest.approx(0.5)
+
+
+UTC_MICROS = pa.timestamp("us", tz="UTC")
+
+
+def test_hour_policies_are_valued_from_the_hour_log_at_the_logged_hour(settings):
+    # p1 kept its greedy 10h and was reached at 10h; p2 explored 15h (greedy 19h) and was reached
+    # at 15h; p3 was called at another hour than logged: no feedback
+    log = pa.table(
+        {
+            "person_id": ["p1", "p2", "p3"],
+            "contact_id": ["a", "b", "c"],
+            "best_hour": pa.array([10, 15, 19], pa.int32()),
+            "greedy_hour": pa.array([10, 19, 19], pa.int32()),
+            "hour_explore": [False, True, False],
+            "hour_propensity": [0.9, 0.05, 0.9],
+            "less_tried_hours": pa.array([2, 2, 1], pa.int32()),
+        }
+    )
+    sink = pa.BufferOutputStream()
+    pq.write_table(log, sink)
+    publish_day(settings, D, [("p1", "a", 1, 0.5, 1.0, False)], {HOUR_LOG_FILE: sink.getvalue().to_pybytes()})
+    n = 3
+    write_partition(
+        settings,
+        "attempts",
+        D + timedelta(days=1),
+        pa.table(
+            {
+                "attempt_id": [f"h{i}" for i in range(n)],
+                "person_id": ["p1", "p2", "p3"],
+                "contact_id": ["a", "b", "c"],
+                "channel": ["voice"] * n,
+                "attempted_at": pa.array([datetime(2026, 11, 21, 13, tzinfo=UTC)] * n, UTC_MICROS),
+                "local_hour": pa.array([10, 15, 12], pa.int8()),
+                "outcome": ["right_party", "right_party", "no_answer"],
+            }
+        ),
+    )
+    greedy = pe.evaluate_policy(settings, D, D, policy="greedy_hour")
+    assert greedy["n"] == 2 and greedy["ips"] == pytest.approx((1 / 0.9) / 2)
+    less_tried = pe.evaluate_policy(settings, D, D, policy="less_tried_hour")
+    assert less_tried["ips"] == pytest.approx((0.5 / 0.05) / 2) and less_tried["snips"] == pytest.approx(1.0)
+    assert pe.evaluate_policy(settings, D, D, policy="logging_hour")["ips"] == pytest.approx(1.0)
+    with pytest.raises(NotReady):
+        pe.evaluate_policy(settings, D + timedelta(days=3), D + timedelta(days=4), policy="greedy_hour")
