@@ -69,7 +69,7 @@ def s3_filesystem() -> pafs.S3FileSystem:
     return _s3(_endpoint(), os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION"))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, order=True)  # ordered like a Path: code picks files by (rows, path)
 class ObjectPath:
     """A key in an object store, used like a ``Path``; ``version`` set: a committed folder.
 
@@ -381,7 +381,7 @@ def register_duckdb(con, *roots: object) -> None:
     """Let a DuckDB connection read ``s3://`` through pyarrow's filesystem (no extension download)."""
     if not any(isinstance(r, ObjectPath) for r in roots):
         return
-    from fsspec.implementations.arrow import ArrowFSWrapper  # only when an object store is in use
+    from contactrank.duckdb_fs import duckdb_filesystem  # only when an object store is in use
 
     if "s3" not in con.list_filesystems() and not any("s3" in str(f) for f in con.list_filesystems()):
-        con.register_filesystem(ArrowFSWrapper(s3_filesystem()))
+        con.register_filesystem(duckdb_filesystem(s3_filesystem()))

@@ -39,6 +39,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "contactrank.dates",
             "contactrank.privacy",
             "contactrank.lock",
+            "contactrank.duckdb_fs",
             "contactrank.storage",
             "contactrank.shards",
         ),
