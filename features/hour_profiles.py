@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from threadpoolctl import threadpool_limits
 
 from contactrank.features import sql
@@ -156,39 +157,49 @@ def _posterior_by_values(
     """``profile_by_counts`` with each row's prior from its attribute values: the rows of
     ``profile_counts_by_values``, then zero counts for every combination of values ``attrs`` holds
     that no person without attempts has (a person attempted before any state row of theirs)."""
-    seen = con.sql("SELECT * FROM profile_counts_by_values").to_arrow_table()
+    # in count order (count columns first; the connection does not keep the insertion order), so
+    # equal count vectors are adjacent and the all-zero one, when there is one, comes first
+    seen = con.sql("SELECT * FROM profile_counts_by_values ORDER BY ALL").to_arrow_table()
     value_cols = [f"value_{i}" for i in range(len(names))]
+    att, reach = _count_matrices({c: seen[c].to_numpy() for c in _COUNTS})
+    key = np.hstack([att, reach])
+    new_vector = np.r_[True, (key[1:] != key[:-1]).any(axis=1)] if len(key) else np.ones(0, bool)
+    vector_of_row, vectors = np.cumsum(new_vector) - 1, key[new_vector]
+    with_zero = len(vectors) > 0 and not vectors[0].any()
+    zero_seen = set(zip(*(seen[c][: int((vector_of_row == 0).sum()) if with_zero else 0].to_pylist()
+                          for c in value_cols), strict=True))  # fmt: skip
     picked = ", ".join(f"CAST({sql.quote_ident(name)} AS VARCHAR)" for name in names)
     nothing = ", ".join("NULL::VARCHAR" for _ in names)
     held = con.execute(
         f"SELECT DISTINCT {picked} FROM {attrs} UNION SELECT {nothing} ORDER BY ALL"
     ).fetchall()
-    att, reach = _count_matrices({c: seen[c].to_numpy() for c in _COUNTS})
-    seen_values = list(zip(*(seen[c].to_pylist() for c in value_cols), strict=True))
-    zero_seen = {seen_values[j] for j in np.flatnonzero(att.sum(axis=1) == 0)}
-    extra = [tuple(values) for values in held if tuple(values) not in zero_seen]
-    rows = seen_values + extra
+    extra = [values for values in held if tuple(values) not in zero_seen]
+    if extra and not with_zero:
+        vectors = np.vstack([np.zeros((1, key.shape[1])), vectors])
+        vector_of_row += 1
+    vector_of_row = np.concatenate([vector_of_row, np.zeros(len(extra), vector_of_row.dtype)])
     att = np.vstack([att, np.zeros((len(extra), len(BUCKETS)))])
     reach = np.vstack([reach, np.zeros((len(extra), len(BUCKETS)))])
     n = np.concatenate([seen["n"].to_numpy(), np.zeros(len(extra))])
-    codes, sizes = _value_codes(rows, len(names))
-    vectors, vector_of_row = np.unique(np.hstack([att, reach]), axis=0, return_inverse=True)
+    values = {
+        c: pa.concat_arrays([seen[c].combine_chunks(), pa.array([v[i] for v in extra], pa.string())])
+        for i, c in enumerate(value_cols)
+    }
+    codes, sizes = _value_codes(list(values.values()))
     vector_att, vector_reach = vectors[:, : len(BUCKETS)], vectors[:, len(BUCKETS) :]
     loglik = vector_reach @ np.log(rate).T + (vector_att - vector_reach) @ np.log1p(-rate).T
-    by_value = _weights_by_value(loglik, vector_of_row.reshape(-1), codes, n, log_weight, sizes)
+    by_value = _weights_by_value(loglik, vector_of_row, codes, n, log_weight, sizes)
     expected = _posterior_rates(att, reach, rate, _log_prior(codes, log_weight, by_value))
-    values = {c: pa.array([row[i] for row in rows], pa.string()) for i, c in enumerate(value_cols)}
     return _posterior_table(att, reach, values, expected)
 
 
-def _value_codes(rows: list[tuple], attributes: int) -> tuple[np.ndarray, list[int]]:
+def _value_codes(columns: list[pa.Array]) -> tuple[np.ndarray, list[int]]:
     """(rows x attributes) index of each row's value among the attribute's sorted values (-1: none),
     and the number of values of each attribute."""
-    codes, sizes = np.full((len(rows), attributes), -1, dtype=np.int64), []
-    for a in range(attributes):
-        vocabulary = sorted({row[a] for row in rows if row[a] is not None})
-        index = {v: i for i, v in enumerate(vocabulary)}
-        codes[:, a] = [index.get(row[a], -1) if row[a] is not None else -1 for row in rows]
+    codes, sizes = np.full((len(columns[0]), len(columns)), -1, dtype=np.int64), []
+    for a, column in enumerate(columns):
+        vocabulary = pa.array(sorted(pc.unique(column).drop_null().to_pylist()), pa.string())
+        codes[:, a] = pc.index_in(column, value_set=vocabulary).fill_null(-1).to_numpy()
         sizes.append(len(vocabulary))
     return codes, sizes
 
@@ -224,14 +235,15 @@ def _weights_by_value(
         known = codes[:, a] >= 0
         pairs, pair_of_row = np.unique(vector_of_row[known] * size + codes[known, a], return_inverse=True)
         persons = np.bincount(pair_of_row.reshape(-1), n[known], len(pairs))
-        rows, code = loglik[pairs // size], pairs % size
+        # profiles x pairs: the reductions over the few profiles run along long rows
+        pair_loglik, code = np.ascontiguousarray(loglik[pairs // size].T), pairs % size
         in_value = np.bincount(code, persons, size)
         by_value = np.tile(weight, (size, 1))
         for _ in range(_PRIOR_ROUNDS):
-            ll = rows + np.log(by_value[code])
-            post = np.exp(ll - ll.max(axis=1, keepdims=True))
-            post *= (persons / post.sum(axis=1))[:, None]
-            sums = np.column_stack([np.bincount(code, post[:, k], size) for k in range(HOUR_PROFILES)])
+            ll = pair_loglik + np.log(by_value).T[:, code]
+            post = np.exp(ll - ll.max(axis=0))
+            post *= persons / post.sum(axis=0)
+            sums = np.column_stack([np.bincount(code, post[k], size) for k in range(HOUR_PROFILES)])
             by_value = (sums + alpha * weight) / (in_value + alpha)[:, None]
         out.append(by_value)
     return out

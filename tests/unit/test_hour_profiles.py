@@ -54,6 +54,7 @@ def _attrs(name: str = "age_band", evening: str = "young", morning: str = "old")
 
 def _connect(attrs: pd.DataFrame | None) -> duckdb.DuckDBPyConnection:
     con = duckdb.connect()
+    con.execute("SET preserve_insertion_order=false")  # as features.lake.duckdb_connect
     con.register("state_df", _state())
     con.execute("CREATE TABLE state AS SELECT * FROM state_df")
     if attrs is not None:
@@ -184,3 +185,14 @@ def test_feature_and_training_rows_take_the_group_prior(lake):
     for b in BUCKETS:
         assert t.loc["e_first", f"f_p_hour_profile_{b}"] == day_before.loc["e_new", f"f_p_hour_profile_{b}"]
     assert t.loc["m0", "f_p_hour_profile_morning"] > t.loc["m0", "f_p_hour_profile_evening"]
+
+
+def test_attributes_without_any_state_row_still_give_every_value_a_row():
+    con = _connect(_attrs())
+    con.execute("DELETE FROM state")
+    fit_hour_profiles(con, "state", "attrs")
+    rows = con.sql("SELECT value_0, attempt_morning, profile_morning FROM profile_by_counts ORDER BY ALL")
+    rows = rows.fetchall()
+    assert [(value, attempts) for value, attempts, _ in rows] == [("old", 0), ("young", 0), (None, 0)]
+    # no one to learn from: every value keeps everyone's prior
+    assert rows[0][2] == pytest.approx(rows[2][2]) and rows[1][2] == pytest.approx(rows[2][2])
