@@ -10,10 +10,6 @@ from __future__ import annotations
 from datetime import date
 from pathlib import Path
 
-import numpy as np
-import pyarrow as pa
-from threadpoolctl import threadpool_limits
-
 from contactrank.features import history, sql
 from contactrank.features.daily_aggregates import BUCKETS, KINDS, sum_if
 from contactrank.features.feature_state import (
@@ -23,18 +19,12 @@ from contactrank.features.feature_state import (
     HALF_LIVES,
     is_candidate_sql,
 )
+from contactrank.features.hour_profiles import fit_hour_profiles, profile_join_sql
 from contactrank.features.person_attributes import attribute_features_sql
 from contactrank.settings import Settings
 
 CHANNELS_FOR_SHARES = ("voice", "sms", "email", "whatsapp")
 RECENT_RATE_WINDOWS = (7, 30)  # days of the population reach/conversion rates
-# Hour-habit profiles: a mixture of per-bucket reach rates fitted to every person's bucket counts.
-# Four: persons differ in level as much as in shape, and fewer profiles spend themselves on the level.
-HOUR_PROFILES = 4
-_PROFILE_ROUNDS = 100
-_PROFILE_START = (  # (level, morning/midday lean, evening lean) of each profile's starting rates
-    (0.3, 1.0, 1.0), (2.0, 1.0, 1.0), (1.0, 1.6, 0.6), (1.0, 0.6, 1.6),
-)  # fmt: skip
 _EXACT = "::DECIMAL(38, 12)"  # exact sums: the result does not depend on thread scheduling
 
 
@@ -43,13 +33,15 @@ def shrunk_rate(num: str, den: str, prior: str, m: float) -> str:
     return f"(({num}) + {m!r} * ({prior})) / nullif(({den}) + {m!r}, 0)"
 
 
-def create_shared_rates(con, state: str, population: str, x: date, m: float) -> None:
+def create_shared_rates(con, state: str, attrs: str, population: str, x: date, m: float) -> None:
     """Temp tables of the rates every feature row of ``x`` shares, computed once per build.
 
     From the state ``state``, the decayed reach rate as a prior: ``prior_overall``,
     ``prior_by_channel`` and ``prior_by_channel_source``, each shrunk toward the level above. From
-    the population counts ``population``: the reach and conversion rates of the last 7/30 days,
-    ``recent_rates_overall``, ``recent_rates_by_channel`` and ``recent_rates_by_campaign``.
+    the state and the person attributes ``attrs`` ("" when none), the hour-habit profiles of
+    ``features.hour_profiles``. From the population counts ``population``: the reach and
+    conversion rates of the last 7/30 days, ``recent_rates_overall``, ``recent_rates_by_channel``
+    and ``recent_rates_by_campaign``.
     """
     X = sql.date_literal(x)
 
@@ -96,7 +88,7 @@ def create_shared_rates(con, state: str, population: str, x: date, m: float) -> 
     all_reach, all_attempts = " + ".join(reach.values()), " + ".join(attempts.values())
     rates.append(f"(({all_reach}) / nullif({all_attempts}, 0))::DOUBLE AS rate_all")
     create("population_hour_rates", f"SELECT {', '.join(rates)} FROM {state}")
-    fit_hour_profiles(con, state)
+    fit_hour_profiles(con, state, attrs)
     window = f"date <= {X} AND date > {X} - {history.POPULATION_DAYS}"
     create("recent_population_window", f"SELECT * FROM {population} WHERE {window}")
     create("recent_rates_overall", f"SELECT {recent_rates()} FROM recent_population_window")
@@ -116,7 +108,8 @@ def create_shared_rates(con, state: str, population: str, x: date, m: float) -> 
 # once (``save_shared_rates``) and every shard loads (``load_shared_rates``).
 SHARED_RATE_TABLES = (
     "prior_overall", "prior_by_channel", "prior_by_channel_source", "population_hour_rates", "hour_profiles",
-    "profile_by_counts", "recent_rates_overall", "recent_rates_by_channel", "recent_rates_by_campaign",
+    "profile_by_counts", "profile_attributes", "recent_rates_overall", "recent_rates_by_channel",
+    "recent_rates_by_campaign",
 )  # fmt: skip
 
 
@@ -133,89 +126,6 @@ def load_shared_rates(con, folder: Path, prefix: str) -> None:
     for name in SHARED_RATE_TABLES:
         relation = sql.read_parquet(folder / f"{prefix}{name}.parquet", hive_partitioning="false")
         con.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS SELECT * FROM {relation}")
-
-
-def fit_hour_profiles(con, state: str) -> None:
-    """Temp tables ``hour_profiles`` (k, log_weight, rate_<bucket>, ...), habit profiles fitted by EM,
-    and ``profile_by_counts`` (attempt_<bucket>, reach_<bucket>, profile_<bucket>): the expected
-    reach rate of each bucket under the posterior over the profiles of each person's bucket counts.
-
-    A person's bucket counts are sparse (a handful of attempts spread over five buckets), so one
-    morning answer says little alone; against a few profiles learned from everyone (e.g. morning,
-    evening and all-day types, at several levels) it says which type the person probably is. EM
-    runs on the distinct count vectors with their multiplicity (exact, far fewer than persons), from
-    a fixed start, so the fit is deterministic; the posterior is computed once per distinct vector
-    too, and persons find theirs by their counts (a join on a table of a few thousand rows instead
-    of a profile likelihood per person and profile).
-    """
-    per_person = ", ".join(
-        f"sum({k}_hour_{b})::INTEGER AS {k}_{b}" for b in BUCKETS for k in ("attempt", "reach")
-    )
-    counts = con.execute(
-        f"SELECT *, count(*)::DOUBLE AS n FROM (SELECT {per_person} FROM {state} GROUP BY person_id)"
-        " GROUP BY ALL ORDER BY ALL"
-    ).fetchnumpy()
-    att, reach = (
-        np.column_stack([np.asarray(counts[f"{k}_{b}"], float) for b in BUCKETS]).reshape(-1, len(BUCKETS))
-        for k in ("attempt", "reach")
-    )
-    weight = np.asarray(counts["n"], float)
-    # The products have 4-5 columns: BLAS threads only wait on each other there (3x the CPU time).
-    with threadpool_limits(limits=1, user_api="blas"):
-        rate, log_weight = _em_profiles(att, reach, weight)
-        expected = _posterior_rates(att, reach, rate, log_weight)
-    table = {"k": np.arange(HOUR_PROFILES), "log_weight": log_weight}
-    for i, b in enumerate(BUCKETS):
-        table[f"rate_{b}"] = rate[:, i]
-    _register_table(con, "hour_profiles", pa.table(table))
-    posterior = {}
-    for i, b in enumerate(BUCKETS):
-        posterior[f"attempt_{b}"] = pa.array(att[:, i], pa.int32())
-        posterior[f"reach_{b}"] = pa.array(reach[:, i], pa.int32())
-        posterior[f"profile_{b}"] = pa.array(expected[:, i], pa.float32())
-    _register_table(con, "profile_by_counts", pa.table(posterior))
-
-
-def _posterior_rates(
-    att: np.ndarray, reach: np.ndarray, rate: np.ndarray, log_weight: np.ndarray
-) -> np.ndarray:
-    """(vectors x buckets) expected rates of each count vector under its posterior over the profiles."""
-    ll = reach @ np.log(rate).T + (att - reach) @ np.log1p(-rate).T + log_weight
-    w = np.exp(ll - ll.max(axis=1, keepdims=True)) if len(ll) else ll
-    return (w @ rate) / w.sum(axis=1, keepdims=True)
-
-
-def _register_table(con, name: str, table: pa.Table) -> None:
-    con.register(f"{name}_arrow", table)
-    con.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS SELECT * FROM {name}_arrow")
-    con.unregister(f"{name}_arrow")
-
-
-def _em_profiles(att: np.ndarray, reach: np.ndarray, n: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Binomial mixture over buckets: (profiles x buckets) rates and log weights of the profiles."""
-    # Population rate per bucket, with one pseudo-attempt at the all-bucket rate: a bucket no one
-    # was tried in gets that rate.
-    everywhere = (n @ reach).sum() / max((n @ att).sum(), 1.0)
-    overall = np.clip((n @ reach + everywhere) / (n @ att + 1.0), 1e-3, 0.95)
-    early = np.array([1.0 if r is not None and r[1] <= 14 else 0.0 for r in BUCKETS.values()])
-    late = np.array([1.0 if r is not None and r[0] >= 18 else 0.0 for r in BUCKETS.values()])
-    rate = np.array([lvl * overall * np.where(early > 0, e, 1.0) * np.where(late > 0, v, 1.0)
-                     for lvl, e, v in _PROFILE_START])  # fmt: skip
-    rate = np.clip(rate, 1e-3, 0.95)
-    weight = np.full(HOUR_PROFILES, 1.0 / HOUR_PROFILES)
-    if n.sum() == 0:  # no history yet: the starting profiles, equally likely
-        return rate, np.log(weight)
-    # One product per round each way: outcomes (reaches | misses) and counts (reaches | attempts).
-    outcomes, counts, buckets = np.hstack([reach, att - reach]), np.hstack([reach, att]), len(BUCKETS)
-    for _ in range(_PROFILE_ROUNDS):
-        ll = outcomes @ np.vstack([np.log(rate).T, np.log1p(-rate).T]) + np.log(weight)
-        post = np.exp(ll - ll.max(axis=1, keepdims=True))
-        post *= (n / post.sum(axis=1))[:, None]
-        sums = post.T @ counts
-        # One pseudo-person at the population rates keeps a bucket no one was tried in defined.
-        rate = np.clip((sums[:, :buckets] + overall) / (sums[:, buckets:] + 1.0), 1e-3, 0.95)
-        weight = post.sum(axis=0) / n.sum()
-    return rate, np.log(np.maximum(weight, 1e-12))
 
 
 def _person_total_columns() -> list[str]:
@@ -309,7 +219,8 @@ def _person_and_population_columns(x: date, m: float) -> list[str]:
     f += ["coalesce(person.came_back, 0)::INTEGER AS f_p_came_back"]
     f += [f"population_hour_rates.rate_{b}::FLOAT AS f_g_reach_rate_hour_{b}" for b in BUCKETS]
     f += ["population_hour_rates.rate_all::FLOAT AS f_g_reach_rate_hours"]
-    # A person never attempted has no row in person_totals: the profiles' mix is its expectation.
+    # A person with no state row yet finds no profile row unless attributes take part
+    # (``profile_join_sql``): the profiles' mix is its expectation.
     f += [
         f"coalesce(profiles.profile_{b}, profile_mix.rate_{b})::FLOAT AS f_p_hour_profile_{b}"
         for b in BUCKETS
@@ -322,12 +233,6 @@ def _person_and_population_columns(x: date, m: float) -> list[str]:
               f"recent_rates_by_campaign.reach_{w}d::FLOAT AS f_g_campaign_reach_rate_{w}d",
               f"recent_rates_by_campaign.conv_{w}d::FLOAT AS f_g_campaign_conv_rate_{w}d"]  # fmt: skip
     return f
-
-
-def _same_counts(profiles: str, person: str) -> str:
-    return " AND ".join(
-        f"{profiles}.{k}_{b} = {person}.{k}_hour_{b}" for b in BUCKETS for k in ("attempt", "reach")
-    )
 
 
 def feature_rows_sql(
@@ -377,10 +282,10 @@ LEFT JOIN prior_by_channel_source ON prior_by_channel_source.channel = {describe
 CROSS JOIN recent_rates_overall
 CROSS JOIN population_hour_rates
 CROSS JOIN profile_mix
-LEFT JOIN profile_by_counts profiles ON {_same_counts("profiles", "person")}
+{f"LEFT JOIN {attrs} attrs ON attrs.person_id = {described}.person_id" if attrs else ""}
+LEFT JOIN profile_by_counts profiles ON {profile_join_sql(con, "profiles", "person", attrs, "attrs")}
 LEFT JOIN recent_rates_by_channel ON recent_rates_by_channel.channel = {described}.channel
 LEFT JOIN recent_rates_by_campaign ON recent_rates_by_campaign.campaign_id = person.last_campaign
-{f"LEFT JOIN {attrs} attrs ON attrs.person_id = {described}.person_id" if attrs else ""}
 {"WHERE " + is_candidate_sql("pair") if rows is None else ""}
 """
 

@@ -113,21 +113,24 @@ def build_state_shard(settings: Settings, d: date, shard: Shard, full: bool = Fa
     return _connected(settings, d, f"features (state, {shard})", work)
 
 
-def _state_relations(settings: Settings, x: date) -> str:
-    """Every person's state of the end of x: the whole partition or every shard's."""
+def _state_relations(settings: Settings, x: date) -> tuple[str, str]:
+    """Every person's state and attributes of the end of x: the whole partition's or every shard's
+    ("" for the attributes when there are none)."""
     files = partition_files_of(settings, STATE, x)
     if not files:
         raise NotReady(f"no feature state for {x}: build the state of all {settings.shards} shards first")
-    return history.read_files(files, "")
+    persons = [f.parent / PERSONS_FILE for f in files]
+    persons = [p for p in persons if p.is_file()]
+    return history.read_files(files, ""), history.read_files(persons, "", union_by_name="true")
 
 
 def _day_before_rates(settings: Settings, d: date) -> SharedRates | None:
     """The rates of the end of d-1 as d-1's own shared-rates step saved them, when it ran (the same
     inputs: the state of d-1 and the population up to d-1), so they are not computed twice."""
     folder = partition_dir(settings, SHARED_RATES, d - timedelta(days=1))
-    return (
-        (folder, END_OF_DAY) if (folder / f"{END_OF_DAY}{SHARED_RATE_TABLES[-1]}.parquet").is_file() else None
-    )
+    # every table: rates saved by a version with fewer tables are computed again, not half loaded
+    saved = all((folder / f"{END_OF_DAY}{name}.parquet").is_file() for name in SHARED_RATE_TABLES)
+    return (folder, END_OF_DAY) if saved else None
 
 
 def build_shared_rates(settings: Settings, d: date) -> dict[str, Any]:
@@ -140,8 +143,11 @@ def build_shared_rates(settings: Settings, d: date) -> dict[str, Any]:
             days.append((d - timedelta(days=1), DAY_BEFORE))
         with atomic_dir(partition_dir(settings, SHARED_RATES, d)) as stage:
             for x, prefix in days:
-                state, population = _state_relations(settings, x), history.recent_population(settings, x)
-                create_shared_rates(con, state, population, x, settings.prior_strength)
+                (state, attrs), population = (
+                    _state_relations(settings, x),
+                    history.recent_population(settings, x),
+                )
+                create_shared_rates(con, state, attrs, population, x, settings.prior_strength)
                 save_shared_rates(con, stage, prefix)
         return {"date": d.isoformat(), "days": [x.isoformat() for x, _ in days]}
 

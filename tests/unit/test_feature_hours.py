@@ -117,7 +117,7 @@ def test_profile_posterior_is_the_persons_own(lake):
     counts and the fitted profiles directly (the lookup replaced a per-person likelihood query)."""
     from contactrank.features import history
     from contactrank.features.daily_aggregates import BUCKETS
-    from contactrank.features.feature_rows import fit_hour_profiles
+    from contactrank.features.hour_profiles import fit_hour_profiles
     from contactrank.features.lake import duckdb_connect, partition_dir
 
     d = D0 + timedelta(days=3)

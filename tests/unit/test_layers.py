@@ -74,6 +74,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "contactrank.features.history",
             "contactrank.features.daily_aggregates",
             "contactrank.features.feature_*",
+            "contactrank.features.hour_profiles",
             "contactrank.features.person_attributes",
         ),
     ),
