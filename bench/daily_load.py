@@ -132,9 +132,9 @@ def positional_duckdb_reads() -> None:
     ``contactrank.storage.register_duckdb`` hands DuckDB fsspec's ``ArrowFSWrapper``, whose files
     share one stream position. DuckDB reads at an offset as seek-then-read on a handle that its
     threads share, and pyarrow's read lets go of the GIL: another thread's seek lands in between,
-    and a read returns bytes of the wrong place (a short read or undecodable Parquet, in a few of
-    every hundred scans of a multi-row-group file with two threads). Each read here is one
-    ``read_at`` of the position the seek before it set: the same ranged GETs, no race.
+    and a read returns bytes of the wrong place (a short read or undecodable Parquet, now and then
+    on a file of several row groups read by two threads). Each read here is one ``read_at`` of
+    the position the seek before it set: the same ranged GETs, no race.
     """
     from fsspec.implementations.arrow import ArrowFile, ArrowFSWrapper
 
