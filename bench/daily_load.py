@@ -7,8 +7,16 @@ incrementally up to day 118, so that 11 labelled days feed training. Measured: e
 ``contactrank run`` for day 119 (ingest, features, train, gate, score, publish, report), each in
 its own process, with wall time, CPU seconds and peak RSS against the 6 GiB bound.
 
+``--s3``: the same day is then run a second time with ``lake_uri``/``exports_uri`` on a local S3
+server (moto, in a process of its own unless ``--s3-endpoint`` names a running server), and the
+S3/local ratios are printed. The set-up stays on the local disk; before the local run its lake (and
+exports) are uploaded in the layout the S3 backend writes (one committed folder per local folder),
+so both runs start from the same state. MLflow, the landing files and the scratch folders stay
+local in both runs. The upload is reported, not measured with the day.
+
     nice .venv/bin/python bench/daily_load.py --home bench/out/load            # set-up + run
     nice .venv/bin/python bench/daily_load.py --home bench/out/load --run-only # run again
+    nice .venv/bin/python bench/daily_load.py --home bench/out/load --s3       # set-up + local and S3 runs
     .venv/bin/python bench/daily_load.py --home /tmp/load --scale 0.02         # smoke
 """
 
@@ -23,6 +31,7 @@ import shutil
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -34,6 +43,7 @@ from contactrank.stages import STAGE_NAMES as STEPS  # noqa: E402
 DAYS = 120
 FIRST_TRAINING_DAY = 108  # 11 labelled days before the run date: 7 train + 3 validation + the test day
 RSS_BOUND_GIB = 6.0
+BUCKET = "contactrank-load"
 
 
 def _bench_features():
@@ -116,15 +126,84 @@ def setup(home: Path, scale: float) -> dict:
     }
 
 
+def positional_duckdb_reads() -> None:
+    """Give DuckDB connections S3 files that read at their own position.
+
+    ``contactrank.storage.register_duckdb`` hands DuckDB fsspec's ``ArrowFSWrapper``, whose files
+    share one stream position. DuckDB reads at an offset as seek-then-read on a handle that its
+    threads share, and pyarrow's read lets go of the GIL: another thread's seek lands in between,
+    and a read returns bytes of the wrong place (a short read or undecodable Parquet, now and then
+    on a file of several row groups read by two threads). Each read here is one ``read_at`` of
+    the position the seek before it set: the same ranged GETs, no race.
+    """
+    from fsspec.implementations.arrow import ArrowFile, ArrowFSWrapper
+
+    from contactrank import storage
+
+    class PositionalFile(ArrowFile):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self._pos = 0
+
+        def seek(self, pos: int, whence: int = 0) -> int:
+            self._pos = pos + (0, self._pos, self.stream.size())[whence]
+            return self._pos
+
+        def tell(self) -> int:
+            return self._pos
+
+        def read(self, n: int | None = -1) -> bytes:
+            if n is None or n < 0:
+                n = self.stream.size() - self._pos
+            data = self.stream.read_at(n, self._pos)
+            self._pos += len(data)
+            return data
+
+    class Wrapper(ArrowFSWrapper):
+        def _open(self, path, mode="rb", **kwargs):
+            if mode != "rb":
+                return super()._open(path, mode, **kwargs)
+            path = self._strip_protocol(path)
+            return PositionalFile(self, self.fs.open_input_file(path), path, mode)
+
+    def register_duckdb(con, *roots: object) -> None:
+        if any(isinstance(r, storage.ObjectPath) for r in roots) and not any(
+            "s3" in str(f) for f in con.list_filesystems()
+        ):
+            con.register_filesystem(Wrapper(storage.s3_filesystem()))
+
+    storage.register_duckdb = register_duckdb
+
+
+def orderable_object_paths() -> None:
+    """Order ``ObjectPath`` by its URI, as ``Path`` is ordered.
+
+    ``features.feature_chunks.person_ranges`` picks the largest file by ``max`` over (rows, path)
+    pairs: when two files hold the same number of rows (the previous feature state and the
+    contact state do in this world), the paths are compared, and an ``ObjectPath`` has no order:
+    the features step fails with a TypeError on S3 once the state exceeds one chunk.
+    """
+    from contactrank import storage
+
+    storage.ObjectPath.__lt__ = lambda a, b: str(a) < str(b)
+    storage.ObjectPath.__gt__ = lambda a, b: str(a) > str(b)
+
+
 def step(home: Path, name: str, d: date) -> dict:
     """One step of the daily run, in this process (called in a child by ``main``)."""
+    from contactrank import storage
     from contactrank.settings import runtime_env
 
     runtime_env()  # before LightGBM loads
     from contactrank.pipeline import run_step
 
+    settings = _settings(home)
+    if storage.is_remote(settings.lake) or storage.is_remote(settings.exports):
+        # Two faults of the library's S3 path that stop the day, worked around here (not fixed)
+        positional_duckdb_reads()
+        orderable_object_paths()
     t0 = time.perf_counter()
-    out = run_step(name, _settings(home), d)
+    out = run_step(name, settings, d)
     usage = resource.getrusage(resource.RUSAGE_SELF)
     keep = (
         "status",
@@ -148,16 +227,170 @@ def step(home: Path, name: str, d: date) -> dict:
     }
 
 
+def serve_s3() -> None:
+    """A moto S3 server in this process (called in a child by ``main``): prints its endpoint, then
+    serves until its standard input closes, so it ends with the run that started it."""
+    sys.path.insert(0, str(ROOT))
+    from tests.helpers.s3 import aws_env, start_server
+
+    server = start_server()
+    try:
+        print(aws_env(server)["AWS_ENDPOINT_URL"], flush=True)
+        sys.stdin.read()
+    finally:
+        server.stop()
+
+
+def s3_env(endpoint: str) -> dict[str, str]:
+    """The variables of a run whose lake and exports are on the bucket of ``endpoint``."""
+    sys.path.insert(0, str(ROOT))
+    from tests.helpers.s3 import AWS_UNSET
+
+    env = {k: v for k, v in os.environ.items() if k not in AWS_UNSET}
+    env.update(
+        AWS_ACCESS_KEY_ID="testing",
+        AWS_SECRET_ACCESS_KEY="testing",
+        AWS_DEFAULT_REGION="us-east-1",
+        AWS_ENDPOINT_URL=endpoint,
+        CONTACTRANK_LAKE_URI=f"s3://{BUCKET}/home/lake",
+        CONTACTRANK_EXPORTS_URI=f"s3://{BUCKET}/home/exports",
+    )
+    return env
+
+
+def upload(home: Path, env: dict[str, str]) -> dict:
+    """Copy the home's local lake and exports to the bucket, each folder holding files as one
+    committed folder (what the S3 backend's own writes leave); a bucket left by an earlier run is
+    emptied first."""
+    import pyarrow.fs as pafs
+
+    from contactrank import storage
+
+    aws = {k: v for k, v in env.items() if k.startswith("AWS_")}
+    saved = {k: os.environ.get(k) for k in aws}
+    os.environ.update(aws)  # the storage module reads the endpoint and credentials from here
+    try:
+        fs = storage.s3_filesystem()
+        if fs.get_file_info(BUCKET).type == pafs.FileType.NotFound:
+            endpoint = env["AWS_ENDPOINT_URL"]
+            pafs.S3FileSystem(
+                endpoint_override=endpoint,
+                scheme=endpoint.partition("://")[0],
+                region=env["AWS_DEFAULT_REGION"],
+                allow_bucket_creation=True,
+            ).create_dir(BUCKET)
+        else:
+            fs.delete_dir_contents(BUCKET, missing_dir_ok=True)
+        jobs = []
+        for kind in ("lake", "exports"):
+            local, remote = home / kind, storage.location(env[f"CONTACTRANK_{kind.upper()}_URI"])
+            files = [p for p in local.rglob("*") if p.is_file()] if local.is_dir() else []
+            # hidden names are a crashed local writer's staging or moved-aside folders, never read
+            files = [p for p in files if not any(x.startswith(".") for x in p.relative_to(local).parts)]
+            for folder in sorted({p.parent for p in files}):
+                if folder == local:
+                    raise SystemExit(f"{folder}: a file at the top of the {kind} has no S3 layout")
+                jobs.append((folder, remote / folder.relative_to(local).as_posix()))
+
+        def commit(job) -> int:
+            folder, target = job
+            size = 0
+            with storage.object_transaction(target) as staging:
+                for f in folder.iterdir():
+                    if f.is_file():
+                        try:
+                            os.link(f, staging / f.name)  # no copy when the scratch folder shares the disk
+                        except OSError:
+                            shutil.copy2(f, staging / f.name)
+                        size += f.stat().st_size
+            return size
+
+        t0 = time.perf_counter()
+        with ThreadPoolExecutor(max_workers=4) as pool:  # many small folders: the round trips overlap
+            sizes = list(pool.map(commit, jobs))
+        seconds = round(time.perf_counter() - t0, 1)
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    return {"folders": len(jobs), "gib": round(sum(sizes) / 2**30, 2), "seconds": seconds}
+
+
+def reset(home: Path) -> None:
+    """What a run of the day finds in the home: no model registry (train and gate do their work
+    instead of finding an earlier run's model) and no compiled model (the day's new model is
+    compiled, as in a daily run, not taken from the cache an earlier run of the same model left).
+    Every other step replaces its output."""
+    (home / "mlflow.db").unlink(missing_ok=True)
+    shutil.rmtree(home / "mlartifacts", ignore_errors=True)
+    shutil.rmtree(home / "tmp" / "lleaves", ignore_errors=True)
+
+
+def _cpu_seconds(pid: int | None) -> float | None:
+    """User + system CPU seconds of a process (the S3 server's share of a step), from /proc."""
+    if pid is None:
+        return None
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_day(home: Path, d: str, env: dict[str, str] | None = None, server_pid: int | None = None) -> dict:
+    """Every step of the day, each in its own process; ``env``: the variables of an S3 run."""
+    reset(home)
+    steps = []
+    load = [round(x, 2) for x in os.getloadavg()]
+    t0 = time.perf_counter()
+    for name in STEPS:
+        before = _cpu_seconds(server_pid)
+        out = subprocess.run([sys.executable, __file__, "--home", str(home), "--step", name, "--date", d],
+                             capture_output=True, text=True, cwd=ROOT, env=env)  # fmt: skip
+        if out.returncode != 0:
+            raise SystemExit(f"step {name} failed:\n{out.stderr[-3000:]}")
+        steps.append(json.loads(out.stdout.strip().splitlines()[-1]))
+        if server_pid is not None:
+            steps[-1]["server_cpu_seconds"] = round(_cpu_seconds(server_pid) - before, 1)
+        print(json.dumps(steps[-1], default=str), flush=True)
+    return {
+        "steps": steps,
+        "total_wall_seconds": round(time.perf_counter() - t0, 1),
+        "total_cpu_seconds": round(sum(x["cpu_seconds"] for x in steps), 1),
+        "max_peak_rss_gib": max(x["peak_rss_gib"] for x in steps),
+        "load_avg_before": load,
+        "load_avg_after": [round(x, 2) for x in os.getloadavg()],
+        "finished_utc": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+
+
+def _ratios(local: dict, s3: dict) -> dict:
+    def ratio(a: float, b: float) -> float | None:
+        return round(b / a, 2) if a else None
+
+    pairs = list(zip(local["steps"], s3["steps"], strict=True))
+    wall = {x["step"]: ratio(x["wall_seconds"], y["wall_seconds"]) for x, y in pairs}
+    cpu = {x["step"]: ratio(x["cpu_seconds"], y["cpu_seconds"]) for x, y in pairs}
+    wall["total"] = ratio(local["total_wall_seconds"], s3["total_wall_seconds"])
+    cpu["total"] = ratio(local["total_cpu_seconds"], s3["total_cpu_seconds"])
+    return {"wall": wall, "cpu": cpu}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--home", default=str(ROOT / "bench" / "out" / "load"))
     ap.add_argument("--scale", type=float, default=1.0)
     ap.add_argument("--run-only", action="store_true", help="skip the set-up (a previous run's home)")
+    ap.add_argument("--s3", action="store_true", help="run the day locally, then on S3; compare")
+    ap.add_argument("--s3-endpoint", help="with --s3: a running S3 server (default: moto, started here)")
     ap.add_argument("--step", help=argparse.SUPPRESS)
     ap.add_argument("--step-setup", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--serve-s3", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--date", help=argparse.SUPPRESS)
     ns = ap.parse_args()
     home = Path(ns.home).resolve()
+    if ns.serve_s3:
+        serve_s3()
+        return
     if ns.step:
         print(json.dumps(step(home, ns.step, date.fromisoformat(ns.date)), default=str))
         return
@@ -176,26 +409,47 @@ def main() -> None:
             raise SystemExit(f"set-up failed:\n{out.stderr[-3000:]}")
         res["setup"] = json.loads(out.stdout.strip().splitlines()[-1])
         (home / "setup.json").write_text(json.dumps(res["setup"], indent=2, default=str))
-    else:
-        # A second run of the same date: a fresh model registry, so train and gate do their work
-        # again instead of finding the model of the first run (every other step replaces its output).
-        (home / "mlflow.db").unlink(missing_ok=True)
-        shutil.rmtree(home / "mlartifacts", ignore_errors=True)
     d = json.loads((home / "setup.json").read_text())["run_date"]
-    res["steps"] = []
-    t0 = time.perf_counter()
-    for name in STEPS:
-        out = subprocess.run([sys.executable, __file__, "--home", str(home), "--step", name, "--date", d],
-                             capture_output=True, text=True, cwd=ROOT)  # fmt: skip
-        if out.returncode != 0:
-            raise SystemExit(f"step {name} failed:\n{out.stderr[-3000:]}")
-        res["steps"].append(json.loads(out.stdout.strip().splitlines()[-1]))
-        print(json.dumps(res["steps"][-1], default=str), flush=True)
-    res["total_wall_seconds"] = round(time.perf_counter() - t0, 1)
-    res["max_peak_rss_gib"] = max(x["peak_rss_gib"] for x in res["steps"])
+    if not ns.s3:
+        res.update(run_day(home, d))
+        res["within_bound"] = res["max_peak_rss_gib"] <= RSS_BOUND_GIB
+        print(json.dumps({k: v for k, v in res.items() if k != "steps"}, default=str))
+        (home / "run.json").write_text(json.dumps(res, indent=2, default=str))
+        return
+    server = None
+    if ns.s3_endpoint:
+        endpoint = ns.s3_endpoint
+    else:
+        # Its own process, as a real store would be: no GIL shared with the upload from this
+        # process, and its CPU time (the S3 side of each step) can be read on its own.
+        server = subprocess.Popen([sys.executable, __file__, "--serve-s3"], stdin=subprocess.PIPE,
+                                  stdout=subprocess.PIPE, text=True, cwd=ROOT)  # fmt: skip
+        endpoint = server.stdout.readline().strip()
+    try:
+        env = s3_env(endpoint)
+        res["s3_endpoint"] = endpoint
+        res["s3_server"] = "given" if ns.s3_endpoint else "moto, its own process"
+        res["upload"] = upload(home, env)
+        print(json.dumps({"upload": res["upload"]}), flush=True)
+        res["local"] = run_day(home, d)
+        res["s3"] = run_day(home, d, env, server.pid if server else None)
+    finally:
+        if server is not None:
+            server.stdin.close()
+            server.wait(timeout=60)
+    res["ratio"] = _ratios(res["local"], res["s3"])
+    res["max_peak_rss_gib"] = max(res["local"]["max_peak_rss_gib"], res["s3"]["max_peak_rss_gib"])
     res["within_bound"] = res["max_peak_rss_gib"] <= RSS_BOUND_GIB
-    print(json.dumps({k: v for k, v in res.items() if k != "steps"}, default=str))
-    (home / "run.json").write_text(json.dumps(res, indent=2, default=str))
+    summary = {
+        **{k: v for k, v in res.items() if k not in ("local", "s3", "setup")},
+        **{
+            f"{name}_{key}": res[name][key]
+            for name in ("local", "s3")
+            for key in ("total_wall_seconds", "total_cpu_seconds", "load_avg_before", "load_avg_after")
+        },
+    }
+    print(json.dumps(summary, default=str))
+    (home / "run_s3.json").write_text(json.dumps(res, indent=2, default=str))
 
 
 if __name__ == "__main__":
