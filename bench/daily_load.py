@@ -126,82 +126,14 @@ def setup(home: Path, scale: float) -> dict:
     }
 
 
-def positional_duckdb_reads() -> None:
-    """Give DuckDB connections S3 files that read at their own position.
-
-    ``contactrank.storage.register_duckdb`` hands DuckDB fsspec's ``ArrowFSWrapper``, whose files
-    share one stream position. DuckDB reads at an offset as seek-then-read on a handle that its
-    threads share, and pyarrow's read lets go of the GIL: another thread's seek lands in between,
-    and a read returns bytes of the wrong place (a short read or undecodable Parquet, now and then
-    on a file of several row groups read by two threads). Each read here is one ``read_at`` of
-    the position the seek before it set: the same ranged GETs, no race.
-    """
-    from fsspec.implementations.arrow import ArrowFile, ArrowFSWrapper
-
-    from contactrank import storage
-
-    class PositionalFile(ArrowFile):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **kwargs)
-            self._pos = 0
-
-        def seek(self, pos: int, whence: int = 0) -> int:
-            self._pos = pos + (0, self._pos, self.stream.size())[whence]
-            return self._pos
-
-        def tell(self) -> int:
-            return self._pos
-
-        def read(self, n: int | None = -1) -> bytes:
-            if n is None or n < 0:
-                n = self.stream.size() - self._pos
-            data = self.stream.read_at(n, self._pos)
-            self._pos += len(data)
-            return data
-
-    class Wrapper(ArrowFSWrapper):
-        def _open(self, path, mode="rb", **kwargs):
-            if mode != "rb":
-                return super()._open(path, mode, **kwargs)
-            path = self._strip_protocol(path)
-            return PositionalFile(self, self.fs.open_input_file(path), path, mode)
-
-    def register_duckdb(con, *roots: object) -> None:
-        if any(isinstance(r, storage.ObjectPath) for r in roots) and not any(
-            "s3" in str(f) for f in con.list_filesystems()
-        ):
-            con.register_filesystem(Wrapper(storage.s3_filesystem()))
-
-    storage.register_duckdb = register_duckdb
-
-
-def orderable_object_paths() -> None:
-    """Order ``ObjectPath`` by its URI, as ``Path`` is ordered.
-
-    ``features.feature_chunks.person_ranges`` picks the largest file by ``max`` over (rows, path)
-    pairs: when two files hold the same number of rows (the previous feature state and the
-    contact state do in this world), the paths are compared, and an ``ObjectPath`` has no order:
-    the features step fails with a TypeError on S3 once the state exceeds one chunk.
-    """
-    from contactrank import storage
-
-    storage.ObjectPath.__lt__ = lambda a, b: str(a) < str(b)
-    storage.ObjectPath.__gt__ = lambda a, b: str(a) > str(b)
-
-
 def step(home: Path, name: str, d: date) -> dict:
     """One step of the daily run, in this process (called in a child by ``main``)."""
-    from contactrank import storage
     from contactrank.settings import runtime_env
 
     runtime_env()  # before LightGBM loads
     from contactrank.pipeline import run_step
 
     settings = _settings(home)
-    if storage.is_remote(settings.lake) or storage.is_remote(settings.exports):
-        # Two faults of the library's S3 path that stop the day, worked around here (not fixed)
-        positional_duckdb_reads()
-        orderable_object_paths()
     t0 = time.perf_counter()
     out = run_step(name, settings, d)
     usage = resource.getrusage(resource.RUSAGE_SELF)

@@ -99,7 +99,8 @@ def clock_shifts(settings: Settings, d: date, person_ids: pd.Series) -> pd.Serie
     default_offset = utc_offset_hours(settings.local_timezone, valid_day)
     clocks = zones.merge(offsets, on="person_id", how="left")
     recorded = clocks["recorded_offset"].astype(float).fillna(default_offset)
-    own = clocks["attribute_zone"].map(lambda zone: utc_offset_hours(zone, valid_day))
+    own_offsets = {zone: utc_offset_hours(zone, valid_day) for zone in clocks["attribute_zone"].unique()}
+    own = clocks["attribute_zone"].map(own_offsets).astype(float)
     shift = np.round(own - recorded).astype("int64")
     return pd.Series(shift.to_numpy(), index=clocks["person_id"].to_numpy())[shift.to_numpy() != 0]
 
