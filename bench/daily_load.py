@@ -176,17 +176,11 @@ def serve_s3() -> None:
 def s3_env(endpoint: str) -> dict[str, str]:
     """The variables of a run whose lake and exports are on the bucket of ``endpoint``."""
     sys.path.insert(0, str(ROOT))
-    from tests.helpers.s3 import AWS_UNSET
+    from tests.helpers.s3 import AWS_UNSET, endpoint_env, s3_uris
 
     env = {k: v for k, v in os.environ.items() if k not in AWS_UNSET}
-    env.update(
-        AWS_ACCESS_KEY_ID="testing",
-        AWS_SECRET_ACCESS_KEY="testing",
-        AWS_DEFAULT_REGION="us-east-1",
-        AWS_ENDPOINT_URL=endpoint,
-        CONTACTRANK_LAKE_URI=f"s3://{BUCKET}/home/lake",
-        CONTACTRANK_EXPORTS_URI=f"s3://{BUCKET}/home/exports",
-    )
+    env.update(endpoint_env(endpoint))
+    env.update({f"CONTACTRANK_{key.upper()}": uri for key, uri in s3_uris(BUCKET).items()})
     return env
 
 
@@ -194,9 +188,11 @@ def upload(home: Path, env: dict[str, str]) -> dict:
     """Copy the home's local lake and exports to the bucket, each folder holding files as one
     committed folder (what the S3 backend's own writes leave); a bucket left by an earlier run is
     emptied first."""
+    sys.path.insert(0, str(ROOT))
     import pyarrow.fs as pafs
 
     from contactrank import storage
+    from tests.helpers.s3 import create_bucket
 
     aws = {k: v for k, v in env.items() if k.startswith("AWS_")}
     saved = {k: os.environ.get(k) for k in aws}
@@ -204,13 +200,7 @@ def upload(home: Path, env: dict[str, str]) -> dict:
     try:
         fs = storage.s3_filesystem()
         if fs.get_file_info(BUCKET).type == pafs.FileType.NotFound:
-            endpoint = env["AWS_ENDPOINT_URL"]
-            pafs.S3FileSystem(
-                endpoint_override=endpoint,
-                scheme=endpoint.partition("://")[0],
-                region=env["AWS_DEFAULT_REGION"],
-                allow_bucket_creation=True,
-            ).create_dir(BUCKET)
+            create_bucket(env["AWS_ENDPOINT_URL"], BUCKET)
         else:
             fs.delete_dir_contents(BUCKET, missing_dir_ok=True)
         jobs = []

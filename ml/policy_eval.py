@@ -117,28 +117,20 @@ def target_probability(rows: pd.DataFrame, policy: str) -> pd.Series:
     raise InputError(f"unknown policy {policy!r}: expected one of {', '.join(POLICIES)}")
 
 
-def _outcomes(settings: Settings, day: date) -> pd.DataFrame:
-    table = read_partition(settings, "attempts", day, columns=["person_id", "contact_id", "outcome"])
+def _outcomes(settings: Settings, day: date, by_hour: bool = False) -> pd.DataFrame:
+    """Per (person, address) attempted on ``day`` (and per recorded-clock hour, as ``best_hour``,
+    with ``by_hour``): reached (1) or not (0)."""
+    keys = ["person_id", "contact_id", *(["best_hour"] if by_hour else [])]
+    columns = ["person_id", "contact_id", "outcome", *(["local_hour"] if by_hour else [])]
+    table = read_partition(settings, "attempts", day, columns=columns)
     if table is None:
-        return pd.DataFrame(columns=["person_id", "contact_id", "reward"])
+        return pd.DataFrame(columns=[*keys, "reward"])
     df = table.to_pandas()
+    if by_hour:
+        df = df.dropna(subset=["local_hour"]).assign(best_hour=lambda f: f["local_hour"].astype("int64"))
     good = CONVERSION_OUTCOMES if settings.label == "conversion" else REACH_OUTCOMES
     df["reward"] = df["outcome"].isin(good).astype("float64")
-    return df.groupby(["person_id", "contact_id"], as_index=False)["reward"].max()
-
-
-def _hour_outcomes(settings: Settings, day: date) -> pd.DataFrame:
-    """Per (person, address, recorded-clock hour) attempted on ``day``: reached (1) or not (0)."""
-    table = read_partition(
-        settings, "attempts", day, columns=["person_id", "contact_id", "local_hour", "outcome"]
-    )
-    if table is None:
-        return pd.DataFrame(columns=["person_id", "contact_id", "best_hour", "reward"])
-    df = table.to_pandas().dropna(subset=["local_hour"])
-    good = CONVERSION_OUTCOMES if settings.label == "conversion" else REACH_OUTCOMES
-    df["reward"] = df["outcome"].isin(good).astype("float64")
-    df["best_hour"] = df["local_hour"].astype("int64")
-    return df.groupby(["person_id", "contact_id", "best_hour"], as_index=False)["reward"].max()
+    return df.groupby(keys, as_index=False)["reward"].max()
 
 
 def _hour_target(log: pd.DataFrame, policy: str) -> np.ndarray:
@@ -169,7 +161,7 @@ def evaluate_hour_policy(settings: Settings, start: date, end: date, policy: str
             if policy == "less_tried_hour":
                 continue
             log["less_tried_hours"] = 0
-        outcomes = _hour_outcomes(settings, x + timedelta(days=1))
+        outcomes = _outcomes(settings, x + timedelta(days=1), by_hour=True)
         joined = log.merge(outcomes, on=["person_id", "contact_id", "best_hour"])
         joined["_pi"] = _hour_target(joined, policy)
         logs.append(joined)

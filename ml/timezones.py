@@ -84,12 +84,14 @@ def clock_shifts(settings: Settings, d: date, person_ids: pd.Series) -> pd.Serie
     has a zone attribute.
     """
     valid_day = d + timedelta(days=1)
-    persons = pd.DataFrame({"person_id": pd.unique(person_ids.astype(str))})
     con = duckdb.connect()
     storage.register_duckdb(con, settings.lake)
     try:
-        con.register("wanted", persons)
-        zones = _attribute_zones(con, settings, d).dropna(subset=["attribute_zone"])
+        relation = _zone_relation(con, settings, d)
+        if relation is None:  # no zone attribute anywhere: nothing to shift, no persons to list
+            return pd.Series(dtype="int64")
+        con.register("wanted", pd.DataFrame({"person_id": pd.unique(person_ids.astype(str))}))
+        zones = _attribute_zones(con, settings, d, relation).dropna(subset=["attribute_zone"])
         if zones.empty:
             return pd.Series(dtype="int64")
         con.register("wanted", zones[["person_id"]])
@@ -125,20 +127,25 @@ def _recorded_offsets(con, settings: Settings, d: date) -> pd.DataFrame:
     ).fetch_df()
 
 
-def _attribute_zones(con, settings: Settings, d: date) -> pd.DataFrame:
+def _zone_relation(con, settings: Settings, d: date) -> str | None:
+    """The persons files up to D as one relation, when some of them has the zone attribute."""
     files = [
         partition_dir(settings, "persons", x) / DATA_FILE
         for x in partition_dates(settings, "persons")
         if x <= d
     ]
     files = [f for f in files if f.is_file()]
-    empty = pd.DataFrame({"person_id": pd.Series(dtype=str), "attribute_zone": pd.Series(dtype=object)})
     if not files:
-        return empty
+        return None
     relation = sql.read_parquet(files, hive_partitioning="false", union_by_name="true")
     columns = {row[0] for row in con.execute(f"DESCRIBE SELECT * FROM {relation}").fetchall()}
-    if TIMEZONE_ATTRIBUTE not in columns:
-        return empty
+    return relation if TIMEZONE_ATTRIBUTE in columns else None
+
+
+def _attribute_zones(con, settings: Settings, d: date, relation: str | None = None) -> pd.DataFrame:
+    relation = relation or _zone_relation(con, settings, d)
+    if relation is None:
+        return pd.DataFrame({"person_id": pd.Series(dtype=str), "attribute_zone": pd.Series(dtype=object)})
     column = sql.quote_ident(TIMEZONE_ATTRIBUTE)
     found = con.execute(
         f"""SELECT person_id, last({column}) FILTER (WHERE {column} IS NOT NULL) AS attribute_zone

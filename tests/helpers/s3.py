@@ -32,11 +32,16 @@ AWS_UNSET = ("AWS_ENDPOINT_URL_S3", "AWS_REGION", "AWS_SESSION_TOKEN", "AWS_PROF
 def aws_env(server) -> dict[str, str]:
     """The standard AWS variables of a deployment whose store is ``server``."""
     host, port = server.get_host_and_port()
+    return endpoint_env(f"http://{host}:{port}")
+
+
+def endpoint_env(endpoint: str) -> dict[str, str]:
+    """The standard AWS variables of a deployment whose store answers at ``endpoint``."""
     return {
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
         "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_ENDPOINT_URL": f"http://{host}:{port}",
+        "AWS_ENDPOINT_URL": endpoint,
     }
 
 
@@ -52,11 +57,18 @@ def use_server(monkeypatch: pytest.MonkeyPatch, server) -> str:
 
 def new_bucket(endpoint: str) -> str:
     """Create a fresh bucket; return its name."""
+    return create_bucket(endpoint, f"contactrank-test-{next(_buckets)}")
+
+
+def create_bucket(endpoint: str, name: str) -> str:
+    """Create the bucket ``name`` on the store at ``endpoint``; return its name."""
     import pyarrow.fs as pafs
 
-    name = f"contactrank-test-{next(_buckets)}"
     pafs.S3FileSystem(
-        endpoint_override=endpoint, scheme="http", region="us-east-1", allow_bucket_creation=True
+        endpoint_override=endpoint,
+        scheme=endpoint.partition("://")[0],
+        region="us-east-1",
+        allow_bucket_creation=True,
     ).create_dir(name)
     return name
 
