@@ -32,12 +32,15 @@ from typing import Any
 import pandas as pd
 
 from contactrank.errors import ContactrankError, NotReady
+from contactrank.features import history
 from contactrank.features.daily_aggregates import build_daily_aggs
 from contactrank.features.feature_chunks import parquet_rows
-from contactrank.features.feature_shards import build_all_shards
+from contactrank.features.feature_rows import create_shared_rates, save_shared_rates
+from contactrank.features.feature_shards import END_OF_DAY, SHARED_RATES, build_all_shards, day_before_rates
 from contactrank.features.feature_tables import (
     FeatureError,
     daily_aggs_to_build,
+    no_attempts,
     register_empty_relations,
     write_features,
     write_state_and_attributes,
@@ -112,11 +115,23 @@ def build_features(settings: Settings, d: date, full: bool = False, rows: bool =
                 state_rows = parquet_rows(stage / DATA_FILE)
             mode = "full" if full else (mode if prev_ok else "direct")
             feat_rows = None
+            rates_dir = partition_dir(settings, SHARED_RATES, d)
             if rows or (partition_dir(settings, FEATURES, d) / DATA_FILE).is_file():
                 with phase("features"):
                     feat_rows = write_features(settings, con, d, partition_dir(settings, STATE, d))
+                    # the rates of the end of d are those the training rows of d+1 share: saved once
+                    with atomic_dir(rates_dir) as stage:
+                        save_shared_rates(con, stage, END_OF_DAY)
+            elif rates_dir.exists():  # saved by an earlier build of d, from the state just rewritten
+                with phase("features"), atomic_dir(rates_dir) as stage:
+                    state, attrs = history.state_files(partition_dir(settings, STATE, d))
+                    population = history.recent_population(settings, d)
+                    create_shared_rates(con, state, attrs, population, d, settings.prior_strength)
+                    save_shared_rates(con, stage, END_OF_DAY)
+            # the rates of the end of d-1 as its build saved them, unless that state was rebuilt here
+            saved = day_before_rates(settings, d) if prev_ok and not no_attempts(settings, d) else None
             with phase("training"):
-                train_rows = write_training(settings, con, d, prev_dir)
+                train_rows = write_training(settings, con, d, prev_dir, shared=saved)
     except ContactrankError:
         raise
     except Exception as exc:  # duckdb/pyarrow errors: one line naming the date

@@ -124,7 +124,7 @@ def _state_relations(settings: Settings, x: date) -> tuple[str, str]:
     return history.read_files(files, ""), history.read_files(persons, "", union_by_name="true")
 
 
-def _day_before_rates(settings: Settings, d: date) -> SharedRates | None:
+def day_before_rates(settings: Settings, d: date) -> SharedRates | None:
     """The rates of the end of d-1 as d-1's own shared-rates step saved them, when it ran (the same
     inputs: the state of d-1 and the population up to d-1), so they are not computed twice."""
     folder = partition_dir(settings, SHARED_RATES, d - timedelta(days=1))
@@ -139,7 +139,7 @@ def build_shared_rates(settings: Settings, d: date) -> dict[str, Any]:
 
     def work(con) -> dict[str, Any]:
         days = [(d, END_OF_DAY)]
-        if _day_before_rates(settings, d) is None:
+        if day_before_rates(settings, d) is None:
             days.append((d - timedelta(days=1), DAY_BEFORE))
         with atomic_dir(partition_dir(settings, SHARED_RATES, d)) as stage:
             for x, prefix in days:
@@ -159,7 +159,7 @@ def build_rows_shard(settings: Settings, d: date, shard: Shard) -> dict[str, Any
     rates = partition_dir(settings, SHARED_RATES, d)
     if not (rates / f"{END_OF_DAY}{SHARED_RATE_TABLES[-1]}.parquet").is_file():
         raise NotReady(f"no shared rates for {d}: {rates} is missing (the shared-rates step runs first)")
-    before = _day_before_rates(settings, d)
+    before = day_before_rates(settings, d)
     if not (rates / f"{DAY_BEFORE}{SHARED_RATE_TABLES[-1]}.parquet").is_file() and before is not None:
         training_rates = before
     else:

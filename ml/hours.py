@@ -116,9 +116,9 @@ class HourProfile:
 
 def best_hours(
     raw: np.ndarray, raws: np.ndarray, blocks: list[HourBlock], profile: HourProfile | None
-) -> tuple[np.ndarray, np.ndarray]:
-    """Fill ``raws`` (candidates x hours) with the hour-smoothed outputs (``smooth_hours``) of the
-    stacked ones; return each candidate's best hour column and the stacked row that holds it.
+) -> np.ndarray:
+    """Fill ``raws`` (candidates x hours) with ``raw`` (the outputs in block order) smoothed over the
+    hours (``smooth_hours``); return each candidate's best hour column.
 
     By raw output, not calibrated probability: calibration is monotone, so the argmax is the same,
     but isotonic steps would turn many hours into ties. With a profile, the middle of the allowed
@@ -130,12 +130,7 @@ def best_hours(
     choice = raws
     if profile is not None:
         choice = _middle_of_best_bucket(raws, profile)
-    best = choice.argmax(axis=1)  # first maximum: the earliest hour wins a tie
-    at_best = np.zeros(len(raws), dtype=np.int64)
-    for j, _, rows, offset in blocks:
-        sel = best[rows] == j
-        at_best[rows[sel]] = offset + np.flatnonzero(sel)
-    return best, at_best
+    return choice.argmax(axis=1)  # first maximum: the earliest hour wins a tie
 
 
 def _middle_of_best_bucket(raws: np.ndarray, profile: HourProfile) -> np.ndarray:

@@ -80,32 +80,63 @@ def _hour_blocks(hours: list[int], allowed: np.ndarray) -> tuple[list[HourBlock]
     return blocks, offset
 
 
-def _stack_hours(
+def _raw_by_hour(
     model: ContactModel,
+    predictor: Predictor,
     base: np.ndarray,
     inputs: HourInputs | None,
     blocks: list[HourBlock],
     total: int,
     day: date,
-) -> np.ndarray:
-    """One preallocated (candidate x hour) matrix: each block is the base rows plus its hour's context.
+) -> tuple[np.ndarray, dict[int, tuple[list[int], np.ndarray]]]:
+    """The booster's output of every (candidate x hour) row, in block order, and each hour's
+    context as model inputs (its columns and one row per row of the block).
 
-    The context comes from ``features.context.add_context`` (the definition used in training),
-    given the candidates' stored inputs of the hour-dependent features (``inputs``, None for a
-    model without them), read once for all hours.
+    The rows are predicted one hour at a time in one candidate-sized matrix whose context columns
+    are rewritten per hour: a (candidate x hour) matrix would be allocated and filled anew for every
+    batch, which cost more than predicting it. The context comes from ``features.context.add_context``
+    (the definition used in training), given the candidates' stored inputs of the hour-dependent
+    features (``inputs``, None for a model without them), read once for all hours.
     """
-    stacked = np.empty((total, base.shape[1]), dtype=np.float64)
-    for _, h, rows, offset in blocks:
-        block = stacked[offset : offset + len(rows)]
-        every = len(rows) == len(base)  # the hour is allowed for every candidate: rows is 0..n-1
-        # a plain copy: np.take into ``out=`` runs several times slower than a copy or a gather
-        np.copyto(block, base if every else np.take(base, rows, axis=0))
+    raw = np.empty(total, dtype=np.float64)
+    context_of: dict[int, tuple[list[int], np.ndarray]] = {}
+    every_hour = base.copy()  # the block of an hour allowed for every candidate
+    written: set[int] = set()
+    for j, h, rows, offset in blocks:
+        every = len(rows) == len(base)
         hour_inputs = inputs if inputs is None or every else inputs.take(rows)
         context = add_context(pd.DataFrame(index=pd.RangeIndex(len(rows))), day, h, hour_inputs=hour_inputs)
-        for c in context.columns:
-            if c in model.features:
-                block[:, model.features.index(c)] = feature_values(model, c, context[c])
-    return stacked
+        cols = [model.features.index(c) for c in context.columns if c in model.features]
+        values = np.column_stack(
+            [feature_values(model, c, context[c]) for c in context.columns if c in model.features]
+        ) if cols else np.empty((len(rows), 0))
+        if every:
+            block = every_hour
+            stale = sorted(written - set(cols))  # another hour's context column this hour lacks
+            block[:, stale] = base[:, stale]
+            written = set(cols)
+        else:
+            block = np.take(base, rows, axis=0)
+        block[:, cols] = values
+        raw[offset : offset + len(rows)] = predictor.raw(block)
+        context_of[j] = (cols, values)
+    return raw, context_of
+
+
+def _rows_at(
+    base: np.ndarray,
+    blocks: list[HourBlock],
+    context_of: dict[int, tuple[list[int], np.ndarray]],
+    best: np.ndarray,
+) -> np.ndarray:
+    """The model inputs of each candidate at its hour column ``best``."""
+    x = base.copy()
+    for j, _, rows, _ in blocks:
+        sel = best[rows] == j
+        cols, values = context_of[j]
+        if cols and sel.any():
+            x[np.ix_(rows[sel], cols)] = values[sel]
+    return x
 
 
 def _reason_codes(
@@ -155,9 +186,9 @@ def score_frame(
     inputs = HourInputs.of(df)
     profile = HourProfile.of(settings, inputs, hour_of)
     if blocks:
-        stacked = _stack_hours(model, base, inputs, blocks, total, d + timedelta(days=1))
-        best, at_best = best_hours(predictor.raw(stacked), raws, blocks, profile)
-        reason = _reason_codes(settings, model, stacked[at_best], hour_of[best], explainer)
+        raw, context_of = _raw_by_hour(model, predictor, base, inputs, blocks, total, d + timedelta(days=1))
+        best = best_hours(raw, raws, blocks, profile)
+        reason = _reason_codes(settings, model, _rows_at(base, blocks, context_of, best), hour_of[best], explainer)
     best_raw = raws[np.arange(n), best]
     best_p = hour_scores(predictor, raws, best, profile)
     k, alt = _less_tried_hour(settings, d, df, allowed, best, hour_of)

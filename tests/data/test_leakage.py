@@ -109,8 +109,10 @@ def test_training_example_never_sees_its_own_outcome(settings, monkeypatch):
 
     # Leaky variant: training joined with the state of the end of D (which includes the attempt itself).
     real = build.write_training
-    monkeypatch.setattr(
-        build, "write_training", lambda s, con, d, prev_dir: real(s, con, d, partition_dir(s, STATE, d))
+    monkeypatch.setattr(  # the state and the shared rates of the end of D, not of D-1
+        build,
+        "write_training",
+        lambda s, con, d, prev_dir, shared=None: real(s, con, d, partition_dir(s, STATE, d)),
     )
     write_attempts(settings, D, att)
     build_features(settings, _day(D))

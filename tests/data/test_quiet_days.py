@@ -4,11 +4,12 @@ nothing will read. Neither may change a table that is written."""
 from __future__ import annotations
 
 import hashlib
+import shutil
 from datetime import timedelta
 
 import pandas as pd
 import pyarrow.parquet as pq
-from feature_history import START, history
+from feature_history import START, history, write_attempts
 
 from contactrank.features import feature_tables
 from contactrank.features.build import DAILY_AGG, FEATURES, STATE, TRAINING, build_features
@@ -95,3 +96,42 @@ def test_rows_false_leaves_out_the_features_partition_and_changes_nothing_else(s
     assert build_features(lean, _day(DAYS[-1]), rows=False)["rows"] > 0
     assert stale.stat().st_ino != before
     pd.testing.assert_frame_equal(_sorted(settings, FEATURES, DAYS[-1]), _sorted(lean, FEATURES, DAYS[-1]))
+
+
+def test_training_rows_read_the_rates_the_day_before_saved_the_same_as_computed_afresh(
+    settings, tmp_path, monkeypatch
+):
+    from contactrank.features import build
+
+    def built(home_settings, reuse: bool) -> None:
+        history(home_settings, [*ATTEMPT_DAYS, 400], [394, *DAYS])  # 400 and 401 busy
+        with monkeypatch.context() as patch:
+            if not reuse:
+                patch.setattr(build, "day_before_rates", lambda s, d: None)
+            for n in DAYS:
+                build_features(home_settings, _day(n))
+            # 400's attempts change and 400 is built again without its feature rows: the rates it
+            # saved before must follow its new state, or 401's training rows would read stale ones
+            flipped = pq.read_table(
+                partition_dir(home_settings, "attempts", _day(400)) / DATA_FILE
+            ).to_pandas()
+            flipped["outcome"] = flipped["outcome"].map(
+                lambda o: "no_answer" if o == "right_party" else "right_party"
+            )
+            write_attempts(home_settings, 400, flipped)
+            shutil.rmtree(partition_dir(home_settings, FEATURES, _day(400)))
+            build_features(home_settings, _day(400), rows=False)
+            build_features(home_settings, _day(401))
+
+    computed = []
+    create = feature_tables.create_shared_rates
+    monkeypatch.setattr(feature_tables, "create_shared_rates", lambda *a: computed.append(a) or create(*a))
+    built(settings, reuse=True)
+    reused = len(computed)
+    fresh = settings.replace(home=tmp_path / "fresh")
+    built(fresh, reuse=False)
+    assert reused < len(computed) - reused  # the day before's rates were read, not computed again
+    for n in DAYS:
+        pd.testing.assert_frame_equal(_sorted(settings, TRAINING, n), _sorted(fresh, TRAINING, n))
+        if partition_dir(fresh, FEATURES, _day(n)).exists():
+            pd.testing.assert_frame_equal(_sorted(settings, FEATURES, n), _sorted(fresh, FEATURES, n))

@@ -51,12 +51,11 @@ def test_the_profile_picks_the_bucket_and_the_hour_is_its_middle():
     hi = inputs([{"morning": 0.4}, {}], [{"morning": 3}, {}])
     profile = HourProfile(hi, HOURS)
     raws = np.full(curves.shape, -np.inf)
-    best, at_best = best_hours(stack(curves), raws, blocks_of(2), profile)
+    best = best_hours(stack(curves), raws, blocks_of(2), profile)
     hours = HOURS[best]
     assert hours[0] == 9
     # a flat profile says nothing: the model's (smoothed) peak
     assert hours[1] == HOURS[np.argmax(raws[1])] == 19
-    assert at_best[1] == best[1] * 2 + 1  # the stacked row of that hour
 
 
 def test_the_middle_is_taken_over_the_buckets_allowed_hours():
@@ -66,14 +65,14 @@ def test_the_middle_is_taken_over_the_buckets_allowed_hours():
     allowed = HOURS <= 20  # e.g. sms until 20h: the evening is 18-20, its middle 19h
     rows = np.arange(1)
     blocks = [(j, int(h), rows, k) for k, j in enumerate(np.flatnonzero(allowed)) for h in [HOURS[j]]]
-    best, _ = best_hours(np.full(allowed.sum(), 0.2), raws, blocks, profile)
+    best = best_hours(np.full(allowed.sum(), 0.2), raws, blocks, profile)
     assert HOURS[best[0]] == 19
 
 
 def test_without_a_profile_the_model_alone_picks_and_scores():
     curve = 0.1 + 0.01 * (HOURS == 15)
     raws = np.full((1, HOURS.size), -np.inf)
-    best, _ = best_hours(stack(curve[None, :]), raws, blocks_of(1), None)
+    best = best_hours(stack(curve[None, :]), raws, blocks_of(1), None)
     assert HOURS[best[0]] in (14, 15, 16)  # smoothing spreads the peak; the earliest maximum wins
     assert hour_scores(_Identity(), raws, best, None)[0] == pytest.approx(raws[0, best[0]])
 
@@ -83,7 +82,7 @@ def test_the_score_is_the_average_hour_times_the_profiles_lift():
     hi = inputs([{"morning": 0.4, "evening": 0.05}], [{"morning": 2, "evening": 4}])
     profile = HourProfile(hi, HOURS)
     raws = np.full((1, HOURS.size), -np.inf)
-    best, _ = best_hours(stack(curve[None, :]), raws, blocks_of(1), profile)
+    best = best_hours(stack(curve[None, :]), raws, blocks_of(1), profile)
     rate = profile.rate[0]
     expected = raws[0].mean() * rate[best[0]] / rate.mean()
     assert hour_scores(_Identity(), raws, best, profile)[0] == pytest.approx(expected)
@@ -95,7 +94,7 @@ def test_an_untried_bucket_is_never_scored_above_the_persons_average():
     hi = inputs([{"evening": 0.5, "morning": 0.1}], [{"morning": 5}])
     profile = HourProfile(hi, HOURS)
     raws = np.full((1, HOURS.size), -np.inf)
-    best, _ = best_hours(stack(curve[None, :]), raws, blocks_of(1), profile)
+    best = best_hours(stack(curve[None, :]), raws, blocks_of(1), profile)
     assert bucket_index(HOURS[best].astype(float))[0] == NAMES.index("evening")
     assert hour_scores(_Identity(), raws, best, profile)[0] == pytest.approx(0.2)
     # tried there, the lift counts
@@ -113,7 +112,7 @@ def test_hours_not_allowed_are_never_chosen_even_when_the_profile_prefers_them()
     blocks = [
         (j, int(h), rows, k) for k, (j, h) in enumerate((j, h) for j, h in enumerate(HOURS) if allowed[j])
     ]
-    best, _ = best_hours(curve[allowed], raws, blocks, profile)
+    best = best_hours(curve[allowed], raws, blocks, profile)
     assert HOURS[best[0]] <= 16
     assert np.isfinite(hour_scores(_Identity(), raws, best, profile)[0])
 

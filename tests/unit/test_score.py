@@ -490,3 +490,30 @@ def test_the_persons_habit_profile_picks_the_hour_the_model_does_not_know(settin
 def score_again(settings, model) -> pd.DataFrame:
     score(settings, D, model=model, model_info=INFO)
     return scored(settings)
+
+
+def test_reason_codes_are_those_of_each_candidate_at_its_best_hour(settings, model):
+    # Hours allowed to some channels only: the candidates of an hour are a subset of the batch.
+    from contactrank.ml import reasons
+    from contactrank.ml.predictor import model_matrix
+    from contactrank.ml.score import score_frame
+
+    df = _mixed_frame(300)
+    df["channel"] = df["f_channel"].where(df["f_channel"].isin(["voice", "sms", "email"]), "voice")
+    df["person_id"] = [f"p{i}" for i in range(len(df))]
+    df["contact_id"] = [f"c{i}" for i in range(len(df))]
+    df["last_outcome"] = None
+    df["n_attempts"] = 0
+    narrow = settings.replace(channel_hours={"sms": [10, 14], "email": [15, 21]}, explore_share=0.0)
+    out = score_frame(narrow, D, model, df)
+    explainer = reasons.PathExplainer(model)
+    for i in range(0, len(df), 7):
+        row = df.iloc[[i]].reset_index(drop=True)
+        x = model_matrix(
+            model, model.prepare(add_context(row, day=D + timedelta(days=1), hour=int(out.best_hour[i])))
+        )
+        assert out.reason[i] == reasons.codes(explainer.contributions_matrix(x), [int(out.best_hour[i])])[0]
+    sms = out[df["channel"] == "sms"]
+    assert (
+        sms.best_hour.between(10, 14).all() and out[df["channel"] == "email"].best_hour.between(15, 21).all()
+    )
