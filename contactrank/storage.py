@@ -53,9 +53,15 @@ def _endpoint() -> str | None:
     return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
 
 
+# The AWS SDK's default gives up on a request that transfers nothing for 3 seconds (curl's low-speed
+# limit), three times in a row: one busy moment of the store failed a whole step. botocore waits 60.
+REQUEST_TIMEOUT_SECONDS = 60.0
+CONNECT_TIMEOUT_SECONDS = 10.0
+
+
 @functools.lru_cache(maxsize=8)
 def _s3(endpoint: str | None, region: str | None) -> pafs.S3FileSystem:
-    options: dict = {}
+    options: dict = {"request_timeout": REQUEST_TIMEOUT_SECONDS, "connect_timeout": CONNECT_TIMEOUT_SECONDS}
     if endpoint:
         options["endpoint_override"] = endpoint
         options["scheme"] = "http" if endpoint.startswith("http://") else "https"

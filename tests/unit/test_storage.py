@@ -146,3 +146,35 @@ def test_a_killed_writers_scratch_folder_is_deleted_by_the_next_one(tmp_path, mo
     assert not mine.exists()
     assert storage.collect_scratch() == [alive]
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_store_that_stalls_for_seconds_is_waited_for(monkeypatch) -> None:
+    # The AWS SDK's default gave up after 3 s without a byte, three times: a busy store failed the step.
+    import http.server
+    import threading
+    import time
+
+    class Stalling(http.server.BaseHTTPRequestHandler):
+        def do_HEAD(self) -> None:  # noqa: N802 - the handler's protocol
+            time.sleep(4.5)
+            self.send_response(200)
+            self.send_header("Content-Length", "10")
+            self.send_header("Last-Modified", "Wed, 02 Dec 2026 10:00:00 GMT")
+            self.end_headers()
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Stalling)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{server.server_address[1]}")
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
+        monkeypatch.setenv("AWS_REGION", "us-east-1")
+        monkeypatch.delenv("AWS_ENDPOINT_URL_S3", raising=False)
+        storage._s3.cache_clear()
+        assert storage.s3_filesystem().get_file_info("bucket/key").size == 10
+    finally:
+        server.shutdown()
+        storage._s3.cache_clear()
