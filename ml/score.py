@@ -107,9 +107,13 @@ def _raw_by_hour(
         hour_inputs = inputs if inputs is None or every else inputs.take(rows)
         context = add_context(pd.DataFrame(index=pd.RangeIndex(len(rows))), day, h, hour_inputs=hour_inputs)
         cols = [model.features.index(c) for c in context.columns if c in model.features]
-        values = np.column_stack(
-            [feature_values(model, c, context[c]) for c in context.columns if c in model.features]
-        ) if cols else np.empty((len(rows), 0))
+        values = (
+            np.column_stack(
+                [feature_values(model, c, context[c]) for c in context.columns if c in model.features]
+            )
+            if cols
+            else np.empty((len(rows), 0))
+        )
         if every:
             block = every_hour
             stale = sorted(written - set(cols))  # another hour's context column this hour lacks
@@ -188,7 +192,9 @@ def score_frame(
     if blocks:
         raw, context_of = _raw_by_hour(model, predictor, base, inputs, blocks, total, d + timedelta(days=1))
         best = best_hours(raw, raws, blocks, profile)
-        reason = _reason_codes(settings, model, _rows_at(base, blocks, context_of, best), hour_of[best], explainer)
+        reason = _reason_codes(
+            settings, model, _rows_at(base, blocks, context_of, best), hour_of[best], explainer
+        )
     best_raw = raws[np.arange(n), best]
     best_p = hour_scores(predictor, raws, best, profile)
     k, alt = _less_tried_hour(settings, d, df, allowed, best, hour_of)
