@@ -106,14 +106,11 @@ def _raw_by_hour(
         every = len(rows) == len(base)
         hour_inputs = inputs if inputs is None or every else inputs.take(rows)
         context = add_context(pd.DataFrame(index=pd.RangeIndex(len(rows))), day, h, hour_inputs=hour_inputs)
-        cols = [model.features.index(c) for c in context.columns if c in model.features]
-        values = (
-            np.column_stack(
-                [feature_values(model, c, context[c]) for c in context.columns if c in model.features]
-            )
-            if cols
-            else np.empty((len(rows), 0))
-        )
+        names = [c for c in context.columns if c in model.features]
+        cols = [model.features.index(c) for c in names]
+        values = np.empty((len(rows), len(names)))
+        for i, c in enumerate(names):
+            values[:, i] = feature_values(model, c, context[c])
         if every:
             block = every_hour
             stale = sorted(written - set(cols))  # another hour's context column this hour lacks
