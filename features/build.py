@@ -115,19 +115,10 @@ def build_features(settings: Settings, d: date, full: bool = False, rows: bool =
                 state_rows = parquet_rows(stage / DATA_FILE)
             mode = "full" if full else (mode if prev_ok else "direct")
             feat_rows = None
-            rates_dir = partition_dir(settings, SHARED_RATES, d)
-            if rows or (partition_dir(settings, FEATURES, d) / DATA_FILE).is_file():
+            with_rows = rows or (partition_dir(settings, FEATURES, d) / DATA_FILE).is_file()
+            if with_rows or partition_dir(settings, SHARED_RATES, d).exists():
                 with phase("features"):
-                    feat_rows = write_features(settings, con, d, partition_dir(settings, STATE, d))
-                    # the rates of the end of d are those the training rows of d+1 share: saved once
-                    with atomic_dir(rates_dir) as stage:
-                        save_shared_rates(con, stage, END_OF_DAY)
-            elif rates_dir.exists():  # saved by an earlier build of d, from the state just rewritten
-                with phase("features"), atomic_dir(rates_dir) as stage:
-                    state, attrs = history.state_files(partition_dir(settings, STATE, d))
-                    population = history.recent_population(settings, d)
-                    create_shared_rates(con, state, attrs, population, d, settings.prior_strength)
-                    save_shared_rates(con, stage, END_OF_DAY)
+                    feat_rows = _write_rows_and_rates(settings, con, d, with_rows)
             # the rates of the end of d-1 as its build saved them, unless that state was rebuilt here
             saved = day_before_rates(settings, d) if prev_ok and not no_attempts(settings, d) else None
             with phase("training"):
@@ -155,6 +146,23 @@ def build_features(settings: Settings, d: date, full: bool = False, rows: bool =
 
 
 # --- readers for the other stages -----------------------------------------------------------------
+
+
+def _write_rows_and_rates(settings: Settings, con, d: date, with_rows: bool) -> int | None:
+    """``features/date=d`` when ``with_rows``, and the rates of the end of d its rows share, saved
+    (``shared_rates/date=d``): the training rows of d+1 share the same ones. Without the rows, saved
+    rates are computed again from the state just written, so that they never go stale."""
+    state_dir = partition_dir(settings, STATE, d)
+    written = None
+    with atomic_dir(partition_dir(settings, SHARED_RATES, d)) as stage:
+        if with_rows:
+            written = write_features(settings, con, d, state_dir)
+        else:
+            state, attrs = history.state_files(state_dir)
+            population = history.recent_population(settings, d)
+            create_shared_rates(con, state, attrs, population, d, settings.prior_strength)
+        save_shared_rates(con, stage, END_OF_DAY)
+    return written
 
 
 def load_features(settings: Settings, d: date, columns: list[str] | None = None) -> pd.DataFrame:
