@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -11,6 +13,52 @@ from contactrank.settings import Settings, load_settings, runtime_env
 
 ROOT = Path(__file__).resolve().parents[1]
 runtime_env()  # LightGBM's OpenMP threads sleep, not spin, on a shared 2-core CI machine
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Each test process writes its temporary files in a folder of its own, removed at its end.
+
+    A temporary folder that the code or a test forgets stays on a CI machine or a developer's for
+    good; here it is found: the session fails if any ``contactrank-*`` folder is left in it once
+    every fixture is torn down (the libraries' own leftovers are removed with the folder)."""
+    base = Path(tempfile.mkdtemp(prefix="contactrank-tests-"))
+    base.chmod(0o1777)  # servers running as another user (PostgreSQL) create files in it
+    os.environ["TMPDIR"] = str(base)
+    tempfile.tempdir = None  # gettempdir() reads TMPDIR again
+    config.stash[_TMP_KEY] = base
+
+
+_TMP_KEY = pytest.StashKey[Path]()
+_LEFT_KEY = pytest.StashKey[list]()
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error) -> None:
+    """What an xdist worker left behind, gathered by the controller."""
+    left = getattr(node, "workeroutput", {}).get("tmp_left", [])
+    node.config.stash.setdefault(_LEFT_KEY, []).extend(left)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    base = session.config.stash.get(_TMP_KEY, None)
+    if base is None or not base.exists():
+        return
+    # The Airflow home of tests/dags lives as long as the process: Airflow reads it at import.
+    kept = {Path(os.environ.get("AIRFLOW_HOME", "/nonexistent"))}
+    left = sorted(p.name for p in base.glob("contactrank-*") if p not in kept)
+    if hasattr(session.config, "workeroutput"):  # an xdist worker: the controller decides
+        session.config.workeroutput["tmp_left"] = left
+    left += session.config.stash.get(_LEFT_KEY, [])
+    if left and session.exitstatus == 0:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        print(f"\nleft behind in the temporary directory: {', '.join(left)}")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    base = config.stash.get(_TMP_KEY, None)
+    if base is not None:
+        shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)

@@ -103,17 +103,18 @@ def _compose(*args: str, env_file: Path | None = None, **variables: str) -> subp
         if not k.startswith(("AIRFLOW", "POSTGRES", "MLFLOW", "CONTACTRANK"))
     }
     env.update(variables)
-    if env_file is None:
-        env_file = Path(tempfile.mkdtemp(prefix="contactrank-compose-")) / "empty.env"
-        env_file.write_text("")
-    return subprocess.run(
-        [exe, "-f", str(COMPOSE), "--env-file", str(env_file), *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        env=env,
-    )
+    with tempfile.TemporaryDirectory(prefix="contactrank-compose-") as empty:
+        if env_file is None:
+            env_file = Path(empty) / "empty.env"
+            env_file.write_text("")
+        return subprocess.run(
+            [exe, "-f", str(COMPOSE), "--env-file", str(env_file), *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+            env=env,
+        )
 
 
 @pytest.fixture(scope="module")
