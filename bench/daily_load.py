@@ -159,11 +159,18 @@ def step(home: Path, name: str, d: date) -> dict:
     }
 
 
-def serve_s3() -> None:
+def serve_s3(ranges: bool) -> None:
     """A moto S3 server in this process (called in a child by ``main``): prints its endpoint, then
-    serves until its standard input closes, so it ends with the run that started it."""
+    serves until its standard input closes, so it ends with the run that started it. With
+    ``ranges``, its ranged GETs read only the range (bench/ranged_moto.py)."""
     sys.path.insert(0, str(ROOT))
     from tests.helpers.s3 import aws_env, start_server
+
+    if ranges:
+        sys.path.insert(0, str(Path(__file__).parent))
+        import ranged_moto  # a sibling script of the benchmarks, not a package
+
+        ranged_moto.patch()
 
     server = start_server()
     try:
@@ -304,6 +311,9 @@ def main() -> None:
     ap.add_argument("--run-only", action="store_true", help="skip the set-up (a previous run's home)")
     ap.add_argument("--s3", action="store_true", help="run the day locally, then on S3; compare")
     ap.add_argument("--s3-endpoint", help="with --s3: a running S3 server (default: moto, started here)")
+    ap.add_argument(
+        "--s3-ranges", action="store_true", help="with --s3: moto reading a ranged GET's range only"
+    )
     ap.add_argument("--step", help=argparse.SUPPRESS)
     ap.add_argument("--step-setup", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--serve-s3", action="store_true", help=argparse.SUPPRESS)
@@ -311,7 +321,7 @@ def main() -> None:
     ns = ap.parse_args()
     home = Path(ns.home).resolve()
     if ns.serve_s3:
-        serve_s3()
+        serve_s3(ns.s3_ranges)
         return
     if ns.step:
         print(json.dumps(step(home, ns.step, date.fromisoformat(ns.date)), default=str))
@@ -344,13 +354,18 @@ def main() -> None:
     else:
         # Its own process, as a real store would be: no GIL shared with the upload from this
         # process, and its CPU time (the S3 side of each step) can be read on its own.
-        server = subprocess.Popen([sys.executable, __file__, "--serve-s3"], stdin=subprocess.PIPE,
+        serve = ["--serve-s3", *(["--s3-ranges"] if ns.s3_ranges else [])]
+        server = subprocess.Popen([sys.executable, __file__, *serve], stdin=subprocess.PIPE,
                                   stdout=subprocess.PIPE, text=True, cwd=ROOT)  # fmt: skip
         endpoint = server.stdout.readline().strip()
     try:
         env = s3_env(endpoint)
         res["s3_endpoint"] = endpoint
-        res["s3_server"] = "given" if ns.s3_endpoint else "moto, its own process"
+        res["s3_server"] = (
+            "given"
+            if ns.s3_endpoint
+            else "moto, its own process" + (", ranges read from the range" if ns.s3_ranges else "")
+        )
         res["upload"] = upload(home, env)
         print(json.dumps({"upload": res["upload"]}), flush=True)
         res["local"] = run_day(home, d)
