@@ -44,8 +44,9 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     base = session.config.stash.get(_TMP_KEY, None)
     if base is None or not base.exists():
         return
-    # The Airflow home of tests/dags lives as long as the process: Airflow reads it at import.
-    kept = {Path(os.environ.get("AIRFLOW_HOME", "/nonexistent"))}
+    # The Airflow home of tests/dags lives as long as the process: Airflow reads it at import; an
+    # xdist worker's own folder is checked and removed by that worker.
+    kept = {Path(os.environ.get("AIRFLOW_HOME", "/nonexistent")), *base.glob("contactrank-tests-*")}
     left = sorted(p.name for p in base.glob("contactrank-*") if p not in kept)
     if hasattr(session.config, "workeroutput"):  # an xdist worker: the controller decides
         session.config.workeroutput["tmp_left"] = left
