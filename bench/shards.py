@@ -83,12 +83,19 @@ def _task(work: Path, shards: int, d: date, task: str, shard: int | None = None)
 def _prebuild(work: Path, shards: int, d: date) -> None:
     """The features of ``d`` with ``shards`` shards, unmeasured (the day before the measured one)."""
     from contactrank.features.feature_shards import build_all_shards
+    from contactrank.pipeline import run_step
     from contactrank.settings import load_settings
 
-    build_all_shards(load_settings(home=work, shards=shards), d)
+    if shards == 1:
+        run_step("features", load_settings(home=work), d)
+    else:
+        build_all_shards(load_settings(home=work, shards=shards), d)
 
 
 def measure(work: Path, d: date, shards: int) -> dict:
+    # the day before built with the same code and split, as every N does: its saved rates are
+    # read by the measured day's training rows (a home set up by older code has none)
+    _prebuild(work, shards, d - timedelta(days=1))
     if shards == 1:
         tasks = [_task(work, 1, d, "features"), _task(work, 1, d, "score")]
         return {
@@ -97,7 +104,6 @@ def measure(work: Path, d: date, shards: int) -> dict:
             "per_shard_cpu": [sum(t["cpu_seconds"] for t in tasks)],
             "once_cpu": 0.0,
         }
-    _prebuild(work, shards, d - timedelta(days=1))
     tasks = [_task(work, shards, d, "prepare")]
     tasks += [_task(work, shards, d, "state", k) for k in range(shards)]
     tasks.append(_task(work, shards, d, "shared_rates"))
