@@ -90,8 +90,7 @@ def import_bank_marketing(
     positives, no_answer, files.
     """
     path, landing = Path(path), Path(landing)
-    raw, variant = _read(path, limit)
-    dates = _dates(raw, variant, start_year, path)
+    raw, variant, dates = read_calls(path, start_year=start_year, limit=limit)
     if not 0 <= hour <= 23:
         raise InputError(f"hour {hour} is not a local hour 0-23")
 
@@ -160,6 +159,16 @@ def import_bank_marketing(
         {k: out[k] for k in ("variant", "rows", "days", "first_date", "last_date")},
     )
     return out
+
+
+def read_calls(
+    path: Path, *, start_year: int = 2008, limit: int | None = None
+) -> tuple[pd.DataFrame, str, list[date]]:
+    """The rows of ``bank-full.csv`` or ``bank-additional-full.csv`` as strings, the variant, and
+    the date of each call (the file has months and days, not years: see the module docstring)."""
+    path = Path(path)
+    raw, variant = _read(path, limit)
+    return raw, variant, _dates(raw, variant, start_year, path)
 
 
 def _persons(raw: pd.DataFrame, ids: pd.Series, stamps_before: list[str], before: pd.Series) -> pd.DataFrame:
