@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import importlib.metadata
 import logging
+import threading
 import time
+from collections import OrderedDict
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
@@ -54,6 +56,13 @@ CHAMPION = "champion"
 TAG_REASON = "contactrank.gate.reason."
 # set by ``promote`` on the version it moves the champion away from: a manual rollback
 TAG_ROLLED_BACK = "contactrank.rolled_back"
+# Models loaded in this process, by (tracking URI, name, version, run id): a registered version's
+# files never change, and a backfill gates and reports day after day in one process, loading the
+# same champion each time. The run id tells a version apart from one of the same number in a home
+# that was wiped and trained again. A few entries: the challenger, the champion and the published.
+_LOADED: OrderedDict[tuple[str, str, str, str], Any] = OrderedDict()
+_LOADED_MAX = 4
+_LOADED_LOCK = threading.Lock()
 
 
 def champion_version(settings: Settings) -> int | None:
@@ -70,12 +79,19 @@ def _alias(client, settings: Settings, alias: str):
 
 
 def load_version(settings: Settings, version: int | str):
-    """The ContactModel of one registered version (loaded through its MLflow pyfunc).
+    """The ContactModel of one registered version (loaded through its MLflow pyfunc, once per
+    process: callers only read it).
 
     MLflow's own requirements check maps every installed distribution's files to modules on each
     load, seconds of CPU paid again by every score, report and gate task in its fresh process;
     the model pins a handful of packages by name, so only those are looked up."""
     configure(settings)
+    run_id = mlflow_client(settings).get_model_version(settings.model_name, str(version)).run_id
+    key = (settings.tracking_uri, settings.model_name, str(version), run_id)
+    with _LOADED_LOCK:
+        if key in _LOADED:
+            _LOADED.move_to_end(key)
+            return _LOADED[key]
     uri = f"models:/{settings.model_name}/{version}"
     pinned = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"{uri}/requirements.txt"))
     mismatches = requirement_mismatches(pinned.read_text().splitlines())
@@ -87,7 +103,12 @@ def load_version(settings: Settings, version: int | str):
             ", ".join(mismatches),
         )
     pyfunc = mlflow.pyfunc.load_model(uri, suppress_warnings=True)
-    return pyfunc.unwrap_python_model().model
+    model = pyfunc.unwrap_python_model().model
+    with _LOADED_LOCK:
+        _LOADED[key] = model
+        while len(_LOADED) > _LOADED_MAX:
+            _LOADED.popitem(last=False)
+    return model
 
 
 def requirement_mismatches(lines: list[str]) -> list[str]:

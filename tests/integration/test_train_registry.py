@@ -191,6 +191,7 @@ def test_loading_a_version_checks_its_pins_without_scanning_every_distribution(
     assert not [r for r in caplog.records if "package versions" in r.getMessage()]
 
     real_version = importlib.metadata.version
+    registry._LOADED.clear()  # a fresh process: the environment is checked when a model is loaded
     monkeypatch.setattr(
         importlib.metadata,
         "version",
@@ -200,3 +201,31 @@ def test_loading_a_version_checks_its_pins_without_scanning_every_distribution(
         registry.load_version(settings, 1)
     warned = [r.getMessage() for r in caplog.records if "package versions" in r.getMessage()]
     assert warned and f"lightgbm=={lightgbm.__version__} (installed 0.0.1)" in warned[0]
+
+
+def test_a_version_is_loaded_once_and_a_new_model_of_the_same_number_again(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import mlflow.pyfunc
+
+    write_days(settings, D, 10)
+    assert train(settings, D)["version"] == 1
+    loads = []  # loads of registered versions (a training also loads the model it logs, from a path)
+    real_load = mlflow.pyfunc.load_model
+
+    def counted(uri, *args, **kwargs):
+        if str(uri).startswith("models:/"):
+            loads.append(uri)
+        return real_load(uri, *args, **kwargs)
+
+    monkeypatch.setattr(mlflow.pyfunc, "load_model", counted)
+    first = registry.load_version(settings, 1)
+    assert registry.load_version(settings, 1) is first and len(loads) == 1
+
+    # the same store, the same version number, another model (the registered model deleted and
+    # trained again): its run tells them apart
+    _client(settings).delete_registered_model(settings.model_name)
+    write_days(settings, D, 10, seed=8)
+    assert train(settings, D)["version"] == 1
+    second = registry.load_version(settings, 1)
+    assert second is not first and len(loads) == 2
