@@ -7,8 +7,9 @@
    temporary ``CONTACTRANK_HOME`` (or ``--home``).
 2. For every calendar day from the day before the first call to the last call, the pipeline's own
    steps run through ``contactrank.pipeline.run_step``: ingest, features, train (label
-   ``conversion``, ``retrain_every_days=7``, ``train_plots=false``, ``duckdb_threads=1``, every
-   other setting at its default) and gate.
+   ``conversion``, ``retrain_every_days=7``, ``train_plots=false``, ``duckdb_threads=1``,
+   ``train_halflife_days=90`` (``--halflife``; 0 for the default of equal weights), every other
+   setting at its default) and gate.
    Score and publish run on the last day, to show that a priority file comes out; the features
    step writes its per-candidate rows (scoring's input) on that day only (``rows=False`` before).
 3. Forward evaluation: before the models are retrained on day D, the attempts of D (their
@@ -66,6 +67,9 @@ NOTES = ROOT / "docs" / "bench-notes" / "bank_marketing.md"
 LABEL = "label_conversion"
 # the calmer, thinner second half of the data: the figures the issue's targets are stated on
 PERIOD = (date(2009, 1, 1), date(2010, 11, 30))
+# The subscription rate moves from 5 % to 17 % to 52 % of calls: the recency weights the pipeline
+# offers for a drifting base rate, halving over one training window (train_window_days' default).
+HALFLIFE_DAYS = 90.0
 
 # PROVENANCE.md §4: published figures (without call duration) and our own reference runs.
 ANCHORS = {
@@ -272,7 +276,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     # a replay of 900+ days: the per-training PNGs would cost more than the fits (train_plots), and
     # on tables of a few thousand rows DuckDB's second thread costs more CPU than it saves
     settings = load_settings(
-        home=home, label="conversion", retrain_every_days=7, train_plots=False, duckdb_threads=1
+        home=home,
+        label="conversion",
+        retrain_every_days=7,
+        train_plots=False,
+        duckdb_threads=1,
+        train_halflife_days=args.halflife,
     )
     landing = home / "landing"
     imported = import_bank_marketing(Path(args.data), landing, limit=args.limit)
@@ -415,6 +424,7 @@ def _result(
         "label": "converted",
         "retrain_every_days": settings.retrain_every_days,
         "train_window_days": settings.train_window_days,
+        "train_halflife_days": settings.train_halflife_days,
         # headline: the model the pipeline serves (champion), on every row it could score
         "auc": f_champ.get("auc"),
         "lift10": f_champ.get("lift10"),
@@ -514,7 +524,9 @@ def replay(args: argparse.Namespace) -> dict[str, Any]:
 
     t0 = time.perf_counter()
     home = Path(args.home)
-    settings = load_settings(home=home, label="conversion", retrain_every_days=7)
+    settings = load_settings(
+        home=home, label="conversion", retrain_every_days=7, train_halflife_days=args.halflife
+    )
     with tempfile.TemporaryDirectory() as tmp:
         imported = import_bank_marketing(Path(args.data), Path(tmp), limit=args.limit)
     days = partition_dates(settings, "training")
@@ -608,8 +620,9 @@ def write_notes(result: dict[str, Any], path: Path, command: str) -> None:
         "label `converted` (y = yes). "
         "The pipeline ran every day: ingest, features, train "
         f"(weekly: `retrain_every_days={r['retrain_every_days']}`, "
-        f"window {r['train_window_days']} days, `train_plots=false`, `duckdb_threads=1`, "
-        "other settings default) and gate; "
+        f"window {r['train_window_days']} days, "
+        f"`train_halflife_days={r.get('train_halflife_days', 0.0):g}`, `train_plots=false`, "
+        "`duckdb_threads=1`, other settings default) and gate; "
         f"{r['trainings']} trainings, gate {r['gate']}"
         + (f" (failed checks: {r['gate_failures']})" if r["gate_failures"] else "")
         + f". Score and publish on the last day: {r['publish_last_day']}.",
@@ -711,6 +724,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fresh", action="store_true", help="with --home: remove it first")
     p.add_argument("--keep", action="store_true", help="keep the temp home")
     p.add_argument("--keep-predictions", action="store_true", help="write <home>/forward_predictions.parquet")
+    p.add_argument(
+        "--halflife", type=float, default=HALFLIFE_DAYS, help="train_halflife_days (0: equal weights)"
+    )
     p.add_argument("--notes", default=str(NOTES), help="markdown file for the figures ('' for none)")
     p.add_argument(
         "--replay", action="store_true", help="with --home: re-evaluate an existing (or running) home"
