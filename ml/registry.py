@@ -58,8 +58,8 @@ TAG_REASON = "contactrank.gate.reason."
 TAG_ROLLED_BACK = "contactrank.rolled_back"
 # Models loaded in this process, by (tracking URI, name, version, run id): a registered version's
 # files never change, and a backfill gates and reports day after day in one process, loading the
-# same champion each time. The run id tells a version apart from one of the same number in a home
-# that was wiped and trained again. A few entries: the challenger, the champion and the published.
+# same champion each time. The run id tells a version apart from one of the same number trained
+# after the model was deleted. A few entries: the challenger, the champion and the published.
 _LOADED: OrderedDict[tuple[str, str, str, str], Any] = OrderedDict()
 _LOADED_MAX = 4
 _LOADED_LOCK = threading.Lock()
