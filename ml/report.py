@@ -153,6 +153,7 @@ def _gate_text(inp: ReportInputs) -> str:
         text += " — failed: " + "; ".join(failed)
     elif held:  # not enough evidence either way: the champion stays, and the page says why
         text += " — held: " + "; ".join(held)
-    elif reasons:
-        text += f" — all {len(reasons)} checks passed"
+    elif reasons:  # the AUC against the floor and the champion: the intervals the decision rests on
+        aucs = [r.removeprefix("ok: ") for r in reasons if r.startswith("ok: auc ")]
+        text += f" — all {len(reasons)} checks passed" + "".join(f"; {a}" for a in aucs)
     return text

@@ -404,6 +404,8 @@ def test_real_registry_gate_decision_and_mlflow_artifact(settings: Settings) -> 
     assert gate_text.startswith(f"{decision['decision']} (run train-{D}, against champion none)")
     if decision["decision"] == "rejected":
         assert "failed: " in gate_text
+    elif decision["decision"] == "promoted":  # a passed decision shows the interval it rests on too
+        assert "checks passed; auc " in gate_text and " vs floor " in gate_text and "] at " in gate_text
     client = mlflow_client(s)
     logged = [a.path for a in client.list_artifacts(trained["run_id"], f"report/date={D}")]
     assert logged == [f"report/date={D}/report.html"]
@@ -413,3 +415,30 @@ def test_real_registry_gate_decision_and_mlflow_artifact(settings: Settings) -> 
     assert earlier["panels"]["calibration"]["status"] == "missing"
     assert f"was trained on {D}" in earlier["panels"]["calibration"]["reason"]
     assert earlier["header"]["Gate decision"] == "no training or gate on this day"
+
+
+def test_a_promotion_in_the_header_shows_the_intervals_it_rests_on(settings: Settings) -> None:
+    from types import SimpleNamespace
+
+    from contactrank.ml import gate
+    from contactrank.ml.report import _gate_text
+    from contactrank.ml.report_inputs import TAG_GATE_DECISION, TAG_GATE_REASON, RunsOfDay
+
+    # a challenger that ranks clearly better than the champion on 4,000 rows: promoted
+    rng = np.random.default_rng(3)
+    logit = rng.normal(-1.0, 1.2, 4000)
+    y = (rng.random(4000) < 1 / (1 + np.exp(-logit))).astype(int)
+    challenger = 1 / (1 + np.exp(-(logit + rng.normal(0, 0.3, 4000))))
+    champion = 1 / (1 + np.exp(-(logit + rng.normal(0, 1.5, 4000))))
+    evidence = gate.compare(settings, y, challenger, champion, np.full(4000, "voice"), "d")
+    decision, reasons = gate.decide(settings, evidence)
+    assert decision == gate.PROMOTED, reasons
+    tags = {TAG_GATE_DECISION: decision, **{f"{TAG_GATE_REASON}{i:02d}": r for i, r in enumerate(reasons)}}
+    info = SimpleNamespace(run_name="train-x", run_id="x")
+    run = SimpleNamespace(data=SimpleNamespace(tags=tags), info=info)
+
+    text = _gate_text(SimpleNamespace(runs=lambda: RunsOfDay(gated=run)))
+
+    passed = f"promoted (run train-x, against champion none) — all {len(reasons)} checks passed; "
+    assert text.startswith(passed)
+    assert " vs floor " in text and " vs champion " in text and "difference +" in text
