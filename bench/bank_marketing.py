@@ -621,7 +621,7 @@ def write_notes(result: dict[str, Any], path: Path, command: str) -> None:
         "The pipeline ran every day: ingest, features, train "
         f"(weekly: `retrain_every_days={r['retrain_every_days']}`, "
         f"window {r['train_window_days']} days, "
-        f"`train_halflife_days={r.get('train_halflife_days', 0.0):g}`, `train_plots=false`, "
+        f"`train_halflife_days={r['train_halflife_days']:g}`, `train_plots=false`, "
         "`duckdb_threads=1`, other settings default) and gate; "
         f"{r['trainings']} trainings, gate {r['gate']}"
         + (f" (failed checks: {r['gate_failures']})" if r["gate_failures"] else "")

@@ -37,7 +37,6 @@ from contactrank.lock import home_lock
 from contactrank.ml import gate as gt
 from contactrank.ml.dataset import KIND, label_column, labelled_days
 from contactrank.ml.tracking import client as mlflow_client
-from contactrank.ml.tracking import configure
 from contactrank.ml.train_logging import (
     CHALLENGER,
     TAG_DATE,
@@ -85,7 +84,7 @@ def load_version(settings: Settings, version: int | str):
     MLflow's own requirements check maps every installed distribution's files to modules on each
     load, seconds of CPU paid again by every score, report and gate task in its fresh process;
     the model pins a handful of packages by name, so only those are looked up."""
-    configure(settings)
+    # the client points MLflow at the store (``tracking.configure``), which the downloads below read
     run_id = mlflow_client(settings).get_model_version(settings.model_name, str(version)).run_id
     key = (settings.tracking_uri, settings.model_name, str(version), run_id)
     with _LOADED_LOCK:
