@@ -520,7 +520,8 @@ def replay(args: argparse.Namespace) -> dict[str, Any]:
     """
     from contactrank.features.lake import partition_dates, partition_dir
     from contactrank.ml.dataset import plan_window
-    from contactrank.ml.train_logging import TAG_DATE
+    from contactrank.ml.registry import TAG_GATE_DATE, TAG_REASON
+    from contactrank.ml.train_logging import TAG_DATE, TAG_DECISION
 
     t0 = time.perf_counter()
     home = Path(args.home)
@@ -538,9 +539,9 @@ def replay(args: argparse.Namespace) -> dict[str, Any]:
     versions = []
     for mv in models.client.search_model_versions(f"name='{settings.model_name}'"):
         t = mv.tags or {}
-        gated = t.get("contactrank.gate.date")
+        gated = t.get(TAG_GATE_DATE)
         versions.append(
-            (int(mv.version), date.fromisoformat(t[TAG_DATE]), t.get("contactrank.gate.decision"),
+            (int(mv.version), date.fromisoformat(t[TAG_DATE]), t.get(TAG_DECISION),
              date.fromisoformat(gated) if gated else None)
         )  # fmt: skip
     versions.sort()
@@ -553,7 +554,7 @@ def replay(args: argparse.Namespace) -> dict[str, Any]:
     for mv in models.client.search_model_versions(f"name='{settings.model_name}'"):
         if date.fromisoformat((mv.tags or {})[TAG_DATE]) < upto:
             for k, r in (mv.tags or {}).items():
-                if k.startswith("contactrank.gate.reason.") and r.startswith(("fail:", "hold:")):
+                if k.startswith(TAG_REASON) and r.startswith(("fail:", "hold:")):
                     failures[_rule(r)] = failures.get(_rule(r), 0) + 1
     logregs: dict[int, Any] = {}
     scored, attrs = [], []

@@ -52,7 +52,12 @@ from contactrank.settings import Settings
 log = logging.getLogger(__name__)
 
 CHAMPION = "champion"
+# The gate's tags on a challenger's run and version; the decision (``TAG_DECISION``) is written last.
 TAG_REASON = "contactrank.gate.reason."
+TAG_GATE_DATE = "contactrank.gate.date"
+TAG_GATE_TEST_DAY = "contactrank.gate.test_day"
+TAG_GATE_EVIDENCE_DAYS = "contactrank.gate.evidence_days"
+TAG_GATE_CHAMPION = "contactrank.gate.champion_version"
 # set by ``promote`` on the version it moves the champion away from: a manual rollback
 TAG_ROLLED_BACK = "contactrank.rolled_back"
 # Models loaded in this process, by (tracking URI, name, version, run id): a registered version's
@@ -187,7 +192,7 @@ def _finish_interrupted(client, settings: Settings, challenger, champion) -> dic
             "challenger": int(challenger.version),
             "champion": int(challenger.version),
             "previous_champion": int(champion.version) if champion is not None else None,
-            "test_day": tags.get("contactrank.gate.test_day"),
+            "test_day": tags.get(TAG_GATE_TEST_DAY),
             "reasons": _recorded_reasons(tags),
             "finished_interrupted": True,
         }
@@ -331,10 +336,10 @@ def _record(
         settings,
         challenger,
         {
-            "contactrank.gate.date": d.isoformat(),
-            "contactrank.gate.test_day": test_day.isoformat(),
-            "contactrank.gate.evidence_days": evidence.days,
-            "contactrank.gate.champion_version": str(champion.version) if champion is not None else "none",
+            TAG_GATE_DATE: d.isoformat(),
+            TAG_GATE_TEST_DAY: test_day.isoformat(),
+            TAG_GATE_EVIDENCE_DAYS: evidence.days,
+            TAG_GATE_CHAMPION: str(champion.version) if champion is not None else "none",
             **{f"{TAG_REASON}{i:02d}": r[:5000] for i, r in enumerate(reasons)},
         },
     )

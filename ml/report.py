@@ -26,15 +26,15 @@ from mlflow.tracking import MlflowClient
 from contactrank import storage
 from contactrank.errors import ContactrankError
 from contactrank.features import lake
+from contactrank.ml.registry import TAG_GATE_CHAMPION, TAG_REASON
 from contactrank.ml.report_html import format_value, render_html
 from contactrank.ml.report_inputs import (
-    TAG_GATE_DECISION,
-    TAG_GATE_REASON,
     MissingInput,
     ReportInputs,
     one_line,
 )
 from contactrank.ml.report_panels import PANELS, build_panel
+from contactrank.ml.train_logging import TAG_DECISION
 from contactrank.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -143,11 +143,11 @@ def _gate_text(inp: ReportInputs) -> str:
             return f"not gated yet (run {runs.trained.info.run_name or runs.trained.info.run_id[:8]})"
         return "no training or gate on this day"
     tags = run.data.tags
-    decision = tags.get(TAG_GATE_DECISION, "unknown")
-    reasons = [v for k, v in sorted(tags.items()) if k.startswith(TAG_GATE_REASON)]
+    decision = tags.get(TAG_DECISION, "unknown")
+    reasons = [v for k, v in sorted(tags.items()) if k.startswith(TAG_REASON)]
     failed = [r.removeprefix("fail: ") for r in reasons if r.startswith("fail:")]
     held = [r.removeprefix("hold: ") for r in reasons if r.startswith("hold:")]
-    champion_version = tags.get("contactrank.gate.champion_version", "none")
+    champion_version = tags.get(TAG_GATE_CHAMPION, "none")
     text = f"{decision} (run {run.info.run_name or run.info.run_id[:8]}, against champion {champion_version})"
     if failed:
         text += " — failed: " + "; ".join(failed)

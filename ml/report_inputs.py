@@ -21,20 +21,15 @@ from contactrank import storage
 from contactrank.features import lake
 from contactrank.features.schema import LABEL_COLUMNS, REACH_OUTCOMES
 from contactrank.features.sql import quote_literal, read_parquet
-from contactrank.ml.registry import load_champion, load_version
+from contactrank.ml.registry import TAG_GATE_DATE, load_champion, load_version
 from contactrank.ml.tracking import client as mlflow_client
 from contactrank.ml.tracking import configure
+from contactrank.ml.train_logging import TAG_DATE
 from contactrank.settings import Settings
 
 HISTORY_DAYS = 60  # outcome mix, quarantine and reach-by-hour look back this far
 MAX_ROWS = 200_000  # rows scored for calibration, gains and drift: stable curves at bounded cost
 MAX_WINDOW_DAYS = 14  # training days sampled to represent the window
-
-# Tags written by ml.train (the business date of a training run) and ml.registry.gate.
-TAG_TRAIN_DATE = "contactrank.date"
-TAG_GATE_DATE = "contactrank.gate.date"
-TAG_GATE_DECISION = "contactrank.gate.decision"
-TAG_GATE_REASON = "contactrank.gate.reason."
 
 
 class MissingInput(Exception):
@@ -256,7 +251,7 @@ def trained_on(settings: Settings, run_id: str | None) -> str | None:
     """The business date (ISO) a registered model's training run was made for, when recorded."""
     if not run_id:
         return None
-    return mlflow_client(settings).get_run(run_id).data.tags.get(TAG_TRAIN_DATE)
+    return mlflow_client(settings).get_run(run_id).data.tags.get(TAG_DATE)
 
 
 def runs_of_day(settings: Settings, d: date) -> RunsOfDay:
@@ -273,4 +268,4 @@ def runs_of_day(settings: Settings, d: date) -> RunsOfDay:
         )
         return runs[0] if runs else None
 
-    return RunsOfDay(trained=newest(TAG_TRAIN_DATE), gated=newest(TAG_GATE_DATE))
+    return RunsOfDay(trained=newest(TAG_DATE), gated=newest(TAG_GATE_DATE))

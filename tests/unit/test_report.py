@@ -421,8 +421,10 @@ def test_a_promotion_in_the_header_shows_the_intervals_it_rests_on(settings: Set
     from types import SimpleNamespace
 
     from contactrank.ml import gate
+    from contactrank.ml.registry import TAG_REASON
     from contactrank.ml.report import _gate_text
-    from contactrank.ml.report_inputs import TAG_GATE_DECISION, TAG_GATE_REASON, RunsOfDay
+    from contactrank.ml.report_inputs import RunsOfDay
+    from contactrank.ml.train_logging import TAG_DECISION
 
     # a challenger that ranks clearly better than the champion on 4,000 rows: promoted
     rng = np.random.default_rng(3)
@@ -433,7 +435,7 @@ def test_a_promotion_in_the_header_shows_the_intervals_it_rests_on(settings: Set
     evidence = gate.compare(settings, y, challenger, champion, np.full(4000, "voice"), "d")
     decision, reasons = gate.decide(settings, evidence)
     assert decision == gate.PROMOTED, reasons
-    tags = {TAG_GATE_DECISION: decision, **{f"{TAG_GATE_REASON}{i:02d}": r for i, r in enumerate(reasons)}}
+    tags = {TAG_DECISION: decision, **{f"{TAG_REASON}{i:02d}": r for i, r in enumerate(reasons)}}
     info = SimpleNamespace(run_name="train-x", run_id="x")
     run = SimpleNamespace(data=SimpleNamespace(tags=tags), info=info)
 
