@@ -111,9 +111,10 @@ class Settings:
     cap_person_7d: int = 7
     cap_address_day: int = 3  # an address attempted this often on D rests on D+1
     explore_share: float = 0.05
-    # who picks best_hour: "profile" (the person's habit profile picks the bucket, the model the
-    # hour in it; ml/hours.py says why) or "model" (the highest model output alone)
-    hour_choice: Literal["profile", "model"] = "profile"
+    # who picks best_hour: "shape" (the person's habit shape picks the bucket, the profile where
+    # the shape knows nothing; ml/hours.py says why), "profile" (the habit profile alone) or
+    # "model" (the highest model output alone)
+    hour_choice: Literal["shape", "profile", "model"] = "shape"
     explore_max_attempts: int = 2  # an address with at most this many attempts counts as untested
     # an untested address is explored only when its score is at least this share of the greedy
     # top's (0 explores every untested address; ml/explore.py says why)

@@ -34,6 +34,9 @@ PERSON_ATTEMPT_COLS = [f"f_p_attempt_hour_{b}" for b in _NAMES]  # in bucket_ind
 CONTACT_HOUR_COLS = [f"f_c_{kind}_hour_{b}" for b in _NAMES for kind in ("attempt", "reach")]
 POPULATION_HOUR_COLS = [*(f"f_g_reach_rate_hour_{b}" for b in _NAMES), "f_g_reach_rate_hours"]
 PROFILE_COLS = [f"f_p_hour_profile_{b}" for b in _NAMES]  # expected bucket rates under the habit profiles
+# The person's expected habit shape per bucket (features.hour_shapes): read by the hour choice, not
+# by the model (no ``f_`` prefix); absent from features built before it.
+SHAPE_COLS = [f"hour_shape_{b}" for b in _NAMES]
 CONTEXT_INPUTS = [*PERSON_HOUR_COLS, *CONTACT_HOUR_COLS, *POPULATION_HOUR_COLS, *PROFILE_COLS]
 HOUR_FEATURES = [
     *(f"f_hour_{level}_{what}" for level in ("p", "c") for what in ("rate", "lift", "attempts")),
@@ -85,6 +88,7 @@ class HourInputs:
     contact_attempts: np.ndarray
     contact_reaches: np.ndarray
     profile: np.ndarray  # rows x buckets
+    shape: np.ndarray | None = None  # rows x buckets, NaN where unknown
 
     @classmethod
     def of(cls, df: pd.DataFrame) -> HourInputs | None:
@@ -97,10 +101,14 @@ class HourInputs:
             *_counts(df, "f_p"),
             *_counts(df, "f_c"),
             np.column_stack([_column(df, c) for c in PROFILE_COLS]),
+            np.column_stack(
+                [_column(df, c) if c in df.columns else np.full(len(df), np.nan) for c in SHAPE_COLS]
+            ),
         )
 
     def take(self, rows: np.ndarray) -> HourInputs:
-        return HourInputs(*(np.take(getattr(self, f.name), rows, axis=0) for f in fields(self)))
+        values = (getattr(self, f.name) for f in fields(self))
+        return HourInputs(*(None if v is None else np.take(v, rows, axis=0) for v in values))
 
     def __len__(self) -> int:
         return len(self.population)

@@ -225,6 +225,7 @@ def _person_and_population_columns(x: date, m: float) -> list[str]:
         f"coalesce(profiles.profile_{b}, profile_mix.rate_{b})::FLOAT AS f_p_hour_profile_{b}"
         for b in BUCKETS
     ]
+    f += [f"profiles.shape_{b}::FLOAT AS hour_shape_{b}" for b in BUCKETS]  # NULL: the profile decides
     for w in RECENT_RATE_WINDOWS:
         f += [f"recent_rates_overall.reach_{w}d::FLOAT AS f_g_reach_rate_{w}d",
               f"recent_rates_overall.conv_{w}d::FLOAT AS f_g_conv_rate_{w}d",

@@ -21,6 +21,7 @@ from threadpoolctl import threadpool_limits
 
 from contactrank.features import sql
 from contactrank.features.daily_aggregates import BUCKETS
+from contactrank.features.hour_shapes import LevelsShapes, fit_levels_shapes
 
 # Four: persons differ in level as much as in shape, and fewer profiles spend themselves on the level.
 HOUR_PROFILES = 4
@@ -54,9 +55,10 @@ def prior_attributes(con, attrs: str) -> list[str]:
 def fit_hour_profiles(con, state: str, attrs: str = "") -> None:
     """Temp tables ``hour_profiles`` (k, log_weight, rate_<bucket>, ...), habit profiles fitted by EM;
     ``profile_attributes`` (position, name), the attributes the prior depends on; and
-    ``profile_by_counts`` (attempt_<bucket>, reach_<bucket>, value_<position>..., profile_<bucket>):
-    the expected reach rate of each bucket under the posterior of each distinct pair of bucket
-    counts and attribute values (a NULL value: the person has none).
+    ``profile_by_counts`` (attempt_<bucket>, reach_<bucket>, value_<position>..., profile_<bucket>,
+    shape_<bucket>): the expected reach rate of each bucket under the posterior of each distinct
+    pair of bucket counts and attribute values (a NULL value: the person has none), and the
+    expected shape under the levels x shapes of ``hour_shapes``, with the same kind of prior.
 
     EM runs on the distinct count vectors with their multiplicity (exact, far fewer than persons),
     from a fixed start, so the fit is deterministic; the posterior is computed once per distinct
@@ -94,10 +96,14 @@ def fit_hour_profiles(con, state: str, attrs: str = "") -> None:
     # The products have 4-5 columns: BLAS threads only wait on each other there (3x the CPU time).
     with threadpool_limits(limits=1, user_api="blas"):
         rate, log_weight = _em_profiles(att, reach, np.asarray(counts["n"], float))
+        shapes = fit_levels_shapes(att, reach, np.asarray(counts["n"], float))
         if names:
-            posterior = _posterior_by_values(con, attrs, names, rate, log_weight)
+            posterior = _posterior_by_values(con, attrs, names, rate, log_weight, shapes)
         else:
-            posterior = _posterior_table(att, reach, {}, _posterior_rates(att, reach, rate, log_weight))
+            expected = _posterior_rates(att, reach, rate, log_weight)
+            posterior = _posterior_table(
+                att, reach, {}, expected, shapes.expected_shape(att, reach, shapes.log_weight)
+            )
     table = {"k": np.arange(HOUR_PROFILES), "log_weight": log_weight}
     for i, b in enumerate(BUCKETS):
         table[f"rate_{b}"] = rate[:, i]
@@ -140,7 +146,9 @@ def _count_matrices(counts: dict) -> tuple[np.ndarray, np.ndarray]:
     )
 
 
-def _posterior_table(att: np.ndarray, reach: np.ndarray, values: dict, expected: np.ndarray) -> pa.Table:
+def _posterior_table(
+    att: np.ndarray, reach: np.ndarray, values: dict, expected: np.ndarray, shape: np.ndarray
+) -> pa.Table:
     columns = {}
     for i, b in enumerate(BUCKETS):
         columns[f"attempt_{b}"] = pa.array(att[:, i], pa.int32())
@@ -148,11 +156,13 @@ def _posterior_table(att: np.ndarray, reach: np.ndarray, values: dict, expected:
     columns.update(values)
     for i, b in enumerate(BUCKETS):
         columns[f"profile_{b}"] = pa.array(expected[:, i], pa.float32())
+    for i, b in enumerate(BUCKETS):
+        columns[f"shape_{b}"] = pa.array(shape[:, i], pa.float32(), from_pandas=True)
     return pa.table(columns)
 
 
 def _posterior_by_values(
-    con, attrs: str, names: list[str], rate: np.ndarray, log_weight: np.ndarray
+    con, attrs: str, names: list[str], rate: np.ndarray, log_weight: np.ndarray, shapes: LevelsShapes
 ) -> pa.Table:
     """``profile_by_counts`` with each row's prior from its attribute values: the rows of
     ``profile_counts_by_values``, then zero counts for every combination of values ``attrs`` holds
@@ -190,7 +200,10 @@ def _posterior_by_values(
     loglik = vector_reach @ np.log(rate).T + (vector_att - vector_reach) @ np.log1p(-rate).T
     by_value = _weights_by_value(loglik, vector_of_row, codes, n, log_weight, sizes)
     expected = _posterior_rates(att, reach, rate, _log_prior(codes, log_weight, by_value))
-    return _posterior_table(att, reach, values, expected)
+    shape_loglik = shapes.loglik(vector_att, vector_reach)
+    shape_by_value = _weights_by_value(shape_loglik, vector_of_row, codes, n, shapes.log_weight, sizes)
+    shape = shapes.expected_shape(att, reach, _log_prior(codes, shapes.log_weight, shape_by_value))
+    return _posterior_table(att, reach, values, expected, shape)
 
 
 def _value_codes(columns: list[pa.Array]) -> tuple[np.ndarray, list[int]]:
@@ -243,7 +256,7 @@ def _weights_by_value(
             ll = pair_loglik + np.log(by_value).T[:, code]
             post = np.exp(ll - ll.max(axis=0))
             post *= persons / post.sum(axis=0)
-            sums = np.column_stack([np.bincount(code, post[k], size) for k in range(HOUR_PROFILES)])
+            sums = np.column_stack([np.bincount(code, post[k], size) for k in range(len(weight))])
             by_value = (sums + alpha * weight) / (in_value + alpha)[:, None]
         out.append(by_value)
     return out

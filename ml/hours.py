@@ -1,13 +1,18 @@
 """The best hour of each candidate and the score at it, from the model's outputs at every allowed hour.
 
-Two choices (``settings.hour_choice``):
+Three choices (``settings.hour_choice``):
 
-- ``profile`` (default): the person's habit profile (``f_p_hour_profile_<bucket>``, the expected
-  reach rate of each hour bucket under the posterior over the habit profiles fitted to everyone's
-  bucket counts; docs/features.md) picks the bucket; the hour is the middle of that bucket's
-  allowed hours (the earlier of two). A profile alike at every allowed hour leaves the choice to
-  the model. The score is the model's probability at the person's average allowed hour times the
-  profile's lift of the chosen bucket, a lift above 1 only where the person has been tried.
+- ``shape`` (default): the person's habit shape (``hour_shape_<bucket>``, the relative reach rate of
+  each bucket under the posterior over the levels x shapes of ``features.hour_shapes``) picks the
+  bucket, and the hour is the middle of that bucket's allowed hours (the earlier of two). Where
+  the habit profile's best bucket is one nobody was tried in (the shape has nothing there), or
+  the row has no shape, the profile picks, as below. The score is the profile's, as below.
+- ``profile``: the person's habit profile (``f_p_hour_profile_<bucket>``, the expected reach rate
+  of each hour bucket under the posterior over the habit profiles fitted to everyone's bucket
+  counts; docs/features.md) picks the bucket; the hour is the middle of that bucket's allowed
+  hours. A preference alike at every allowed hour leaves the choice to the model. The score is
+  the model's probability at the person's average allowed hour times the profile's lift of the
+  chosen bucket, a lift above 1 only where the person has been tried.
 - ``model``: the hour with the highest smoothed model output, scored by the model alone.
 
 Why the profile decides: judged against the truth of simulated worlds, the argmax of the model's
@@ -15,6 +20,12 @@ curve over hours realised less of the hour gain than one fixed hour for everyone
 handful of attempts and one or two answers in their history; a tree reads them through noisy
 per-bucket rates, and its curve's maximum lands on that noise. The profile posterior weighs the
 same counts against a few shapes learned from everyone, which is the estimate the trees lack.
+Why the shape before the profile: persons differ in how often they answer far more than in when,
+and the free profiles spend themselves on that level; where habits follow attributes (the young
+in the evening) the profile's best bucket followed the crowd. The shapes are learned across
+levels, so the person's few answers and their group's habit say when. Where nobody was tried in
+a bucket the shapes know nothing, while the profile still prefers that bucket for a person who
+rarely answers in the tried ones: that extrapolation is kept.
 Why the middle: the profile knows buckets, not hours, and within a bucket the model's curve was
 worse than no preference on every judged world. It leans to a bucket's first hours, because the
 history it learns from comes from a dialer that tries again later the same day only after a
@@ -91,26 +102,49 @@ def smooth_hours(raws: np.ndarray) -> np.ndarray:
 class HourProfile:
     """The person's habit profile read at each allowed hour of the candidates (candidates x hours)."""
 
-    def __init__(self, inputs: HourInputs, hour_of: np.ndarray):
+    def __init__(self, inputs: HourInputs, hour_of: np.ndarray, by_shape: bool = False):
         buckets = bucket_index(hour_of.astype("float64"))
         self.rate = np.nan_to_num(inputs.profile[:, buckets], nan=0.0)
         self.tried = inputs.person_attempts[:, buckets] > 0
+        self.shape = inputs.shape[:, buckets] if by_shape and inputs.shape is not None else None
 
     @classmethod
     def of(cls, settings: Settings, inputs: HourInputs | None, hour_of: np.ndarray) -> HourProfile | None:
-        """The profile when the settings choose hours by it and the candidates carry it."""
-        if settings.hour_choice != "profile" or inputs is None:
+        """The profile when the settings choose hours by it (or by the shape) and the candidates carry it."""
+        if settings.hour_choice not in ("shape", "profile") or inputs is None:
             return None
-        return cls(inputs, hour_of)
+        return cls(inputs, hour_of, by_shape=settings.hour_choice == "shape")
+
+    def preference(self, allowed: np.ndarray) -> np.ndarray:
+        """(candidates x hours) what picks the bucket: the shape, where there is one and the
+        profile's best allowed bucket is one the shape knows (someone was tried in it); the
+        profile elsewhere. A bucket the shape does not know is never its pick."""
+        if self.shape is None:
+            return self.rate
+        profile_top = np.where(allowed, self.rate, -np.inf).argmax(axis=1)
+        known = np.isfinite(self.shape)
+        by_shape = known[np.arange(len(known)), profile_top]
+        return np.where(by_shape[:, None], np.where(known, self.shape, -np.inf), self.rate)
 
     def lift(self, raws: np.ndarray, cols: np.ndarray) -> np.ndarray:
         """The profile's rate at column ``cols`` of each row over its mean across the row's allowed
-        hours; at most 1 where the person has no attempt in that hour's bucket."""
+        hours, or the shape's (over its mean across the allowed hours it knows) where that is
+        larger; at most 1 where the person has no attempt in that hour's bucket.
+
+        Why the larger: the shape picks a bucket because it rates it; the profile's ratio there
+        is a reading of the level as much as of the hour, and falls below 1 at a bucket the
+        person was tried in less, which would score the better hour under the person's average.
+        Each ratio alone under-promised the chosen hour on the judged worlds (docs/benchmarks.md).
+        """
         rows = np.arange(len(raws))
         allowed = np.isfinite(raws)
         mean = np.where(allowed, self.rate, 0.0).sum(axis=1) / np.maximum(allowed.sum(axis=1), 1)
         with np.errstate(invalid="ignore", divide="ignore"):
             lift = np.nan_to_num(self.rate[rows, cols] / mean, nan=1.0, posinf=1.0)
+            if self.shape is not None:
+                known = allowed & np.isfinite(self.shape)
+                shape_mean = np.where(known, self.shape, 0.0).sum(axis=1) / known.sum(axis=1)
+                lift = np.fmax(lift, self.shape[rows, cols] / shape_mean)  # NaN (unknown): the profile's
         return np.where(self.tried[rows, cols], lift, np.minimum(lift, 1.0))
 
 
@@ -138,7 +172,7 @@ def _middle_of_best_bucket(raws: np.ndarray, profile: HourProfile) -> np.ndarray
     the one nearest the middle of them first; -inf elsewhere. A profile that rates every allowed
     hour alike says nothing (no hour in the data): the model's output decides there."""
     allowed = np.isfinite(raws)
-    rate = np.where(allowed, profile.rate, -np.inf)
+    rate = np.where(allowed, profile.preference(allowed), -np.inf)
     top = allowed & (rate >= rate.max(axis=1, keepdims=True) - 1e-9)
     cols = np.arange(raws.shape[1])[None, :]
     middle = (np.where(top, cols, raws.shape[1]).min(axis=1) + np.where(top, cols, -1).max(axis=1)) / 2.0

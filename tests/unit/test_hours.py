@@ -23,13 +23,21 @@ class _Identity:
         return np.clip(np.asarray(raw, dtype=np.float64), 0.0, 1.0)
 
 
-def inputs(profile: list[dict[str, float]], tried: list[dict[str, int]]) -> HourInputs:
-    """Hour inputs of one candidate per entry: bucket rates of the profile, the person's attempts."""
+def inputs(
+    profile: list[dict[str, float]], tried: list[dict[str, int]], shape: list[dict] | None = None
+) -> HourInputs:
+    """Hour inputs of one candidate per entry: bucket rates of the profile, the person's attempts
+    and, when given, the habit shape (1 where not given, None: a bucket the shape does not know)."""
     n, b = len(profile), len(NAMES)
     zeros = np.zeros((n, b))
     rate = np.array([[p.get(k, 0.1) for k in NAMES] for p in profile])
     attempts = np.array([[t.get(k, 0) for k in NAMES] for t in tried], dtype=float)
-    return HourInputs(zeros + 0.2, np.full(n, 0.2), attempts, zeros, zeros, zeros, rate)
+    shapes = None
+    if shape is not None:
+        shapes = np.array(
+            [[np.nan if s.get(k, 1.0) is None else s.get(k, 1.0) for k in NAMES] for s in shape]
+        )
+    return HourInputs(zeros + 0.2, np.full(n, 0.2), attempts, zeros, zeros, zeros, rate, shapes)
 
 
 def blocks_of(n: int) -> list:
@@ -117,8 +125,62 @@ def test_hours_not_allowed_are_never_chosen_even_when_the_profile_prefers_them()
     assert np.isfinite(hour_scores(_Identity(), raws, best, profile)[0])
 
 
+def test_the_shape_picks_the_bucket_and_the_larger_lift_scores_it():
+    # the profile rates the morning highest (a level read in the buckets the person was tried
+    # in most), the shape says evening: the evening's middle, scored by the larger of the two
+    # lifts there (the shape's: 1.4 over its mean across the allowed hours)
+    curve = np.linspace(0.1, 0.3, HOURS.size)
+    hi = inputs(
+        [{"morning": 0.3, "evening": 0.2}], [{"morning": 3, "evening": 1}], [{"morning": 0.8, "evening": 1.4}]
+    )
+    raws = np.full((1, HOURS.size), -np.inf)
+    by_shape = HourProfile(hi, HOURS, by_shape=True)
+    best = best_hours(stack(curve[None, :]), raws, blocks_of(1), by_shape)
+    assert HOURS[best[0]] == 19
+    rate, shape = by_shape.rate[0], by_shape.shape[0]
+    assert shape[best[0]] / shape.mean() > rate[best[0]] / rate.mean()
+    assert hour_scores(_Identity(), raws, best, by_shape)[0] == pytest.approx(
+        raws[0].mean() * shape[best[0]] / shape.mean()
+    )
+    # untried there, never above the person's average
+    untried = HourProfile(
+        inputs([{"morning": 0.3}], [{"morning": 3}], [{"morning": 0.8, "evening": 1.4}]), HOURS, by_shape=True
+    )
+    assert hour_scores(_Identity(), raws, best, untried)[0] == pytest.approx(raws[0].mean())
+    # the profile alone picks the morning
+    raws = np.full((1, HOURS.size), -np.inf)
+    assert HOURS[best_hours(stack(curve[None, :]), raws, blocks_of(1), HourProfile(hi, HOURS))[0]] == 9
+
+
+def test_where_the_profile_prefers_a_bucket_nobody_was_tried_in_the_profile_picks():
+    # nobody was tried in the evening (the shape has nothing there). The first person's profile
+    # prefers it: the evening. The second's prefers the morning: the shape picks among the
+    # buckets it knows (midday), never the evening, however its profile rates it.
+    curve = np.full(HOURS.size, 0.2)
+    hi = inputs(
+        [{"evening": 0.5, "morning": 0.2}, {"morning": 0.3, "evening": 0.25}],
+        [{"morning": 4}, {"morning": 4}],
+        [{"evening": None, "midday": 1.3}, {"evening": None, "midday": 1.3}],
+    )
+    raws = np.full((2, HOURS.size), -np.inf)
+    best = best_hours(
+        stack(np.vstack([curve, curve])), raws, blocks_of(2), HourProfile(hi, HOURS, by_shape=True)
+    )
+    assert [NAMES[b] for b in bucket_index(HOURS[best].astype(float))] == ["evening", "midday"]
+    # rows without a shape (features built before it) are the profile's
+    raws = np.full((2, HOURS.size), -np.inf)
+    bare = inputs([{"evening": 0.5}, {"morning": 0.3}], [{}, {}])
+    best = best_hours(
+        stack(np.vstack([curve, curve])), raws, blocks_of(2), HourProfile(bare, HOURS, by_shape=True)
+    )
+    assert list(HOURS[best]) == [19, 9]
+
+
 def test_the_setting_chooses():
     hi = inputs([{}], [{}])
-    assert HourProfile.of(Settings(), hi, HOURS) is not None  # the default
+    assert HourProfile.of(Settings(), hi, HOURS).shape is None  # the default, on rows without a shape
+    shaped = inputs([{}], [{}], [{}])
+    assert HourProfile.of(Settings(), shaped, HOURS).shape is not None
+    assert HourProfile.of(Settings(hour_choice="profile"), shaped, HOURS).shape is None
     assert HourProfile.of(Settings(hour_choice="model"), hi, HOURS) is None
     assert HourProfile.of(SimpleNamespace(hour_choice="profile"), None, HOURS) is None  # no inputs

@@ -75,6 +75,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "contactrank.features.daily_aggregates",
             "contactrank.features.feature_*",
             "contactrank.features.hour_profiles",
+            "contactrank.features.hour_shapes",
             "contactrank.features.person_attributes",
         ),
     ),
