@@ -128,24 +128,28 @@ class HourProfile:
 
     def lift(self, raws: np.ndarray, cols: np.ndarray) -> np.ndarray:
         """The profile's rate at column ``cols`` of each row over its mean across the row's allowed
-        hours, or the shape's (over its mean across the allowed hours it knows) where that is
-        larger; at most 1 where the person has no attempt in that hour's bucket.
+        hours, at most 1 where the person has no attempt in that hour's bucket; or the shape's
+        (its rate there over its mean across the allowed hours it knows) where that is larger.
 
         Why the larger: the shape picks a bucket because it rates it; the profile's ratio there
-        is a reading of the level as much as of the hour, and falls below 1 at a bucket the
-        person was tried in less, which would score the better hour under the person's average.
-        Each ratio alone under-promised the chosen hour on the judged worlds (docs/benchmarks.md).
+        reads the level as much as the hour, and falls below 1 at a bucket the person was tried
+        in less, which scored the better hour under the person's average. Why the shape's is not
+        capped: the profile's rate in a bucket the person was never tried in is the population's
+        guess, while the shape's is the person's own habit read from their answers elsewhere and
+        their group's. Either ratio alone under-promised the chosen hour on the judged worlds,
+        and so did the shape's capped (docs/benchmarks.md).
         """
         rows = np.arange(len(raws))
         allowed = np.isfinite(raws)
         mean = np.where(allowed, self.rate, 0.0).sum(axis=1) / np.maximum(allowed.sum(axis=1), 1)
         with np.errstate(invalid="ignore", divide="ignore"):
             lift = np.nan_to_num(self.rate[rows, cols] / mean, nan=1.0, posinf=1.0)
-            if self.shape is not None:
-                known = allowed & np.isfinite(self.shape)
-                shape_mean = np.where(known, self.shape, 0.0).sum(axis=1) / known.sum(axis=1)
-                lift = np.fmax(lift, self.shape[rows, cols] / shape_mean)  # NaN (unknown): the profile's
-        return np.where(self.tried[rows, cols], lift, np.minimum(lift, 1.0))
+            lift = np.where(self.tried[rows, cols], lift, np.minimum(lift, 1.0))
+            if self.shape is None:
+                return lift
+            known = allowed & np.isfinite(self.shape)
+            shape_mean = np.where(known, self.shape, 0.0).sum(axis=1) / known.sum(axis=1)
+            return np.fmax(lift, self.shape[rows, cols] / shape_mean)  # NaN (unknown): the profile's
 
 
 def best_hours(

@@ -142,11 +142,12 @@ def test_the_shape_picks_the_bucket_and_the_larger_lift_scores_it():
     assert hour_scores(_Identity(), raws, best, by_shape)[0] == pytest.approx(
         raws[0].mean() * shape[best[0]] / shape.mean()
     )
-    # untried there, never above the person's average
-    untried = HourProfile(
-        inputs([{"morning": 0.3}], [{"morning": 3}], [{"morning": 0.8, "evening": 1.4}]), HOURS, by_shape=True
-    )
-    assert hour_scores(_Identity(), raws, best, untried)[0] == pytest.approx(raws[0].mean())
+    # never tried there: the profile's lift is capped at 1, the shape's (the person's own habit,
+    # read from their answers elsewhere and their group's) is not
+    untried = inputs([{"morning": 0.3}], [{"morning": 3}], [{"morning": 0.8, "evening": 1.4}])
+    assert hour_scores(_Identity(), raws, best, HourProfile(untried, HOURS))[0] < raws[0].mean()
+    by_habit = hour_scores(_Identity(), raws, best, HourProfile(untried, HOURS, by_shape=True))[0]
+    assert by_habit == pytest.approx(raws[0].mean() * shape[best[0]] / shape.mean())
     # the profile alone picks the morning
     raws = np.full((1, HOURS.size), -np.inf)
     assert HOURS[best_hours(stack(curve[None, :]), raws, blocks_of(1), HourProfile(hi, HOURS))[0]] == 9
