@@ -114,7 +114,7 @@ class Settings:
     # who picks best_hour: "shape" (the person's habit shape picks the bucket, the profile where
     # the shape knows nothing; ml/hours.py says why), "profile" (the habit profile alone) or
     # "model" (the highest model output alone)
-    hour_choice: Literal["shape", "profile", "model"] = "shape"
+    hour_choice: Literal["shape", "profile", "model"] = "profile"
     explore_max_attempts: int = 2  # an address with at most this many attempts counts as untested
     # an untested address is explored only when its score is at least this share of the greedy
     # top's (0 explores every untested address; ml/explore.py says why)

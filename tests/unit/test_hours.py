@@ -179,9 +179,9 @@ def test_where_the_profile_prefers_a_bucket_nobody_was_tried_in_the_profile_pick
 
 def test_the_setting_chooses():
     hi = inputs([{}], [{}])
-    assert HourProfile.of(Settings(), hi, HOURS).shape is None  # the default, on rows without a shape
     shaped = inputs([{}], [{}], [{}])
-    assert HourProfile.of(Settings(), shaped, HOURS).shape is not None
-    assert HourProfile.of(Settings(hour_choice="profile"), shaped, HOURS).shape is None
+    assert HourProfile.of(Settings(), shaped, HOURS).shape is None  # the default: the profile
+    assert HourProfile.of(Settings(hour_choice="shape"), hi, HOURS).shape is None  # rows without a shape
+    assert HourProfile.of(Settings(hour_choice="shape"), shaped, HOURS).shape is not None
     assert HourProfile.of(Settings(hour_choice="model"), hi, HOURS) is None
     assert HourProfile.of(SimpleNamespace(hour_choice="profile"), None, HOURS) is None  # no inputs
