@@ -160,7 +160,7 @@ def _write_rows_and_rates(settings: Settings, con, d: date, with_rows: bool) -> 
         else:
             state, attrs = history.state_files(state_dir)
             population = history.recent_population(settings, d)
-            create_shared_rates(con, state, attrs, population, d, settings.prior_strength)
+            create_shared_rates(con, state, attrs, population, d, settings)
         save_shared_rates(con, stage, END_OF_DAY)
     return written
 

@@ -33,16 +33,18 @@ def shrunk_rate(num: str, den: str, prior: str, m: float) -> str:
     return f"(({num}) + {m!r} * ({prior})) / nullif(({den}) + {m!r}, 0)"
 
 
-def create_shared_rates(con, state: str, attrs: str, population: str, x: date, m: float) -> None:
+def create_shared_rates(con, state: str, attrs: str, population: str, x: date, settings: Settings) -> None:
     """Temp tables of the rates every feature row of ``x`` shares, computed once per build.
 
     From the state ``state``, the decayed reach rate as a prior: ``prior_overall``,
     ``prior_by_channel`` and ``prior_by_channel_source``, each shrunk toward the level above. From
     the state and the person attributes ``attrs`` ("" when none), the hour-habit profiles of
-    ``features.hour_profiles``. From the population counts ``population``: the reach and
-    conversion rates of the last 7/30 days, ``recent_rates_overall``, ``recent_rates_by_channel``
-    and ``recent_rates_by_campaign``.
+    ``features.hour_profiles`` (with the habit shapes only when ``settings.hour_choice`` reads
+    them). From the population counts ``population``: the reach and conversion rates of the last
+    7/30 days, ``recent_rates_overall``, ``recent_rates_by_channel`` and
+    ``recent_rates_by_campaign``.
     """
+    m = settings.prior_strength
     X = sql.date_literal(x)
 
     def prior(parent: str) -> str:
@@ -88,7 +90,7 @@ def create_shared_rates(con, state: str, attrs: str, population: str, x: date, m
     all_reach, all_attempts = " + ".join(reach.values()), " + ".join(attempts.values())
     rates.append(f"(({all_reach}) / nullif({all_attempts}, 0))::DOUBLE AS rate_all")
     create("population_hour_rates", f"SELECT {', '.join(rates)} FROM {state}")
-    fit_hour_profiles(con, state, attrs)
+    fit_hour_profiles(con, state, attrs, shapes=settings.hour_choice == "shape")
     window = f"date <= {X} AND date > {X} - {history.POPULATION_DAYS}"
     create("recent_population_window", f"SELECT * FROM {population} WHERE {window}")
     create("recent_rates_overall", f"SELECT {recent_rates()} FROM recent_population_window")

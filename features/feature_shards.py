@@ -147,7 +147,7 @@ def build_shared_rates(settings: Settings, d: date) -> dict[str, Any]:
                     _state_relations(settings, x),
                     history.recent_population(settings, x),
                 )
-                create_shared_rates(con, state, attrs, population, x, settings.prior_strength)
+                create_shared_rates(con, state, attrs, population, x, settings)
                 save_shared_rates(con, stage, prefix)
         return {"date": d.isoformat(), "days": [x.isoformat() for x, _ in days]}
 

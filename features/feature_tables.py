@@ -91,9 +91,7 @@ def write_features(
     (``state_dir``: every person's, or ``shard``'s with the ``shared`` rates of all persons)."""
     state, attrs = history.state_files(state_dir)
     if shared is None:
-        create_shared_rates(
-            con, state, attrs, history.recent_population(settings, d), d, settings.prior_strength
-        )
+        create_shared_rates(con, state, attrs, history.recent_population(settings, d), d, settings)
     else:
         load_shared_rates(con, *shared)
     keys = ["person_id", "contact_id", "channel"]
@@ -138,9 +136,7 @@ def write_training(
     passthrough = ["attempt_id", "person_id", "contact_id", "channel", "date", "campaign_id", "label_reach",
                    "label_conversion", "local_hour"]  # fmt: skip
     if shared is None:
-        create_shared_rates(
-            con, state, attrs, history.recent_population(settings, x), x, settings.prior_strength
-        )
+        create_shared_rates(con, state, attrs, history.recent_population(settings, x), x, settings)
     else:
         load_shared_rates(con, *shared)
     attempts = training_rows_sql(settings, d)

@@ -21,7 +21,12 @@ from threadpoolctl import threadpool_limits
 
 from contactrank.features import sql
 from contactrank.features.daily_aggregates import BUCKETS
-from contactrank.features.hour_shapes import LevelsShapes, fit_levels_shapes
+from contactrank.features.hour_shapes import (
+    LevelsShapes,
+    binomial_loglik,
+    fit_levels_shapes,
+    population_rates,
+)
 
 # Four: persons differ in level as much as in shape, and fewer profiles spend themselves on the level.
 HOUR_PROFILES = 4
@@ -52,13 +57,15 @@ def prior_attributes(con, attrs: str) -> list[str]:
     return [name for name, n in zip(strings, counts, strict=True) if 1 <= n <= MAX_PRIOR_VALUES]
 
 
-def fit_hour_profiles(con, state: str, attrs: str = "") -> None:
+def fit_hour_profiles(con, state: str, attrs: str = "", shapes: bool = True) -> None:
     """Temp tables ``hour_profiles`` (k, log_weight, rate_<bucket>, ...), habit profiles fitted by EM;
     ``profile_attributes`` (position, name), the attributes the prior depends on; and
     ``profile_by_counts`` (attempt_<bucket>, reach_<bucket>, value_<position>..., profile_<bucket>,
     shape_<bucket>): the expected reach rate of each bucket under the posterior of each distinct
     pair of bucket counts and attribute values (a NULL value: the person has none), and the
-    expected shape under the levels x shapes of ``hour_shapes``, with the same kind of prior.
+    expected shape under the levels x shapes of ``hour_shapes``, with the same kind of prior
+    (NULL without ``shapes``: the fit costs as much again as the profiles', for a column only the
+    ``shape`` hour choice reads).
 
     EM runs on the distinct count vectors with their multiplicity (exact, far fewer than persons),
     from a fixed start, so the fit is deterministic; the posterior is computed once per distinct
@@ -96,14 +103,13 @@ def fit_hour_profiles(con, state: str, attrs: str = "") -> None:
     # The products have 4-5 columns: BLAS threads only wait on each other there (3x the CPU time).
     with threadpool_limits(limits=1, user_api="blas"):
         rate, log_weight = _em_profiles(att, reach, np.asarray(counts["n"], float))
-        shapes = fit_levels_shapes(att, reach, np.asarray(counts["n"], float))
+        fit = fit_levels_shapes(att, reach, np.asarray(counts["n"], float)) if shapes else None
         if names:
-            posterior = _posterior_by_values(con, attrs, names, rate, log_weight, shapes)
+            posterior = _posterior_by_values(con, attrs, names, rate, log_weight, fit)
         else:
             expected = _posterior_rates(att, reach, rate, log_weight)
-            posterior = _posterior_table(
-                att, reach, {}, expected, shapes.expected_shape(att, reach, shapes.log_weight)
-            )
+            shape = fit.expected_shape(att, reach, fit.log_weight) if fit else None
+            posterior = _posterior_table(att, reach, {}, expected, shape)
     table = {"k": np.arange(HOUR_PROFILES), "log_weight": log_weight}
     for i, b in enumerate(BUCKETS):
         table[f"rate_{b}"] = rate[:, i]
@@ -147,7 +153,7 @@ def _count_matrices(counts: dict) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _posterior_table(
-    att: np.ndarray, reach: np.ndarray, values: dict, expected: np.ndarray, shape: np.ndarray
+    att: np.ndarray, reach: np.ndarray, values: dict, expected: np.ndarray, shape: np.ndarray | None
 ) -> pa.Table:
     columns = {}
     for i, b in enumerate(BUCKETS):
@@ -157,12 +163,18 @@ def _posterior_table(
     for i, b in enumerate(BUCKETS):
         columns[f"profile_{b}"] = pa.array(expected[:, i], pa.float32())
     for i, b in enumerate(BUCKETS):
-        columns[f"shape_{b}"] = pa.array(shape[:, i], pa.float32(), from_pandas=True)
+        column = np.full(len(att), np.nan) if shape is None else shape[:, i]
+        columns[f"shape_{b}"] = pa.array(column, pa.float32(), from_pandas=True)
     return pa.table(columns)
 
 
 def _posterior_by_values(
-    con, attrs: str, names: list[str], rate: np.ndarray, log_weight: np.ndarray, shapes: LevelsShapes
+    con,
+    attrs: str,
+    names: list[str],
+    rate: np.ndarray,
+    log_weight: np.ndarray,
+    shapes: LevelsShapes | None,
 ) -> pa.Table:
     """``profile_by_counts`` with each row's prior from its attribute values: the rows of
     ``profile_counts_by_values``, then zero counts for every combination of values ``attrs`` holds
@@ -197,12 +209,16 @@ def _posterior_by_values(
     }
     codes, sizes = _value_codes(list(values.values()))
     vector_att, vector_reach = vectors[:, : len(BUCKETS)], vectors[:, len(BUCKETS) :]
-    loglik = vector_reach @ np.log(rate).T + (vector_att - vector_reach) @ np.log1p(-rate).T
-    by_value = _weights_by_value(loglik, vector_of_row, codes, n, log_weight, sizes)
+    by_value = _weights_by_value(
+        binomial_loglik(vector_att, vector_reach, rate), vector_of_row, codes, n, log_weight, sizes
+    )
     expected = _posterior_rates(att, reach, rate, _log_prior(codes, log_weight, by_value))
-    shape_loglik = shapes.loglik(vector_att, vector_reach)
-    shape_by_value = _weights_by_value(shape_loglik, vector_of_row, codes, n, shapes.log_weight, sizes)
-    shape = shapes.expected_shape(att, reach, _log_prior(codes, shapes.log_weight, shape_by_value))
+    shape = None
+    if shapes is not None:
+        by_value = _weights_by_value(
+            shapes.loglik(vector_att, vector_reach), vector_of_row, codes, n, shapes.log_weight, sizes
+        )
+        shape = shapes.expected_shape(att, reach, _log_prior(codes, shapes.log_weight, by_value))
     return _posterior_table(att, reach, values, expected, shape)
 
 
@@ -267,7 +283,7 @@ def _posterior_rates(
 ) -> np.ndarray:
     """(rows x buckets) expected rates of each count vector under its posterior over the profiles
     (``log_prior``: one row for all, or one per count vector)."""
-    ll = reach @ np.log(rate).T + (att - reach) @ np.log1p(-rate).T + log_prior
+    ll = binomial_loglik(att, reach, rate) + log_prior
     w = np.exp(ll - ll.max(axis=1, keepdims=True)) if len(ll) else ll
     return (w @ rate) / w.sum(axis=1, keepdims=True)
 
@@ -280,10 +296,7 @@ def _register_table(con, name: str, table: pa.Table) -> None:
 
 def _em_profiles(att: np.ndarray, reach: np.ndarray, n: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Binomial mixture over buckets: (profiles x buckets) rates and log weights of the profiles."""
-    # Population rate per bucket, with one pseudo-attempt at the all-bucket rate: a bucket no one
-    # was tried in gets that rate.
-    everywhere = (n @ reach).sum() / max((n @ att).sum(), 1.0)
-    overall = np.clip((n @ reach + everywhere) / (n @ att + 1.0), 1e-3, 0.95)
+    overall = population_rates(att, reach, n)
     early = np.array([1.0 if r is not None and r[1] <= 14 else 0.0 for r in BUCKETS.values()])
     late = np.array([1.0 if r is not None and r[0] >= 18 else 0.0 for r in BUCKETS.values()])
     rate = np.array([lvl * overall * np.where(early > 0, e, 1.0) * np.where(late > 0, v, 1.0)

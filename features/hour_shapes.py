@@ -28,6 +28,18 @@ _ROUNDS = 150
 _FACTOR_ROUNDS = 2  # alternating updates of the levels and the shapes per EM round
 
 
+def binomial_loglik(att: np.ndarray, reach: np.ndarray, rate: np.ndarray) -> np.ndarray:
+    """(rows x components) log-likelihood of each row's bucket counts under each component's rates."""
+    return reach @ np.log(rate).T + (att - reach) @ np.log1p(-rate).T
+
+
+def population_rates(att: np.ndarray, reach: np.ndarray, n: np.ndarray) -> np.ndarray:
+    """Everyone's reach rate per bucket (rows weighted by ``n``), with one pseudo-attempt at the
+    all-bucket rate: a bucket nobody was tried in gets that rate."""
+    everywhere = (n @ reach).sum() / max((n @ att).sum(), 1.0)
+    return np.clip((n @ reach + everywhere) / (n @ att + 1.0), 1e-3, 0.95)
+
+
 class LevelsShapes:
     """A fitted mixture: component k has rate ``level[level_of[k]] * shape[shape_of[k]]``."""
 
@@ -43,8 +55,7 @@ class LevelsShapes:
 
     def loglik(self, att: np.ndarray, reach: np.ndarray) -> np.ndarray:
         """(rows x components) binomial log-likelihood of each count vector."""
-        rate = self.rate
-        return reach @ np.log(rate).T + (att - reach) @ np.log1p(-rate).T
+        return binomial_loglik(att, reach, self.rate)
 
     def expected_shape(self, att: np.ndarray, reach: np.ndarray, log_prior: np.ndarray) -> np.ndarray:
         """(rows x buckets) each row's shape under its posterior over the components (``log_prior``:
@@ -69,8 +80,7 @@ def fit_levels_shapes(att: np.ndarray, reach: np.ndarray, n: np.ndarray) -> Leve
     one pseudo-attempt at the population's rate, so a bucket few were tried in stays near it.
     From a fixed start, so the fit is deterministic.
     """
-    everywhere = (n @ reach).sum() / max((n @ att).sum(), 1.0)
-    overall = np.clip((n @ reach + everywhere) / (n @ att + 1.0), 1e-3, 0.95)
+    overall = population_rates(att, reach, n)
     level = np.array(LEVELS)
     shape = np.array(_SHAPE_START) * overall
     fit = LevelsShapes(level, shape, np.full(len(level) * SHAPES, -np.log(len(level) * SHAPES)), n @ att > 0)

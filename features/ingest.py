@@ -266,9 +266,7 @@ def _size_unsized_files(result: KindResult) -> None:
         result.reasons[entry["reason"]] += extra
 
 
-def _read_with_columns(
-    kind: str, path: Path
-) -> tuple[pa.Table, list[BadLine], np.ndarray | None, list[str]]:
+def _read_with_columns(kind: str, path: Path) -> tuple[pa.Table, list[BadLine], np.ndarray | None, list[str]]:
     """``read_landing_file`` with checked column names (persons: bad names dropped and returned),
     raising UnreadableFile (``missing_column``) without a required column."""
     spec = SPECS[kind]

@@ -45,8 +45,10 @@ def ids_in_rows(rows: pa.Table) -> pa.Table:
     """(person_id, contact_id) candidates of rejected rows: their own id columns, trimmed."""
     n = rows.num_rows
     return pa.table(
-        {name: _ids(rows.column(name)) if name in rows.column_names else pa.nulls(n, pa.string())
-         for name in _ID_COLUMNS}
+        {
+            name: _ids(rows.column(name)) if name in rows.column_names else pa.nulls(n, pa.string())
+            for name in _ID_COLUMNS
+        }
     )
 
 
@@ -76,8 +78,9 @@ def ids_in_file(path: Path) -> pa.Table:
                 fitted[c].append(row[at[c]] if c in at else None)
         else:
             tokens.extend(row)
-    return pa.concat_tables([ids_in_rows(pa.table({c: pa.array(v, pa.string()) for c, v in fitted.items()})),
-                             _as_both(tokens)])
+    return pa.concat_tables(
+        [ids_in_rows(pa.table({c: pa.array(v, pa.string()) for c, v in fitted.items()})), _as_both(tokens)]
+    )
 
 
 def _csv_rows(text: str) -> list[list[str]]:
@@ -154,8 +157,12 @@ def failures_of(quarantine: list[pa.Table]) -> list[dict[str, Any]]:
     for part in quarantine:
         meta = part.select(["_source_file", "_row_number", "_column", "_reason"]).to_pylist()
         out += [
-            {"file": m["_source_file"], "row": m["_row_number"], "column": m["_column"],
-             "reason": m["_reason"]}
+            {
+                "file": m["_source_file"],
+                "row": m["_row_number"],
+                "column": m["_column"],
+                "reason": m["_reason"],
+            }
             for m in meta
             if m["_reason"] != "bad_column_name"  # an extra column dropped: every row was still read
         ]

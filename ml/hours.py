@@ -2,12 +2,13 @@
 
 Three choices (``settings.hour_choice``):
 
-- ``shape`` (default): the person's habit shape (``hour_shape_<bucket>``, the relative reach rate of
-  each bucket under the posterior over the levels x shapes of ``features.hour_shapes``) picks the
-  bucket, and the hour is the middle of that bucket's allowed hours (the earlier of two). Where
-  the habit profile's best bucket is one nobody was tried in (the shape has nothing there), or
-  the row has no shape, the profile picks, as below. The score is the profile's, as below.
-- ``profile``: the person's habit profile (``f_p_hour_profile_<bucket>``, the expected reach rate
+- ``shape`` (an option): the person's habit shape (``hour_shape_<bucket>``, the relative reach
+  rate of each bucket under the posterior over the levels x shapes of ``features.hour_shapes``)
+  picks the bucket, and the hour is the middle of that bucket's allowed hours (the earlier of
+  two). Where the habit profile's best bucket is one nobody was tried in (the shape has nothing
+  there), or the row has no shape, the profile picks, as below. The score is as below, with the
+  larger of the profile's lift and the shape's (``HourProfile.lift``).
+- ``profile`` (default): the person's habit profile (``f_p_hour_profile_<bucket>``, the expected reach rate
   of each hour bucket under the posterior over the habit profiles fitted to everyone's bucket
   counts; docs/features.md) picks the bucket; the hour is the middle of that bucket's allowed
   hours. A preference alike at every allowed hour leaves the choice to the model. The score is

@@ -112,3 +112,24 @@ def test_a_bucket_nobody_was_tried_in_has_no_shape_and_the_fit_is_deterministic(
     # nothing tried anywhere: no shape at all
     none = fit_levels_shapes(att * 0, reach * 0, np.ones(len(att)))
     assert np.isnan(none.expected_shape(att[:3] * 0, reach[:3] * 0, none.log_weight)).all()
+
+
+def test_without_shapes_the_profiles_are_the_same_and_the_shapes_null():
+    state, attrs, _ = _world_by_age(n=600)
+    tables = []
+    for shapes in (True, False):
+        con = duckdb.connect()
+        con.register("state_df", state)
+        con.execute("CREATE TABLE state AS SELECT * FROM state_df")
+        con.register("attrs_df", attrs)
+        con.execute("CREATE TABLE attrs AS SELECT * FROM attrs_df")
+        fit_hour_profiles(con, "state", "attrs", shapes=shapes)
+        tables.append(con.sql("SELECT * FROM profile_by_counts ORDER BY ALL").df())
+    with_shapes, without = tables
+    shape_cols = [f"shape_{b}" for b in NAMES]
+    assert without[shape_cols].isna().all().all() and with_shapes[shape_cols[0]].notna().all()
+    pd.testing.assert_frame_equal(
+        with_shapes.drop(columns=shape_cols).sort_values(list(without.columns[:10])).reset_index(drop=True),
+        without.drop(columns=shape_cols).sort_values(list(without.columns[:10])).reset_index(drop=True),
+        check_exact=True,
+    )
