@@ -52,6 +52,11 @@ def main() -> None:
     ap.add_argument(
         "--train-only", action="store_true", help="reuse --home's lake: only re-train the last date"
     )
+    ap.add_argument(
+        "--ceiling",
+        action="store_true",
+        help="also score the test day with the history ceiling (bench/judge_ceiling.py; minutes)",
+    )
     a = ap.parse_args()
     if a.train_only and not a.home:
         ap.error("--train-only needs --home (the run to reuse)")
@@ -148,7 +153,7 @@ def main() -> None:
     from contactrank.ml.registry import load_version
 
     model = load_version(s, last["version"])
-    _gap_report(s, end, model, last["version"])
+    _gap_report(s, end, model, last["version"], a.world if a.ceiling else False)
     _hour_report(s, end, model)
     print(
         json.dumps(
@@ -160,8 +165,12 @@ def main() -> None:
         tmp.cleanup()
 
 
-def _gap_report(s, d: date, model, version: int) -> None:
-    """AUC of the model and of the oracle by subgroup of test day ``d`` (docs/model.md, "Quality gap")."""
+def _gap_report(s, d: date, model, version: int, ceiling_world: str | None | bool = False) -> None:
+    """AUC of the model and of the oracle by subgroup of test day ``d`` (docs/model.md, "Quality gap").
+
+    With ``ceiling_world`` (a preset name, or None for the default world) a column adds the history
+    ceiling: what an estimator told the generator's form can say from the landing files up to D-1.
+    """
     import numpy as np
     import pandas as pd
     from sklearn.metrics import roc_auc_score
@@ -207,17 +216,63 @@ def _gap_report(s, d: date, model, version: int) -> None:
     def auc(m, score):
         return roc_auc_score(y[m], score[m]) if 0 < y[m].sum() < m.sum() else float("nan")
 
+    ceiling = None
+    if ceiling_world is not False:
+        t = time.process_time()
+        ceiling = _ceiling_scores(s, d, df["attempt_id"], ceiling_world)
+        print(f"\nhistory ceiling of {len(df):,} test attempts in {time.process_time() - t:.0f} CPU-s")
     print(f"\n== where the gap is, test day {d} (model v{version}) ==")
     print(
         f"{'subgroup':36s} {'rows':>6s} {'share':>6s} {'reach':>6s} {'p=0':>6s} {'model':>7s} "
         f"{'oracle':>7s} {'oracle w/o same-day fatigue':>28s}"
+        + (f" {'ceiling':>8s}" if ceiling is not None else "")
     )
     for name, m in groups.items():
         m = m & groups["all"]  # attempts the truth covers (all of them on the simulator)
         print(
             f"{name:36s} {m.sum():6d} {m.mean():6.3f} {y[m].mean():6.3f} {(oracle[m] == 0).mean():6.3f} "
             f"{auc(m, p):7.4f} {auc(m, oracle):7.4f} {auc(m, no_fatigue):28.4f}"
+            + (f" {auc(m, ceiling):8.4f}" if ceiling is not None else "")
         )
+
+
+def _ceiling_scores(s, d: date, attempt_ids, world: str | None):
+    """The history ceiling's p(reach) of each test attempt of ``d``, at its local hour and weekday.
+
+    The ceiling of bench/judge_ceiling.py, fitted on the landing files up to D-1: it infers each
+    address's status from the outcomes as the latents, so it knows what the history says and no
+    more (docs/model.md's "generous" ceiling is told the status and the hour habit).
+    """
+    import numpy as np
+    import pandas as pd
+    import pyarrow.parquet as pq
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    from judge_ceiling import _OFFSETS, _normalise, _read, ceiling_matrix  # noqa: PLC0415
+
+    att = pd.concat(
+        pq.read_table(p).to_pandas() for p in sorted((s.landing / "attempts" / f"date={d}").glob("part-0.*"))
+    )
+    att = att.drop_duplicates("attempt_id").set_index("attempt_id").reindex(attempt_ids.astype(str))
+    persons = _read(s.landing, "persons", d).drop_duplicates("person_id", keep="last").set_index("person_id")
+    offsets = persons["timezone"].map(_OFFSETS) if "timezone" in persons else pd.Series(dtype=float)
+    offset = offsets.astype(float).reindex(att["person_id"]).fillna(-3).to_numpy()
+    utc = pd.to_datetime(att["attempted_at"], utc=True).dt.tz_localize(None)
+    hour = ((utc.dt.hour.to_numpy() + offset) % 24).astype(int)
+    rows = pd.DataFrame(
+        {
+            "person_id": att["person_id"].to_numpy(),
+            "contact_id": _normalise(att["contact_id"]).to_numpy(),
+            "channel": att["channel"].to_numpy(),
+        }
+    )
+    keys = rows.drop_duplicates(["person_id", "contact_id"]).reset_index(drop=True)
+    hours = np.unique(hour)
+    grid = ceiling_matrix(s.landing, d - timedelta(days=1), keys, hours, world)
+    at = pd.MultiIndex.from_frame(keys[["person_id", "contact_id"]]).get_indexer(
+        pd.MultiIndex.from_frame(rows[["person_id", "contact_id"]])
+    )
+    return grid[at, np.searchsorted(hours, hour)]
 
 
 def _hour_report(s, d: date, model) -> None:

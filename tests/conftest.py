@@ -28,6 +28,16 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[_TMP_KEY] = base
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The modules with a slow or topology test run first, each kept whole.
+
+    ``make test`` hands whole files to two workers (``--dist loadfile``: a module's fixtures are
+    built once); with the long modules first the short ones fill in at the end, instead of one
+    worker waiting minutes behind the last long module."""
+    heavy = {i.module for i in items if i.get_closest_marker("slow") or i.get_closest_marker("topology")}
+    items.sort(key=lambda i: i.module not in heavy)  # a stable sort keeps each module's own order
+
+
 _TMP_KEY = pytest.StashKey[Path]()
 _LEFT_KEY = pytest.StashKey[list]()
 
