@@ -284,7 +284,13 @@ def finish_interrupted(
     else:  # the caller's listing of every registered version
         newest = max(versions, key=lambda v: int(v.version), default=None)
     tags = (newest.tags or {}) if newest is not None else {}
-    if newest is not None and not newest.aliases and not tags.get(TAG_DECISION) and newest.status == "READY":
+    if (
+        newest is not None
+        and not tags.get(TAG_DECISION)
+        and newest.status == "READY"
+        # a listing leaves ``aliases`` empty (MLflow 3's SQL store): only the version itself has them
+        and not client.get_model_version(settings.model_name, newest.version).aliases
+    ):
         client.set_registered_model_alias(settings.model_name, CHALLENGER, newest.version)
         if newest.run_id and client.get_run(newest.run_id).info.status == "RUNNING":
             client.set_terminated(newest.run_id, "FINISHED")

@@ -40,6 +40,18 @@ def test_version_registered_without_its_alias_is_finished_by_the_rerun(settings)
     assert registry.gate(settings, D)["status"] == "promoted"
 
 
+def test_a_challenger_waiting_for_its_gate_is_left_alone(settings, caplog) -> None:
+    """The listing of versions does not carry their aliases: the repair must not read that as a
+    version registered without its alias and repeat itself on every train until the gate runs."""
+    write_days(settings, D, 10)
+    train(settings, D)
+    with caplog.at_level("WARNING", logger="contactrank.ml.train"):
+        again = train(settings, D)
+    assert again["status"] == "skipped"
+    assert not [r for r in caplog.records if "without its alias" in r.getMessage()]
+    assert _alias_version(mlflow_client(settings), settings, "challenger") == "1"
+
+
 def test_killed_runs_are_marked_failed_at_the_next_train(settings) -> None:
     write_days(settings, D, 10)
     exp_id = configure(settings)
