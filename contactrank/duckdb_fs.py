@@ -7,12 +7,21 @@ and pyarrow's read lets go of the GIL, so another thread's seek could land betwe
 seek and its read, or during the read: the read then returned bytes of another place (a short
 read or undecodable Parquet, a few scans in a hundred with two threads). Here each thread has its
 own position, and a read is one ``read_at`` of it: the same ranged GETs, nothing shared.
+
+DuckDB also asks for a file's size and time several times per query and opens it several times,
+each a HEAD request (14 for one scan of one Parquet file). A committed version of a folder is never
+written again, so for its files (``immutable(path)``) the answer is kept for the life of the
+filesystem, and a handle sends its HEAD only when it is first read.
 """
 
 from __future__ import annotations
 
 import functools
 import threading
+from collections import OrderedDict
+from collections.abc import Callable
+
+_KEPT_INFOS = 4096  # files whose size and time a filesystem keeps (a day's scans touch a few hundred)
 
 
 @functools.cache
@@ -46,17 +55,95 @@ def _classes():
             return data
 
     class ThreadPositionFileSystem(ArrowFSWrapper):
-        """fsspec's wrapper of a pyarrow filesystem, its read handles ``ThreadPositionFile``."""
+        """fsspec's wrapper of a pyarrow filesystem, its read handles ``ThreadPositionFile``; the
+        size and time of an immutable file asked once."""
+
+        def __init__(self, fs, immutable: Callable[[str], bool] = lambda path: False, **kwargs):
+            super().__init__(fs, **kwargs)
+            self._immutable = immutable
+            self._infos: OrderedDict[str, dict] = OrderedDict()
+            self._infos_lock = threading.Lock()
+
+        def _kept(self, path: str) -> dict | None:
+            with self._infos_lock:
+                info = self._infos.get(path)
+                if info is not None:
+                    self._infos.move_to_end(path)
+                return info
+
+        def info(self, path, **kwargs):
+            path = self._strip_protocol(path)
+            if not self._immutable(path):
+                return super().info(path, **kwargs)
+            info = self._kept(path)
+            if info is None:
+                info = super().info(path, **kwargs)
+                if info["type"] == "file":
+                    with self._infos_lock:
+                        self._infos[path] = info
+                        while len(self._infos) > _KEPT_INFOS:
+                            self._infos.popitem(last=False)
+            return dict(info)
+
+        def modified(self, path):
+            path = self._strip_protocol(path)
+            return self.info(path)["mtime"] if self._immutable(path) else super().modified(path)
 
         def _open(self, path, mode="rb", **kwargs):
             if mode != "rb":
                 return super()._open(path, mode, **kwargs)
             path = self._strip_protocol(path)
+            info = self._kept(path)
+            if info is not None:
+                return ThreadPositionFile(self, LazyInput(self.fs, path, info["size"]), path, mode)
             return ThreadPositionFile(self, self.fs.open_input_file(path), path, mode)
+
+    class LazyInput:
+        """A pyarrow input file of known size, opened (its HEAD sent) at its first read."""
+
+        def __init__(self, fs, path: str, size: int) -> None:
+            self._fs, self._path, self._size = fs, path, size
+            self._stream = None
+            self._closed = False
+            self._lock = threading.Lock()
+
+        def _opened(self):
+            with self._lock:
+                if self._stream is None:
+                    self._stream = self._fs.open_input_file(self._path)
+                return self._stream
+
+        def size(self) -> int:
+            return self._size
+
+        def read_at(self, n: int, at: int) -> bytes:
+            return self._opened().read_at(n, at)
+
+        def seekable(self) -> bool:
+            return True
+
+        def readable(self) -> bool:
+            return True
+
+        @property
+        def closed(self) -> bool:
+            return self._closed
+
+        def close(self) -> None:
+            self._closed = True
+            with self._lock:
+                if self._stream is not None:
+                    self._stream.close()
+
+        def __getattr__(self, name):  # anything else a handle may ask of the stream
+            return getattr(self._opened(), name)
 
     return ThreadPositionFile, ThreadPositionFileSystem
 
 
-def duckdb_filesystem(fs):
-    """An fsspec filesystem over the pyarrow filesystem ``fs``, safe for DuckDB's scan threads."""
-    return _classes()[1](fs)
+def duckdb_filesystem(fs, immutable: Callable[[str], bool] = lambda path: False):
+    """An fsspec filesystem over the pyarrow filesystem ``fs``, safe for DuckDB's scan threads.
+
+    ``immutable(path)``: whether the file at ``path`` is never written again once it exists (its
+    size and time are then asked once)."""
+    return _classes()[1](fs, immutable)

@@ -383,6 +383,11 @@ def collect_scratch() -> list[Path]:
     return gone
 
 
+def in_committed_version(path: str) -> bool:
+    """Whether ``path`` lies in a version folder (``<folder>/v-<token>/...``): written once, never again."""
+    return any(part.startswith(VERSION_PREFIX) and part != _NO_VERSION for part in path.split("/")[:-1])
+
+
 def register_duckdb(con, *roots: object) -> None:
     """Let a DuckDB connection read ``s3://`` through pyarrow's filesystem (no extension download)."""
     if not any(isinstance(r, ObjectPath) for r in roots):
@@ -390,4 +395,4 @@ def register_duckdb(con, *roots: object) -> None:
     from contactrank.duckdb_fs import duckdb_filesystem  # only when an object store is in use
 
     if "s3" not in con.list_filesystems() and not any("s3" in str(f) for f in con.list_filesystems()):
-        con.register_filesystem(duckdb_filesystem(s3_filesystem()))
+        con.register_filesystem(duckdb_filesystem(s3_filesystem(), in_committed_version))
