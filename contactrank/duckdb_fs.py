@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import functools
 import threading
-from collections import OrderedDict
 from collections.abc import Callable
 
 _KEPT_INFOS = 4096  # files whose size and time a filesystem keeps (a day's scans touch a few hundred)
@@ -61,29 +60,14 @@ def _classes():
         def __init__(self, fs, immutable: Callable[[str], bool] = lambda path: False, **kwargs):
             super().__init__(fs, **kwargs)
             self._immutable = immutable
-            self._infos: OrderedDict[str, dict] = OrderedDict()
-            self._infos_lock = threading.Lock()
-
-        def _kept(self, path: str) -> dict | None:
-            with self._infos_lock:
-                info = self._infos.get(path)
-                if info is not None:
-                    self._infos.move_to_end(path)
-                return info
+            # an entry that raises (not found) is not kept: only what exists and cannot change
+            self._kept_info = functools.lru_cache(maxsize=_KEPT_INFOS)(
+                functools.partial(ArrowFSWrapper.info, self)
+            )
 
         def info(self, path, **kwargs):
             path = self._strip_protocol(path)
-            if not self._immutable(path):
-                return super().info(path, **kwargs)
-            info = self._kept(path)
-            if info is None:
-                info = super().info(path, **kwargs)
-                if info["type"] == "file":
-                    with self._infos_lock:
-                        self._infos[path] = info
-                        while len(self._infos) > _KEPT_INFOS:
-                            self._infos.popitem(last=False)
-            return dict(info)
+            return dict(self._kept_info(path)) if self._immutable(path) else super().info(path, **kwargs)
 
         def modified(self, path):
             path = self._strip_protocol(path)
@@ -93,52 +77,54 @@ def _classes():
             if mode != "rb":
                 return super()._open(path, mode, **kwargs)
             path = self._strip_protocol(path)
-            info = self._kept(path)
-            if info is not None:
-                return ThreadPositionFile(self, LazyInput(self.fs, path, info["size"]), path, mode)
-            return ThreadPositionFile(self, self.fs.open_input_file(path), path, mode)
-
-    class LazyInput:
-        """A pyarrow input file of known size, opened (its HEAD sent) at its first read."""
-
-        def __init__(self, fs, path: str, size: int) -> None:
-            self._fs, self._path, self._size = fs, path, size
-            self._stream = None
-            self._closed = False
-            self._lock = threading.Lock()
-
-        def _opened(self):
-            with self._lock:
-                if self._stream is None:
-                    self._stream = self._fs.open_input_file(self._path)
-                return self._stream
-
-        def size(self) -> int:
-            return self._size
-
-        def read_at(self, n: int, at: int) -> bytes:
-            return self._opened().read_at(n, at)
-
-        def seekable(self) -> bool:
-            return True
-
-        def readable(self) -> bool:
-            return True
-
-        @property
-        def closed(self) -> bool:
-            return self._closed
-
-        def close(self) -> None:
-            self._closed = True
-            with self._lock:
-                if self._stream is not None:
-                    self._stream.close()
-
-        def __getattr__(self, name):  # anything else a handle may ask of the stream
-            return getattr(self._opened(), name)
+            if self._immutable(path):
+                stream = LazyInput(self.fs, path, self._kept_info(path)["size"])
+            else:
+                stream = self.fs.open_input_file(path)
+            return ThreadPositionFile(self, stream, path, mode)
 
     return ThreadPositionFile, ThreadPositionFileSystem
+
+
+class LazyInput:
+    """A pyarrow input file of known size, opened (its HEAD sent) at its first read."""
+
+    def __init__(self, fs, path: str, size: int) -> None:
+        self._fs, self._path, self._size = fs, path, size
+        self._stream = None
+        self._closed = False
+        self._lock = threading.Lock()
+
+    def _opened(self):
+        with self._lock:
+            if self._stream is None:
+                self._stream = self._fs.open_input_file(self._path)
+            return self._stream
+
+    def size(self) -> int:
+        return self._size
+
+    def read_at(self, n: int, at: int) -> bytes:
+        return self._opened().read_at(n, at)
+
+    def seekable(self) -> bool:
+        return True
+
+    def readable(self) -> bool:
+        return True
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def close(self) -> None:
+        self._closed = True
+        with self._lock:
+            if self._stream is not None:
+                self._stream.close()
+
+    def __getattr__(self, name):  # anything else a handle may ask of the stream
+        return getattr(self._opened(), name)
 
 
 def duckdb_filesystem(fs, immutable: Callable[[str], bool] = lambda path: False):
