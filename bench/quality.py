@@ -245,27 +245,16 @@ def _ceiling_scores(s, d: date, attempt_ids, world: str | None):
     """
     import numpy as np
     import pandas as pd
-    import pyarrow.parquet as pq
 
     sys.path.insert(0, str(ROOT / "bench"))
-    from judge_ceiling import _OFFSETS, _normalise, _read, ceiling_matrix  # noqa: PLC0415
+    from judge_ceiling import _history, ceiling_matrix  # noqa: PLC0415
 
-    att = pd.concat(
-        pq.read_table(p).to_pandas() for p in sorted((s.landing / "attempts" / f"date={d}").glob("part-0.*"))
-    )
-    att = att.drop_duplicates("attempt_id").set_index("attempt_id").reindex(attempt_ids.astype(str))
-    persons = _read(s.landing, "persons", d).drop_duplicates("person_id", keep="last").set_index("person_id")
-    offsets = persons["timezone"].map(_OFFSETS) if "timezone" in persons else pd.Series(dtype=float)
-    offset = offsets.astype(float).reindex(att["person_id"]).fillna(-3).to_numpy()
-    utc = pd.to_datetime(att["attempted_at"], utc=True).dt.tz_localize(None)
-    hour = ((utc.dt.hour.to_numpy() + offset) % 24).astype(int)
-    rows = pd.DataFrame(
-        {
-            "person_id": att["person_id"].to_numpy(),
-            "contact_id": _normalise(att["contact_id"]).to_numpy(),
-            "channel": att["channel"].to_numpy(),
-        }
-    )
+    # the ceiling's own reading of the landing files: normalised contacts, the person's local hour
+    att = _history(s.landing, d)[3]
+    att = att[att["_date"] == d.isoformat()].drop_duplicates("attempt_id").set_index("attempt_id")
+    att = att.reindex(attempt_ids.astype(str))
+    hour = att["hour"].to_numpy().astype(int)
+    rows = att[["person_id", "contact_id", "channel"]].reset_index(drop=True)
     keys = rows.drop_duplicates(["person_id", "contact_id"]).reset_index(drop=True)
     hours = np.unique(hour)
     grid = ceiling_matrix(s.landing, d - timedelta(days=1), keys, hours, world)
