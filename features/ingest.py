@@ -11,8 +11,9 @@ Rules worth knowing:
   rows in file order. An ``attempt_id`` already stored for D-1 or D-2 (``landing_rules.
   redelivery_dates``) is quarantined as ``duplicate_of_earlier_date`` (not counted in the share).
 - ``attempted_at`` must lie within [D - tolerance, D + 1 day + tolerance) in UTC. Timestamps
-  without an offset are UTC (docs/contract.md §1); ``local_hour`` is the hour in the offset the
-  provider gave, or in ``settings.local_timezone`` for UTC/naive values.
+  without an offset are UTC (docs/contract.md §1); ``local_hour`` is the hour in the person's
+  ``timezone`` attribute when one delivered up to D is valid (``features.person_clocks``), else in
+  the offset the provider gave, or in ``settings.local_timezone`` for UTC/naive values.
 - ``updated_at`` of contacts and persons defaults to D 00:00 UTC and may not lie after the end of
   D + tolerance (a future timestamp would win every later upsert).
 - Bad rows go to ``quarantine/<kind>/date=D/`` (see ``features.validate``). An unreadable file is
@@ -76,7 +77,14 @@ from contactrank.features.landing_rules import (
     validate_contacts,
     validate_suppressions,
 )
-from contactrank.features.person_rules import dedupe_persons, earlier_person_types, validate_persons
+from contactrank.features.person_clocks import in_own_clock, person_zones
+from contactrank.features.person_rules import (
+    PersonsFile,
+    dedupe_persons,
+    earlier_person_files,
+    earlier_person_types,
+    validate_persons,
+)
 from contactrank.features.schema import CONTACTS, KINDS, SUPPRESSIONS
 from contactrank.features.suppression_guard import (
     MARKER_FILE,
@@ -147,7 +155,8 @@ def ingest(settings: Settings, d: date, landing: Path | None = None) -> dict[str
     if not att_dir.is_dir():
         raise InputError(f"no landing folder for the attempts of {d}: {att_dir} does not exist")
     day = IngestDay(settings, d, landing)
-    day.person_types = earlier_person_types(settings, d)
+    earlier_persons = earlier_person_files(settings, d)
+    day.person_types = earlier_person_types(earlier_persons)
     day.earlier_attempt_ids = earlier_attempt_ids(settings, d)
 
     results: dict[str, KindResult] = {}
@@ -160,7 +169,7 @@ def ingest(settings: Settings, d: date, landing: Path | None = None) -> dict[str
 
     # taken before erased persons are dropped from the quarantine: a failed row is a failure
     suppression_failures = failures_of(results["suppressions"].quarantine)
-    tables = _combine(settings, d, results)
+    tables = _combine(settings, d, results, earlier_persons)
     suppressions = pa.concat_tables([tables.file_suppressions, opt_out_suppressions(tables.attempts, d)])
     report = ingest_report(day, results, tables.kept)
     report["dropped_erased"] = tables.erased
@@ -299,9 +308,12 @@ def _validate_in_threads(validate, table: pa.Table, day: IngestDay) -> tuple[pa.
 # --- combining and writing ----------------------------------------------------------------------------
 
 
-def _combine(settings: Settings, d: date, results: dict[str, KindResult]) -> _DayTables:
+def _combine(
+    settings: Settings, d: date, results: dict[str, KindResult], earlier_persons: list[PersonsFile]
+) -> _DayTables:
     """The files' clean rows as one table per kind, deduplicated, without erased persons; the ids
-    named in failed suppression rows are suppressions too (``features.suppression_guard``)."""
+    named in failed suppression rows are suppressions too (``features.suppression_guard``); each
+    attempt's hour in the person's own clock where a zone is known (``features.person_clocks``)."""
     attempts, attempts_deduped = dedupe_attempts(results["attempts"].clean)
     contacts = concat_to_schema(results["contacts"].clean, CONTACTS)
     unparsed = unparsed_suppressions(results["suppressions"].found_ids, d, settings.default_country_code)
@@ -314,6 +326,7 @@ def _combine(settings: Settings, d: date, results: dict[str, KindResult]) -> _Da
     contacts, erased["contacts"] = drop_erased(settings, contacts, hashes)
     file_suppressions, erased["suppressions"] = drop_erased(settings, file_suppressions, hashes)
     persons, erased["persons"] = drop_erased(settings, persons, hashes)
+    attempts = in_own_clock(attempts, person_zones(earlier_persons, persons))
     for result in results.values():
         result.quarantine = [drop_erased(settings, q, hashes)[0] for q in result.quarantine]
     deduped = {"attempts": attempts_deduped, "persons": persons_deduped}

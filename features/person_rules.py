@@ -29,22 +29,36 @@ from contactrank.features.validate import (
     required_id,
 )
 from contactrank.settings import Settings
+from contactrank.storage import Location
 
 _MOSTLY = 0.9  # share of parseable values that fixes an attribute column's type on its first day
 
 
-def earlier_person_types(settings: Settings, d: date) -> dict[str, str]:
-    """The type of each persons attribute on earlier days (the first one seen wins)."""
-    types: dict[str, str] = {}
+# A persons partition of an earlier day and its (attribute, type) pairs.
+PersonsFile = tuple[Location, tuple[tuple[str, str], ...]]
+
+
+def earlier_person_files(settings: Settings, d: date) -> list[PersonsFile]:
+    """Every persons partition before D with its attribute types, oldest first."""
+    files = []
     for earlier in partition_dates(settings, "persons"):
         if earlier >= d:
             break
-        for name, kind in _file_types(partition_dir(settings, "persons", earlier) / DATA_FILE):
+        path = partition_dir(settings, "persons", earlier) / DATA_FILE
+        files.append((path, file_types(path)))
+    return files
+
+
+def earlier_person_types(files: list[PersonsFile]) -> dict[str, str]:
+    """The type of each persons attribute on earlier days (the first one seen wins)."""
+    types: dict[str, str] = {}
+    for _, pairs in files:
+        for name, kind in pairs:
             types.setdefault(name, kind)
     return types
 
 
-def _file_types(path) -> tuple[tuple[str, str], ...]:
+def file_types(path) -> tuple[tuple[str, str], ...]:
     """(attribute, type) of one persons partition, in column order; a local file's schema is read
     once per version (every day reads those of all earlier days: the list grows with the history)."""
     if isinstance(path, Path):

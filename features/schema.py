@@ -52,7 +52,7 @@ ATTEMPTS = pa.schema(
         ("contact_id", pa.string()),  # normalised: E.164 phones, lower-case e-mails
         ("channel", pa.string()),
         ("attempted_at", pa.timestamp("us", tz="UTC")),
-        ("local_hour", pa.int8()),  # hour of day in the offset the provider gave (or settings.local_timezone)
+        ("local_hour", pa.int8()),  # in the person's zone, else the provider's offset (person_clocks)
         ("outcome", pa.string()),
         ("campaign_id", pa.string()),
         ("duration_s", pa.float64()),

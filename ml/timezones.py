@@ -1,6 +1,7 @@
 """Each person's clock for the export (contract v1.1): the ``timezone`` and ``best_hour_utc`` columns.
 
 Hours are learned and chosen in the clock the attempts were recorded in (``local_hour``: the
+person's own when ingest knew their ``timezone`` attribute, ``features.person_clocks``; else the
 offset the provider gave, or the deployment's ``local_timezone`` for UTC or naive timestamps).
 The export names that clock per person, so a dialer that schedules in UTC can convert:
 
@@ -9,14 +10,15 @@ The export names that clock per person, so a dialer that schedules in UTC can co
    by the deployment's zone when it has that offset on the valid day, else ``Etc/GMT±N``;
 3. else the deployment's ``local_timezone``.
 
-When the attribute names another zone than the recorded clock, ``best_hour`` is converted into
+When the attribute names another zone than the recorded clock (attempts ingested before the
+attribute arrived, or a lake written by an older version), ``best_hour`` is converted into
 the attribute's zone (the same instant), so ``best_hour`` is always in the clock ``timezone`` names.
 """
 
 from __future__ import annotations
 
 from datetime import date, datetime, timedelta
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 import duckdb
 import numpy as np
@@ -25,10 +27,10 @@ import pandas as pd
 from contactrank import storage
 from contactrank.features import sql
 from contactrank.features.lake import DATA_FILE, partition_dates, partition_dir
+from contactrank.features.person_clocks import TIMEZONE_ATTRIBUTE, valid_zone
 from contactrank.settings import Settings
 
 CLOCK_WINDOW_DAYS = 30
-TIMEZONE_ATTRIBUTE = "timezone"
 
 
 def utc_offset_hours(zone: str, day: date, hour: int = 12) -> float:
@@ -45,16 +47,6 @@ def zone_of_offset(offset_hours: float, settings: Settings, day: date) -> str:
     if whole == 0:
         return "Etc/UTC"
     return f"Etc/GMT{'-' if whole > 0 else '+'}{abs(whole)}"  # POSIX sign: Etc/GMT+3 is UTC-3
-
-
-def valid_zone(name: object) -> str | None:
-    if not isinstance(name, str) or not name or len(name) > 64:
-        return None
-    try:
-        ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        return None
-    return name
 
 
 def person_clocks(settings: Settings, d: date, person_ids: pd.Series) -> pd.DataFrame:

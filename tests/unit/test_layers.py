@@ -54,6 +54,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "contactrank.features.arrow_columns",
             "contactrank.features.landing_files",
             "contactrank.features.person_rules",
+            "contactrank.features.person_clocks",
             "contactrank.features.validate",
             "contactrank.features.validate_*",
             "contactrank.features.ingest*",
