@@ -326,7 +326,7 @@ def _combine(
     contacts, erased["contacts"] = drop_erased(settings, contacts, hashes)
     file_suppressions, erased["suppressions"] = drop_erased(settings, file_suppressions, hashes)
     persons, erased["persons"] = drop_erased(settings, persons, hashes)
-    attempts = in_own_clock(attempts, person_zones(earlier_persons, persons))
+    attempts = in_own_clock(attempts, person_zones(settings, earlier_persons, persons, attempts["person_id"]))
     for result in results.values():
         result.quarantine = [drop_erased(settings, q, hashes)[0] for q in result.quarantine]
     deduped = {"attempts": attempts_deduped, "persons": persons_deduped}

@@ -16,12 +16,13 @@ from __future__ import annotations
 
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
+from contactrank.features import sql
+from contactrank.features.lake import duckdb_connect
 from contactrank.features.person_rules import PersonsFile
+from contactrank.settings import Settings
 
 TIMEZONE_ATTRIBUTE = "timezone"
 _NO_ZONES = pa.table({"person_id": pa.array([], pa.string()), "zone": pa.array([], pa.string())})
@@ -38,29 +39,43 @@ def valid_zone(name: object) -> str | None:
     return name
 
 
-def person_zones(earlier: list[PersonsFile], persons_of_d: pa.Table) -> pa.Table:
-    """``person_id, zone``: each person's latest non-null ``timezone`` delivered up to D (the
-    earlier persons partitions ``earlier``, oldest first, then ``persons_of_d``); not yet validated.
+def person_zones(
+    settings: Settings, earlier: list[PersonsFile], persons_of_d: pa.Table, attempted: pa.ChunkedArray
+) -> pa.Table:
+    """``person_id, zone``: the latest non-null ``timezone`` delivered up to D (the earlier persons
+    partitions ``earlier``, oldest first, then ``persons_of_d``) of each person in ``attempted``
+    that has one; not yet validated.
 
-    Only the partitions whose schema has the attribute are read; ``earlier`` carries the schemas
-    ingest reads anyway to check the attribute types (``person_rules.earlier_person_files``)."""
-    parts = [
-        pq.read_table(path, columns=["person_id", TIMEZONE_ATTRIBUTE])
-        for path, pairs in earlier
-        if any(name == TIMEZONE_ATTRIBUTE for name, _ in pairs)
-    ]
-    if TIMEZONE_ATTRIBUTE in persons_of_d.column_names:
-        parts.append(persons_of_d.select(["person_id", TIMEZONE_ATTRIBUTE]))
-    if not parts:
+    Only the partitions whose schema has the attribute are read (``earlier`` carries the schemas
+    ingest reads anyway to check the attribute types, ``person_rules.earlier_person_files``), by
+    DuckDB within the memory bound: a deployment that delivers every person every day holds far
+    more rows there than persons."""
+    files = [path for path, pairs in earlier if any(name == TIMEZONE_ATTRIBUTE for name, _ in pairs)]
+    today = TIMEZONE_ATTRIBUTE in persons_of_d.column_names
+    if not (files or today) or not len(attempted):
         return _NO_ZONES
-    as_strings = pa.schema([("person_id", pa.string()), (TIMEZONE_ATTRIBUTE, pa.string())])
-    zones = pa.concat_tables([p.cast(as_strings) for p in parts])  # a number or flag is no zone either
-    zones = zones.filter(pc.is_valid(zones[TIMEZONE_ATTRIBUTE])).rename_columns(["person_id", "zone"])
-    # the last row of each person wins: the rows are in delivery order
-    person = zones["person_id"].to_numpy(zero_copy_only=False)
-    order = np.arange(len(person))[::-1]
-    _, last = np.unique(person[::-1], return_index=True)
-    return zones.take(pa.array(np.sort(order[last])))
+    column = sql.quote_ident(TIMEZONE_ATTRIBUTE)
+    sources = [
+        f"SELECT person_id, CAST({column} AS VARCHAR) AS zone, 0 AS part, filename"
+        f" FROM {sql.read_parquet(files, hive_partitioning='false', union_by_name='true', filename='true')}"
+    ] if files else []  # fmt: skip
+    if today:
+        sources.append(
+            f"SELECT person_id, CAST({column} AS VARCHAR) AS zone, 1 AS part, '' AS filename FROM today"
+        )
+    con = duckdb_connect(settings)
+    try:
+        con.register("today", persons_of_d.select(["person_id", TIMEZONE_ATTRIBUTE]) if today else _NO_ZONES)
+        con.register("attempted", pa.table({"person_id": pc.unique(attempted)}))
+        # the partitions' paths end in date=YYYY-MM-DD/..., so their order is the delivery order
+        return con.execute(
+            f"""SELECT person_id, last(zone ORDER BY part, filename) AS zone
+                FROM ({" UNION ALL ".join(sources)})
+                WHERE zone IS NOT NULL AND person_id IN (SELECT person_id FROM attempted)
+                GROUP BY person_id"""
+        ).to_arrow_table()
+    finally:
+        con.close()
 
 
 def in_own_clock(attempts: pa.Table, zones: pa.Table) -> pa.Table:

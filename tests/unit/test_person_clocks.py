@@ -20,7 +20,15 @@ def test_the_local_hour_is_the_persons_own_when_their_zone_attribute_is_valid(se
     # the zone of P1 arrives a day before its attempts; P2's on the day; P3 has none; the other
     # values come from a file too: none may fail the day or move an hour
     write_csv(tmp_path, "attempts", [_row(0, "P1", "2026-01-02T20:00:00Z")], d=d0)
-    write_csv(tmp_path, "persons", [{"person_id": "P1", "timezone": "America/Rio_Branco"}], d=d0)
+    write_csv(
+        tmp_path,
+        "persons",
+        [
+            {"person_id": "P1", "timezone": "America/Rio_Branco"},
+            {"person_id": "P7", "timezone": "America/Manaus"},
+        ],
+        d=d0,
+    )
     ingest(settings, d0, landing=tmp_path)
     rows = [
         _row(1, "P1", "2026-01-03T22:00:00Z"),  # 17h at -5
@@ -29,6 +37,7 @@ def test_the_local_hour_is_the_persons_own_when_their_zone_attribute_is_valid(se
         _row(4, "P4", "2026-01-03T22:00:00Z"),
         _row(5, "P5", "2026-01-03T22:00:00Z"),
         _row(6, "P6", "2026-01-03T20:00:00+01:00"),  # the provider's own offset: kept without a zone
+        _row(7, "P7", "2026-01-03T22:00:00Z"),  # moved to -2 on D: the latest zone wins
     ]
     write_csv(tmp_path, "attempts", rows)
     write_csv(
@@ -39,11 +48,12 @@ def test_the_local_hour_is_the_persons_own_when_their_zone_attribute_is_valid(se
             {"person_id": "P4", "timezone": "../../etc/passwd"},
             {"person_id": "P5", "timezone": "x'); DROP TABLE persons; --"},
             {"person_id": "P6", "timezone": ""},
+            {"person_id": "P7", "timezone": "America/Noronha"},
         ],
     )
     ingest(settings, D, landing=tmp_path)
     hours = {r["person_id"]: r["local_hour"] for r in attempts(settings)}
-    assert hours == {"P1": 17, "P2": 18, "P3": 19, "P4": 19, "P5": 19, "P6": 20}
+    assert hours == {"P1": 17, "P2": 18, "P3": 19, "P4": 19, "P5": 19, "P6": 20, "P7": 20}
     # the day before, P1's zone came with the attempt: 20h UTC is 15h in Rio Branco
     assert [r["local_hour"] for r in attempts(settings, d0)] == [15]
 
