@@ -12,7 +12,9 @@ outcome luck (``features.simulate``'s closed-loop streams), tried in the order o
 - ``contactrank``: the priority file the pipeline published the day before (rank order, at
   ``best_hour``), the pipeline running every day on what the loop produced (without the HTML
   report; retrain cadence ``--retrain-every``);
-- ``contactrank no explore``: the same with ``explore_share = 0`` (CONTACTRANK_EXPLORE_SHARE=0).
+- ``contactrank no explore``: the same with ``explore_share = 0`` (CONTACTRANK_EXPLORE_SHARE=0);
+- ``contactrank true hours`` (on request only): the same file, each row at its address's true
+  best hour, to tell how much of the gap to the truth is the hour.
 
 Reports, over the last ``--last`` days: attempts, reaches, reach per attempt, mean true p per
 attempt (``truth_attempts.parquet``), and reaches per called person-day.
@@ -29,7 +31,10 @@ import time
 from datetime import date, timedelta
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -41,6 +46,10 @@ from contactrank.pipeline import run_date  # noqa: E402
 from contactrank.settings import runtime_env  # noqa: E402
 
 ARMS = ("incumbent", "truth", "contactrank", "contactrank no explore")
+# Diagnostic arm (not in the default list): contactrank's file, each row at its address's true
+# best hour, so that the loop's gap splits into the address choice and the hour choice.
+TRUE_HOURS = "contactrank true hours"
+_HOURS = np.arange(8, 22)  # the allowed hours the truth arm chooses from
 _REACH = ("right_party", "converted", "opt_out")
 
 
@@ -69,6 +78,20 @@ class PipelineDialer:
         return pq.read_table(
             path / "priority.parquet", columns=["person_id", "contact_id", "rank", "best_hour"]
         )
+
+
+class TrueHourDialer(PipelineDialer):
+    """``PipelineDialer`` whose file rows are tried at their address's true best hour of the day."""
+
+    def __call__(self, t: int, day: date, world) -> object:
+        plan = super().__call__(t, day, world)
+        if not isinstance(plan, pa.Table) or not plan.num_rows:
+            return plan
+        address = pc.fill_null(pc.index_in(plan["contact_id"], value_set=world.ids()), 0).to_numpy()
+        hours = np.tile(_HOURS, address.size)
+        p = world.p_reach(np.repeat(address, _HOURS.size), hours, np.full(hours.size, day.weekday()))
+        best = _HOURS[p.reshape(address.size, -1).argmax(axis=1)]
+        return plan.set_column(plan.schema.get_field_index("best_hour"), "best_hour", pa.array(best))
 
 
 def arm_figures(landing: Path, first: date) -> dict:
@@ -105,7 +128,7 @@ def run_arm(root: Path, arm: str, a: argparse.Namespace) -> dict:
     else:
         extra = {"explore_share": 0.0} if arm.endswith("no explore") else {}
         s = settings_for(base / "home", landing, a.retrain_every, **extra)
-        dialer = PipelineDialer(s, a.start, a.warmup, landing)
+        dialer = (TrueHourDialer if arm == TRUE_HOURS else PipelineDialer)(s, a.start, a.warmup, landing)
     out = simulate(
         landing,
         a.start,
