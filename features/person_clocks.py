@@ -68,7 +68,7 @@ def person_zones(
         con.register("today", persons_of_d.select(["person_id", TIMEZONE_ATTRIBUTE]) if today else _NO_ZONES)
         con.register("attempted", pa.table({"person_id": pc.unique(attempted)}))
         # the partitions' paths end in date=YYYY-MM-DD/..., so their order is the delivery order
-        return con.execute(
+        return con.sql(
             f"""SELECT person_id, last(zone ORDER BY part, filename) AS zone
                 FROM ({" UNION ALL ".join(sources)})
                 WHERE zone IS NOT NULL AND person_id IN (SELECT person_id FROM attempted)
