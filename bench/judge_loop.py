@@ -31,7 +31,6 @@ import time
 from datetime import date, timedelta
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -41,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from judge_worlds import LEARNING, PUBLISHING, settings_for  # noqa: E402  (not a package)
 
-from contactrank.features.simulate import simulate  # noqa: E402
+from contactrank.features.simulate import simulate, true_best_hours  # noqa: E402
 from contactrank.pipeline import run_date  # noqa: E402
 from contactrank.settings import runtime_env  # noqa: E402
 
@@ -49,7 +48,6 @@ ARMS = ("incumbent", "truth", "contactrank", "contactrank no explore")
 # Diagnostic arm (not in the default list): contactrank's file, each row at its address's true
 # best hour, so that the loop's gap splits into the address choice and the hour choice.
 TRUE_HOURS = "contactrank true hours"
-_HOURS = np.arange(8, 22)  # the allowed hours the truth arm chooses from
 _REACH = ("right_party", "converted", "opt_out")
 
 
@@ -88,10 +86,8 @@ class TrueHourDialer(PipelineDialer):
         if not isinstance(plan, pa.Table) or not plan.num_rows:
             return plan
         address = pc.fill_null(pc.index_in(plan["contact_id"], value_set=world.ids()), 0).to_numpy()
-        hours = np.tile(_HOURS, address.size)
-        p = world.p_reach(np.repeat(address, _HOURS.size), hours, np.full(hours.size, day.weekday()))
-        best = _HOURS[p.reshape(address.size, -1).argmax(axis=1)]
-        return plan.set_column(plan.schema.get_field_index("best_hour"), "best_hour", pa.array(best))
+        _, hour = true_best_hours(world, address, day)
+        return plan.set_column(plan.schema.get_field_index("best_hour"), "best_hour", pa.array(hour))
 
 
 def arm_figures(landing: Path, first: date) -> dict:

@@ -351,12 +351,16 @@ def _truth_plan(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Each called person's usable addresses ranked by the true p at their true best hour."""
     a = np.flatnonzero(ok & np.isin(w.a_person, called))
-    hh = np.tile(_PLAN_HOURS, a.size)
-    p = w.p_reach(np.repeat(a, _PLAN_HOURS.size), hh, np.full(hh.size, day.weekday())).reshape(a.size, -1)
-    best = p.max(axis=1)
-    hour = _PLAN_HOURS[p.argmax(axis=1)]
+    best, hour = true_best_hours(w, a, day)
     o = np.lexsort((a, -best, w.a_person[a]))
     return w.a_person[a[o]], a[o], hour[o]
+
+
+def true_best_hours(w: World, a: np.ndarray, day: date) -> tuple[np.ndarray, np.ndarray]:
+    """The true best p(reach) of addresses ``a`` on ``day`` over the truth arm's hours, and that hour."""
+    hh = np.tile(_PLAN_HOURS, a.size)
+    p = w.p_reach(np.repeat(a, _PLAN_HOURS.size), hh, np.full(hh.size, day.weekday())).reshape(a.size, -1)
+    return p.max(axis=1), _PLAN_HOURS[p.argmax(axis=1)]
 
 
 def _table_plan(
