@@ -65,7 +65,8 @@ def person_zones(
         )
     con = duckdb_connect(settings)
     try:
-        con.register("today", persons_of_d.select(["person_id", TIMEZONE_ATTRIBUTE]) if today else _NO_ZONES)
+        if today:
+            con.register("today", persons_of_d.select(["person_id", TIMEZONE_ATTRIBUTE]))
         con.register("attempted", pa.table({"person_id": pc.unique(attempted)}))
         # the partitions' paths end in date=YYYY-MM-DD/..., so their order is the delivery order
         return con.sql(
