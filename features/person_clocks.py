@@ -54,29 +54,52 @@ def person_zones(
     today = TIMEZONE_ATTRIBUTE in persons_of_d.column_names
     if not (files or today) or not len(attempted):
         return _NO_ZONES
-    column = sql.quote_ident(TIMEZONE_ATTRIBUTE)
-    sources = [
-        f"SELECT person_id, CAST({column} AS VARCHAR) AS zone, 0 AS part, filename"
-        f" FROM {sql.read_parquet(files, hive_partitioning='false', union_by_name='true', filename='true')}"
-    ] if files else []  # fmt: skip
+    sources = [zone_rows_sql(zone_files_sql(files))] if files else []
     if today:
-        sources.append(
-            f"SELECT person_id, CAST({column} AS VARCHAR) AS zone, 1 AS part, '' AS filename FROM today"
-        )
+        sources.append(zone_rows_sql("today", part=1))
     con = duckdb_connect(settings)
     try:
         if today:
             con.register("today", persons_of_d.select(["person_id", TIMEZONE_ATTRIBUTE]))
         con.register("attempted", pa.table({"person_id": pc.unique(attempted)}))
-        # the partitions' paths end in date=YYYY-MM-DD/..., so their order is the delivery order
-        return con.sql(
-            f"""SELECT person_id, last(zone ORDER BY part, filename) AS zone
-                FROM ({" UNION ALL ".join(sources)})
-                WHERE zone IS NOT NULL AND person_id IN (SELECT person_id FROM attempted)
-                GROUP BY person_id"""
-        ).to_arrow_table()
+        return con.sql(latest_zones_sql(sources, "attempted")).to_arrow_table()
     finally:
         con.close()
+
+
+# The path of each row's file, under a name no stored partition has: ingest keeps no attribute
+# whose name starts with "_", while "filename" (DuckDB's default) is a legal attribute name.
+_FILE_COLUMN = "_persons_file"
+
+
+def zone_files_sql(files: list) -> str:
+    """The persons partitions ``files`` as one relation, with each row's file path."""
+    return sql.read_parquet(
+        files, hive_partitioning="false", union_by_name="true", filename=sql.quote_literal(_FILE_COLUMN)
+    )
+
+
+def zone_rows_sql(relation: str, part: int = 0) -> str:
+    """``person_id, zone, part, file`` of a persons relation that has the attribute: a
+    ``zone_files_sql`` relation, or (``part`` > 0) one partition without the path column."""
+    column = sql.quote_ident(TIMEZONE_ATTRIBUTE)
+    file = _FILE_COLUMN if part == 0 else "''"
+    return (
+        f"SELECT person_id, CAST({column} AS VARCHAR) AS zone, {part} AS part, {file} AS file FROM {relation}"
+    )
+
+
+def latest_zones_sql(sources: list[str], wanted: str) -> str:
+    """``person_id, zone``: the latest non-null zone of each person of the table ``wanted`` over
+    ``sources`` (``zone_rows_sql`` queries, oldest part first).
+
+    Ordered explicitly: ``last()`` without an order takes whichever row the threads of the scan
+    combine last, which is not always the latest partition. The partitions' paths end in
+    date=YYYY-MM-DD/..., so their order is the delivery order."""
+    return f"""SELECT person_id, last(zone ORDER BY part, file) AS zone
+        FROM ({" UNION ALL ".join(sources)})
+        WHERE zone IS NOT NULL AND person_id IN (SELECT person_id FROM {wanted})
+        GROUP BY person_id"""
 
 
 def in_own_clock(attempts: pa.Table, zones: pa.Table) -> pa.Table:

@@ -27,7 +27,13 @@ import pandas as pd
 from contactrank import storage
 from contactrank.features import sql
 from contactrank.features.lake import DATA_FILE, partition_dates, partition_dir
-from contactrank.features.person_clocks import TIMEZONE_ATTRIBUTE, valid_zone
+from contactrank.features.person_clocks import (
+    TIMEZONE_ATTRIBUTE,
+    latest_zones_sql,
+    valid_zone,
+    zone_files_sql,
+    zone_rows_sql,
+)
 from contactrank.settings import Settings
 
 CLOCK_WINDOW_DAYS = 30
@@ -129,7 +135,7 @@ def _zone_relation(con, settings: Settings, d: date) -> str | None:
     files = [f for f in files if f.is_file()]
     if not files:
         return None
-    relation = sql.read_parquet(files, hive_partitioning="false", union_by_name="true")
+    relation = zone_files_sql(files)
     columns = {row[0] for row in con.execute(f"DESCRIBE SELECT * FROM {relation}").fetchall()}
     return relation if TIMEZONE_ATTRIBUTE in columns else None
 
@@ -138,11 +144,8 @@ def _attribute_zones(con, settings: Settings, d: date, relation: str | None = No
     relation = relation or _zone_relation(con, settings, d)
     if relation is None:
         return pd.DataFrame({"person_id": pd.Series(dtype=str), "attribute_zone": pd.Series(dtype=object)})
-    column = sql.quote_ident(TIMEZONE_ATTRIBUTE)
-    found = con.execute(
-        f"""SELECT person_id, last({column}) FILTER (WHERE {column} IS NOT NULL) AS attribute_zone
-            FROM {relation} WHERE person_id IN (SELECT person_id FROM wanted) GROUP BY person_id"""
-    ).fetch_df()
+    found = con.sql(latest_zones_sql([zone_rows_sql(relation)], "wanted")).df()
+    found = found.rename(columns={"zone": "attribute_zone"})
     found["attribute_zone"] = found["attribute_zone"].map(valid_zone)
     return found
 

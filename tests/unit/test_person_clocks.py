@@ -18,14 +18,15 @@ def _row(i: int, person: str, utc: str) -> dict[str, str]:
 def test_the_local_hour_is_the_persons_own_when_their_zone_attribute_is_valid(settings, tmp_path):
     d0 = D - timedelta(days=1)
     # the zone of P1 arrives a day before its attempts; P2's on the day; P3 has none; the other
-    # values come from a file too: none may fail the day or move an hour
+    # values come from a file too: none may fail the day or move an hour; nor may an attribute
+    # named as DuckDB names the path column of a scan
     write_csv(tmp_path, "attempts", [_row(0, "P1", "2026-01-02T20:00:00Z")], d=d0)
     write_csv(
         tmp_path,
         "persons",
         [
-            {"person_id": "P1", "timezone": "America/Rio_Branco"},
-            {"person_id": "P7", "timezone": "America/Manaus"},
+            {"person_id": "P1", "timezone": "America/Rio_Branco", "filename": "a.csv"},
+            {"person_id": "P7", "timezone": "America/Manaus", "filename": "b.csv"},
         ],
         d=d0,
     )

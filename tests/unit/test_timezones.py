@@ -64,3 +64,26 @@ def test_offsets_are_named_by_the_deployment_zone_or_posix_etc_names(settings) -
     assert zone_of_offset(-3.0, settings, D) == "America/Sao_Paulo"
     assert zone_of_offset(-5.0, settings, D) == "Etc/GMT+5"
     assert zone_of_offset(0.0, settings, D) == "Etc/UTC"
+
+
+def test_the_latest_delivered_zone_wins_over_earlier_partitions(settings) -> None:
+    # persons delivered every day, their zone changed on the last: the export must name the last
+    # zone for everyone, however DuckDB splits the scan of the partitions between its threads
+    days = [date(2026, 2, 25 + k) if k < 4 else date(2026, 3, k - 3) for k in range(6)]
+    pids = [f"p{i:05d}" for i in range(20_000)]
+    for k, day in enumerate(days):
+        zone = "America/Manaus" if k == len(days) - 1 else ["America/Noronha", "America/Rio_Branco"][k % 2]
+        lake.write_partition(
+            settings, "persons", day, pa.table({"person_id": pids, "timezone": [zone] * len(pids)})
+        )
+    zone, local, _ = export_clock(settings, days[-1], pd.Series(pids), pd.Series([19] * len(pids)))
+    assert set(zone) == {"America/Manaus"}
+    assert set(local) == {18}  # 19h of the recorded clock (the deployment's, -3) in Manaus (-4)
+
+
+def test_an_attribute_named_filename_is_an_attribute_like_any_other(settings) -> None:
+    # DuckDB's default name for the path column of a scan: a legal attribute name in a persons file
+    persons = pa.table({"person_id": ["p"], "filename": ["x.csv"], "timezone": ["America/Manaus"]})
+    lake.write_partition(settings, "persons", D, persons)
+    zone, _, utc = export_clock(settings, D, pd.Series(["p"]), pd.Series([19]))
+    assert (zone[0], utc[0]) == ("America/Manaus", 22)
