@@ -278,9 +278,10 @@ def load_settings(
     return out
 
 
-# Process environment every entry point sets before LightGBM loads: idle OpenMP threads sleep
-# instead of spinning (spinning threads slow a fit down badly on a loaded machine with few cores).
-RUNTIME_ENV = {"OMP_WAIT_POLICY": "PASSIVE"}
+# Process environment every entry point sets before LightGBM and MLflow load: idle OpenMP threads
+# sleep instead of spinning (spinning threads slow a fit down badly on a loaded machine with few
+# cores); MLflow draws no progress bars, which fill a task's log with carriage-return lines.
+RUNTIME_ENV = {"OMP_WAIT_POLICY": "PASSIVE", "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
 
 
 def runtime_env(env: typing.MutableMapping[str, str] | None = None) -> typing.MutableMapping[str, str]:

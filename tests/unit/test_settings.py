@@ -82,4 +82,6 @@ def test_runtime_env_adds_defaults_and_keeps_explicit_values() -> None:
     from contactrank.settings import RUNTIME_ENV, runtime_env
 
     assert runtime_env({}) == RUNTIME_ENV
-    assert runtime_env({"OMP_WAIT_POLICY": "ACTIVE", "X": "1"}) == {"OMP_WAIT_POLICY": "ACTIVE", "X": "1"}
+    assert RUNTIME_ENV["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] == "false"  # no bars in task logs
+    explicit = {"OMP_WAIT_POLICY": "ACTIVE", "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "true", "X": "1"}
+    assert runtime_env(dict(explicit)) == explicit
