@@ -93,6 +93,14 @@ def _history(landing: Path, d: date) -> tuple[pd.DataFrame, pd.DataFrame, pd.Dat
     return persons, book, enr, att
 
 
+def contact_book(landing: Path, d: date) -> pd.DataFrame:
+    """Every address delivered up to D (person_id, contact_id in the simulator's spelling, channel)."""
+    contacts = _read(landing, "contacts", d)
+    contacts["contact_id"] = _normalise(contacts["contact_id"])
+    rows = contacts[["person_id", "contact_id", "channel"]]
+    return rows.drop_duplicates(["person_id", "contact_id"], keep="last").reset_index(drop=True)
+
+
 def _prior_persons(
     rng, spec: WorldSpec, age: np.ndarray, region: np.ndarray, segment: np.ndarray, zbal: np.ndarray
 ) -> dict[str, np.ndarray]:

@@ -14,7 +14,12 @@ outcome luck (``features.simulate``'s closed-loop streams), tried in the order o
   report; retrain cadence ``--retrain-every``);
 - ``contactrank no explore``: the same with ``explore_share = 0`` (CONTACTRANK_EXPLORE_SHARE=0);
 - ``contactrank true hours`` (on request only): the same file, each row at its address's true
-  best hour, to tell how much of the gap to the truth is the hour.
+  best hour, to tell how much of the gap to the truth is the hour;
+- ``ceiling`` (on request only): the history ceiling of ``judge_ceiling`` as the dialer's ranking,
+  refitted every day on the landing files so far (what the loop produced): each called person's
+  addresses by posterior p(reach) at their best hour (none it is sure is dead or someone else's).
+  Greedy, no exploration: the loop's reference for what an estimator of the world's own form gets
+  out of the history it chooses.
 
 Reports, over the last ``--last`` days: attempts, reaches, reach per attempt, mean true p per
 attempt (``truth_attempts.parquet``), and reaches per called person-day.
@@ -31,6 +36,7 @@ import time
 from datetime import date, timedelta
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -38,9 +44,10 @@ import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from judge_worlds import LEARNING, PUBLISHING, settings_for  # noqa: E402  (not a package)
+from judge_ceiling import ceiling_matrix, contact_book  # noqa: E402  (not a package)
+from judge_worlds import LEARNING, PUBLISHING, settings_for  # noqa: E402
 
-from contactrank.features.simulate import simulate, true_best_hours  # noqa: E402
+from contactrank.features.simulate import called_persons, simulate, true_best_hours  # noqa: E402
 from contactrank.pipeline import run_date  # noqa: E402
 from contactrank.settings import runtime_env  # noqa: E402
 
@@ -48,6 +55,9 @@ ARMS = ("incumbent", "truth", "contactrank", "contactrank no explore")
 # Diagnostic arm (not in the default list): contactrank's file, each row at its address's true
 # best hour, so that the loop's gap splits into the address choice and the hour choice.
 TRUE_HOURS = "contactrank true hours"
+CEILING = "ceiling"  # diagnostic arm: the history ceiling ranks, refitted daily
+_CEILING_HOURS = np.arange(8, 22)  # the simulator's truth arm's hours
+_CEILING_FLOOR = 0.001  # posterior p(reach) below which the ceiling drops an address
 _REACH = ("right_party", "converted", "opt_out")
 
 
@@ -90,6 +100,34 @@ class TrueHourDialer(PipelineDialer):
         return plan.set_column(plan.schema.get_field_index("best_hour"), "best_hour", pa.array(hour))
 
 
+class CeilingDialer:
+    """The simulator's ``dialer`` for the ``ceiling`` arm: the history ceiling fitted on the landing
+    files up to day t-1, for the persons called on day t (the same draw as every arm's)."""
+
+    def __init__(self, world: str, seed: int, warmup: int, landing: Path) -> None:
+        self.world, self.seed, self.warmup, self.landing = world, seed, warmup, landing
+        self.seconds = 0.0
+
+    def __call__(self, t: int, day: date, world) -> object:
+        if t < self.warmup:
+            return None
+        t0 = time.perf_counter()
+        d = day - timedelta(days=1)
+        called = pa.array([f"P{i:07d}" for i in called_persons(world, t, self.seed)])
+        rows = contact_book(self.landing, d)
+        rows = rows[rows["person_id"].isin(called.to_pylist())].reset_index(drop=True)
+        p = ceiling_matrix(self.landing, d, rows, _CEILING_HOURS, self.world)
+        rows["best"], rows["best_hour"] = p.max(axis=1), _CEILING_HOURS[p.argmax(axis=1)]
+        # what it is sure is dead or someone else's it does not publish (contactrank drops an
+        # address whose last outcome was invalid)
+        rows = rows[rows["best"] >= _CEILING_FLOOR]
+        rows = rows.sort_values(["person_id", "best"], ascending=[True, False], kind="mergesort")
+        rows["rank"] = rows.groupby("person_id").cumcount() + 1
+        self.seconds += time.perf_counter() - t0
+        plan = rows[["person_id", "contact_id", "rank", "best_hour"]]
+        return pa.Table.from_pandas(plan, preserve_index=False)
+
+
 def arm_figures(landing: Path, first: date) -> dict:
     """Attempts, reaches and true p per attempt on the dialer's days from ``first`` on."""
     parts = sorted((landing / "attempts").glob("date=*/part-0.parquet"))
@@ -120,7 +158,8 @@ def run_arm(root: Path, arm: str, a: argparse.Namespace) -> dict:
     t0 = time.perf_counter()
     if arm in ("incumbent", "truth"):
         dialer = lambda t, day, w: None if t < a.warmup else arm  # noqa: E731
-        pipeline_s = 0.0
+    elif arm == CEILING:
+        dialer = CeilingDialer(a.world, a.seed, a.warmup, landing)
     else:
         extra = {"explore_share": 0.0} if arm.endswith("no explore") else {}
         s = settings_for(base / "home", landing, a.retrain_every, **extra)

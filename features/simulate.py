@@ -315,16 +315,12 @@ def closed_loop_day(w: World, t: int, day: date, seed: int, person_ids: pa.Array
     """Day ``t`` of a closed-loop run: the persons the incumbent would call (a per-day stream drawn
     for every person, so every arm calls the same persons with the same budget and luck), tried by
     ``plan`` (see ``simulate``) at most their budget of 1-3 tries, stopping at a reach."""
-    rng = np.random.default_rng([seed, 1, t])
+    rng, called = _called_stream(w, t, seed)
     n = w.n
-    sel = rng.random(n) < w.spec.call_share * _SEGMENT_CALLS[w.segment]
     budget = rng.choice([1, 2, 3], n, p=list(w.spec.tries))
     u_hour, u_addr = rng.random((n, 3)), rng.random((n, 3))
     luck = rng.random((3, n, 3))
     ok = w.usable()
-    has = np.zeros(n, bool)
-    has[w.a_person[ok]] = True
-    called = np.flatnonzero(sel & has)
     if plan is None or isinstance(plan, str) and plan == "incumbent":
         ap = np.repeat(called, budget[called])
         j = grouped_rank(ap)
@@ -344,6 +340,21 @@ def closed_loop_day(w: World, t: int, day: date, seed: int, person_ids: pa.Array
         secs = hour * 3600 + (j * 1200 + u_hour[ap, j] * 1200).astype(np.int64)
     u = (luck[0][ap, j], luck[1][ap, j], luck[2][ap, j])
     return _stop_at_reach(_outcomes(w, t, day.weekday(), aa, ap, secs, rng, u), True)
+
+
+def _called_stream(w: World, t: int, seed: int) -> tuple[np.random.Generator, np.ndarray]:
+    """Day ``t``'s closed-loop stream (after the draw of who is called) and the called persons:
+    those the incumbent's call share selects that have an address it would still try."""
+    rng = np.random.default_rng([seed, 1, t])
+    sel = rng.random(w.n) < w.spec.call_share * _SEGMENT_CALLS[w.segment]
+    has = np.zeros(w.n, bool)
+    has[w.a_person[w.usable()]] = True
+    return rng, np.flatnonzero(sel & has)
+
+
+def called_persons(w: World, t: int, seed: int) -> np.ndarray:
+    """The persons every arm of a closed-loop run calls on day ``t`` (a plan needs rows for them only)."""
+    return _called_stream(w, t, seed)[1]
 
 
 def _truth_plan(
