@@ -108,6 +108,9 @@ class Settings:
     hours_end: int = 21  # last allowed local hour (inclusive)
     channel_hours: dict[str, list[int]] = field(default_factory=dict)  # per-channel [start, end] override
     invalid_policy: Literal["drop", "last"] = "drop"
+    # "drop": an address answered by someone else since its last reach (a reassigned number) is
+    # not published; "keep": the model ranks it like any other
+    wrong_party_policy: Literal["drop", "keep"] = "drop"
     cap_person_7d: int = 7
     cap_address_day: int = 3  # an address attempted this often on D rests on D+1
     explore_share: float = 0.05

@@ -1,9 +1,10 @@
-"""The candidates of date D: active, consented addresses minus suppressions, invalid ones and caps.
+"""The candidates of date D: active, consented addresses minus suppressions, dead ones and caps.
 
 Candidates of D = rows of ``features/date=D`` whose address is active and consented in
 ``contacts_state/date=D`` (an address only seen in attempts is not in it, and counts as both),
-minus suppressions, minus ``invalid`` addresses (policy ``drop``), minus frequency-capped persons
-and addresses. See docs/scoring.md for every rule. Selection runs in DuckDB and leaves the keys
+minus suppressions, minus ``invalid`` addresses (policy ``drop``), minus addresses answered by
+someone else since their last reach (policy ``drop``), minus frequency-capped persons and
+addresses. See docs/scoring.md for every rule. Selection runs in DuckDB and leaves the keys
 in the temp table ``CANDIDATES_TABLE``; only counts come back to Python.
 """
 
@@ -99,7 +100,8 @@ class CandidateCounts:
     addresses_suppressed: int
     persons_left_out_suppression: int
     addresses_invalid_dropped: int
-    persons_invalid_only: int
+    addresses_wrong_party_dropped: int
+    persons_left_out_dead: int
     addresses_capped: int
     persons_left_out_cap: int
     persons: int
@@ -110,12 +112,13 @@ class CandidateCounts:
 
 
 # Each flag of an eligible address, as SQL over the ``eligible_flags`` table.
-_KEPT = "NOT suppressed AND NOT dropped_invalid AND NOT capped_person AND NOT capped_address"
+_WORKING = "NOT suppressed AND NOT dropped_invalid AND NOT dropped_wrong_party"
+_KEPT = f"{_WORKING} AND NOT capped_person AND NOT capped_address"
 COUNTS_SQL = f"""
     WITH person_flags AS (
       SELECT person_id,
         bool_or(NOT suppressed) AS any_unsuppressed,
-        bool_or(NOT suppressed AND NOT dropped_invalid) AS any_valid,
+        bool_or({_WORKING}) AS any_valid,
         bool_or({_KEPT}) AS any_kept
       FROM eligible_flags GROUP BY person_id)
     SELECT
@@ -125,10 +128,11 @@ COUNTS_SQL = f"""
       (SELECT count(*) FILTER (WHERE NOT any_unsuppressed) FROM person_flags) AS persons_left_out_suppression,
       (SELECT count(*) FILTER (WHERE NOT suppressed AND dropped_invalid) FROM eligible_flags)
         AS addresses_invalid_dropped,
+      (SELECT count(*) FILTER (WHERE NOT suppressed AND NOT dropped_invalid AND dropped_wrong_party)
+        FROM eligible_flags) AS addresses_wrong_party_dropped,
       (SELECT count(*) FILTER (WHERE any_unsuppressed AND NOT any_valid) FROM person_flags)
-        AS persons_invalid_only,
-      (SELECT count(*) FILTER (WHERE NOT suppressed AND NOT dropped_invalid
-                                 AND (capped_person OR capped_address)) FROM eligible_flags)
+        AS persons_left_out_dead,
+      (SELECT count(*) FILTER (WHERE {_WORKING} AND (capped_person OR capped_address)) FROM eligible_flags)
         AS addresses_capped,
       (SELECT count(*) FILTER (WHERE any_valid AND NOT any_kept) FROM person_flags) AS persons_left_out_cap,
       (SELECT count(*) FILTER (WHERE any_kept) FROM person_flags) AS persons,
@@ -153,13 +157,26 @@ def _create_recent_attempts(settings: Settings, d: date, con) -> None:
 
 
 def _create_eligible(con, features_file: Path, state_file: Path) -> None:
-    """``eligible``: the addresses of the features that are active and consented (attempts-only: both)."""
+    """``eligible``: the addresses of the features that are active and consented (attempts-only:
+    both), with ``invalid`` (the last outcome) and ``wrong_party``: someone else answered it after
+    its last reach, or it answered someone else and never the person (a reassigned number; false in
+    features built without the two day counts)."""
+    features = read_parquet(features_file)
+    columns = {row[0] for row in con.execute(f"DESCRIBE SELECT * FROM {features}").fetchall()}
+    since_wrong_party, since_reach = "f_c_days_since_wrong_party", "f_c_days_since_reach"
+    wrong_party = (
+        f"coalesce(feature_rows.{since_wrong_party} < feature_rows.{since_reach},"
+        f" feature_rows.{since_wrong_party} IS NOT NULL)"
+        if {since_wrong_party, since_reach} <= columns
+        else "false"
+    )
     con.execute(
         f"""
         CREATE TEMP TABLE eligible AS
         SELECT feature_rows.person_id, feature_rows.contact_id,
-          feature_rows.last_outcome = 'invalid' AS invalid
-        FROM {read_parquet(features_file)} feature_rows
+          feature_rows.last_outcome = 'invalid' AS invalid,
+          {wrong_party} AS wrong_party
+        FROM {features} feature_rows
         LEFT JOIN {read_parquet(state_file)} contact_state USING (person_id, contact_id)
         WHERE coalesce(contact_state.active, true) AND coalesce(contact_state.consent, true)
         """
@@ -192,11 +209,12 @@ def _create_eligible_suppressed(con) -> None:
 
 
 def _create_eligible_flags(settings: Settings, d: date, con) -> None:
-    """``eligible_flags``: the suppressed addresses plus the cap and invalid-policy flags."""
+    """``eligible_flags``: the suppressed addresses plus the cap, invalid- and wrong-party-policy flags."""
     day_file = str(partition_dir(settings, "attempts", d) / DATA_FILE)
     cap_person = int(settings.cap_person_7d)
     cap_address = int(settings.cap_address_day)
     drop_invalid = settings.invalid_policy == "drop"
+    drop_wrong_party = settings.wrong_party_policy == "drop"
     con.execute(
         f"""
         CREATE TEMP TABLE eligible_flags AS
@@ -207,7 +225,8 @@ def _create_eligible_flags(settings: Settings, d: date, con) -> None:
           ({cap_address} > 0 AND address.contact_id IN
               (SELECT contact_id FROM recent_attempts WHERE source_file = {quote_literal(day_file)}
                GROUP BY contact_id HAVING count(*) >= {cap_address})) AS capped_address,
-          ({"invalid" if drop_invalid else "false"}) AS dropped_invalid
+          ({"invalid" if drop_invalid else "false"}) AS dropped_invalid,
+          ({"wrong_party" if drop_wrong_party else "false"}) AS dropped_wrong_party
         FROM eligible_suppressed address
         """
     )

@@ -234,6 +234,7 @@ def _manifest(
             "cap": int(report.get("addresses_capped", 0)),
             "suppression": int(report.get("addresses_suppressed", 0)),
             "invalid": int(report.get("addresses_invalid_dropped", 0)),
+            "wrong_party": int(report.get("addresses_wrong_party_dropped", 0)),
         },
         "explored_persons": int(report.get("explored_persons", 0)),
         "pseudonymised": bool(settings.pseudonymise_exports),

@@ -185,6 +185,27 @@ def test_invalid_last_ranks_invalid_addresses_last(settings, model):
     assert p2.loc["+5511900000004", "rank"] == 2 and p2.loc["+5511900000003", "rank"] == 1
 
 
+def test_a_number_answered_by_someone_else_since_its_last_reach_is_dropped(settings, model):
+    rows = [
+        ("p4", "+5511900000011", "voice", "no_answer", 4, 0.0, 1.0),  # wrong party after its reach
+        ("p4", "+5511900000012", "voice", "right_party", 4, 1.0, 0.0),  # reached after a wrong party
+        ("p4", "+5511900000013", "voice", "voicemail", 2, 0.0, 2.0),  # wrong party, never reached
+        ("p4", "+5511900000014", "voice", "no_answer", 3, 0.0, 3.0),  # never a wrong party
+        ("p4", "+5511900000015", "voice", "right_party", 3, 1.0, 0.0),  # both on the same day
+        ("p5", "+5511900000016", "voice", "wrong_party", 1, 0.0, 1.0),  # the person's only address
+    ]
+    feats = features_frame(rows).assign(
+        f_c_days_since_wrong_party=[3, 10, 5, None, 4, 0], f_c_days_since_reach=[10, 2, None, None, 4, None]
+    )
+    write_world(settings, D, feats)
+    out = score(settings.replace(explore_share=0.0), D, model=model, model_info=INFO)
+    assert set(scored(settings).contact_id) == {"+5511900000012", "+5511900000014", "+5511900000015"}
+    assert out["addresses_wrong_party_dropped"] == 3 and out["persons_left_out_dead"] == 1
+
+    score(settings.replace(explore_share=0.0, wrong_party_policy="keep"), D, model=model, model_info=INFO)
+    assert set(scored(settings).contact_id) == set(feats.contact_id)
+
+
 def test_inactive_and_unconsented_addresses_are_not_candidates(settings, model):
     feats = features_frame(BASE)
     state = feats[["person_id", "contact_id", "channel"]].assign(
