@@ -315,12 +315,11 @@ def closed_loop_day(w: World, t: int, day: date, seed: int, person_ids: pa.Array
     """Day ``t`` of a closed-loop run: the persons the incumbent would call (a per-day stream drawn
     for every person, so every arm calls the same persons with the same budget and luck), tried by
     ``plan`` (see ``simulate``) at most their budget of 1-3 tries, stopping at a reach."""
-    rng, called = _called_stream(w, t, seed)
+    rng, called, ok = _called_stream(w, t, seed)
     n = w.n
     budget = rng.choice([1, 2, 3], n, p=list(w.spec.tries))
     u_hour, u_addr = rng.random((n, 3)), rng.random((n, 3))
     luck = rng.random((3, n, 3))
-    ok = w.usable()
     if plan is None or isinstance(plan, str) and plan == "incumbent":
         ap = np.repeat(called, budget[called])
         j = grouped_rank(ap)
@@ -342,14 +341,16 @@ def closed_loop_day(w: World, t: int, day: date, seed: int, person_ids: pa.Array
     return _stop_at_reach(_outcomes(w, t, day.weekday(), aa, ap, secs, rng, u), True)
 
 
-def _called_stream(w: World, t: int, seed: int) -> tuple[np.random.Generator, np.ndarray]:
-    """Day ``t``'s closed-loop stream (after the draw of who is called) and the called persons:
-    those the incumbent's call share selects that have an address it would still try."""
+def _called_stream(w: World, t: int, seed: int) -> tuple[np.random.Generator, np.ndarray, np.ndarray]:
+    """Day ``t``'s closed-loop stream (after the draw of who is called), the called persons (those
+    the incumbent's call share selects that have an address it would still try) and those
+    addresses (``World.usable``)."""
     rng = np.random.default_rng([seed, 1, t])
     sel = rng.random(w.n) < w.spec.call_share * _SEGMENT_CALLS[w.segment]
+    ok = w.usable()
     has = np.zeros(w.n, bool)
-    has[w.a_person[w.usable()]] = True
-    return rng, np.flatnonzero(sel & has)
+    has[w.a_person[ok]] = True
+    return rng, np.flatnonzero(sel & has), ok
 
 
 def called_persons(w: World, t: int, seed: int) -> np.ndarray:
