@@ -159,24 +159,15 @@ def _create_recent_attempts(settings: Settings, d: date, con) -> None:
 def _create_eligible(con, features_file: Path, state_file: Path) -> None:
     """``eligible``: the addresses of the features that are active and consented (attempts-only:
     both), with ``invalid`` (the last outcome) and ``wrong_party``: someone else answered it after
-    its last reach, or it answered someone else and never the person (a reassigned number; false in
-    features built without the two day counts)."""
-    features = read_parquet(features_file)
-    columns = {row[0] for row in con.execute(f"DESCRIBE SELECT * FROM {features}").fetchall()}
-    since_wrong_party, since_reach = "f_c_days_since_wrong_party", "f_c_days_since_reach"
-    wrong_party = (
-        f"coalesce(feature_rows.{since_wrong_party} < feature_rows.{since_reach},"
-        f" feature_rows.{since_wrong_party} IS NOT NULL)"
-        if {since_wrong_party, since_reach} <= columns
-        else "false"
-    )
+    its last reach, or it answered someone else and never the person (a reassigned number)."""
     con.execute(
         f"""
         CREATE TEMP TABLE eligible AS
         SELECT feature_rows.person_id, feature_rows.contact_id,
           feature_rows.last_outcome = 'invalid' AS invalid,
-          {wrong_party} AS wrong_party
-        FROM {features} feature_rows
+          coalesce(feature_rows.f_c_days_since_wrong_party < feature_rows.f_c_days_since_reach,
+                   feature_rows.f_c_days_since_wrong_party IS NOT NULL) AS wrong_party
+        FROM {read_parquet(features_file)} feature_rows
         LEFT JOIN {read_parquet(state_file)} contact_state USING (person_id, contact_id)
         WHERE coalesce(contact_state.active, true) AND coalesce(contact_state.consent, true)
         """

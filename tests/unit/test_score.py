@@ -77,6 +77,8 @@ def features_frame(rows: list[tuple]) -> pd.DataFrame:
     )
     df["f_c_age_days"] = 30.0
     df["f_channel"] = df["channel"]
+    df["f_c_days_since_wrong_party"] = np.nan  # never answered by someone else
+    df["f_c_days_since_reach"] = np.nan
     return df
 
 
