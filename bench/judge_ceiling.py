@@ -67,8 +67,7 @@ def _history(landing: Path, d: date) -> tuple[pd.DataFrame, pd.DataFrame, pd.Dat
     attempts (person, address, local hour, weekday, fatigue, outcome) up to D."""
     persons = _read(landing, "persons", d).drop_duplicates("person_id", keep="last").set_index("person_id")
     persons["offset"] = persons["timezone"].map(_OFFSETS) if "timezone" in persons else -3
-    contacts = _read(landing, "contacts", d)
-    contacts["contact_id"] = _normalise(contacts["contact_id"])
+    contacts = _contacts(landing, d)
     first_day = contacts["_date"].min()
     book = contacts[contacts["_date"] == first_day].copy()
     book["rank"] = book.groupby("person_id").cumcount()
@@ -93,11 +92,16 @@ def _history(landing: Path, d: date) -> tuple[pd.DataFrame, pd.DataFrame, pd.Dat
     return persons, book, enr, att
 
 
-def contact_book(landing: Path, d: date) -> pd.DataFrame:
-    """Every address delivered up to D (person_id, contact_id in the simulator's spelling, channel)."""
+def _contacts(landing: Path, d: date) -> pd.DataFrame:
+    """Every contacts row delivered up to D, ``contact_id`` in the simulator's spelling."""
     contacts = _read(landing, "contacts", d)
     contacts["contact_id"] = _normalise(contacts["contact_id"])
-    rows = contacts[["person_id", "contact_id", "channel"]]
+    return contacts
+
+
+def contact_book(landing: Path, d: date) -> pd.DataFrame:
+    """Every address delivered up to D (person_id, contact_id in the simulator's spelling, channel)."""
+    rows = _contacts(landing, d)[["person_id", "contact_id", "channel"]]
     return rows.drop_duplicates(["person_id", "contact_id"], keep="last").reset_index(drop=True)
 
 

@@ -47,7 +47,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from judge_ceiling import ceiling_matrix, contact_book  # noqa: E402  (not a package)
 from judge_worlds import LEARNING, PUBLISHING, settings_for  # noqa: E402
 
-from contactrank.features.simulate import called_persons, simulate, true_best_hours  # noqa: E402
+from contactrank.features.simulate import (  # noqa: E402
+    called_persons,
+    person_id_of,
+    simulate,
+    true_best_hours,
+)
 from contactrank.pipeline import run_date  # noqa: E402
 from contactrank.settings import runtime_env  # noqa: E402
 
@@ -113,9 +118,9 @@ class CeilingDialer:
             return None
         t0 = time.perf_counter()
         d = day - timedelta(days=1)
-        called = pa.array([f"P{i:07d}" for i in called_persons(world, t, self.seed)])
+        called = person_id_of(called_persons(world, t, self.seed)).to_pylist()
         rows = contact_book(self.landing, d)
-        rows = rows[rows["person_id"].isin(called.to_pylist())].reset_index(drop=True)
+        rows = rows[rows["person_id"].isin(called)].reset_index(drop=True)
         p = ceiling_matrix(self.landing, d, rows, _CEILING_HOURS, self.world)
         rows["best"], rows["best_hour"] = p.max(axis=1), _CEILING_HOURS[p.argmax(axis=1)]
         # what it is sure is dead or someone else's it does not publish (contactrank drops an

@@ -92,7 +92,7 @@ def simulate(
     rng = np.random.default_rng(seed)
     spec = world_spec(world) if isinstance(world, str) else world
     w = World(rng, persons, start, spec)
-    person_ids = concat_text("P", pc.utf8_lpad(to_text(np.arange(persons)), width=7, padding="0"))
+    person_ids = person_id_of(np.arange(persons))
     counts = {o: 0 for o in OUTCOMES}
     stats = dict.fromkeys(
         ("died", "reassigned", "new_addresses", "deactivated", "deceased", "do_not_call"), 0
@@ -339,6 +339,11 @@ def closed_loop_day(w: World, t: int, day: date, seed: int, person_ids: pa.Array
         secs = hour * 3600 + (j * 1200 + u_hour[ap, j] * 1200).astype(np.int64)
     u = (luck[0][ap, j], luck[1][ap, j], luck[2][ap, j])
     return _stop_at_reach(_outcomes(w, t, day.weekday(), aa, ap, secs, rng, u), True)
+
+
+def person_id_of(persons: np.ndarray) -> pa.Array:
+    """The landing files' ``person_id`` of the world's persons ``persons`` (indices)."""
+    return concat_text("P", pc.utf8_lpad(to_text(persons), width=7, padding="0"))
 
 
 def _called_stream(w: World, t: int, seed: int) -> tuple[np.random.Generator, np.ndarray, np.ndarray]:
