@@ -60,7 +60,8 @@ def person_zones(
     con = duckdb_connect(settings)
     try:
         if today:
-            con.register("today", persons_of_d.select(["person_id", TIMEZONE_ATTRIBUTE]))
+            day = persons_of_d.select(["person_id", TIMEZONE_ATTRIBUTE])
+            con.register("today", day.append_column(_FILE_COLUMN, pa.nulls(day.num_rows, pa.string())))
         con.register("attempted", pa.table({"person_id": pc.unique(attempted)}))
         return con.sql(latest_zones_sql(sources, "attempted")).to_arrow_table()
     finally:
@@ -80,10 +81,9 @@ def zone_files_sql(files: list) -> str:
 
 
 def zone_rows_sql(relation: str, part: int = 0) -> str:
-    """``person_id, zone, part, file`` of a persons relation that has the attribute: a
-    ``zone_files_sql`` relation, or (``part`` > 0) one partition without the path column."""
-    column = sql.quote_ident(TIMEZONE_ATTRIBUTE)
-    file = _FILE_COLUMN if part == 0 else "''"
+    """``person_id, zone, part, file`` of a persons relation that has the attribute and the path
+    column (``zone_files_sql``); a later ``part`` sorts after every file of an earlier one."""
+    column, file = sql.quote_ident(TIMEZONE_ATTRIBUTE), sql.quote_ident(_FILE_COLUMN)
     return (
         f"SELECT person_id, CAST({column} AS VARCHAR) AS zone, {part} AS part, {file} AS file FROM {relation}"
     )
