@@ -66,17 +66,17 @@ def metric_name(key: str) -> str:
     if key in WINDOW_DAYS:
         return f"window/{key}"
     if key.startswith("rows_"):
-        return f"rows/{key[len('rows_'):]}"
+        return f"rows/{key[len('rows_') :]}"
     if key.startswith("positives_"):
         return f"rows/{key}"
     if key.startswith("gate_"):
-        return f"gate/{key[len('gate_'):]}"
+        return f"gate/{key[len('gate_') :]}"
     if key == "oracle_coverage":
         return "baseline/oracle/coverage"
     if key.startswith("psi_"):
-        return f"drift/psi/{key[len('psi_'):]}"
+        return f"drift/psi/{key[len('psi_') :]}"
     if key.startswith("drift_"):
-        return f"drift/{key[len('drift_'):]}"
+        return f"drift/{key[len('drift_') :]}"
     for name in BASELINES:
         prefix = f"baseline_{name}_"
         if key.startswith(prefix):

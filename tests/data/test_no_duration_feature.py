@@ -23,9 +23,7 @@ _PIPELINE = all(
 )
 
 pytestmark = [
-    pytest.mark.skipif(
-        not FULL.is_file(), reason=f"{FULL} is absent (set CONTACTRANK_DATASETS, see README)"
-    ),
+    pytest.mark.skipif(not FULL.is_file(), reason=f"{FULL} is absent (set CONTACTRANK_DATASETS, see README)"),
     pytest.mark.skipif(not _PIPELINE, reason="features.ingest / features.build are not written yet"),
 ]
 

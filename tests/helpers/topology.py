@@ -212,7 +212,6 @@ def wait_http(url: str, procs: Procs, seconds: float) -> None:
             time.sleep(1)
 
 
-
 def task_states(run_url: str, token: str) -> dict[str, str]:
     try:
         tis = http("GET", f"{run_url}/taskInstances", token=token)["task_instances"]

@@ -70,11 +70,18 @@ def test_the_holder_takes_it_again_without_waiting(tmp_path: Path) -> None:
             assert "step=ingest 2026-01-05" in holder(s)
         # still held after the inner step: another process cannot take it
         probe = subprocess.run(
-            [sys.executable, "-c", "import sys; from contactrank.lock import home_lock;"
-             "from contactrank.settings import load_settings as l\n"
-             "try:\n  home_lock(l(home=sys.argv[1]), 'x', wait_seconds=0).__enter__(); print('got')\n"
-             "except Exception as e: print(type(e).__name__)", str(tmp_path)],
-            capture_output=True, text=True, check=True,
+            [
+                sys.executable,
+                "-c",
+                "import sys; from contactrank.lock import home_lock;"
+                "from contactrank.settings import load_settings as l\n"
+                "try:\n  home_lock(l(home=sys.argv[1]), 'x', wait_seconds=0).__enter__(); print('got')\n"
+                "except Exception as e: print(type(e).__name__)",
+                str(tmp_path),
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
         )
         assert probe.stdout.strip() == "HomeBusy"
     assert holder(s) == ""  # released: the file no longer names anyone

@@ -128,9 +128,7 @@ def test_the_model_round_trips_through_files_without_pickle(tmp_path: Path) -> N
     from contactrank.ml.model import ContactModel, load_model_files, save_model_files
 
     rng = np.random.default_rng(0)
-    df = pd.DataFrame(
-        {"f_x": rng.normal(size=400), "f_channel": rng.choice(["voice", "sms"], size=400)}
-    )
+    df = pd.DataFrame({"f_x": rng.normal(size=400), "f_channel": rng.choice(["voice", "sms"], size=400)})
     y = (df["f_x"] + (df["f_channel"] == "voice") + rng.normal(size=400) > 0.5).astype(int)
     categories = {"f_channel": ["sms", "voice"]}
     from contactrank.ml.model import encode
