@@ -170,11 +170,19 @@ def judge_frame(rows: pd.DataFrame, p: np.ndarray, heur: np.ndarray, est: np.nda
     return out
 
 
-def judge_run(landing: Path, home: Path, d: date, world: str | None = None, ceiling: bool = True) -> dict:
-    """Judge the export of D of a simulated run (landing with truth, pipeline home)."""
+def judge_run(
+    landing: Path,
+    home: Path,
+    d: date,
+    world: str | None = None,
+    ceiling: bool = True,
+    file_order: bool = False,
+) -> dict:
+    """Judge the export of D of a simulated run (landing with truth, pipeline home); ``file_order``:
+    the ceiling reads the addresses' age order from the first contacts file (``ceiling_matrix``)."""
     rows, p = load_candidates(landing, home, d)
     heur = heuristic_order(home, d, rows)
-    est = ceiling_matrix(landing, d, rows, HOURS, world) if ceiling else None
+    est = ceiling_matrix(landing, d, rows, HOURS, world, file_order) if ceiling else None
     out = judge_frame(rows, p, heur, est)
     out.update(world=world or "default", date=d.isoformat(), valid_day=(d + timedelta(days=1)).isoformat())
     out["unmatched_rows"] = rows.attrs.get("unmatched", 0)
@@ -227,9 +235,14 @@ def main() -> None:
     ap.add_argument("--date", type=date.fromisoformat, required=True)
     ap.add_argument("--world", help="the simulator preset the landing was made with (for the ceiling)")
     ap.add_argument("--no-ceiling", action="store_true")
+    ap.add_argument(
+        "--ceiling-file-order",
+        action="store_true",
+        help="let the ceiling read the addresses' age order from the first contacts file's rows",
+    )
     ap.add_argument("--json", type=Path, help="also write the figures here")
     a = ap.parse_args()
-    r = judge_run(a.landing, a.home, a.date, a.world, ceiling=not a.no_ceiling)
+    r = judge_run(a.landing, a.home, a.date, a.world, not a.no_ceiling, a.ceiling_file_order)
     print_table(r)
     if a.json:
         a.json.write_text(json.dumps(r, indent=1, default=float))

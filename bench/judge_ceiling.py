@@ -145,26 +145,54 @@ def _prior_persons(
     }
 
 
+def positions_drawn(
+    rng, person: np.ndarray, rank: np.ndarray, in_book: np.ndarray, book_size: pd.Series
+) -> np.ndarray:
+    """(addresses, K) each sample's position of every first-book address in its person's first
+    book (``book_size`` addresses per person): drawn without replacement, uniformly, per person
+    and sample; the other addresses keep ``rank``.
+
+    The contract gives a file's row order no meaning, so an estimator of what the history says
+    may not read the generator's age order from it: each position is equally likely."""
+    out = np.repeat(rank[:, None], K, axis=1)
+    idx = np.flatnonzero(in_book)
+    if not idx.size:
+        return out
+    owners, owner = np.unique(person[idx], return_inverse=True)
+    # the positions of the book's other addresses (not published, never tried) are drawn too
+    missing = np.maximum(book_size.reindex(owners).fillna(0).to_numpy().astype(int) - np.bincount(owner), 0)
+    everyone = np.r_[owner, np.repeat(np.arange(owners.size), missing)]
+    order = np.argsort(everyone[:, None] + rng.random((everyone.size, K)), axis=0)  # by person, shuffled
+    start = np.r_[0, np.cumsum(np.bincount(everyone))[:-1]]
+    drawn = np.empty((everyone.size, K), dtype=np.int64)
+    position = np.arange(everyone.size) - start[np.sort(everyone)]
+    np.put_along_axis(drawn, order, position[:, None], axis=0)
+    out[idx] = drawn[: idx.size]
+    return out
+
+
 def _prior_addresses(rng, spec: WorldSpec, rank, enrich, channel, created, horizon: int):
     """K samples of each address's quality (with the come-back boost), status on D+1 and the day
     its status changed (live addresses die or are reassigned at the world's rates between their
-    first day and D+1; -1e9 for an address stale from the start), each (addresses, K)."""
-    m = rank.size
+    first day and D+1; -1e9 for an address stale from the start), each (addresses, K).
+    ``rank``: the position in the person's first book, (addresses,) or one per sample (addresses, K)."""
+    m = rank.shape[0]
+    rank = rank if rank.ndim == 2 else np.repeat(rank[:, None], K, axis=1)
     q = np.where(
         enrich[:, None],
         rng.normal(0.2, 0.5, (m, K)) + GENERATOR["comeback_boost"],
-        rng.normal(0.0, 0.6, (m, K)) - 0.1 * rank[:, None],
+        rng.normal(0.0, 0.6, (m, K)) - 0.1 * rank,
     )
     k = K
     old = rank == 0
     if spec.initial_stale is None:
         pv, pd_ = np.where(old, 0.62, 0.8), np.where(old, 0.85, 0.92)
     else:
-        pv = np.full(m, 1.0 - sum(spec.initial_stale))
-        pd_ = np.full(m, 1.0 - spec.initial_stale[1])
-    pv, pd_ = np.where(enrich, 0.95, pv), np.where(enrich, 1.0, pd_)
+        pv = np.full((m, k), 1.0 - sum(spec.initial_stale))
+        pd_ = np.full((m, k), 1.0 - spec.initial_stale[1])
+    pv, pd_ = np.where(enrich[:, None], 0.95, pv), np.where(enrich[:, None], 1.0, pd_)
     u = rng.random((m, k))
-    st = np.where(u < pv[:, None], _VALID, np.where(u < pd_[:, None], _DEAD, _REASSIGNED))
+    st = np.where(u < pv, _VALID, np.where(u < pd_, _DEAD, _REASSIGNED))
     email = (channel == 2)[:, None]
     st[email & (st == _REASSIGNED)] = _DEAD  # e-mails bounce, they are not reassigned
     hazard = np.where(channel == 2, spec.death_rate / 3, spec.death_rate + spec.reassign_rate)
@@ -216,9 +244,12 @@ def _outcome_lik(outcome: np.ndarray, ch: np.ndarray, p: np.ndarray, st: np.ndar
 
 
 def ceiling_matrix(
-    landing: Path, d: date, rows: pd.DataFrame, hours: np.ndarray, world: str | None
+    landing: Path, d: date, rows: pd.DataFrame, hours: np.ndarray, world: str | None, file_order: bool = False
 ) -> np.ndarray:
-    """Posterior mean p(reach) of each row (person_id, contact_id, channel) at each hour of D+1."""
+    """Posterior mean p(reach) of each row (person_id, contact_id, channel) at each hour of D+1.
+
+    ``file_order``: read each address's age rank from its row's position in the first contacts
+    file, as the simulator writes it (a fact the contract does not give; ``positions_drawn``)."""
     spec = WORLDS.get(world or "default", WorldSpec())
     persons, book, enr, att = _history(landing, d)
     rng = np.random.default_rng(12345)
@@ -227,6 +258,7 @@ def ceiling_matrix(
     out = np.zeros((len(rows), hours.size))
     pids = rows["person_id"].unique()
     rank_of = book.set_index(["person_id", "contact_id"])["rank"]
+    book_size = book.groupby("person_id").size()
     enr_day = enr.set_index(["person_id", "contact_id"])["created"]
     horizon = (d + timedelta(days=1) - date.fromisoformat(book["_date"].min())).days
     for lo in range(0, pids.size, CHUNK):
@@ -250,7 +282,11 @@ def ceiling_matrix(
             ]
         ).drop_duplicates(["person_id", "contact_id"])
         akeys = pd.MultiIndex.from_frame(addr[["person_id", "contact_id"]])
-        rank = rank_of.reindex(akeys).fillna(1).to_numpy().astype(int)
+        known = rank_of.reindex(akeys)
+        rank = known.fillna(1).to_numpy().astype(int)
+        if not file_order:
+            in_book = known.notna().to_numpy()
+            rank = positions_drawn(rng, addr["person_id"].to_numpy(), rank, in_book, book_size)
         created = enr_day.reindex(akeys).to_numpy()
         enrich = np.isfinite(created)
         created = np.nan_to_num(created, nan=0.0)

@@ -94,6 +94,11 @@ def main() -> None:
     ap.add_argument("--retrain-every", type=int, default=7)
     ap.add_argument("--judge-only", action="store_true")
     ap.add_argument("--no-ceiling", action="store_true", help="skip the history-ceiling estimator")
+    ap.add_argument(
+        "--ceiling-file-order",
+        action="store_true",
+        help="let the ceiling read the addresses' age order from the first contacts file's rows",
+    )
     a = ap.parse_args()
     runtime_env()  # before LightGBM loads: idle OpenMP threads sleep on a shared machine
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -104,7 +109,7 @@ def main() -> None:
             print(json.dumps(run_world(a.root, name, a)), flush=True)
         base = a.root / name
         end = a.start + timedelta(days=a.days - 1)
-        report = judge_run(base / "landing", base / "home", end, world=name, ceiling=not a.no_ceiling)
+        report = judge_run(base / "landing", base / "home", end, name, not a.no_ceiling, a.ceiling_file_order)
         print_table(report)
         (base / "judge.json").write_text(json.dumps(report, indent=1, default=float))
 

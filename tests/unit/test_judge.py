@@ -75,3 +75,18 @@ def test_ceiling_column_and_share_of_ceiling():
 def test_ece_bins():
     assert judge.ece(np.array([0.1, 0.1]), np.array([0.1, 0.1])) == 0.0
     assert judge.ece(np.array([0.2, 0.8]), np.array([0.1, 0.9])) == pytest.approx(0.1)
+
+
+def test_the_ceiling_draws_an_address_position_the_contract_does_not_give():
+    ceiling = bench_module("judge_ceiling")
+    rng = np.random.default_rng(0)
+    person = np.array(["a", "a", "b", "b", "c"])
+    rank = np.array([0, 1, 0, 1, 1])
+    in_book = np.array([True, True, True, True, False])  # c's address came later (enrichment)
+    # b's book held four addresses, two of them neither published nor ever tried
+    drawn = ceiling.positions_drawn(rng, person, rank, in_book, pd.Series({"a": 2, "b": 4}))
+    assert drawn.shape == (5, ceiling.K)
+    assert (np.sort(drawn[:2], axis=0) == [[0], [1]]).all()  # a permutation of a's two positions
+    assert (drawn[2] != drawn[3]).all() and drawn[2:4].max() <= 3  # without replacement from b's four
+    assert abs((drawn[2] == 0).mean() - 0.25) < 0.03  # each position equally likely
+    assert (drawn[4] == 1).all()  # not in the first book: its rank as given
