@@ -8,11 +8,14 @@ quality and status), weighs each sample by the likelihood of the person's attemp
 (reach, the channel's miss mix, ``invalid`` on dead addresses, ``wrong_party``/voicemail/no
 answer on reassigned ones, same-day and yesterday fatigue) and returns the posterior mean
 p(reach) of each published address at each allowed hour of D+1 (self-normalised importance
-sampling). An address stale on D+1 may have died or been reassigned during the history (at the
-world's rates, on a uniform day), so its earlier reaches are explained. Simplifications (so the
-figure is a lower bound of the true ceiling): the conversion split of a reach is not used,
-deactivations are not modelled, addresses seen only in attempts get a non-oldest prior, and the
-posterior is a finite importance sample (``K`` draws per person).
+sampling). The order of a file's rows is not read (the contract gives it no meaning): where the
+generator ties an address's quality and staleness to its place in the person's first book, each
+sample draws that place (``positions_drawn``). An address stale on D+1 may have died or been
+reassigned during the history (at the world's rates, on a uniform day), so its earlier reaches
+are explained. Simplifications (so the figure is a lower bound of the true ceiling): the
+conversion split of a reach is not used, deactivations are not modelled, addresses seen only in
+attempts get a non-oldest prior, and the posterior is a finite importance sample (``K`` draws
+per person).
 """
 
 from __future__ import annotations
