@@ -165,12 +165,9 @@ def positions_drawn(
     # the positions of the book's other addresses (not published, never tried) are drawn too
     missing = np.maximum(book_size.reindex(owners).fillna(0).to_numpy().astype(int) - np.bincount(owner), 0)
     everyone = np.r_[owner, np.repeat(np.arange(owners.size), missing)]
-    order = np.argsort(everyone[:, None] + rng.random((everyone.size, K)), axis=0)  # by person, shuffled
+    keys = everyone[:, None] + rng.random((everyone.size, K))  # by person, shuffled inside each
     start = np.r_[0, np.cumsum(np.bincount(everyone))[:-1]]
-    drawn = np.empty((everyone.size, K), dtype=np.int64)
-    position = np.arange(everyone.size) - start[np.sort(everyone)]
-    np.put_along_axis(drawn, order, position[:, None], axis=0)
-    out[idx] = drawn[: idx.size]
+    out[idx] = (np.argsort(np.argsort(keys, axis=0), axis=0) - start[everyone][:, None])[: idx.size]
     return out
 
 
