@@ -203,6 +203,22 @@ _UTC_OFFSETS = {
 }
 
 
+SPREAD_FIGURES = ("capture", "of_ceiling", "address", "hour", "dead", "ece")
+
+
+def spread(reports: list[dict], arm: str = "contactrank") -> dict[str, tuple[float, float, float, float]]:
+    """Mean, sample sd, min and max of ``arm``'s figures over judged runs of one world that differ
+    only in the model's seed: the spread a change to the ranking must exceed to be seen."""
+    out = {}
+    for k in SPREAD_FIGURES:
+        v = np.array([r["arms"][arm][k] for r in reports if k in r["arms"].get(arm, {})], dtype=float)
+        v = v[np.isfinite(v)]
+        if len(v):
+            sd = float(v.std(ddof=1)) if len(v) > 1 else float("nan")
+            out[k] = (float(v.mean()), sd, float(v.min()), float(v.max()))
+    return out
+
+
 def print_table(r: dict) -> None:
     """The judge's table for one world."""
     print(

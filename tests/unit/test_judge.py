@@ -90,3 +90,15 @@ def test_the_ceiling_draws_an_address_position_the_contract_does_not_give():
     assert (drawn[2] != drawn[3]).all() and drawn[2:4].max() <= 3  # without replacement from b's four
     assert abs((drawn[2] == 0).mean() - 0.25) < 0.03  # each position equally likely
     assert (drawn[4] == 1).all()  # not in the first book: its rank as given
+
+
+def test_spread_over_model_seeds():
+    reports = [
+        {"arms": {"contactrank": {"capture": c, "ece": e, "of_ceiling": float("nan")}}}
+        for c, e in ((0.40, 0.01), (0.44, 0.02), (0.42, 0.03))
+    ]
+    s = judge.spread(reports)
+    assert s["capture"] == pytest.approx((0.42, 0.02, 0.40, 0.44))
+    assert s["ece"][0] == pytest.approx(0.02)
+    assert "of_ceiling" not in s  # judged without the ceiling: no share of it
+    assert np.isnan(judge.spread(reports[:1])["capture"][1])  # one run has no spread
