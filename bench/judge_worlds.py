@@ -103,7 +103,7 @@ def run_world(
     return out
 
 
-def print_spread(name: str, seeds: list[int], reports: list[dict]) -> None:
+def print_spread(name: str, seeds: list[int | None], reports: list[dict]) -> None:
     """Mean ± sd (min–max) of each figure over the model seeds of one world."""
     print(f"\n== {name}: contactrank over model seeds {', '.join(map(str, seeds))} ==")
     for k, (mean, sd, lo, hi) in spread(reports).items():
@@ -151,7 +151,7 @@ def main() -> None:
             (base / f"judge{seed_suffix(seed)}.json").write_text(json.dumps(report, indent=1, default=float))
             reports.append(report)
         if len(reports) > 1:
-            print_spread(name, seeds, reports)  # type: ignore[arg-type]
+            print_spread(name, seeds, reports)
 
 
 if __name__ == "__main__":
