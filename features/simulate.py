@@ -143,7 +143,7 @@ def simulate(
             stats[key] += value
 
     # the ground truth on the day after the last one: the day a ranking built at the end is used
-    write_truth(landing, w, person_ids, start + timedelta(days=days))
+    write_truth(landing, w, person_ids, start + timedelta(days=days), days)
     pq.write_table(pa.concat_tables(truth_parts), landing / "truth_attempts.parquet", compression="zstd")
     if dialer is None:
         del stats["closed_loop"]  # the figures of an open-loop run stay as they were

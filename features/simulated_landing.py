@@ -23,6 +23,7 @@ from contactrank.features.schema import CHANNELS, OUTCOMES
 from contactrank.features.simulated_world import (
     AGE_BANDS,
     EMAIL,
+    FATIGUE_YESTERDAY,
     REGIONS,
     SEGMENTS,
     SOURCES,
@@ -199,8 +200,10 @@ def write_persons(landing: Path, fmt: str, day: date, w: World, person_ids: pa.A
     write_landing_file(landing, "persons", day, pa.table(pcols), fmt)
 
 
-def write_truth(landing: Path, w: World, person_ids: pa.Array, day: date) -> None:
-    """``truth.parquet``: p(reach) of every address of every living person, each hour of ``day``."""
+def write_truth(landing: Path, w: World, person_ids: pa.Array, day: date, t: int) -> None:
+    """``truth.parquet``: p(reach) of every address of every living person, each hour of ``day``
+    (the world's day ``t``), for the day's first try: an address tried the day before carries
+    that day's fatigue, as a try on ``day`` would (no same-day fatigue: nothing was tried yet)."""
     live_addresses = np.flatnonzero(w.alive[w.a_person])
     ids = w.ids()
     channels, statuses = np.array(CHANNELS), np.array(["valid", "dead", "reassigned"])
@@ -210,7 +213,8 @@ def write_truth(landing: Path, w: World, person_ids: pa.Array, day: date) -> Non
             a = live_addresses[lo : lo + _TRUTH_SLICE]
             aa = np.repeat(a, 24)
             hh = np.tile(np.arange(24), a.size)
-            pr = w.p_reach(aa, hh, np.full(aa.size, day.weekday()))
+            fatigue = np.where(w.a_last_attempt[aa] == t - 1, FATIGUE_YESTERDAY, 0.0)
+            pr = w.p_reach(aa, hh, np.full(aa.size, day.weekday()), fatigue)
             part = pa.table(
                 {
                     "person_id": person_ids.take(pa.array(w.a_person[aa])),

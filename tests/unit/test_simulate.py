@@ -127,6 +127,37 @@ def test_truth_is_a_probability_and_explains_outcomes(world):
     assert roc_auc_score(reached, pr) > 0.8
 
 
+def test_truth_carries_the_fatigue_of_a_try_the_day_before(tmp_path, monkeypatch):
+    """The truth is for the next day's first try: an address tried on the last simulated day is
+    tired on it (the simulator draws such a try with FATIGUE_YESTERDAY), the others are not."""
+    import contactrank.features.simulate as sim
+    from contactrank.features.simulated_world import FATIGUE_YESTERDAY
+
+    seen = {}
+    real = sim.write_truth
+
+    def keep(landing, w, person_ids, day, t):
+        seen.update(w=w, t=t, day=day)
+        real(landing, w, person_ids, day, t)
+
+    monkeypatch.setattr(sim, "write_truth", keep)
+    simulate(tmp_path, START, days=4, persons=400, seed=3)
+    w, t, day = seen["w"], seen["t"], seen["day"]
+    assert t == 4
+    df = pq.read_table(tmp_path / "truth.parquet").to_pandas()
+    index = {c: i for i, c in enumerate(w.ids().to_pylist())}
+    a = df["contact_id"].map(index).to_numpy()
+    tired = w.a_last_attempt[a] == t - 1
+    assert 0 < tired.sum() < len(df)
+    dow = np.full(len(df), day.weekday())
+    hour = df["hour"].to_numpy().astype(np.int64)
+    fresh = w.p_reach(a, hour, dow)
+    expected = np.where(tired, w.p_reach(a, hour, dow, FATIGUE_YESTERDAY), fresh)
+    np.testing.assert_allclose(df["p_reach"].to_numpy(), expected)
+    live = fresh > 0
+    assert (df["p_reach"].to_numpy()[tired & live] < fresh[tired & live]).all()
+
+
 def test_parquet_format_and_bad_arguments(tmp_path):
     out = simulate(tmp_path, START, days=2, persons=300, seed=3, fmt="parquet")
     t = pq.read_table(next((tmp_path / "attempts").glob("date=2026-01-01/part-0.parquet")))
