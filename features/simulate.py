@@ -43,7 +43,6 @@ from contactrank.features.simulated_world import (
     DIALER_OFFSET,
     EMAIL,
     FATIGUE_SAME_DAY,
-    FATIGUE_YESTERDAY,
     INCUMBENT_HOURS,
     OUTCOME_CODE,
     REASSIGNED,
@@ -262,7 +261,7 @@ def _outcomes(
     same_day = np.empty(ap.size, np.int64)
     same_day[o2] = grouped_rank(aa[o2])
     hour = secs // 3600
-    fatigue = FATIGUE_SAME_DAY * same_day + np.where(w.a_last_attempt[aa] == t - 1, FATIGUE_YESTERDAY, 0.0)
+    fatigue = FATIGUE_SAME_DAY * same_day + w.fatigue_from_yesterday(aa, t)
     pr = w.p_reach(aa, hour, np.full(ap.size, dow), fatigue)
     pcv = w.p_conv_given_reach(aa)
     ch = w.a_channel[aa]

@@ -23,7 +23,6 @@ from contactrank.features.schema import CHANNELS, OUTCOMES
 from contactrank.features.simulated_world import (
     AGE_BANDS,
     EMAIL,
-    FATIGUE_YESTERDAY,
     REGIONS,
     SEGMENTS,
     SOURCES,
@@ -213,8 +212,7 @@ def write_truth(landing: Path, w: World, person_ids: pa.Array, day: date, t: int
             a = live_addresses[lo : lo + _TRUTH_SLICE]
             aa = np.repeat(a, 24)
             hh = np.tile(np.arange(24), a.size)
-            fatigue = np.where(w.a_last_attempt[aa] == t - 1, FATIGUE_YESTERDAY, 0.0)
-            pr = w.p_reach(aa, hh, np.full(aa.size, day.weekday()), fatigue)
+            pr = w.p_reach(aa, hh, np.full(aa.size, day.weekday()), w.fatigue_from_yesterday(aa, t))
             part = pa.table(
                 {
                     "person_id": person_ids.take(pa.array(w.a_person[aa])),

@@ -323,6 +323,10 @@ class World:
         )
 
     # --- ground truth ---------------------------------------------------------------------------
+    def fatigue_from_yesterday(self, a: np.ndarray, t: int) -> np.ndarray:
+        """The logit fatigue of a try on day ``t`` of addresses ``a``: those tried on day t-1 are tired."""
+        return np.where(self.a_last_attempt[a] == t - 1, FATIGUE_YESTERDAY, 0.0)
+
     def p_reach(
         self, a: np.ndarray, hour: np.ndarray, dow: np.ndarray, fatigue: np.ndarray | float = 0.0
     ) -> np.ndarray:
