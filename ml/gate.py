@@ -18,6 +18,10 @@ challenger's test days that neither model trained on), scores both models on it 
   better beyond doubt: the AUC is not shown worse, and the proper score (ranking and calibration
   together) is shown better. A base-rate shift moves the calibration, not the ranking, so on
   thin days this is how a retrained model replaces a stale one.
+- Nor do the two intervals hold a challenger that both point estimates favour (AUC difference at
+  least 0, log loss lower): the challenger has seen more and newer days, and one thin day that
+  leans its way is no reason to keep the older model. Holding it kept champions weeks older
+  than the newest model on the judged worlds (docs/benchmarks.md).
 - **Calibration** relative to the champion on the same rows (a moved base rate hurts both): ECE
   at most ``gate_ece_margin`` above the champion's. Only the first model meets ``gate_ece_cap``.
 - **Channel slices**: the paired DeLong interval of each slice's AUC difference; a slice fails
@@ -181,6 +185,8 @@ def _comparisons(settings: Settings, ev_: Evidence, reasons: list[str]) -> None:
     margin, conf = settings.gate_auc_margin, f"at {settings.gate_confidence:.0%}"
     ll_lo, ll_hi = ev_.log_loss_diff[1:]
     ll_better = bool(ll_hi < 0)
+    # thin evidence that points the challenger's way on both: not a reason to keep the older model
+    leans = bool(ev_.auc_diff >= 0 and ev_.log_loss_diff[0] < 0)
     interval = (
         f"auc {_fmt(ch.auc)} vs champion {_fmt(cp.auc)}: {_interval((ev_.auc_diff, ev_.auc_lo, ev_.auc_hi))}"
         f" {conf} (margin {margin:.4f})"
@@ -191,6 +197,8 @@ def _comparisons(settings: Settings, ev_: Evidence, reasons: list[str]) -> None:
         reasons.append(f"fail: {interval}: worse")
     elif ll_better:
         reasons.append(f"ok: {interval}: not shown worse, and the log loss is better beyond doubt")
+    elif leans:
+        reasons.append(f"ok: {interval}: not shown worse, and better on both point estimates")
     else:
         reasons.append(f"hold: not enough evidence: {interval}: the interval straddles -margin")
     ll = (
@@ -200,6 +208,8 @@ def _comparisons(settings: Settings, ev_: Evidence, reasons: list[str]) -> None:
         reasons.append(f"ok: {ll}: better")
     elif ll_lo > 0:
         reasons.append(f"fail: {ll}: worse")
+    elif leans:
+        reasons.append(f"ok: {ll}: better on the point estimate, with the AUC")
     else:
         reasons.append(f"hold: not enough evidence: {ll}: the interval straddles 0")
     brier = f"brier {_fmt(ch.brier)} vs champion {_fmt(cp.brier)}: {_interval(ev_.brier_diff)} {conf}"

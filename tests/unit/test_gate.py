@@ -139,10 +139,27 @@ def test_straddling_auc_with_a_log_loss_better_beyond_doubt_promotes(s: Settings
     assert any("not shown worse, and the log loss is better beyond doubt" in r for r in reasons)
 
 
+def test_a_challenger_both_point_estimates_favour_is_promoted_on_thin_evidence(s: Settings) -> None:
+    # both intervals straddle (one thin day), but the AUC and the log loss lean the newer model's
+    # way: holding it would keep an older champion on no evidence for it
+    decision, reasons = decide(s, evidence(card(ll=0.39, brier=0.11), card(), -0.02, 0.03, half=0.02))
+    assert decision == PROMOTED, reasons
+    assert any("not shown worse, and better on both point estimates" in r for r in reasons)
+    assert any("better on the point estimate, with the AUC" in r for r in reasons)
+    assert not any(r.startswith("hold:") for r in reasons)
+    # the same thin day leaning the champion's way on the AUC holds
+    decision, reasons = decide(s, evidence(card(ll=0.39, brier=0.11), card(), -0.03, 0.02, half=0.02))
+    assert decision == HELD and any("straddles -margin" in r for r in reasons)
+    # and on the log loss as well
+    decision, reasons = decide(s, evidence(card(ll=0.41, brier=0.13), card(), -0.02, 0.03, half=0.02))
+    assert decision == HELD and any(r.startswith("hold: not enough evidence: log loss") for r in reasons)
+
+
 def test_equal_models_on_thin_evidence_are_not_rejected_on_noise(s: Settings) -> None:
     # two models of the same quality on 400 rows over two channels: point comparisons of log loss,
     # Brier and slice AUCs rejected most of them (a coin flip each); with intervals a rejection
-    # needs evidence, so it stays rare
+    # needs evidence, so it stays rare. Whether the newer one is promoted or held follows the
+    # way the day leans: both happen, neither always
     rng = np.random.default_rng(5)
     decisions = []
     for _ in range(60):
@@ -152,7 +169,7 @@ def test_equal_models_on_thin_evidence_are_not_rejected_on_noise(s: Settings) ->
         channels = np.where(rng.random(400) < 0.5, "voice", "sms")
         decisions.append(decide(s, compare(s, y, a, b, channels, "d"))[0])
     assert decisions.count(REJECTED) / len(decisions) < 0.25, decisions
-    assert decisions.count(HELD) > decisions.count(PROMOTED)
+    assert decisions.count(HELD) >= 10 and decisions.count(PROMOTED) >= 10, decisions
 
 
 def test_a_recalibrated_challenger_replaces_a_champion_left_behind_by_the_base_rate(s: Settings) -> None:
