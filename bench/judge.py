@@ -22,7 +22,8 @@ minus its mean hour, over its best hour minus its mean hour); ``of ceil``: captu
 of the ceiling's; dead / reassigned at rank 1; share of picks at 19h and within an hour of the
 chosen address's true best hour (the JSON adds the most frequent pick hour and its share); ECE
 (15 equal-width bins) of the scores against the true p at their hour, over every listed row and
-over rank 1.
+over rank 1; in the JSON also the mean score over the mean true p at rank 1 and below it
+(``score_over_truth_rank1``, ``score_over_truth_below``).
 """
 
 from __future__ import annotations
@@ -160,6 +161,13 @@ def judge_frame(rows: pd.DataFrame, p: np.ndarray, heur: np.ndarray, est: np.nda
     at = p[np.arange(len(rows)), np.nan_to_num(bh.to_numpy().astype(float), nan=0).astype(int)]
     out["arms"]["contactrank"]["ece"] = ece(rows["score"].to_numpy(), at)
     out["arms"]["contactrank"]["ece_rank1"] = ece(rows["score"].to_numpy()[r1], at[r1])
+    # the file's mean promise over the truth's, for the rows a dialer tries first and the rest:
+    # a shortfall at rank 1 is most of the file's ECE on the judged worlds
+    below = np.ones(len(rows), dtype=bool)
+    below[r1] = False
+    for name, m in (("score_over_truth_rank1", ~below), ("score_over_truth_below", below)):
+        score_sum, truth_sum = rows["score"].to_numpy()[m].sum(), at[m].sum()
+        out["arms"]["contactrank"][name] = float(score_sum / truth_sum) if truth_sum > 0 else float("nan")
     out["arms"]["contactrank"]["explored_rank1"] = float(rows["explore"].to_numpy()[r1].mean())
     if est is not None:
         eh = est.argmax(axis=1)

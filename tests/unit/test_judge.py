@@ -72,6 +72,14 @@ def test_ceiling_column_and_share_of_ceiling():
     assert out["arms"]["contactrank"]["of_ceiling"] == pytest.approx(out["arms"]["contactrank"]["capture"])
 
 
+def test_score_over_truth_at_rank_1_and_below():
+    # rank 1 promises half its truth, the rows below promise what they get
+    rows = _rows([1, 2, 2, 1], [0.25, 0.0, 0.1, 0.3], [10, 10, 12, 19], STATUS)
+    cr = judge.judge_frame(rows, P, heur=np.zeros(4), est=None)["arms"]["contactrank"]
+    assert cr["score_over_truth_rank1"] == pytest.approx((0.25 + 0.3) / (0.5 + 0.6))
+    assert cr["score_over_truth_below"] == pytest.approx(0.1 / 0.1)
+
+
 def test_ece_bins():
     assert judge.ece(np.array([0.1, 0.1]), np.array([0.1, 0.1])) == 0.0
     assert judge.ece(np.array([0.2, 0.8]), np.array([0.1, 0.9])) == pytest.approx(0.1)
