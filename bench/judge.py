@@ -116,6 +116,16 @@ def arm_figures(p: np.ndarray, rows_pick: np.ndarray, hour_pick: np.ndarray | No
     return out
 
 
+def hour_columns(rows: pd.DataFrame) -> np.ndarray:
+    """Each published row's ``best_hour`` as a column of HOURS (NaN: an hour outside them)."""
+    return rows["best_hour"].map({h: i for i, h in enumerate(HOURS)}).to_numpy(dtype=float)
+
+
+def truth_at_best_hour(rows: pd.DataFrame, p: np.ndarray) -> np.ndarray:
+    """The true p of each published row at its ``best_hour`` (an hour outside HOURS judged at the first)."""
+    return p[np.arange(len(rows)), np.nan_to_num(hour_columns(rows), nan=0).astype(int)]
+
+
 def judge_frame(rows: pd.DataFrame, p: np.ndarray, heur: np.ndarray, est: np.ndarray | None) -> dict:
     """Every arm's figures on the published rows ``rows`` with true p ``p`` (rows x HOURS)."""
     person = pd.factorize(rows["person_id"])[0]
@@ -133,14 +143,13 @@ def judge_frame(rows: pd.DataFrame, p: np.ndarray, heur: np.ndarray, est: np.nda
         "best_address": float(pd.Series(mean_h).groupby(person).max().mean()),
     }
     tie = rows["contact_id"].rank(method="first").to_numpy()
-    hour_of = {h: i for i, h in enumerate(HOURS)}
-    bh = rows["best_hour"].map(hour_of)
+    bh = hour_columns(rows)
     r1 = pick_first(person, rows["rank"].to_numpy(), tie)
     greedy = pick_first(person, -rows["score"].to_numpy(), tie)
     picks: dict[str, tuple[np.ndarray, np.ndarray | None]] = {
         "heuristic": (pick_first(person, heur, tie), None),
-        "contactrank": (r1, bh.to_numpy()[r1]),
-        "contactrank greedy": (greedy, bh.to_numpy()[greedy]),
+        "contactrank": (r1, bh[r1]),
+        "contactrank greedy": (greedy, bh[greedy]),
     }
     if est is not None:
         e_best = est.max(axis=1)
@@ -158,16 +167,16 @@ def judge_frame(rows: pd.DataFrame, p: np.ndarray, heur: np.ndarray, est: np.nda
         out["arms"][name] = f
     ob = pick_first(person, -row_best, tie)
     out["arms"]["oracle"] = arm_figures(p, ob, p[ob].argmax(axis=1), base)
-    at = p[np.arange(len(rows)), np.nan_to_num(bh.to_numpy().astype(float), nan=0).astype(int)]
-    out["arms"]["contactrank"]["ece"] = ece(rows["score"].to_numpy(), at)
-    out["arms"]["contactrank"]["ece_rank1"] = ece(rows["score"].to_numpy()[r1], at[r1])
+    at, score = truth_at_best_hour(rows, p), rows["score"].to_numpy()
+    out["arms"]["contactrank"]["ece"] = ece(score, at)
+    out["arms"]["contactrank"]["ece_rank1"] = ece(score[r1], at[r1])
     # the file's mean promise over the truth's, for the rows a dialer tries first and the rest:
     # a shortfall at rank 1 is most of the file's ECE on the judged worlds
-    below = np.ones(len(rows), dtype=bool)
-    below[r1] = False
-    for name, m in (("score_over_truth_rank1", ~below), ("score_over_truth_below", below)):
-        score_sum, truth_sum = rows["score"].to_numpy()[m].sum(), at[m].sum()
-        out["arms"]["contactrank"][name] = float(score_sum / truth_sum) if truth_sum > 0 else float("nan")
+    first = np.zeros(len(rows), dtype=bool)
+    first[r1] = True
+    for name, m in (("score_over_truth_rank1", first), ("score_over_truth_below", ~first)):
+        truth_sum = at[m].sum()
+        out["arms"]["contactrank"][name] = float(score[m].sum() / truth_sum) if truth_sum else float("nan")
     out["arms"]["contactrank"]["explored_rank1"] = float(rows["explore"].to_numpy()[r1].mean())
     if est is not None:
         eh = est.argmax(axis=1)

@@ -34,10 +34,11 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
-from judge import HOURS, load_candidates  # noqa: E402  (the bench folder is not a package)
+from judge import load_candidates, truth_at_best_hour  # noqa: E402  (the bench folder is not a package)
 from judge_worlds import settings_for  # noqa: E402
 
 import contactrank.ml.score as scoring  # noqa: E402
+from contactrank.ml.hours import raw_at, raw_level  # noqa: E402
 
 
 def watched_scores(settings, d: date) -> pd.DataFrame:
@@ -49,15 +50,13 @@ def watched_scores(settings, d: date) -> pd.DataFrame:
     def watch_hours(predictor, raws, cols, profile):
         out = hour_scores(predictor, raws, cols, profile)
         if "best" not in seen:  # the first call of a batch scores the best hour, the second exploration's
-            rows = np.arange(len(raws))
-            allowed = np.isfinite(raws)
-            mean = np.where(allowed, raws, 0.0).sum(axis=1) / np.maximum(allowed.sum(axis=1), 1)
-            at = raws[rows, cols]
             seen["best"] = {
-                "own": predictor.calibrate(np.where(np.isfinite(at), at, 0.0)),
-                "level": predictor.calibrate(mean),
+                "own": predictor.calibrate(raw_at(raws, cols)),
+                "level": predictor.calibrate(raw_level(raws)),
                 "lift": profile.lift(raws, cols) if profile is not None else np.ones(len(raws)),
-                "tried": profile.tried[rows, cols] if profile is not None else np.ones(len(raws), bool),
+                "tried": profile.tried[np.arange(len(raws)), cols]
+                if profile is not None
+                else np.ones(len(raws), bool),
                 "score": np.clip(out, 0.0, 1.0),
             }
         return out
@@ -83,8 +82,7 @@ def parts_of(landing: Path, home: Path, d: date, seed: int, retrain_every: int) 
     rows, p = load_candidates(landing, home, d)
     keys = rows[["person_id", "contact_id"]].astype(str)
     w = keys.merge(watched, on=["person_id", "contact_id"], how="left")
-    col = rows["best_hour"].map({h: i for i, h in enumerate(HOURS)}).fillna(0).astype(int).to_numpy()
-    truth = p[np.arange(len(rows)), col]
+    truth = truth_at_best_hour(rows, p)
     mean_truth = p.mean(axis=1)
     untried = ~w["tried"].to_numpy(dtype=bool)
     own, level, lift, score = (w[c].to_numpy() for c in ("own", "level", "lift", "score"))

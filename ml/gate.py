@@ -183,10 +183,10 @@ def _comparisons(settings: Settings, ev_: Evidence, reasons: list[str]) -> None:
     """The challenger against the champion on the same rows (enough evidence assumed)."""
     ch, cp = ev_.challenger, ev_.champion
     margin, conf = settings.gate_auc_margin, f"at {settings.gate_confidence:.0%}"
-    ll_lo, ll_hi = ev_.log_loss_diff[1:]
+    ll_diff, ll_lo, ll_hi = ev_.log_loss_diff
     ll_better = bool(ll_hi < 0)
     # thin evidence that points the challenger's way on both: not a reason to keep the older model
-    leans = bool(ev_.auc_diff >= 0 and ev_.log_loss_diff[0] < 0)
+    leans = bool(ev_.auc_diff >= 0 and ll_diff < 0)
     interval = (
         f"auc {_fmt(ch.auc)} vs champion {_fmt(cp.auc)}: {_interval((ev_.auc_diff, ev_.auc_lo, ev_.auc_hi))}"
         f" {conf} (margin {margin:.4f})"

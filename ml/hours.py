@@ -185,14 +185,22 @@ def _middle_of_best_bucket(raws: np.ndarray, profile: HourProfile) -> np.ndarray
     return np.where(flat, raws, np.where(top, -np.abs(cols - middle[:, None]), -np.inf))
 
 
+def raw_at(raws: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """Each candidate's output at its hour column ``cols`` (0 at a column that is not allowed)."""
+    at = raws[np.arange(len(raws)), cols]
+    return np.where(np.isfinite(at), at, 0.0)
+
+
+def raw_level(raws: np.ndarray) -> np.ndarray:
+    """Each candidate's output averaged over its allowed hours (0 with none): the score's level."""
+    allowed = np.isfinite(raws)
+    return np.where(allowed, raws, 0.0).sum(axis=1) / np.maximum(allowed.sum(axis=1), 1)
+
+
 def hour_scores(
     predictor: Predictor, raws: np.ndarray, cols: np.ndarray, profile: HourProfile | None
 ) -> np.ndarray:
     """The probability of each candidate at its hour column ``cols`` (see the module docstring)."""
-    rows = np.arange(len(raws))
     if profile is None:
-        at = raws[rows, cols]
-        return predictor.calibrate(np.where(np.isfinite(at), at, 0.0))
-    allowed = np.isfinite(raws)
-    mean = np.where(allowed, raws, 0.0).sum(axis=1) / np.maximum(allowed.sum(axis=1), 1)
-    return predictor.calibrate(mean) * profile.lift(raws, cols)
+        return predictor.calibrate(raw_at(raws, cols))
+    return predictor.calibrate(raw_level(raws)) * profile.lift(raws, cols)
