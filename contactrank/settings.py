@@ -74,6 +74,10 @@ class Settings:
     # the validation days grow back past valid_days until they hold this many rows of each class
     # (early stopping and calibration on a handful of positives overfit the noise)
     valid_min_positives: int = 50
+    # "first_tries": a second calibration of the score a file publishes (hour-averaged probability
+    # x the habit's lift), fitted on the validation days' first tries scored as a file scores
+    # them (ml/file_calibration.py says why); "none": the product as it comes
+    file_calibration: Literal["first_tries", "none"] = "first_tries"
     # the PNG diagnostics of every training (importance, SHAP, calibration, gains, confusion):
     # the daily run keeps them; a backfill or benchmark replaying hundreds of days can switch them
     # off (CONTACTRANK_TRAIN_PLOTS=0), since drawing them costs more than fitting a small model

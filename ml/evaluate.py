@@ -226,10 +226,18 @@ class IsotonicCalibrator:
         return cls(np.asarray(iso.X_thresholds_), np.asarray(iso.y_thresholds_), on_logit)
 
 
+CALIBRATORS = {"isotonic": IsotonicCalibrator, "platt": PlattCalibrator}
+
+
 def fit_calibrator(
-    raw: np.ndarray, y: np.ndarray, folds: np.ndarray, raw_is_probability: bool = True
+    raw: np.ndarray,
+    y: np.ndarray,
+    folds: np.ndarray,
+    raw_is_probability: bool = True,
+    methods: tuple[str, ...] = tuple(CALIBRATORS),
 ) -> tuple[Any, dict[str, Any]]:
-    """Choose isotonic, Platt or nothing by out-of-fold ECE on held-out data; refit the winner on all.
+    """Choose one of ``methods`` (of ``CALIBRATORS``) or nothing by out-of-fold ECE on held-out
+    data; refit the winner on all.
 
     ``folds`` (0/1 per row, e.g. a hash of the person) gives a 2-fold cross-fit so the
     comparison is not made on the rows the calibrator saw. When the raw score is not a
@@ -239,7 +247,7 @@ def fit_calibrator(
     y = np.asarray(y, dtype="int64")
     folds = np.asarray(folds)
     report: dict[str, Any] = {}
-    candidates = {"isotonic": IsotonicCalibrator, "platt": PlattCalibrator}
+    candidates = {name: CALIBRATORS[name] for name in methods}
     scores: dict[str, float] = {}
     if raw_is_probability:
         scores["none"] = ece(y, raw)

@@ -35,6 +35,8 @@ The model's own output at the profile's hour underrates it for the same reasons,
 takes the hour from the profile too: the model says how reachable the address is, the profile
 how much better the chosen hour is than the person's average. An untried bucket is never scored
 above the average: the profile's lift there is the population's guess, not the person's.
+Training fits one more map on the product (``ml.file_calibration``), applied last: the two factors
+were fitted on other questions, and their product stayed under the truth.
 docs/benchmarks.md has the figures.
 """
 
@@ -153,19 +155,29 @@ class HourProfile:
             return np.fmax(lift, self.shape[rows, cols] / shape_mean)  # NaN (unknown): the profile's
 
 
+def fill_hours(raw: np.ndarray, raws: np.ndarray, blocks: list[HourBlock]) -> None:
+    """Fill ``raws`` (candidates x hours) with ``raw`` (the outputs in block order) smoothed over the
+    hours (``smooth_hours``)."""
+    for j, _, rows, offset in blocks:
+        raws[rows, j] = raw[offset : offset + len(rows)]
+    raws[:] = smooth_hours(raws)
+
+
 def best_hours(
     raw: np.ndarray, raws: np.ndarray, blocks: list[HourBlock], profile: HourProfile | None
 ) -> np.ndarray:
-    """Fill ``raws`` (candidates x hours) with ``raw`` (the outputs in block order) smoothed over the
-    hours (``smooth_hours``); return each candidate's best hour column.
+    """``fill_hours``, then each candidate's best hour column (``choose_hours``)."""
+    fill_hours(raw, raws, blocks)
+    return choose_hours(raws, profile)
+
+
+def choose_hours(raws: np.ndarray, profile: HourProfile | None) -> np.ndarray:
+    """Each candidate's best hour column of the filled ``raws``.
 
     By raw output, not calibrated probability: calibration is monotone, so the argmax is the same,
     but isotonic steps would turn many hours into ties. With a profile, the middle of the allowed
     bucket it rates highest (``_middle_of_best_bucket``).
     """
-    for j, _, rows, offset in blocks:
-        raws[rows, j] = raw[offset : offset + len(rows)]
-    raws[:] = smooth_hours(raws)
     choice = raws
     if profile is not None:
         choice = _middle_of_best_bucket(raws, profile)
@@ -200,7 +212,8 @@ def raw_level(raws: np.ndarray) -> np.ndarray:
 def hour_scores(
     predictor: Predictor, raws: np.ndarray, cols: np.ndarray, profile: HourProfile | None
 ) -> np.ndarray:
-    """The probability of each candidate at its hour column ``cols`` (see the module docstring)."""
+    """The probability of each candidate at its hour column ``cols`` (see the module docstring),
+    through the model's file calibration (``ml.file_calibration``) when it has one."""
     if profile is None:
-        return predictor.calibrate(raw_at(raws, cols))
-    return predictor.calibrate(raw_level(raws)) * profile.lift(raws, cols)
+        return predictor.published(predictor.calibrate(raw_at(raws, cols)))
+    return predictor.published(predictor.calibrate(raw_level(raws)) * profile.lift(raws, cols))

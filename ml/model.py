@@ -3,10 +3,11 @@
 ``ContactModel`` is what training produces, what MLflow stores (wrapped in ``ContactPyfunc``) and
 what scoring loads back through the ``champion`` alias. It owns the feature contract: the
 ordered feature names, the categories of every categorical feature (frozen at training time so
-scoring encodes them identically), and the calibrator that turns raw scores into probabilities.
+scoring encodes them identically), the calibrator that turns raw scores into probabilities, and
+the file calibrator that maps the score a file publishes (``ml.file_calibration``).
 
 MLflow stores it as files, not as a pickled object: the booster in LightGBM's text format and the
-contract (features, categories, calibrator, meta) as JSON, loaded by a few lines of model code
+contract (features, categories, calibrators, meta) as JSON, loaded by a few lines of model code
 (MLflow's "models from code"). Loading a version then runs no unpickling of arbitrary objects.
 """
 
@@ -105,6 +106,9 @@ class ContactModel:
     calibrator: Calibrator | None = None
     label: str = "reach"
     meta: dict[str, Any] = field(default_factory=dict)
+    # maps the score scoring publishes (hour-averaged probability x the habit's lift) to a
+    # probability; ``predict_proba`` of one row at its own hour does not use it
+    file_calibrator: Calibrator | None = None
 
     def prepare(self, df: pd.DataFrame) -> pd.DataFrame:
         """The model's input matrix: ordered features, fixed categories, missing → NaN, ±inf → NaN."""
@@ -207,6 +211,7 @@ def save_model_files(model: ContactModel, folder: Path) -> dict[str, str]:
         "label": model.label,
         "meta": model.meta,
         "calibrator": calibrator_to_dict(model.calibrator),
+        "file_calibrator": calibrator_to_dict(model.file_calibrator),
     }
     path = folder / CONTRACT_FILE
     path.write_text(json.dumps(contract, indent=1, default=_to_json))
@@ -223,6 +228,7 @@ def load_model_files(booster: Path, contract: Path) -> ContactModel:
         calibrator=calibrator_from_dict(blob.get("calibrator")),
         label=blob.get("label", "reach"),
         meta=dict(blob.get("meta") or {}),
+        file_calibrator=calibrator_from_dict(blob.get("file_calibrator")),
     )
 
 

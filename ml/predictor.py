@@ -90,6 +90,15 @@ class Predictor:
         p = np.asarray(cal.predict(raw) if cal is not None else raw, dtype=np.float64)
         return np.clip(np.nan_to_num(p, nan=0.0, posinf=1.0, neginf=0.0), 0.0, 1.0)
 
+    def published(self, p: np.ndarray) -> np.ndarray:
+        """The model's file calibrator (``ml.file_calibration``) applied to the score a file would
+        publish, finite and clipped to [0, 1]; ``p`` itself for a model without one."""
+        cal = self.model.file_calibrator
+        if cal is None:
+            return p
+        q = np.asarray(cal.predict(p), dtype=np.float64)
+        return np.clip(np.nan_to_num(q, nan=0.0, posinf=1.0, neginf=0.0), 0.0, 1.0)
+
 
 def compile_model(settings: Settings, model: ContactModel):
     """The lleaves-compiled booster, from the per-model cache when it exists."""

@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from contactrank.errors import NotReady
-from contactrank.features.context import PERSON_ATTEMPT_COLS, HourInputs, add_context, bucket_index
+from contactrank.features.context import PERSON_ATTEMPT_COLS, bucket_index
 from contactrank.features.lake import (
     DATA_FILE,
     duckdb_connect,
@@ -34,9 +34,10 @@ from contactrank.features.schema import CHANNELS, SCORED
 from contactrank.features.sql import read_parquet
 from contactrank.ml import explore, reasons
 from contactrank.ml.candidates import CANDIDATES_TABLE, read_suppressions, select_candidates
-from contactrank.ml.hours import HourBlock, HourProfile, allowed_hours, best_hours, hour_scores
+from contactrank.ml.hour_outputs import read_hours, rows_at
+from contactrank.ml.hours import allowed_hours, choose_hours, hour_scores
 from contactrank.ml.model import ContactModel
-from contactrank.ml.predictor import Predictor, feature_values, model_matrix
+from contactrank.ml.predictor import Predictor
 from contactrank.ml.registry import load_champion
 from contactrank.ml.timezones import clock_shifts
 from contactrank.settings import Settings
@@ -66,78 +67,6 @@ def _load_model(
     info = {"name": settings.model_name, "version": None, "run_id": None, **(model_info or {})}
     info["version"] = None if info["version"] is None else str(info["version"])
     return model, info
-
-
-def _hour_blocks(hours: list[int], allowed: np.ndarray) -> tuple[list[HourBlock], int]:
-    """The non-empty blocks of (candidate x hour) rows and their total row count."""
-    blocks: list[HourBlock] = []
-    offset = 0
-    for j, h in enumerate(hours):
-        rows = np.flatnonzero(allowed[:, j])
-        if len(rows):
-            blocks.append((j, h, rows, offset))
-            offset += len(rows)
-    return blocks, offset
-
-
-def _raw_by_hour(
-    model: ContactModel,
-    predictor: Predictor,
-    base: np.ndarray,
-    inputs: HourInputs | None,
-    blocks: list[HourBlock],
-    total: int,
-    day: date,
-) -> tuple[np.ndarray, dict[int, tuple[list[int], np.ndarray]]]:
-    """The booster's output of every (candidate x hour) row, in block order, and each hour's
-    context as model inputs (its columns and one row per row of the block).
-
-    The rows are predicted one hour at a time in one candidate-sized matrix whose context columns
-    are rewritten per hour: a (candidate x hour) matrix would be allocated and filled anew for every
-    batch, which cost more than predicting it. The context comes from ``features.context.add_context``
-    (the definition used in training), given the candidates' stored inputs of the hour-dependent
-    features (``inputs``, None for a model without them), read once for all hours.
-    """
-    raw = np.empty(total, dtype=np.float64)
-    context_of: dict[int, tuple[list[int], np.ndarray]] = {}
-    every_hour = base.copy()  # the block of an hour allowed for every candidate
-    written: set[int] = set()
-    for j, h, rows, offset in blocks:
-        every = len(rows) == len(base)
-        hour_inputs = inputs if inputs is None or every else inputs.take(rows)
-        context = add_context(pd.DataFrame(index=pd.RangeIndex(len(rows))), day, h, hour_inputs=hour_inputs)
-        names = [c for c in context.columns if c in model.features]
-        cols = [model.features.index(c) for c in names]
-        values = np.empty((len(rows), len(names)))
-        for i, c in enumerate(names):
-            values[:, i] = feature_values(model, c, context[c])
-        if every:
-            block = every_hour
-            stale = sorted(written - set(cols))  # another hour's context column this hour lacks
-            block[:, stale] = base[:, stale]
-            written = set(cols)
-        else:
-            block = np.take(base, rows, axis=0)
-        block[:, cols] = values
-        raw[offset : offset + len(rows)] = predictor.raw(block)
-        context_of[j] = (cols, values)
-    return raw, context_of
-
-
-def _rows_at(
-    base: np.ndarray,
-    blocks: list[HourBlock],
-    context_of: dict[int, tuple[list[int], np.ndarray]],
-    best: np.ndarray,
-) -> np.ndarray:
-    """The model inputs of each candidate at its hour column ``best``."""
-    x = base.copy()
-    for j, _, rows, _ in blocks:
-        sel = best[rows] == j
-        cols, values = context_of[j]
-        if cols and sel.any():
-            x[np.ix_(rows[sel], cols)] = values[sel]
-    return x
 
 
 def _reason_codes(
@@ -173,25 +102,14 @@ def score_frame(
     window into it.
     """
     predictor = predictor or Predictor(settings, model, 0)
-    shift = None
-    if clock_shift is not None and len(clock_shift):
-        shift = df["person_id"].astype(str).map(clock_shift).fillna(0).to_numpy(dtype=np.int64)
-    hours, allowed = allowed_hours(settings, df["channel"], shift)
-    hour_of = np.asarray(hours, dtype=np.int64)
+    outputs = read_hours(settings, model, predictor, df, d + timedelta(days=1), clock_shift)
+    hour_of, allowed, raws, profile = outputs.hour_of, outputs.allowed, outputs.raws, outputs.profile
     n = len(df)
-    base = model_matrix(model, model.prepare(df))
-    raws = np.full((n, len(hours)), -np.inf)
-    blocks, total = _hour_blocks(hours, allowed)
     reason = [reasons.BASELINE_CODE] * n
     best = np.zeros(n, dtype=np.int64)
-    inputs = HourInputs.of(df)
-    profile = HourProfile.of(settings, inputs, hour_of)
-    if blocks:
-        raw, context_of = _raw_by_hour(model, predictor, base, inputs, blocks, total, d + timedelta(days=1))
-        best = best_hours(raw, raws, blocks, profile)
-        reason = _reason_codes(
-            settings, model, _rows_at(base, blocks, context_of, best), hour_of[best], explainer
-        )
+    if outputs.blocks:
+        best = choose_hours(raws, profile)
+        reason = _reason_codes(settings, model, rows_at(outputs, best), hour_of[best], explainer)
     best_raw = raws[np.arange(n), best]
     best_p = hour_scores(predictor, raws, best, profile)
     k, alt = _less_tried_hour(settings, d, df, allowed, best, hour_of)

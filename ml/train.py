@@ -43,6 +43,7 @@ from contactrank.ml.dataset import (
     plan_window,
 )
 from contactrank.ml.drift import drift_metrics, measure_drift
+from contactrank.ml.file_calibration import fit_file_calibrator
 from contactrank.ml.model import ContactModel
 from contactrank.ml.tracking import client as mlflow_client
 from contactrank.ml.tracking import configure
@@ -191,6 +192,8 @@ def train_config(settings: Settings, params: dict[str, Any]) -> str:
     }
     if settings.train_engine != "local":  # a distributed fit is another model (the local hash is unchanged)
         blob["engine"] = settings.train_engine
+    if settings.file_calibration != "first_tries":  # the same for the file's calibration
+        blob["file_calibration"] = settings.file_calibration
     return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -288,6 +291,23 @@ def calibrate(
     return model, report, ev.operating_threshold(valid.y, p_valid)
 
 
+def fit_file_calibration(
+    settings: Settings,
+    model: ContactModel,
+    calibration: dict[str, Any],
+    valid_days: list[date],
+    timings: dict[str, float],
+) -> None:
+    """Give ``model`` its file calibrator (``ml.file_calibration``) when the settings ask for one;
+    its report goes to ``calibration["file"]`` and its time to ``timings["file_calibration_s"]``."""
+    if settings.file_calibration != "first_tries":
+        return
+    started = time.perf_counter()
+    model.file_calibrator, calibration["file"] = fit_file_calibrator(settings, model, valid_days)
+    model.meta["file_calibration"] = calibration["file"]["method"]
+    timings["file_calibration_s"] = time.perf_counter() - started
+
+
 def fit_model(
     settings: Settings, params: dict[str, Any], window: Window, data: TrainingData, timings: dict[str, float]
 ) -> tuple[lgb.Booster, dict[str, Any], tuple[int, float]] | None:
@@ -369,6 +389,7 @@ def _train(settings: Settings, d: date, force: bool) -> dict[str, Any]:
     model, calibration, threshold = calibrate(
         settings, d, booster, data.valid, window.features, data.categories
     )
+    fit_file_calibration(settings, model, calibration, window.valid_days, timings)
     test = ev.evaluate_test_day(settings, model, data.test_df, label, d, threshold)
     drift = measure_drift(settings, window, data.test_df, window.features, label)
     test.metrics.update(drift_metrics(drift))

@@ -22,6 +22,9 @@ class _Identity:
     def calibrate(self, raw):
         return np.clip(np.asarray(raw, dtype=np.float64), 0.0, 1.0)
 
+    def published(self, p):
+        return p
+
 
 def inputs(
     profile: list[dict[str, float]], tried: list[dict[str, int]], shape: list[dict] | None = None

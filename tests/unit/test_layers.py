@@ -7,7 +7,7 @@ The layers, bottom to top (docs/design.md draws the same table):
 | foundation | settings, errors, dates, privacy, the home lock, storage (local folder or S3), shards |
 | data | schema, lake, sql, parsing and validation, ingest, importers, simulator |
 | features | the point-in-time feature build, the attempt context |
-| model | model, tracking, evaluation, plots, drift, training data, train (or on Dask), tune, registry |
+| model | model, evaluation, training (or on Dask), tune, registry, outputs by hour, file calibration |
 | serving | candidates, scoring, exploration, reasons, publish, off-policy evaluation |
 | reporting | the daily report |
 | application | stages, pipeline, cli, demo, erase, the lookup API |
@@ -94,20 +94,23 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "contactrank.ml.tune",
             "contactrank.ml.registry",
             "contactrank.ml.gate",
+            # the model's reading at every hour: training calibrates the score scoring publishes
+            "contactrank.ml.predictor",
+            "contactrank.ml.hours",
+            "contactrank.ml.hour_outputs",
+            "contactrank.ml.timezones",
+            "contactrank.ml.file_calibration",
         ),
     ),
     (
         "serving",
         (
             "contactrank.ml.candidates",
-            "contactrank.ml.predictor",
-            "contactrank.ml.hours",
             "contactrank.ml.score*",
             "contactrank.ml.explore",
             "contactrank.ml.reasons",
             "contactrank.ml.publish",
             "contactrank.ml.policy_eval",
-            "contactrank.ml.timezones",
         ),
     ),
     ("reporting", ("contactrank.ml.report*",)),

@@ -143,9 +143,14 @@ def test_the_model_round_trips_through_files_without_pickle(tmp_path: Path) -> N
         IsotonicCalibrator.fit(raw, y.to_numpy()),
         None,
     ):
-        model = ContactModel(booster, ["f_x", "f_channel"], categories, calibrator, meta={"date": "x"})
+        meta = {"date": "x"}
+        model = ContactModel(booster, ["f_x", "f_channel"], categories, calibrator, meta=meta)
+        model.file_calibrator = calibrator
         files = save_model_files(model, tmp_path / type(calibrator).__name__)
         assert not any(Path(f).suffix in (".pkl", ".pickle") for f in files.values())
         back = load_model_files(Path(files["booster"]), Path(files["contract"]))
         np.testing.assert_array_equal(back.predict_proba(df), model.predict_proba(df))
         assert back.categories == categories and back.meta == {"date": "x"}
+        assert type(back.file_calibrator) is type(calibrator)
+        if calibrator is not None:
+            np.testing.assert_array_equal(back.file_calibrator.predict(raw), calibrator.predict(raw))
