@@ -148,6 +148,7 @@ def step(home: Path, name: str, d: date) -> dict:
         "version",
         "reasons",
         "counts",
+        "timings",
     )
     return {
         "step": name,
