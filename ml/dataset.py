@@ -302,11 +302,6 @@ class Matrix:
     weights: np.ndarray | None = None  # recency weight per row (None: every row weighs 1)
 
 
-def person_folds(person: np.ndarray) -> np.ndarray:
-    """0/1 per row by a hash of its person: the calibration's 2-fold cross-fit never splits a person."""
-    return (pd.util.hash_array(np.asarray(person).astype(str).astype(object)) % 2).astype(np.int8)
-
-
 def sampled_counts(
     settings: Settings,
     days: list[date],
@@ -394,7 +389,7 @@ def build_matrix(
         if extras:
             groups[row : row + k] = np.char.add(person.astype(str), "|" + x.isoformat())
             channels[row : row + k] = df["channel"].astype(str).to_numpy() if "channel" in df else "all"
-            folds[row : row + k] = person_folds(person)
+            folds[row : row + k] = (pd.util.hash_array(person.astype(object)) % 2).astype(np.int8)
         # rows are sorted by person within the day: consecutive runs are the person-day groups
         codes, _ = pd.factorize(person, sort=False)
         starts = np.flatnonzero(np.diff(codes, prepend=-1) != 0)

@@ -74,13 +74,35 @@ def test_a_published_score_under_the_outcomes_is_raised_to_them(trained) -> None
     calibrator, report = fit_file_calibrator(s, model, days)
     assert report["method"] == "platt" and report["rows"] == len(y)
     mapped = calibrator.predict(score)
-    assert abs(mapped.mean() - y.mean()) < 0.02
+    # the prior keeps part of the shortfall, the rows take most of it away
+    assert score.mean() < mapped.mean() < y.mean()
+    assert y.mean() - mapped.mean() < (y.mean() - score.mean()) / 2
     assert ev.ece(y, mapped) < ev.ece(y, score) / 2
     assert np.all(np.diff(mapped[np.argsort(score)]) >= 0)  # monotone: no person's order changes
 
     model.file_calibrator = calibrator
     with pytest.raises(ValueError, match="already has a file calibrator"):
         fit_file_calibrator(s, model, days)
+
+
+def test_the_prior_pulls_a_fit_on_few_rows_toward_leaving_the_score_as_it_is() -> None:
+    rng = np.random.default_rng(3)
+    score = rng.uniform(0.05, 0.5, 20_000)
+    y = (rng.random(score.size) < np.clip(1.3 * score, 0, 1)).astype(int)  # the score under-promises
+    free = PlattCalibrator.fit(score, y)
+    pulled = PlattCalibrator.fit(score, y, prior_rows=300.0)
+    held = PlattCalibrator.fit(score, y, prior_rows=1e9)
+    assert free.b > pulled.b > 0 and abs(held.a - 1) < 1e-3 and abs(held.b) < 1e-3
+
+    # the shift of the mean probability it keeps: most with many rows, a small part with few
+    def kept(rows: int) -> float:
+        mine, alone = (
+            PlattCalibrator.fit(score[:rows], y[:rows], prior_rows=300.0),
+            PlattCalibrator.fit(score[:rows], y[:rows]),
+        )
+        return (mine.predict(score).mean() - score.mean()) / (alone.predict(score).mean() - score.mean())
+
+    assert kept(20_000) > 0.9 and kept(300) < 0.5
 
 
 def _lowered(model: ContactModel):
