@@ -4,20 +4,20 @@ The published score is a product of two factors (``ml.hours``). The first is the
 calibrated probability averaged over the allowed hours. The model's calibrator was fitted on
 attempts at their own hour. The second is the habit profile's lift at the chosen hour, which was
 fitted on bucket counts. Neither factor was fitted on the product. On the judged worlds the
-product stayed under the truth by up to a fifth wherever the lift was capped (office hours), and
-moving either factor alone fixed one world and broke another (docs/benchmarks.md).
+product stayed under the truth wherever the lift was capped (office hours), and moving either
+factor alone fixed one world and broke another (docs/benchmarks.md).
 
 So training scores the validation days' attempts as a file would have scored them, at the hour
 each was tried, and fits one more map from that number to the outcome:
 
 - **First tries only.** These are each person's attempts at the earliest hour they were tried
   that day. A file's row is tried first on its day; a retry later the same day, after a miss,
-  answers about half as often.
+  answers less often.
 - **Platt, pulled toward leaving the score as it is.** A few thousand first tries are too few for
   isotonic steps, which moved the file's ECE up on some seeds. Fitted alone, Platt also carries
   the validation days' own level into the next day's file: chosen over no map by out-of-fold
-  ECE, it halved office hours' excess but doubled `default`'s ECE on two model seeds of six, whose
-  validation days answered more often than the judged day. A Gaussian prior centred on the
+  ECE, it lowered office hours' error but raised `default`'s on the model seeds whose validation
+  days answered more often than the judged day. A Gaussian prior centred on the
   identity map (``PRIOR_ROWS``: worth about one judged home's first tries of three days) keeps
   most of the correction where it is large and steady and little of it where it is noise
   (docs/benchmarks.md).

@@ -39,7 +39,7 @@ SCORER_METRICS = ("log_loss", "pr_auc", "ndcg3", "brier", "hit1", "auc", "ece")
 BASELINES = ("random", "heuristic", "oracle")
 # test-day keys of the model that look like ``<metric>_<channel>`` but are not per channel
 TEST_EXTRAS = ("ece_uncalibrated", "auc_on_oracle_rows", "threshold")
-TIMINGS = ("load_s", "fit_s", "evaluate_s", "mlflow_s")
+TIMINGS = ("load_s", "fit_s", "file_calibration_s", "evaluate_s", "mlflow_s")
 WINDOW_DAYS = ("train_days", "valid_days", "test_days")  # how many days each split of the window has
 
 

@@ -98,6 +98,7 @@ def test_metrics_fold_in_groups_with_the_headline_first() -> None:
         "positives_train": 100,
         "best_iteration": 40,
         "fit_s": 1.0,
+        "file_calibration_s": 1.0,
         "gate_champion_auc": 0.69,
     }
     named = mlflow_metrics(flat)
@@ -111,6 +112,7 @@ def test_metrics_fold_in_groups_with_the_headline_first() -> None:
         "ece_uncalibrated": "test/ece_uncalibrated",
         "psi_f_c_n_attempts": "drift/psi/f_c_n_attempts",
         "fit_s": "timing/fit_s",
+        "file_calibration_s": "timing/file_calibration_s",
         "gate_champion_auc": "gate/champion_auc",
     }
     assert {k: metric_name(k) for k in expected} == expected
