@@ -192,7 +192,8 @@ def train_config(settings: Settings, params: dict[str, Any]) -> str:
     }
     if settings.train_engine != "local":  # a distributed fit is another model (the local hash is unchanged)
         blob["engine"] = settings.train_engine
-    if settings.file_calibration != "first_tries":  # the same for the file's calibration
+    # a model without the file map is another model; the default keeps the hash models had before
+    if settings.file_calibration != "first_tries":
         blob["file_calibration"] = settings.file_calibration
     return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
