@@ -79,14 +79,18 @@ def tried_hour_scores(
 
 
 def fit_file_calibrator(
-    settings: Settings, model: ContactModel, days: list[date]
+    settings: Settings,
+    model: ContactModel,
+    days: list[date],
+    known_counts: dict[date, tuple[int, int]] | None = None,
 ) -> tuple[Calibrator | None, dict[str, Any]]:
     """The file calibrator for ``model`` (see the module docstring), fitted on the first tries of
-    ``days``; None without any. ``model`` must not carry one yet."""
+    ``days``; None without any. ``model`` must not carry one yet. ``known_counts``: the days'
+    (labelled rows, positives) already counted (``Window.counts``), not read again."""
     if model.file_calibrator is not None:
         raise ValueError("the model already has a file calibrator: it would be fitted on its own output")
     label = label_column(settings)
-    share, _ = sampled_counts(settings, days, MAX_ROWS)
+    share, _ = sampled_counts(settings, days, MAX_ROWS, known_counts)
     scores, labels = [], []
     for x, df in labelled_days(settings, days, label):
         if share < 1.0:

@@ -163,14 +163,6 @@ def fill_hours(raw: np.ndarray, raws: np.ndarray, blocks: list[HourBlock]) -> No
     raws[:] = smooth_hours(raws)
 
 
-def best_hours(
-    raw: np.ndarray, raws: np.ndarray, blocks: list[HourBlock], profile: HourProfile | None
-) -> np.ndarray:
-    """``fill_hours``, then each candidate's best hour column (``choose_hours``)."""
-    fill_hours(raw, raws, blocks)
-    return choose_hours(raws, profile)
-
-
 def choose_hours(raws: np.ndarray, profile: HourProfile | None) -> np.ndarray:
     """Each candidate's best hour column of the filled ``raws``.
 

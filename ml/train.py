@@ -296,7 +296,7 @@ def fit_file_calibration(
     settings: Settings,
     model: ContactModel,
     calibration: dict[str, Any],
-    valid_days: list[date],
+    window: Window,
     timings: dict[str, float],
 ) -> None:
     """Give ``model`` its file calibrator (``ml.file_calibration``) when the settings ask for one;
@@ -304,7 +304,9 @@ def fit_file_calibration(
     if settings.file_calibration != "first_tries":
         return
     started = time.perf_counter()
-    model.file_calibrator, calibration["file"] = fit_file_calibrator(settings, model, valid_days)
+    model.file_calibrator, calibration["file"] = fit_file_calibrator(
+        settings, model, window.valid_days, window.counts
+    )
     model.meta["file_calibration"] = calibration["file"]["method"]
     timings["file_calibration_s"] = time.perf_counter() - started
 
@@ -390,7 +392,7 @@ def _train(settings: Settings, d: date, force: bool) -> dict[str, Any]:
     model, calibration, threshold = calibrate(
         settings, d, booster, data.valid, window.features, data.categories
     )
-    fit_file_calibration(settings, model, calibration, window.valid_days, timings)
+    fit_file_calibration(settings, model, calibration, window, timings)
     test = ev.evaluate_test_day(settings, model, data.test_df, label, d, threshold)
     drift = measure_drift(settings, window, data.test_df, window.features, label)
     test.metrics.update(drift_metrics(drift))

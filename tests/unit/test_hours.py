@@ -9,11 +9,17 @@ import pytest
 
 from contactrank.features.context import HourInputs, bucket_index
 from contactrank.features.daily_aggregates import BUCKETS
-from contactrank.ml.hours import HourProfile, best_hours, hour_scores
+from contactrank.ml.hours import HourProfile, choose_hours, fill_hours, hour_scores
 from contactrank.settings import Settings
 
 HOURS = np.arange(8, 22)
 NAMES = list(BUCKETS)
+
+
+def best_hours(raw, raws, blocks, profile):
+    """Fill ``raws`` with the outputs as scoring does, then each candidate's best hour column."""
+    fill_hours(raw, raws, blocks)
+    return choose_hours(raws, profile)
 
 
 class _Identity:
