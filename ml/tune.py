@@ -105,7 +105,7 @@ def _objective(settings: Settings, dtrain: lgb.Dataset, dvalid: lgb.Dataset, met
 
     def objective(trial: optuna.Trial) -> float:
         sampled = search_space(trial)
-        params = lgb_params(settings, sampled)
+        params = lgb_params(settings, sampled, watch_auc=metric == "auc")
         mlflow.start_run(run_name=f"trial-{trial.number}", nested=True)
         status = "FAILED"
         try:
