@@ -373,7 +373,7 @@ def evaluate_test_day(
     groups = (test_df["person_id"].astype(str) + "|" + days).to_numpy()
     channels = test_df["channel"].astype(str).to_numpy()
     raw = model.raw_score(test_df, num_threads=settings.num_threads)
-    p = model.predict_proba(test_df, num_threads=settings.num_threads)
+    p = model.calibrate(raw)
     metrics = evaluate(y, p, groups, channels, seed=settings.seed)
     if settings.objective != "lambdarank":
         metrics["ece_uncalibrated"] = ece(y, raw)

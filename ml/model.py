@@ -98,6 +98,12 @@ def encode(
     return out
 
 
+def probability(p: np.ndarray) -> np.ndarray:
+    """``p`` as float64, finite (NaN and -inf as 0, +inf as 1) and clipped to [0, 1]."""
+    p = np.asarray(p, dtype=np.float64)
+    return np.clip(np.nan_to_num(p, nan=0.0, posinf=1.0, neginf=0.0), 0.0, 1.0)
+
+
 @dataclass
 class ContactModel:
     booster: lgb.Booster
@@ -136,12 +142,13 @@ class ContactModel:
             return np.zeros(0, dtype="float64")
         return np.asarray(self.booster.predict(self.matrix(df), num_threads=num_threads), dtype="float64")
 
+    def calibrate(self, raw: np.ndarray) -> np.ndarray:
+        """The calibrator applied to raw outputs (:meth:`raw_score`), as a :func:`probability`."""
+        return probability(self.calibrator.predict(raw) if self.calibrator is not None else raw)
+
     def predict_proba(self, df: pd.DataFrame, num_threads: int = 0) -> np.ndarray:
         """Calibrated probability of success, always finite and within [0, 1]."""
-        raw = self.raw_score(df, num_threads=num_threads)
-        p = self.calibrator.predict(raw) if self.calibrator is not None else raw
-        p = np.asarray(p, dtype="float64")
-        return np.clip(np.nan_to_num(p, nan=0.0, posinf=1.0, neginf=0.0), 0.0, 1.0)
+        return self.calibrate(self.raw_score(df, num_threads=num_threads))
 
     def contributions(self, df: pd.DataFrame, num_threads: int = 0) -> pd.DataFrame:
         """Per-row SHAP contributions (LightGBM ``pred_contrib``), one column per feature + bias."""

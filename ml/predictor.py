@@ -15,7 +15,7 @@ import tempfile
 import numpy as np
 import pandas as pd
 
-from contactrank.ml.model import ContactModel
+from contactrank.ml.model import ContactModel, probability
 from contactrank.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -86,20 +86,13 @@ class Predictor:
 
     def calibrate(self, raw: np.ndarray) -> np.ndarray:
         """The calibrator applied to raw outputs, finite and clipped to [0, 1]."""
-        cal = self.model.calibrator
-        return _probability(cal.predict(raw) if cal is not None else raw)
+        return self.model.calibrate(raw)
 
     def published(self, p: np.ndarray) -> np.ndarray:
         """The model's file calibrator (``ml.file_calibration``) applied to the score a file would
         publish, finite and clipped to [0, 1]; ``p`` itself for a model without one."""
         cal = self.model.file_calibrator
-        return p if cal is None else _probability(cal.predict(p))
-
-
-def _probability(p: np.ndarray) -> np.ndarray:
-    """``p`` as float64, finite (NaN and -inf as 0, +inf as 1) and clipped to [0, 1]."""
-    p = np.asarray(p, dtype=np.float64)
-    return np.clip(np.nan_to_num(p, nan=0.0, posinf=1.0, neginf=0.0), 0.0, 1.0)
+        return p if cal is None else probability(cal.predict(p))
 
 
 def compile_model(settings: Settings, model: ContactModel):
