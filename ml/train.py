@@ -294,8 +294,7 @@ def calibrate(
         label=settings.label,
         meta={"date": d.isoformat(), "objective": settings.objective, "calibration": report["method"]},
     )
-    p_valid = calibrator.predict(raw_valid) if calibrator is not None else raw_valid
-    return model, report, ev.operating_threshold(valid.y, p_valid)
+    return model, report, ev.operating_threshold(valid.y, model.calibrate(raw_valid))
 
 
 def fit_file_calibration(
