@@ -44,6 +44,7 @@ KIND = "training"
 # Days are encoded together up to this many rows: encoding has a cost per column per call that
 # outweighs the rows of a thin day, and this bound keeps the extra copy small beside the matrix.
 ENCODE_BATCH_ROWS = 100_000
+SORT_KEYS = ("date", "person_id", "attempt_id")  # the order of a day's rows (sort_rows)
 
 
 def label_column(settings: Settings) -> str:
@@ -60,8 +61,20 @@ def read_day(settings: Settings, d: date, columns: list[str] | None = None) -> p
     return table.to_pandas()
 
 
-def labelled_days(settings: Settings, days: list[date], label: str) -> Iterator[tuple[date, pd.DataFrame]]:
+def labelled_days(
+    settings: Settings,
+    days: list[date],
+    label: str,
+    *,
+    share: float = 1.0,
+    columns: list[str] | None = None,
+) -> Iterator[tuple[date, pd.DataFrame]]:
     """(day, ``labelled(read_day(day))``) for each of ``days``, in order.
+
+    ``share`` < 1 keeps only the persons :func:`person_sample` keeps, ``columns`` only those of
+    them a day has (the sort keys are the caller's to include); both apply to the Arrow table,
+    before the rows are converted and sorted, which is where reading a day spends its time. A
+    stable sort of the kept rows orders them as the kept rows of the whole day's sort.
 
     Consecutive increasing days of one schema are converted and sorted together up to
     ``ENCODE_BATCH_ROWS`` rows (both cost per call more than a thin day's rows do): sorting by
@@ -70,7 +83,7 @@ def labelled_days(settings: Settings, days: list[date], label: str) -> Iterator[
     pending: list[tuple[date, pa.Table]] = []
     rows = 0
     for x in days:
-        table = training_table(settings, x)
+        table = _day_table(settings, x, share, columns)
         fits = (
             table is not None
             and pending
@@ -91,6 +104,20 @@ def labelled_days(settings: Settings, days: list[date], label: str) -> Iterator[
         yield from _split_days(pending, label)
 
 
+def _day_table(settings: Settings, d: date, share: float, columns: list[str] | None) -> pa.Table | None:
+    """The training partition of ``d`` cut to ``columns`` and to the persons ``share`` keeps."""
+    if columns is not None:
+        if training_table(settings, d, columns=[]) is None:
+            return None
+        names = set(partition_schema(settings, d).names)
+        columns = [c for c in columns if c in names]
+    table = training_table(settings, d, columns=columns)
+    if table is not None and share < 1.0:
+        keep = person_sample(table.column("person_id").to_pandas(), share, settings.seed)
+        table = table.filter(pa.array(keep))
+    return table
+
+
 def _split_days(pending: list[tuple[date, pa.Table]], label: str) -> Iterator[tuple[date, pd.DataFrame]]:
     if len(pending) == 1:
         x, table = pending[0]
@@ -105,8 +132,8 @@ def _split_days(pending: list[tuple[date, pa.Table]], label: str) -> Iterator[tu
 
 
 def sort_rows(df: pd.DataFrame) -> pd.DataFrame:
-    """Rows in (date, person_id, attempt_id) order: person-day groups become contiguous."""
-    keys = [c for c in ("date", "person_id", "attempt_id") if c in df.columns]
+    """Rows in ``SORT_KEYS`` order: person-day groups become contiguous."""
+    keys = [c for c in SORT_KEYS if c in df.columns]
     return df.sort_values(keys, kind="mergesort").reset_index(drop=True) if keys else df
 
 
@@ -371,9 +398,7 @@ def build_matrix(
             encode(batch, features, categories, out=X, row=pending_from)
             pending.clear()
 
-    for x, df in labelled_days(settings, days, label):
-        if share < 1.0:
-            df = df[person_sample(df["person_id"], share, settings.seed)].reset_index(drop=True)
+    for x, df in labelled_days(settings, days, label, share=share):
         k = len(df)
         # a day whose columns have other dtypes is encoded apart, so every value converts as alone
         full = pending and sum(map(len, pending)) + k > ENCODE_BATCH_ROWS

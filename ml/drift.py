@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import norm
 
-from contactrank.ml.dataset import Window, labelled_days
+from contactrank.ml.dataset import SORT_KEYS, Window, labelled_days
 from contactrank.settings import Settings
 
 _EPS = 1e-4
@@ -162,11 +162,14 @@ def measure_drift(
 
     Like with like: a window of recent days (the test days, grown until the gate has evidence)
     against a window of the days before them, each with enough rows (``drift_min_rows``)."""
-    frames = [df for _, df in labelled_days(settings, drift_reference(settings, window), label)]
+    watched = [f for f in features if f not in DRIFT_SKIP and not f.startswith("f_g_")]
+    # the watched columns only: a training day holds more, and every column read is converted and sorted
+    columns = list(dict.fromkeys([*SORT_KEYS, label, *watched]))
+    days = drift_reference(settings, window)
+    frames = [df for _, df in labelled_days(settings, days, label, columns=columns)]
     reference = pd.concat(frames, ignore_index=True)
     if len(reference) > DRIFT_REFERENCE_ROWS:
         reference = reference.sample(DRIFT_REFERENCE_ROWS, random_state=settings.seed)
-    watched = [f for f in features if f not in DRIFT_SKIP and not f.startswith("f_g_")]
     report = drift_report(
         reference,
         test_df,

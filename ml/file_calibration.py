@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 
 from contactrank.ml import evaluate as ev
-from contactrank.ml.dataset import label_column, labelled_days, person_sample, sampled_counts
+from contactrank.ml.dataset import label_column, labelled_days, sampled_counts
 from contactrank.ml.hour_outputs import read_hours
 from contactrank.ml.hours import hour_scores
 from contactrank.ml.model import Calibrator, ContactModel
@@ -92,9 +92,7 @@ def fit_file_calibrator(
     label = label_column(settings)
     share, _ = sampled_counts(settings, days, MAX_ROWS, known_counts)
     scores, labels = [], []
-    for x, df in labelled_days(settings, days, label):
-        if share < 1.0:
-            df = df[person_sample(df["person_id"], share, settings.seed)]
+    for x, df in labelled_days(settings, days, label, share=share):
         df = df[first_tries(df)].reset_index(drop=True)
         if df.empty:
             continue

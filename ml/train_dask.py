@@ -50,9 +50,7 @@ from contactrank.ml.dataset import (
     Window,
     build_matrix,
     label_column,
-    labelled,
-    person_sample,
-    read_day,
+    labelled_days,
     sampled_counts,
 )
 from contactrank.ml.model import encode
@@ -92,9 +90,7 @@ def load_part(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(X, y, weight) of one day's person bucket, exactly as ``build_matrix`` encodes it (on a worker)."""
     label = label_column(settings)
-    df = labelled(read_day(settings, day), label)
-    if share < 1.0:
-        df = df[person_sample(df["person_id"], share, settings.seed)]
+    (_, df), *_ = labelled_days(settings, [day], label, share=share)
     if buckets > 1:
         person = df["person_id"].astype(str).to_numpy(dtype=object)
         df = df[pd.util.hash_array(person) % np.uint64(buckets) == np.uint64(bucket)]

@@ -59,6 +59,24 @@ def test_labelled_days_equal_each_day_read_alone(settings):
         pd.testing.assert_frame_equal(df, labelled(dataset.read_day(settings, x), label))
 
 
+def test_a_person_share_and_columns_cut_what_the_whole_day_gives(settings):
+    # the cut is made before the rows are converted and sorted: it must keep the same rows in
+    # the same order as cutting the whole day's sorted frame
+    write_days(settings, D, days=6, rows=80, truth=False)
+    days = sorted(dataset.partition_dates(settings, "training"))
+    label = dataset.label_column(settings)
+    feature = next(c for c in dataset.read_day(settings, days[0]).columns if c.startswith("f_"))
+    columns = [*dataset.SORT_KEYS, label, feature, "f_not_in_the_lake"]
+    got = list(labelled_days(settings, days, label, share=0.4, columns=columns))
+    assert [x for x, _ in got] == days
+    for x, df in got:
+        whole = labelled(dataset.read_day(settings, x), label)
+        kept = whole[dataset.person_sample(whole["person_id"], 0.4, settings.seed)]
+        assert 0 < len(kept) < len(whole)
+        want = kept[[*dataset.SORT_KEYS, label, feature]].reset_index(drop=True)
+        pd.testing.assert_frame_equal(df, want)
+
+
 def test_no_days_give_no_frames(settings):
     # the gate asks for the evidence days after both models' fits: there may be none
     assert list(labelled_days(settings, [], dataset.label_column(settings))) == []
