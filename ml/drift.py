@@ -163,10 +163,14 @@ def measure_drift(
     Like with like: a window of recent days (the test days, grown until the gate has evidence)
     against a window of the days before them, each with enough rows (``drift_min_rows``)."""
     watched = [f for f in features if f not in DRIFT_SKIP and not f.startswith("f_g_")]
-    # the watched columns only: a training day holds more, and every column read is converted and sorted
-    columns = list(dict.fromkeys([*SORT_KEYS, label, *watched]))
     days = drift_reference(settings, window)
-    frames = [df for _, df in labelled_days(settings, days, label, columns=columns)]
+    rows = sum(window.counts.get(x, (0, 0))[0] for x in days)
+    # Whole persons, drawn before the days are converted and sorted, and the watched columns only:
+    # sorting a week of rows to keep a sample of them cost more than the PSI. The row sample then
+    # trims the persons' rows to the cap.
+    share = min(1.0, DRIFT_REFERENCE_ROWS / rows) if rows else 1.0
+    columns = list(dict.fromkeys([*SORT_KEYS, label, *watched]))
+    frames = [df for _, df in labelled_days(settings, days, label, share=share, columns=columns)]
     reference = pd.concat(frames, ignore_index=True)
     if len(reference) > DRIFT_REFERENCE_ROWS:
         reference = reference.sample(DRIFT_REFERENCE_ROWS, random_state=settings.seed)

@@ -85,3 +85,35 @@ def test_no_false_alarm_on_thin_samples_of_the_same_population() -> None:
         recent = _frame(1400, seed=200 + seed)
         alarms += drift_report(window, recent, ["f_x", "f_channel"], "label_reach", 0.25, 2.0)["blocked"]
     assert alarms == 0
+
+
+def test_a_capped_reference_holds_whole_persons_drawn_before_the_read(settings, monkeypatch) -> None:
+    from datetime import date
+
+    from helpers.synth_training import write_days
+
+    from contactrank.ml import dataset, drift
+
+    d = date(2026, 3, 10)
+    write_days(settings, d, days=10, rows=150, truth=False)
+    w = dataset.plan_window(settings, d)
+    label = dataset.label_column(settings)
+    test_df = dataset.labelled(dataset.read_day(settings, w.test_day), label)
+    whole = drift.measure_drift(settings, w, test_df, w.features, label)
+
+    reads = []
+
+    def recorded(*args, **kwargs):
+        for x, df in dataset.labelled_days(*args, **kwargs):
+            reads.append((kwargs["share"], df))
+            yield x, df
+
+    monkeypatch.setattr(drift, "labelled_days", recorded)
+    monkeypatch.setattr(drift, "DRIFT_REFERENCE_ROWS", 300)
+    capped = drift.measure_drift(settings, w, test_df, w.features, label)
+    assert whole["rows_window"] > 600 and capped["rows_window"] == 300
+    share = reads[0][0]
+    assert 0 < share < 1
+    for _, df in reads:  # every row read is a kept person's: the cut was made before the sort
+        assert dataset.person_sample(df["person_id"], share, settings.seed).all()
+        assert "f_dow" not in df.columns  # and only the watched columns were read
