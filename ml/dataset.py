@@ -329,13 +329,14 @@ class Matrix:
     weights: np.ndarray | None = None  # recency weight per row (None: every row weighs 1)
 
 
-def sampled_counts(
+def sample_share(
     settings: Settings,
     days: list[date],
     max_rows: int | None,
     known: dict[date, tuple[int, int]] | None = None,
 ) -> tuple[float, list[int]]:
-    """The share of persons to keep (1.0: all) and the labelled rows it keeps on each day.
+    """The share of persons to keep (1.0: all) for at most about ``max_rows`` labelled rows of
+    ``days``, and each day's labelled rows.
 
     ``known``: (labelled rows, positives) already counted per day (``Window.counts``), not read again.
     """
@@ -348,7 +349,20 @@ def sampled_counts(
         table = training_table(settings, x, columns=[label])
         counts.append(table.num_rows - table.column(label).null_count)
     share = 1.0 if max_rows is None or sum(counts) <= max_rows else max_rows / sum(counts)
+    return share, counts
+
+
+def sampled_counts(
+    settings: Settings,
+    days: list[date],
+    max_rows: int | None,
+    known: dict[date, tuple[int, int]] | None = None,
+) -> tuple[float, list[int]]:
+    """The share of persons to keep (1.0: all) and the labelled rows it keeps on each day
+    (``known`` as in :func:`sample_share`)."""
+    share, counts = sample_share(settings, days, max_rows, known)
     if share < 1.0:
+        label = label_column(settings)
         counts = []
         for x in days:
             rows = training_table(settings, x, columns=[label, "person_id"]).to_pandas()

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import norm
 
-from contactrank.ml.dataset import SORT_KEYS, Window, labelled_days
+from contactrank.ml.dataset import SORT_KEYS, Window, labelled_days, sample_share
 from contactrank.settings import Settings
 
 _EPS = 1e-4
@@ -164,11 +164,10 @@ def measure_drift(
     against a window of the days before them, each with enough rows (``drift_min_rows``)."""
     watched = [f for f in features if f not in DRIFT_SKIP and not f.startswith("f_g_")]
     days = drift_reference(settings, window)
-    rows = sum(window.counts.get(x, (0, 0))[0] for x in days)
     # Whole persons, drawn before the days are converted and sorted, and the watched columns only:
     # sorting a week of rows to keep a sample of them cost more than the PSI. The row sample then
     # trims the persons' rows to the cap.
-    share = min(1.0, DRIFT_REFERENCE_ROWS / rows) if rows else 1.0
+    share, _ = sample_share(settings, days, DRIFT_REFERENCE_ROWS, window.counts)
     columns = list(dict.fromkeys([*SORT_KEYS, label, *watched]))
     frames = [df for _, df in labelled_days(settings, days, label, share=share, columns=columns)]
     reference = pd.concat(frames, ignore_index=True)

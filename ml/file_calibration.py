@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 
 from contactrank.ml import evaluate as ev
-from contactrank.ml.dataset import label_column, labelled_days, sampled_counts
+from contactrank.ml.dataset import label_column, labelled_days, sample_share
 from contactrank.ml.hour_outputs import read_hours
 from contactrank.ml.hours import hour_scores
 from contactrank.ml.model import Calibrator, ContactModel
@@ -90,7 +90,7 @@ def fit_file_calibrator(
     if model.file_calibrator is not None:
         raise ValueError("the model already has a file calibrator: it would be fitted on its own output")
     label = label_column(settings)
-    share, _ = sampled_counts(settings, days, MAX_ROWS, known_counts)
+    share, _ = sample_share(settings, days, MAX_ROWS, known_counts)
     scores, labels = [], []
     for x, df in labelled_days(settings, days, label, share=share):
         df = df[first_tries(df)].reset_index(drop=True)
