@@ -33,9 +33,10 @@ from contactrank.features.lake import (
     partition_dir,
     partition_files_of,
 )
-from contactrank.features.schema import FEATURE_PREFIX, LABEL_COLUMNS
+from contactrank.features.schema import FEATURE_PREFIX
 from contactrank.ml.model import encode
 from contactrank.ml.training_cache import training_schema, training_table
+from contactrank.ml.training_sample import label_column, person_sample, sampled_counts
 from contactrank.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -45,10 +46,6 @@ KIND = "training"
 # outweighs the rows of a thin day, and this bound keeps the extra copy small beside the matrix.
 ENCODE_BATCH_ROWS = 100_000
 SORT_KEYS = ("date", "person_id", "attempt_id")  # the order of a day's rows (sort_rows)
-
-
-def label_column(settings: Settings) -> str:
-    return LABEL_COLUMNS[settings.label]
 
 
 def read_day(settings: Settings, d: date, columns: list[str] | None = None) -> pd.DataFrame:
@@ -310,12 +307,6 @@ def freeze_categories(settings: Settings, days: list[date], categorical: list[st
     return {c: sorted(v) for c, v in seen.items()}
 
 
-def person_sample(person: pd.Series, share: float, seed: int) -> np.ndarray:
-    """Rows of the persons whose seeded hash falls in the first ``share`` of the hash range."""
-    hashes = pd.util.hash_array(person.astype(str).to_numpy(dtype=object), hash_key=f"{seed:016d}"[:16])
-    return hashes < np.uint64(min(share, 1.0) * float(np.iinfo(np.uint64).max))
-
-
 @dataclass
 class Matrix:
     """Encoded rows of some days: features, label, person-day groups, channels."""
@@ -327,51 +318,6 @@ class Matrix:
     channels: np.ndarray
     folds: np.ndarray  # 0/1 by a hash of the person (calibration cross-fit)
     weights: np.ndarray | None = None  # recency weight per row (None: every row weighs 1)
-
-
-def sample_share(
-    settings: Settings,
-    days: list[date],
-    max_rows: int | None,
-    known: dict[date, tuple[int, int]] | None = None,
-) -> tuple[float, list[int]]:
-    """The share of persons to keep (1.0: all) for at most about ``max_rows`` labelled rows of
-    ``days``, and each day's labelled rows.
-
-    ``known``: (labelled rows, positives) already counted per day (``Window.counts``), not read again.
-    """
-    label = label_column(settings)
-    counts = []
-    for x in days:
-        if known is not None and x in known:
-            counts.append(known[x][0])
-            continue
-        table = training_table(settings, x, columns=[label])
-        counts.append(table.num_rows - table.column(label).null_count)
-    share = 1.0 if max_rows is None or sum(counts) <= max_rows else max_rows / sum(counts)
-    return share, counts
-
-
-def sampled_counts(
-    settings: Settings,
-    days: list[date],
-    max_rows: int | None,
-    known: dict[date, tuple[int, int]] | None = None,
-) -> tuple[float, list[int]]:
-    """The share of persons to keep (1.0: all) and the labelled rows it keeps on each day
-    (``known`` as in :func:`sample_share`)."""
-    share, counts = sample_share(settings, days, max_rows, known)
-    if share < 1.0:
-        label = label_column(settings)
-        counts = []
-        for x in days:
-            rows = training_table(settings, x, columns=[label, "person_id"]).to_pandas()
-            counts.append(
-                int(person_sample(rows[rows[label].notna()]["person_id"], share, settings.seed).sum())
-            )
-        log.info("training rows sampled over %d days: a %.3f share of persons, %d rows (train_max_rows %d)",
-                 len(days), share, sum(counts), max_rows)  # fmt: skip
-    return share, counts
 
 
 def build_matrix(

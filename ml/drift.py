@@ -14,7 +14,8 @@ import numpy as np
 import pandas as pd
 from scipy.stats import norm
 
-from contactrank.ml.dataset import SORT_KEYS, Window, labelled_days, sample_share
+from contactrank.ml.dataset import SORT_KEYS, Window, labelled_days
+from contactrank.ml.training_sample import sample_share
 from contactrank.settings import Settings
 
 _EPS = 1e-4

@@ -51,9 +51,9 @@ from contactrank.ml.dataset import (
     build_matrix,
     label_column,
     labelled_days,
-    sampled_counts,
 )
 from contactrank.ml.model import encode
+from contactrank.ml.training_sample import sampled_counts
 from contactrank.settings import Settings
 
 log = logging.getLogger(__name__)

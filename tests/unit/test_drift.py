@@ -92,7 +92,7 @@ def test_a_capped_reference_holds_whole_persons_drawn_before_the_read(settings, 
 
     from helpers.synth_training import write_days
 
-    from contactrank.ml import dataset, drift
+    from contactrank.ml import dataset, drift, training_sample
 
     d = date(2026, 3, 10)
     write_days(settings, d, days=10, rows=150, truth=False)
@@ -115,5 +115,5 @@ def test_a_capped_reference_holds_whole_persons_drawn_before_the_read(settings, 
     share = reads[0][0]
     assert 0 < share < 1
     for _, df in reads:  # every row read is a kept person's: the cut was made before the sort
-        assert dataset.person_sample(df["person_id"], share, settings.seed).all()
+        assert training_sample.person_sample(df["person_id"], share, settings.seed).all()
         assert "f_dow" not in df.columns  # and only the watched columns were read

@@ -11,7 +11,7 @@ import pyarrow as pa
 from helpers.synth_training import write_days
 
 from contactrank.features.lake import write_partition
-from contactrank.ml import dataset, training_cache
+from contactrank.ml import dataset, training_cache, training_sample
 from contactrank.ml.dataset import build_matrix, freeze_categories, labelled, labelled_days, plan_window
 
 D = date(2026, 3, 10)
@@ -71,7 +71,7 @@ def test_a_person_share_and_columns_cut_what_the_whole_day_gives(settings):
     assert [x for x, _ in got] == days
     for x, df in got:
         whole = labelled(dataset.read_day(settings, x), label)
-        kept = whole[dataset.person_sample(whole["person_id"], 0.4, settings.seed)]
+        kept = whole[training_sample.person_sample(whole["person_id"], 0.4, settings.seed)]
         assert 0 < len(kept) < len(whole)
         want = kept[[*dataset.SORT_KEYS, label, feature]].reset_index(drop=True)
         pd.testing.assert_frame_equal(df, want)
