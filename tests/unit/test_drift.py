@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import date
+
 import numpy as np
 import pandas as pd
 import pytest
+from helpers.synth_training import write_days
 
+from contactrank.ml import dataset, drift, training_sample
 from contactrank.ml.drift import drift_report, psi, wilson_interval
 
 
@@ -88,12 +92,6 @@ def test_no_false_alarm_on_thin_samples_of_the_same_population() -> None:
 
 
 def test_a_capped_reference_holds_whole_persons_drawn_before_the_read(settings, monkeypatch) -> None:
-    from datetime import date
-
-    from helpers.synth_training import write_days
-
-    from contactrank.ml import dataset, drift, training_sample
-
     d = date(2026, 3, 10)
     write_days(settings, d, days=10, rows=150, truth=False)
     w = dataset.plan_window(settings, d)
