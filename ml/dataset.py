@@ -69,14 +69,16 @@ def labelled_days(
     """(day, ``labelled(read_day(day))``) for each of ``days``, in order.
 
     ``share`` < 1 keeps only the persons :func:`person_sample` keeps, ``columns`` only those of
-    them a day has (the sort keys are the caller's to include); both apply to the Arrow table,
-    before the rows are converted and sorted, which is where reading a day spends its time. A
-    stable sort of the kept rows orders them as the kept rows of the whole day's sort.
+    them a day has, besides ``SORT_KEYS`` and ``label``; both apply to the Arrow table, before the
+    rows are converted and sorted, which is where reading a day spends its time. A stable sort of
+    the kept rows orders them as the kept rows of the whole day's sort.
 
     Consecutive increasing days of one schema are converted and sorted together up to
     ``ENCODE_BATCH_ROWS`` rows (both cost per call more than a thin day's rows do): sorting by
     date first keeps each day's rows together and in the order the day alone gives.
     """
+    if columns is not None:
+        columns = list(dict.fromkeys([*SORT_KEYS, label, *columns]))
     pending: list[tuple[date, pa.Table]] = []
     rows = 0
     for x in days:
@@ -104,8 +106,6 @@ def labelled_days(
 def _day_table(settings: Settings, d: date, share: float, columns: list[str] | None) -> pa.Table | None:
     """The training partition of ``d`` cut to ``columns`` and to the persons ``share`` keeps."""
     if columns is not None:
-        if training_table(settings, d, columns=[]) is None:
-            return None
         names = set(partition_schema(settings, d).names)
         columns = [c for c in columns if c in names]
     table = training_table(settings, d, columns=columns)

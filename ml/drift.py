@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import norm
 
-from contactrank.ml.dataset import SORT_KEYS, Window, labelled_days
+from contactrank.ml.dataset import Window, labelled_days
 from contactrank.ml.training_sample import sample_share
 from contactrank.settings import Settings
 
@@ -169,8 +169,7 @@ def measure_drift(
     # sorting a week of rows to keep a sample of them cost more than the PSI. The row sample then
     # trims the persons' rows to the cap.
     share, _ = sample_share(settings, days, DRIFT_REFERENCE_ROWS, window.counts)
-    columns = list(dict.fromkeys([*SORT_KEYS, label, *watched]))
-    frames = [df for _, df in labelled_days(settings, days, label, share=share, columns=columns)]
+    frames = [df for _, df in labelled_days(settings, days, label, share=share, columns=watched)]
     reference = pd.concat(frames, ignore_index=True)
     if len(reference) > DRIFT_REFERENCE_ROWS:
         reference = reference.sample(DRIFT_REFERENCE_ROWS, random_state=settings.seed)
