@@ -125,6 +125,10 @@ class Settings:
     # the shape knows nothing; ml/hours.py says why), "profile" (the habit profile alone) or
     # "model" (the highest model output alone)
     hour_choice: Literal["shape", "profile", "model"] = "profile"
+    # with "shape" or "profile": a bucket next to the best one rated at least this share of it
+    # moves best_hour from the best bucket's middle to the hour next to it on that side (a value
+    # above 1 never moves it; ml/hours.py says why)
+    hour_lean_share: float = 0.9
     explore_max_attempts: int = 2  # an address with at most this many attempts counts as untested
     # an untested address is explored only when its score is at least this share of the greedy
     # top's (0 explores every untested address; ml/explore.py says why)
@@ -145,6 +149,10 @@ class Settings:
         for name in ("shards", "shard_workers"):
             if getattr(self, name) < 1:
                 raise ValueError(f"setting {name!r}: {getattr(self, name)!r} is invalid (must be at least 1)")
+        if not self.hour_lean_share > 0:
+            raise ValueError(
+                f"setting 'hour_lean_share': {self.hour_lean_share!r} is invalid (must be above 0)"
+            )
         if self.dask_workers < 1:
             raise ValueError(f"setting 'dask_workers': {self.dask_workers!r} is invalid (must be at least 1)")
         if self.train_engine == "dask" and self.objective != "binary":

@@ -31,6 +31,11 @@ Why the middle: the profile knows buckets, not hours, and within a bucket the mo
 worse than no preference on every judged world. It leans to a bucket's first hours, because the
 history it learns from comes from a dialer that tries again later the same day only after a
 failure, so later hours carry the tired, already-missed retries.
+Why the lean (``settings.hour_lean_share``): a profile that rates a neighbouring bucket nearly as
+high as the best says the person's habit sits near the border of the two, or that the posterior is
+split between a type of each; an hour next to the border serves either better than the middle of
+one. On the judged worlds it moved the hour where a world has adjacent habit types (morning and
+midday) and cost a little where the types sit at the buckets' middles.
 The model's own output at the profile's hour underrates it for the same reasons, so the score
 takes the hour from the profile too: the model says how reachable the address is, the profile
 how much better the chosen hour is than the person's average. An untried bucket is never scored
@@ -105,8 +110,11 @@ def smooth_hours(raws: np.ndarray) -> np.ndarray:
 class HourProfile:
     """The person's habit profile read at each allowed hour of the candidates (candidates x hours)."""
 
-    def __init__(self, inputs: HourInputs, hour_of: np.ndarray, by_shape: bool = False):
+    def __init__(
+        self, inputs: HourInputs, hour_of: np.ndarray, by_shape: bool = False, lean_share: float = np.inf
+    ):
         buckets = bucket_index(hour_of.astype("float64"))
+        self.lean_share = lean_share  # settings.hour_lean_share; infinite: always the middle
         self.rate = np.nan_to_num(inputs.profile[:, buckets], nan=0.0)
         self.tried = inputs.person_attempts[:, buckets] > 0
         self.shape = inputs.shape[:, buckets] if by_shape and inputs.shape is not None else None
@@ -116,7 +124,9 @@ class HourProfile:
         """The profile when the settings choose hours by it (or by the shape) and the candidates carry it."""
         if settings.hour_choice not in ("shape", "profile") or inputs is None:
             return None
-        return cls(inputs, hour_of, by_shape=settings.hour_choice == "shape")
+        return cls(
+            inputs, hour_of, by_shape=settings.hour_choice == "shape", lean_share=settings.hour_lean_share
+        )
 
     def preference(self, allowed: np.ndarray) -> np.ndarray:
         """(candidates x hours) what picks the bucket: the shape, where there is one and the
@@ -178,15 +188,26 @@ def choose_hours(raws: np.ndarray, profile: HourProfile | None) -> np.ndarray:
 
 def _middle_of_best_bucket(raws: np.ndarray, profile: HourProfile) -> np.ndarray:
     """A preference over the columns: the allowed hours of the bucket the profile rates highest,
-    the one nearest the middle of them first; -inf elsewhere. A profile that rates every allowed
-    hour alike says nothing (no hour in the data): the model's output decides there."""
+    the one nearest the middle of them first; -inf elsewhere. Where the better of the neighbouring
+    allowed buckets is rated at least ``profile.lean_share`` of it, the hour next to the middle on
+    that neighbour's side instead.
+    A profile that rates every allowed hour alike says nothing (no hour in the data): the model's
+    output decides there."""
     allowed = np.isfinite(raws)
+    n_cols = raws.shape[1]
     rate = np.where(allowed, profile.preference(allowed), -np.inf)
-    top = allowed & (rate >= rate.max(axis=1, keepdims=True) - 1e-9)
-    cols = np.arange(raws.shape[1])[None, :]
-    middle = (np.where(top, cols, raws.shape[1]).min(axis=1) + np.where(top, cols, -1).max(axis=1)) / 2.0
+    best = rate.max(axis=1)
+    top = allowed & (rate >= best[:, None] - 1e-9)
+    cols = np.arange(n_cols)[None, :]
+    first, last = np.where(top, cols, n_cols).min(axis=1), np.where(top, cols, -1).max(axis=1)
+    rows = np.arange(len(raws))
+    before = np.where(first > 0, rate[rows, np.maximum(first - 1, 0)], -np.inf)
+    after = np.where(last < n_cols - 1, rate[rows, np.minimum(last + 1, n_cols - 1)], -np.inf)
+    side = np.where(before > after, -1.0, 1.0) * (np.maximum(before, after) >= profile.lean_share * best)
+    # 0.75 past the middle: the nearer middle hour of an even bucket, the next hour of an odd one
+    target = (first + last) / 2.0 + 0.75 * side
     flat = (top == allowed).all(axis=1, keepdims=True)
-    return np.where(flat, raws, np.where(top, -np.abs(cols - middle[:, None]), -np.inf))
+    return np.where(flat, raws, np.where(top, -np.abs(cols - target[:, None]), -np.inf))
 
 
 def raw_at(raws: np.ndarray, cols: np.ndarray) -> np.ndarray:

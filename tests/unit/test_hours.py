@@ -86,6 +86,34 @@ def test_the_middle_is_taken_over_the_buckets_allowed_hours():
     assert HOURS[best[0]] == 19
 
 
+def test_a_neighbour_rated_nearly_as_high_moves_the_hour_toward_it():
+    # mornings best for all three; the first also nearly as good at midday: a morning person
+    # with a late peak or a midday one with an early peak, whom 10h serves better than 9h; the
+    # second leans nowhere; the third's best is midday with the afternoon close: 14h, not 13h
+    hi = inputs(
+        [{"morning": 0.40, "midday": 0.38}, {"morning": 0.40, "midday": 0.30},
+         {"morning": 0.20, "midday": 0.40, "afternoon": 0.39}],
+        [{"morning": 3, "midday": 2}, {"morning": 3, "midday": 2}, {"midday": 2, "afternoon": 2}],
+    )  # fmt: skip
+    profile = HourProfile(hi, HOURS, lean_share=0.9)
+    raws = np.full((3, HOURS.size), -np.inf)
+    best = best_hours(stack(np.full((3, HOURS.size), 0.2)), raws, blocks_of(3), profile)
+    assert list(HOURS[best]) == [10, 9, 14]
+
+
+def test_the_lean_reads_only_allowed_neighbours():
+    # the evening is best and the night would not count: sms until 20h leaves 18-20, and the
+    # afternoon, rated close, moves the hour to 18h
+    hi = inputs([{"evening": 0.5, "afternoon": 0.48}], [{"evening": 2, "afternoon": 2}])
+    profile = HourProfile(hi, HOURS, lean_share=0.9)
+    raws = np.full((1, HOURS.size), -np.inf)
+    allowed = HOURS <= 20
+    rows = np.arange(1)
+    blocks = [(j, int(h), rows, k) for k, j in enumerate(np.flatnonzero(allowed)) for h in [HOURS[j]]]
+    best = best_hours(np.full(allowed.sum(), 0.2), raws, blocks, profile)
+    assert HOURS[best[0]] == 18
+
+
 def test_without_a_profile_the_model_alone_picks_and_scores():
     curve = 0.1 + 0.01 * (HOURS == 15)
     raws = np.full((1, HOURS.size), -np.inf)
@@ -194,3 +222,13 @@ def test_the_setting_chooses():
     assert HourProfile.of(Settings(hour_choice="shape"), shaped, HOURS).shape is not None
     assert HourProfile.of(Settings(hour_choice="model"), hi, HOURS) is None
     assert HourProfile.of(SimpleNamespace(hour_choice="profile"), None, HOURS) is None  # no inputs
+
+
+def test_the_lean_share_comes_from_the_settings_and_must_be_positive():
+    hi = inputs([{"morning": 0.4, "midday": 0.38}], [{"morning": 3, "midday": 2}])
+    assert HourProfile.of(Settings(), hi, HOURS).lean_share == Settings().hour_lean_share
+    off = HourProfile.of(Settings(hour_lean_share=1.5), hi, HOURS)
+    raws = np.full((1, HOURS.size), -np.inf)
+    assert HOURS[best_hours(stack(np.full((1, HOURS.size), 0.2)), raws, blocks_of(1), off)[0]] == 9
+    with pytest.raises(ValueError, match="hour_lean_share"):
+        Settings(hour_lean_share=0)
