@@ -129,6 +129,9 @@ class Settings:
     # moves best_hour from the best bucket's middle to the hour next to it on that side (a value
     # above 1 never moves it; ml/hours.py says why)
     hour_lean_share: float = 0.9
+    # with "shape" or "profile": a person tried this often in the chosen bucket without a reach
+    # there is recommended the best-rated allowed bucket they were never tried in, if any (0: never)
+    hour_untried_after: int = 3
     explore_max_attempts: int = 2  # an address with at most this many attempts counts as untested
     # an untested address is explored only when its score is at least this share of the greedy
     # top's (0 explores every untested address; ml/explore.py says why)

@@ -111,12 +111,23 @@ class HourProfile:
     """The person's habit profile read at each allowed hour of the candidates (candidates x hours)."""
 
     def __init__(
-        self, inputs: HourInputs, hour_of: np.ndarray, by_shape: bool = False, lean_share: float = np.inf
+        self,
+        inputs: HourInputs,
+        hour_of: np.ndarray,
+        by_shape: bool = False,
+        lean_share: float = np.inf,
+        untried_after: int = 0,
     ):
         buckets = bucket_index(hour_of.astype("float64"))
         self.lean_share = lean_share  # settings.hour_lean_share; infinite: always the middle
         self.rate = np.nan_to_num(inputs.profile[:, buckets], nan=0.0)
         self.tried = inputs.person_attempts[:, buckets] > 0
+        # settings.hour_untried_after: buckets tried this often without a reach (None: never moves)
+        self.failed = None
+        if untried_after > 0:
+            self.failed = (inputs.person_attempts[:, buckets] >= untried_after) & (
+                inputs.person_reaches[:, buckets] == 0
+            )
         self.shape = inputs.shape[:, buckets] if by_shape and inputs.shape is not None else None
 
     @classmethod
@@ -125,7 +136,11 @@ class HourProfile:
         if settings.hour_choice not in ("shape", "profile") or inputs is None:
             return None
         return cls(
-            inputs, hour_of, by_shape=settings.hour_choice == "shape", lean_share=settings.hour_lean_share
+            inputs,
+            hour_of,
+            by_shape=settings.hour_choice == "shape",
+            lean_share=settings.hour_lean_share,
+            untried_after=settings.hour_untried_after,
         )
 
     def preference(self, allowed: np.ndarray) -> np.ndarray:
@@ -195,7 +210,7 @@ def _middle_of_best_bucket(raws: np.ndarray, profile: HourProfile) -> np.ndarray
     output decides there."""
     allowed = np.isfinite(raws)
     n_cols = raws.shape[1]
-    rate = np.where(allowed, profile.preference(allowed), -np.inf)
+    rate = _away_from_failing(np.where(allowed, profile.preference(allowed), -np.inf), allowed, profile)
     best = rate.max(axis=1)
     top = allowed & (rate >= best[:, None] - 1e-9)
     cols = np.arange(n_cols)[None, :]
@@ -208,6 +223,23 @@ def _middle_of_best_bucket(raws: np.ndarray, profile: HourProfile) -> np.ndarray
     target = (first + last) / 2.0 + 0.75 * side
     flat = (top == allowed).all(axis=1, keepdims=True)
     return np.where(flat, raws, np.where(top, -np.abs(cols - target[:, None]), -np.inf))
+
+
+def _away_from_failing(rate: np.ndarray, allowed: np.ndarray, profile: HourProfile) -> np.ndarray:
+    """``rate`` with only the allowed buckets the person was never tried in left, for a person
+    whose best bucket failed ``profile.failed`` (tried often, never reached there) while such a
+    bucket exists; unchanged for everyone else.
+
+    Why: the profiles differ in level more than in shape, so failures in the chosen bucket lower
+    the person's rates everywhere and the same bucket stays the best; a dialer that follows the
+    file then learns nothing about the other hours. An untried bucket carries its uncertainty:
+    the person's habit may sit there."""
+    if profile.failed is None:
+        return rate
+    top = allowed & (rate >= rate.max(axis=1, keepdims=True) - 1e-9)
+    untried = allowed & ~profile.tried
+    move = (top & profile.failed).any(axis=1) & untried.any(axis=1)
+    return np.where(move[:, None] & ~untried, -np.inf, rate)
 
 
 def raw_at(raws: np.ndarray, cols: np.ndarray) -> np.ndarray:

@@ -33,20 +33,25 @@ class _Identity:
 
 
 def inputs(
-    profile: list[dict[str, float]], tried: list[dict[str, int]], shape: list[dict] | None = None
+    profile: list[dict[str, float]],
+    tried: list[dict[str, int]],
+    shape: list[dict] | None = None,
+    reached: list[dict[str, int]] | None = None,
 ) -> HourInputs:
-    """Hour inputs of one candidate per entry: bucket rates of the profile, the person's attempts
-    and, when given, the habit shape (1 where not given, None: a bucket the shape does not know)."""
+    """Hour inputs of one candidate per entry: bucket rates of the profile, the person's attempts,
+    when given the habit shape (1 where not given, None: a bucket the shape does not know) and
+    the person's reaches (none where not given)."""
     n, b = len(profile), len(NAMES)
     zeros = np.zeros((n, b))
     rate = np.array([[p.get(k, 0.1) for k in NAMES] for p in profile])
     attempts = np.array([[t.get(k, 0) for k in NAMES] for t in tried], dtype=float)
+    reaches = zeros if reached is None else np.array([[r.get(k, 0) for k in NAMES] for r in reached], float)
     shapes = None
     if shape is not None:
         shapes = np.array(
             [[np.nan if s.get(k, 1.0) is None else s.get(k, 1.0) for k in NAMES] for s in shape]
         )
-    return HourInputs(zeros + 0.2, np.full(n, 0.2), attempts, zeros, zeros, zeros, rate, shapes)
+    return HourInputs(zeros + 0.2, np.full(n, 0.2), attempts, reaches, zeros, zeros, rate, shapes)
 
 
 def blocks_of(n: int) -> list:
@@ -225,10 +230,31 @@ def test_the_setting_chooses():
 
 
 def test_the_lean_share_comes_from_the_settings_and_must_be_positive():
-    hi = inputs([{"morning": 0.4, "midday": 0.38}], [{"morning": 3, "midday": 2}])
+    hi = inputs([{"morning": 0.4, "midday": 0.38}], [{"morning": 3, "midday": 2}], reached=[{"morning": 1}])
     assert HourProfile.of(Settings(), hi, HOURS).lean_share == Settings().hour_lean_share
     off = HourProfile.of(Settings(hour_lean_share=1.5), hi, HOURS)
     raws = np.full((1, HOURS.size), -np.inf)
     assert HOURS[best_hours(stack(np.full((1, HOURS.size), 0.2)), raws, blocks_of(1), off)[0]] == 9
     with pytest.raises(ValueError, match="hour_lean_share"):
         Settings(hour_lean_share=0)
+
+
+def test_a_bucket_that_keeps_failing_gives_way_to_one_never_tried():
+    # both persons' profiles still rate the morning best; the first was tried there three times
+    # and never reached, never in the evening: the evening (the best-rated untried bucket); the
+    # second answered once in the morning and stays; the third failed in the morning but was
+    # tried in every allowed bucket, so nothing is untried and the morning stays
+    tried = [{"morning": 3, "midday": 1, "afternoon": 1}, {"morning": 3, "midday": 1, "afternoon": 1},
+             {"morning": 3, "midday": 1, "afternoon": 1, "evening": 1}]  # fmt: skip
+    rates = {"morning": 0.30, "midday": 0.10, "afternoon": 0.10, "evening": 0.20}
+    hi = inputs([rates] * 3, tried, reached=[{}, {"morning": 1}, {}])
+    profile = HourProfile(hi, HOURS, untried_after=3)
+    raws = np.full((3, HOURS.size), -np.inf)
+    best = best_hours(stack(np.full((3, HOURS.size), 0.2)), raws, blocks_of(3), profile)
+    assert list(HOURS[best]) == [19, 9, 9]
+    assert hour_scores(_Identity(), raws, best, profile)[0] == pytest.approx(0.2)  # untried: lift at most 1
+    never = HourProfile(hi, HOURS)  # untried_after 0: the profile's bucket whatever the failures
+    raws = np.full((3, HOURS.size), -np.inf)
+    assert list(HOURS[best_hours(stack(np.full((3, HOURS.size), 0.2)), raws, blocks_of(3), never)]) == [9] * 3
+    assert HourProfile.of(Settings(), hi, HOURS).failed is not None
+    assert HourProfile.of(Settings(hour_untried_after=0), hi, HOURS).failed is None

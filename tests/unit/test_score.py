@@ -495,6 +495,7 @@ def with_hour_inputs(df: pd.DataFrame, morning_people: set[str]) -> pd.DataFrame
     morning = out["person_id"].isin(morning_people)
     out.loc[morning, "f_p_hour_profile_morning"] = 0.5
     out.loc[morning, "f_p_attempt_hour_morning"] = 3.0
+    out.loc[morning, "f_p_reach_hour_morning"] = 2.0
     return out
 
 
