@@ -256,5 +256,7 @@ def test_a_bucket_that_keeps_failing_gives_way_to_one_never_tried():
     never = HourProfile(hi, HOURS)  # untried_after 0: the profile's bucket whatever the failures
     raws = np.full((3, HOURS.size), -np.inf)
     assert list(HOURS[best_hours(stack(np.full((3, HOURS.size), 0.2)), raws, blocks_of(3), never)]) == [9] * 3
-    assert HourProfile.of(Settings(), hi, HOURS).failed is not None
-    assert HourProfile.of(Settings(hour_untried_after=0), hi, HOURS).failed is None
+    assert HourProfile.of(Settings(), hi, HOURS).failed is None  # the default: an option, off
+    assert HourProfile.of(Settings(hour_untried_after=3), hi, HOURS).failed is not None
+    with pytest.raises(ValueError, match="hour_untried_after"):
+        Settings(hour_untried_after=-1)
