@@ -218,7 +218,9 @@ def _middle_of_best_bucket(raws: np.ndarray, profile: HourProfile) -> np.ndarray
     rows = np.arange(len(raws))
     before = np.where(first > 0, rate[rows, np.maximum(first - 1, 0)], -np.inf)
     after = np.where(last < n_cols - 1, rate[rows, np.minimum(last + 1, n_cols - 1)], -np.inf)
-    side = np.where(before > after, -1.0, 1.0) * (np.maximum(before, after) >= profile.lean_share * best)
+    with np.errstate(invalid="ignore"):  # an infinite share times a zero rate: NaN, which never leans
+        leans = np.maximum(before, after) >= profile.lean_share * best
+    side = np.where(before > after, -1.0, 1.0) * leans
     # 0.75 past the middle: the nearer middle hour of an even bucket, the next hour of an odd one
     target = (first + last) / 2.0 + 0.75 * side
     flat = (top == allowed).all(axis=1, keepdims=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from types import SimpleNamespace
 
 import numpy as np
@@ -260,3 +261,18 @@ def test_a_bucket_that_keeps_failing_gives_way_to_one_never_tried():
     assert HourProfile.of(Settings(hour_untried_after=3), hi, HOURS).failed is not None
     with pytest.raises(ValueError, match="hour_untried_after"):
         Settings(hour_untried_after=-1)
+
+
+def test_an_infinite_lean_share_never_leans_and_warns_of_nothing():
+    # the second person's rates are 0 everywhere (flat: the model decides): inf x 0 is NaN there,
+    # and must neither raise numpy's invalid-value warning nor lean
+    zero = dict.fromkeys(NAMES, 0.0)
+    hi = inputs([{**zero, "midday": 0.3, "afternoon": 0.29}, zero], [{"midday": 2}, {}])
+    profile = HourProfile(hi, HOURS, lean_share=np.inf)
+    raws = np.full((2, HOURS.size), -np.inf)
+    curve = 0.2 + 0.01 * (HOURS == 15)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        best = best_hours(stack(np.vstack([curve, curve])), raws, blocks_of(2), profile)
+    assert HOURS[best[0]] == 13  # no lean toward the afternoon
+    assert HOURS[best[1]] in (14, 15, 16)  # the model's (smoothed) peak
