@@ -125,8 +125,9 @@ def run(home: Path, after: int, rows: int = 1500) -> dict[str, Any]:
     from helpers.synth_training import write_days
 
     from contactrank.ml import registry
-    from contactrank.ml.dataset import label_column, labelled, plan_window, read_day
+    from contactrank.ml.dataset import labelled, plan_window, read_day
     from contactrank.ml.train import train
+    from contactrank.ml.training_sample import label_column
     from contactrank.settings import load_settings
 
     t0 = time.perf_counter()

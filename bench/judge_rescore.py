@@ -48,21 +48,17 @@ def last_export(home: Path) -> date:
     return date.fromisoformat(dates[-1])
 
 
-def rank1(landing: Path, home: Path, d: date) -> tuple[pd.DataFrame, float]:
-    """Per person: the rank-1 address, its hour and its true p there; and the random→oracle gap."""
+def rank1(landing: Path, home: Path, d: date) -> pd.DataFrame:
+    """Per person: the rank-1 address, its hour and its true p there."""
     rows, p = judge.load_candidates(landing, home, d)
     person = pd.factorize(rows["person_id"])[0]
     tie = rows["contact_id"].rank(method="first").to_numpy()
     first = judge.pick_first(person, rows["rank"].to_numpy(), tie)
     hour = np.nan_to_num(judge.hour_columns(rows), nan=0).astype(int)
-    mean_h, count = p.mean(axis=1), np.bincount(person)
-    random = (np.bincount(person, mean_h) / count).mean()
-    oracle = pd.Series(p.max(axis=1)).groupby(person).max().mean()
-    picks = pd.DataFrame(
+    return pd.DataFrame(
         {"contact_id": rows["contact_id"].to_numpy()[first], "hour": hour[first], "p": p[first, hour[first]]},
         index=rows["person_id"].to_numpy()[first],
     )
-    return picks, float(oracle - random)
 
 
 def paired(before: pd.DataFrame, after: pd.DataFrame, gap: float) -> tuple[float, float, float]:
@@ -95,8 +91,8 @@ def rescore(root: Path, out: Path, world: str, seed: int | None, changes: dict[s
     settings = settings_for(home, landing, 7, **overrides, **changes)  # the cadence: unused here
     run_date(settings, d, landing, steps=("score", "publish"))
     was, now = (judge.judge_run(landing, h, d, world, ceiling=False) for h in (source, home))
-    (before, gap), (after, _) = rank1(landing, source, d), rank1(landing, home, d)
-    mean, se, moved = paired(before, after, gap)
+    gap = was["base"]["oracle"] - was["base"]["random"]  # the judge's capture denominator
+    mean, se, moved = paired(rank1(landing, source, d), rank1(landing, home, d), gap)
     print(
         f"{world:24s} seed {seed}: capture / hour / ECE {figures(was)} -> {figures(now)}; "
         f"paired capture {mean:+.4f} ± {se:.4f}, rank 1 moved for {moved:.1%} of persons",

@@ -35,13 +35,13 @@ import numpy as np
 import pandas as pd
 
 from contactrank.ml import evaluate as ev
-from contactrank.ml.dataset import label_column, labelled_days
+from contactrank.ml.dataset import labelled_days
 from contactrank.ml.hour_outputs import read_hours
 from contactrank.ml.hours import hour_scores
 from contactrank.ml.model import Calibrator, ContactModel
 from contactrank.ml.predictor import Predictor
 from contactrank.ml.timezones import clock_shifts
-from contactrank.ml.training_sample import sample_share
+from contactrank.ml.training_sample import label_column, sample_share
 from contactrank.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -212,7 +212,7 @@ def _middle_of_best_bucket(raws: np.ndarray, profile: HourProfile) -> np.ndarray
     n_cols = raws.shape[1]
     rate = _away_from_failing(np.where(allowed, profile.preference(allowed), -np.inf), allowed, profile)
     best = rate.max(axis=1)
-    top = allowed & (rate >= best[:, None] - 1e-9)
+    top = _best_bucket(rate, allowed)
     cols = np.arange(n_cols)[None, :]
     first, last = np.where(top, cols, n_cols).min(axis=1), np.where(top, cols, -1).max(axis=1)
     rows = np.arange(len(raws))
@@ -238,10 +238,14 @@ def _away_from_failing(rate: np.ndarray, allowed: np.ndarray, profile: HourProfi
     the person's habit may sit there."""
     if profile.failed is None:
         return rate
-    top = allowed & (rate >= rate.max(axis=1, keepdims=True) - 1e-9)
     untried = allowed & ~profile.tried
-    move = (top & profile.failed).any(axis=1) & untried.any(axis=1)
+    move = (_best_bucket(rate, allowed) & profile.failed).any(axis=1) & untried.any(axis=1)
     return np.where(move[:, None] & ~untried, -np.inf, rate)
+
+
+def _best_bucket(rate: np.ndarray, allowed: np.ndarray) -> np.ndarray:
+    """(candidates x hours) the allowed hours whose ``rate`` is the row's highest: its best bucket."""
+    return allowed & (rate >= rate.max(axis=1, keepdims=True) - 1e-9)
 
 
 def raw_at(raws: np.ndarray, cols: np.ndarray) -> np.ndarray:

@@ -35,7 +35,7 @@ from contactrank.errors import InputError, NotReady
 from contactrank.features.lake import partition_dates
 from contactrank.lock import home_lock
 from contactrank.ml import gate as gt
-from contactrank.ml.dataset import KIND, label_column, labelled_days
+from contactrank.ml.dataset import KIND, labelled_days
 from contactrank.ml.tracking import client as mlflow_client
 from contactrank.ml.train_logging import (
     CHALLENGER,
@@ -47,6 +47,7 @@ from contactrank.ml.train_logging import (
     describe_version,
 )
 from contactrank.ml.train_metrics import metric_name
+from contactrank.ml.training_sample import label_column
 from contactrank.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -49,11 +49,10 @@ from contactrank.errors import ContactrankError
 from contactrank.ml.dataset import (
     Window,
     build_matrix,
-    label_column,
     labelled_days,
 )
 from contactrank.ml.model import encode
-from contactrank.ml.training_sample import sampled_counts
+from contactrank.ml.training_sample import label_column, sampled_counts
 from contactrank.settings import Settings
 
 log = logging.getLogger(__name__)

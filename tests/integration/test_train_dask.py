@@ -15,9 +15,9 @@ from helpers.synth_training import make_day, write_days
 from sklearn.metrics import roc_auc_score
 
 from contactrank.ml import registry
-from contactrank.ml.dataset import build_matrix, freeze_categories, label_column, plan_window
+from contactrank.ml.dataset import build_matrix, freeze_categories, plan_window
 from contactrank.ml.train import fit_model, lgb_params, load_data, train
-from contactrank.ml.training_sample import sampled_counts
+from contactrank.ml.training_sample import label_column, sampled_counts
 from contactrank.settings import Settings
 
 pytest.importorskip("distributed")  # the optional `dask` extra (make install installs it)

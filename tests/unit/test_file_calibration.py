@@ -10,7 +10,7 @@ import pytest
 from helpers.synth_training import write_days
 
 from contactrank.ml import evaluate as ev
-from contactrank.ml.dataset import label_column, labelled_days
+from contactrank.ml.dataset import labelled_days
 from contactrank.ml.evaluate import PlattCalibrator
 from contactrank.ml.file_calibration import first_tries, fit_file_calibrator, tried_hour_scores
 from contactrank.ml.hours import hour_scores
@@ -18,6 +18,7 @@ from contactrank.ml.model import ContactModel
 from contactrank.ml.predictor import Predictor
 from contactrank.ml.registry import load_version
 from contactrank.ml.train import train
+from contactrank.ml.training_sample import label_column
 from contactrank.settings import Settings
 
 D = date(2026, 11, 20)
