@@ -134,6 +134,10 @@ class Settings:
     # an option: it earned about a point in the closed loop and cost capture and office hours'
     # ECE on the judge's worlds, docs/benchmarks.md)
     hour_untried_after: int = 0
+    # with "shape" or "profile": the profile's rate in a bucket nobody was tried in (the
+    # population's guess for everyone) is scaled by the person's ratio to the population in the
+    # adjacent buckets where there is one (ml/hours.py says why)
+    hour_unseen_from_neighbours: bool = True
     explore_max_attempts: int = 2  # an address with at most this many attempts counts as untested
     # an untested address is explored only when its score is at least this share of the greedy
     # top's (0 explores every untested address; ml/explore.py says why)

@@ -36,6 +36,9 @@ high as the best says the person's habit sits near the border of the two, or tha
 split between a type of each; an hour next to the border serves either better than the middle of
 one. On the judged worlds it moved the hour where a world has adjacent habit types (morning and
 midday) and cost a little where the types sit at the buckets' middles.
+Why a bucket nobody was tried in is read from its neighbours (``settings.hour_unseen_from_neighbours``,
+``from_neighbours``): the profiles give it the population's rate for everyone, so it was the pick of
+everyone who answers less than the average, whatever their habit.
 The model's own output at the profile's hour underrates it for the same reasons, so the score
 takes the hour from the profile too: the model says how reachable the address is, the profile
 how much better the chosen hour is than the person's average. An untried bucket is never scored
@@ -51,6 +54,7 @@ import numpy as np
 import pandas as pd
 
 from contactrank.features.context import HourInputs, bucket_index
+from contactrank.features.daily_aggregates import BUCKETS
 from contactrank.features.schema import CHANNELS
 from contactrank.ml.predictor import Predictor
 from contactrank.settings import Settings
@@ -117,10 +121,19 @@ class HourProfile:
         by_shape: bool = False,
         lean_share: float = np.inf,
         untried_after: int = 0,
+        unseen_from_neighbours: bool = False,
     ):
         buckets = bucket_index(hour_of.astype("float64"))
         self.lean_share = lean_share  # settings.hour_lean_share; infinite: always the middle
         self.rate = np.nan_to_num(inputs.profile[:, buckets], nan=0.0)
+        # settings.hour_unseen_from_neighbours: the rates with the buckets nobody was tried in
+        # read from their neighbours (``from_neighbours``), and where they were; None: none read
+        self.extrapolated, self.unseen = None, None
+        if unseen_from_neighbours:
+            rates, unseen = from_neighbours(inputs)
+            if unseen.any():
+                self.extrapolated = np.nan_to_num(rates[:, buckets], nan=0.0)
+                self.unseen = unseen[:, buckets]
         self.tried = inputs.person_attempts[:, buckets] > 0
         # settings.hour_untried_after: buckets tried this often without a reach (None: never moves)
         self.failed = None
@@ -141,18 +154,21 @@ class HourProfile:
             by_shape=settings.hour_choice == "shape",
             lean_share=settings.hour_lean_share,
             untried_after=settings.hour_untried_after,
+            unseen_from_neighbours=settings.hour_unseen_from_neighbours,
         )
 
     def preference(self, allowed: np.ndarray) -> np.ndarray:
         """(candidates x hours) what picks the bucket: the shape, where there is one and the
         profile's best allowed bucket is one the shape knows (someone was tried in it); the
-        profile elsewhere. A bucket the shape does not know is never its pick."""
+        profile elsewhere. A bucket the shape does not know is never its pick. The profile's rates
+        are the extrapolated ones where there are."""
+        rate = self.rate if self.extrapolated is None else self.extrapolated
         if self.shape is None:
-            return self.rate
-        profile_top = np.where(allowed, self.rate, -np.inf).argmax(axis=1)
+            return rate
+        profile_top = np.where(allowed, rate, -np.inf).argmax(axis=1)
         known = np.isfinite(self.shape)
         by_shape = known[np.arange(len(known)), profile_top]
-        return np.where(by_shape[:, None], np.where(known, self.shape, -np.inf), self.rate)
+        return np.where(by_shape[:, None], np.where(known, self.shape, -np.inf), rate)
 
     def lift(self, raws: np.ndarray, cols: np.ndarray) -> np.ndarray:
         """The profile's rate at column ``cols`` of each row over its mean across the row's allowed
@@ -166,18 +182,65 @@ class HourProfile:
         guess, while the shape's is the person's own habit read from their answers elsewhere and
         their group's. Either ratio alone under-promised the chosen hour on the judged worlds,
         and so did the shape's capped (docs/benchmarks.md).
+        At a bucket nobody was tried in, with the extrapolated rates: their ratio, not capped (the
+        extrapolation is the person's own ratio to everyone next door). Elsewhere the lift stays
+        the profile's as it is: with the extrapolated rates in every ratio the scores of picks in
+        tried buckets moved away from the truth.
         """
         rows = np.arange(len(raws))
         allowed = np.isfinite(raws)
-        mean = np.where(allowed, self.rate, 0.0).sum(axis=1) / np.maximum(allowed.sum(axis=1), 1)
+        lift = _ratio_to_mean(self.rate, allowed, cols)
+        lift = np.where(self.tried[rows, cols], lift, np.minimum(lift, 1.0))
+        if self.extrapolated is not None:
+            lift = np.where(self.unseen[rows, cols], _ratio_to_mean(self.extrapolated, allowed, cols), lift)
         with np.errstate(invalid="ignore", divide="ignore"):
-            lift = np.nan_to_num(self.rate[rows, cols] / mean, nan=1.0, posinf=1.0)
-            lift = np.where(self.tried[rows, cols], lift, np.minimum(lift, 1.0))
             if self.shape is None:
                 return lift
             known = allowed & np.isfinite(self.shape)
             shape_mean = np.where(known, self.shape, 0.0).sum(axis=1) / known.sum(axis=1)
             return np.fmax(lift, self.shape[rows, cols] / shape_mean)  # NaN (unknown): the profile's
+
+
+def _ratio_to_mean(rate: np.ndarray, allowed: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """Each row's ``rate`` at column ``cols`` over its mean across the row's allowed hours (1 where
+    that mean is 0)."""
+    mean = np.where(allowed, rate, 0.0).sum(axis=1) / np.maximum(allowed.sum(axis=1), 1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.nan_to_num(rate[np.arange(len(rate)), cols] / mean, nan=1.0, posinf=1.0)
+
+
+def from_neighbours(inputs: HourInputs) -> tuple[np.ndarray, np.ndarray]:
+    """(candidates x buckets) the profile's rates, with each daytime bucket nobody was tried in
+    (no population rate) scaled by the person's ratio of profile to population rate in the
+    adjacent daytime buckets that were tried (the geometric mean of the two where both were);
+    and where a rate was so scaled.
+
+    Why: a bucket nobody was tried in gets the population's all-bucket rate in every profile,
+    so every person who answers less than the average elsewhere prefers it, whatever their
+    habit. Habits are smooth over the day: a person who answers better than everyone in the
+    afternoon is likelier than one who answers worse there to answer in the evening too. On
+    the judged world whose incumbent called in office hours only, the evening picks of persons
+    who answered worse than everyone in the afternoon were the ones lost. ``night`` (every
+    other hour) is left as it is: it is next to everything and to nothing.
+    """
+    out = inputs.profile.copy()
+    scaled = np.zeros(out.shape, dtype=bool)
+    population = inputs.population_by_bucket
+    daytime = [i for i, hours in enumerate(BUCKETS.values()) if hours is not None]  # in the day's order
+    with np.errstate(invalid="ignore", divide="ignore"):
+        for pos, b in enumerate(daytime):
+            logs = [
+                np.log(inputs.profile[:, nb] / population[:, nb])
+                for nb in daytime[max(pos - 1, 0) : pos] + daytime[pos + 1 : pos + 2]
+            ]
+            if not logs:
+                continue
+            logs = np.column_stack(logs)
+            known = np.isfinite(logs)
+            mean_log = np.where(known, logs, 0.0).sum(axis=1) / np.maximum(known.sum(axis=1), 1)
+            scaled[:, b] = ~np.isfinite(population[:, b]) & known.any(axis=1)
+            out[:, b] = np.where(scaled[:, b], inputs.profile[:, b] * np.exp(mean_log), inputs.profile[:, b])
+    return out, scaled
 
 
 def fill_hours(raw: np.ndarray, raws: np.ndarray, blocks: list[HourBlock]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from types import SimpleNamespace
 
@@ -276,3 +277,45 @@ def test_an_infinite_lean_share_never_leans_and_warns_of_nothing():
         best = best_hours(stack(np.vstack([curve, curve])), raws, blocks_of(2), profile)
     assert HOURS[best[0]] == 13  # no lean toward the afternoon
     assert HOURS[best[1]] in (14, 15, 16)  # the model's (smoothed) peak
+
+
+def _nobody_in_the_evening(hi: HourInputs) -> HourInputs:
+    """``hi`` with no population rate in the evening and at night (nobody was tried there) and
+    0.1 in the afternoon."""
+    population = hi.population_by_bucket.copy()
+    population[:, NAMES.index("afternoon")] = 0.1
+    population[:, [NAMES.index("evening"), NAMES.index("night")]] = np.nan
+    return dataclasses.replace(hi, population_by_bucket=population)
+
+
+def test_a_bucket_nobody_was_tried_in_is_read_from_the_neighbouring_bucket():
+    # nobody was tried in the evening, so both profiles carry the population's rate (0.2) there,
+    # above both persons' mornings (0.15), their best elsewhere. The first answers better than
+    # everyone in the afternoon (0.14 against 0.1): the evening, read as 0.2 x 1.4. The second
+    # answers worse there (0.05): the evening reads 0.1, and the morning is theirs.
+    curve = np.full(HOURS.size, 0.2)
+    rates = [{"morning": 0.15, "midday": 0.12, "afternoon": a, "evening": 0.2} for a in (0.14, 0.05)]
+    tried = [{"morning": 3, "midday": 2, "afternoon": 2}] * 2
+    hi = _nobody_in_the_evening(inputs(rates, tried))
+
+    def picks(profile):
+        raws = np.full((2, HOURS.size), -np.inf)
+        return raws, best_hours(stack(np.vstack([curve, curve])), raws, blocks_of(2), profile)
+
+    _, before = picks(HourProfile(hi, HOURS))
+    assert list(HOURS[before]) == [19, 19]
+    profile = HourProfile(hi, HOURS, unseen_from_neighbours=True)
+    raws, best = picks(profile)
+    assert list(HOURS[best]) == [19, 9]
+    # the evening's lift is the extrapolated rates' ratio, above 1 (not capped as a bucket the
+    # person was never tried in): 0.28 over their mean over the allowed hours
+    mean = (4 * 0.15 + 3 * 0.12 + 3 * 0.14 + 4 * 0.28) / HOURS.size
+    scores = hour_scores(_Identity(), raws, best, profile)
+    assert 0.28 / mean > 1.0
+    assert scores[0] == pytest.approx(0.2 * 0.28 / mean)
+    # a pick in a bucket someone was tried in keeps the lift it had
+    assert scores[1] == pytest.approx(hour_scores(_Identity(), raws, best, HourProfile(hi, HOURS))[1])
+    # the setting turns it on, and a world where every bucket was tried is left as it was
+    assert HourProfile.of(Settings(), hi, HOURS).extrapolated is not None
+    assert HourProfile.of(Settings(hour_unseen_from_neighbours=False), hi, HOURS).extrapolated is None
+    assert HourProfile.of(Settings(), inputs(rates, tried), HOURS).extrapolated is None
