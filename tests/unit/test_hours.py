@@ -11,7 +11,7 @@ import pytest
 
 from contactrank.features.context import HourInputs, bucket_index
 from contactrank.features.daily_aggregates import BUCKETS
-from contactrank.ml.hours import HourProfile, choose_hours, fill_hours, hour_scores
+from contactrank.ml.hours import HourProfile, choose_hours, fill_hours, from_neighbours, hour_scores
 from contactrank.settings import Settings
 
 HOURS = np.arange(8, 22)
@@ -319,3 +319,21 @@ def test_a_bucket_nobody_was_tried_in_is_read_from_the_neighbouring_bucket():
     assert HourProfile.of(Settings(), hi, HOURS).extrapolated is not None
     assert HourProfile.of(Settings(hour_unseen_from_neighbours=False), hi, HOURS).extrapolated is None
     assert HourProfile.of(Settings(), inputs(rates, tried), HOURS).extrapolated is None
+
+
+def test_a_bucket_between_two_tried_ones_takes_the_geometric_mean_of_their_ratios():
+    # nobody was tried at midday or at night. The person is twice everyone's rate in the morning
+    # and half of it in the afternoon: the midday stays at the population's guess (x 1). Night
+    # is never read from neighbours.
+    hi = inputs([{"morning": 0.4, "midday": 0.15, "afternoon": 0.1, "evening": 0.3, "night": 0.15}], [{}])
+    population = hi.population_by_bucket.copy()
+    population[:, [NAMES.index("midday"), NAMES.index("night")]] = np.nan
+    rates, scaled = from_neighbours(dataclasses.replace(hi, population_by_bucket=population))
+    assert rates[0, NAMES.index("midday")] == pytest.approx(0.15)
+    assert list(NAMES[i] for i in np.flatnonzero(scaled[0])) == ["midday"]
+    # a neighbour nobody was tried in either says nothing: with the afternoon unseen too, the
+    # midday reads the morning alone and the afternoon the evening alone (0.3 against 0.2)
+    population[:, NAMES.index("afternoon")] = np.nan
+    rates, scaled = from_neighbours(dataclasses.replace(hi, population_by_bucket=population))
+    assert rates[0, NAMES.index("midday")] == pytest.approx(0.15 * 2.0)
+    assert rates[0, NAMES.index("afternoon")] == pytest.approx(0.1 * 1.5)
