@@ -136,7 +136,7 @@ class Settings:
     hour_untried_after: int = 0
     # with "shape" or "profile": the profile's rate in a bucket nobody was tried in (the
     # population's guess for everyone) is scaled by the person's ratio to the population in the
-    # adjacent buckets where there is one (ml/hours.py says why)
+    # nearest tried bucket (ml/hours.py says why)
     hour_unseen_from_neighbours: bool = True
     explore_max_attempts: int = 2  # an address with at most this many attempts counts as untested
     # an untested address is explored only when its score is at least this share of the greedy

@@ -212,34 +212,34 @@ def _ratio_to_mean(rate: np.ndarray, allowed: np.ndarray, cols: np.ndarray) -> n
 def from_neighbours(inputs: HourInputs) -> tuple[np.ndarray, np.ndarray]:
     """(candidates x buckets) the profile's rates, with each daytime bucket nobody was tried in
     (no population rate) scaled by the person's ratio of profile to population rate in the
-    adjacent daytime buckets that were tried (the geometric mean of the two where both were);
+    nearest daytime bucket that was tried (the geometric mean of the two where two are as near);
     and where a rate was so scaled.
 
     Why: a bucket nobody was tried in gets the population's all-bucket rate in every profile,
     so every person who answers less than the average elsewhere prefers it, whatever their
-    habit. Habits are smooth over the day: a person who answers better than everyone in the
-    afternoon is likelier than one who answers worse there to answer in the evening too. On
-    the judged world whose incumbent called in office hours only, the evening picks of persons
-    who answered worse than everyone in the afternoon were the ones lost. ``night`` (every
-    other hour) is left as it is: it is next to everything and to nothing.
+    habit, and several such buckets tie. Habits are smooth over the day: a person who answers
+    better than everyone in the afternoon is likelier than one who answers worse there to answer
+    in the evening too. On the judged world whose incumbent called in office hours only, the
+    evening picks of persons who answered worse than everyone in the afternoon were the ones
+    lost; on the one whose incumbent called in the evenings only, every daytime bucket tied.
+    ``night`` (every other hour) is left as it is: it is next to everything and to nothing.
     """
     out = inputs.profile.copy()
     scaled = np.zeros(out.shape, dtype=bool)
     population = inputs.population_by_bucket
     daytime = [i for i, hours in enumerate(BUCKETS.values()) if hours is not None]  # in the day's order
     with np.errstate(invalid="ignore", divide="ignore"):
-        for pos, b in enumerate(daytime):
-            logs = [
-                np.log(inputs.profile[:, nb] / population[:, nb])
-                for nb in daytime[max(pos - 1, 0) : pos] + daytime[pos + 1 : pos + 2]
-            ]
-            if not logs:
-                continue
-            logs = np.column_stack(logs)
-            known = np.isfinite(logs)
-            mean_log = np.where(known, logs, 0.0).sum(axis=1) / np.maximum(known.sum(axis=1), 1)
-            scaled[:, b] = ~np.isfinite(population[:, b]) & known.any(axis=1)
-            out[:, b] = np.where(scaled[:, b], inputs.profile[:, b] * np.exp(mean_log), inputs.profile[:, b])
+        logs = np.log(inputs.profile[:, daytime] / population[:, daytime])
+    known = np.isfinite(logs)  # tried buckets with a usable ratio
+    for pos, b in enumerate(daytime):
+        unseen = ~np.isfinite(population[:, b])
+        if not unseen.any():
+            continue
+        distance = np.where(known, np.abs(np.arange(len(daytime)) - pos), np.inf)
+        nearest = known & (distance == distance.min(axis=1, keepdims=True))
+        mean_log = np.where(nearest, logs, 0.0).sum(axis=1) / np.maximum(nearest.sum(axis=1), 1)
+        scaled[:, b] = unseen & nearest.any(axis=1)
+        out[:, b] = np.where(scaled[:, b], inputs.profile[:, b] * np.exp(mean_log), inputs.profile[:, b])
     return out, scaled
 
 

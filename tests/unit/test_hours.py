@@ -337,3 +337,14 @@ def test_a_bucket_between_two_tried_ones_takes_the_geometric_mean_of_their_ratio
     rates, scaled = from_neighbours(dataclasses.replace(hi, population_by_bucket=population))
     assert rates[0, NAMES.index("midday")] == pytest.approx(0.15 * 2.0)
     assert rates[0, NAMES.index("afternoon")] == pytest.approx(0.1 * 1.5)
+
+
+def test_buckets_far_from_any_tried_one_read_the_nearest_tried_bucket():
+    # an incumbent that dialled evenings only: the person answers at half everyone's evening
+    # rate, so every daytime bucket reads half the population's guess, the farthest too
+    hi = inputs([{"morning": 0.2, "midday": 0.2, "afternoon": 0.2, "evening": 0.1}], [{"evening": 4}])
+    population = hi.population_by_bucket.copy()
+    population[:, [NAMES.index(b) for b in ("morning", "midday", "afternoon", "night")]] = np.nan
+    rates, scaled = from_neighbours(dataclasses.replace(hi, population_by_bucket=population))
+    assert rates[0, :3] == pytest.approx([0.1, 0.1, 0.1])
+    assert list(NAMES[i] for i in np.flatnonzero(scaled[0])) == ["morning", "midday", "afternoon"]
