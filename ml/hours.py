@@ -36,13 +36,14 @@ high as the best says the person's habit sits near the border of the two, or tha
 split between a type of each; an hour next to the border serves either better than the middle of
 one. On the judged worlds it moved the hour where a world has adjacent habit types (morning and
 midday) and cost a little where the types sit at the buckets' middles.
-Why a bucket nobody was tried in is read from its neighbours (``settings.hour_unseen_from_neighbours``,
-``from_neighbours``): the profiles give it the population's rate for everyone, so it was the pick of
-everyone who answers less than the average, whatever their habit.
 The model's own output at the profile's hour underrates it for the same reasons, so the score
 takes the hour from the profile too: the model says how reachable the address is, the profile
 how much better the chosen hour is than the person's average. An untried bucket is never scored
 above the average: the profile's lift there is the population's guess, not the person's.
+Why a bucket nobody was tried in is read from the nearest tried one (``from_neighbours``,
+``settings.hour_unseen_from_neighbours``): the profiles give it the population's rate for
+everyone, so it was the pick of everyone who answers less than the average, whatever their
+habit. Read so, it is the person's own ratio to everyone, and its lift is not capped.
 Training fits one more map on the product (``ml.file_calibration``), applied last: the two factors
 were fitted on other questions, and their product stayed under the truth.
 docs/benchmarks.md has the figures.
