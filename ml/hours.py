@@ -184,7 +184,9 @@ class HourProfile:
         their group's. Either ratio alone under-promised the chosen hour on the judged worlds,
         and so did the shape's capped (docs/benchmarks.md).
         At a bucket nobody was tried in, with the extrapolated rates: their ratio, not capped (the
-        extrapolation is the person's own ratio to everyone next door). Elsewhere the lift stays
+        extrapolation is the person's own ratio to everyone in the nearest tried bucket; it
+        over-promised at one judged scale and a cap under-promised at another: nobody's evening
+        level is in such a history, docs/benchmarks.md). Elsewhere the lift stays
         the profile's as it is: with the extrapolated rates in every ratio the scores of picks in
         tried buckets moved away from the truth.
         """
