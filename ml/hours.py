@@ -62,6 +62,8 @@ from contactrank.settings import Settings
 
 # One block of candidate rows per allowed hour: (hour column, hour, candidate rows, offset in the stack).
 HourBlock = tuple[int, int, np.ndarray, int]
+# Positions in ``BUCKETS`` of the buckets with an hour range, in the day's order (not ``night``).
+_DAYTIME = [i for i, hours in enumerate(BUCKETS.values()) if hours is not None]
 HOUR_SMOOTHING = 1  # allowed neighbours on each side averaged into an hour's output (smooth_hours)
 
 
@@ -230,15 +232,16 @@ def from_neighbours(inputs: HourInputs) -> tuple[np.ndarray, np.ndarray]:
     out = inputs.profile.copy()
     scaled = np.zeros(out.shape, dtype=bool)
     population = inputs.population_by_bucket
-    daytime = [i for i, hours in enumerate(BUCKETS.values()) if hours is not None]  # in the day's order
+    if np.isfinite(population[:, _DAYTIME]).all():  # the usual history: every bucket was tried
+        return out, scaled
     with np.errstate(invalid="ignore", divide="ignore"):
-        logs = np.log(inputs.profile[:, daytime] / population[:, daytime])
+        logs = np.log(inputs.profile[:, _DAYTIME] / population[:, _DAYTIME])
     known = np.isfinite(logs)  # tried buckets with a usable ratio
-    for pos, b in enumerate(daytime):
+    for pos, b in enumerate(_DAYTIME):
         unseen = ~np.isfinite(population[:, b])
         if not unseen.any():
             continue
-        distance = np.where(known, np.abs(np.arange(len(daytime)) - pos), np.inf)
+        distance = np.where(known, np.abs(np.arange(len(_DAYTIME)) - pos), np.inf)
         nearest = known & (distance == distance.min(axis=1, keepdims=True))
         mean_log = np.where(nearest, logs, 0.0).sum(axis=1) / np.maximum(nearest.sum(axis=1), 1)
         scaled[:, b] = unseen & nearest.any(axis=1)
