@@ -16,6 +16,9 @@ served model as it was. Retraining for each variant adds the model's seed spread
 capture on one world, docs/benchmarks.md) to differences of a few thousandths; on the same model
 the difference is exact for the persons judged, and its error is the population's alone. Without
 ``--set`` the copy's files are byte-identical to the originals: a check of the method.
+``--steps features,score,publish`` builds the day's features again first, for a change that
+reaches them (the habit fits; the model reads the profiles, so a change to those is then judged
+on a model trained without it).
 """
 
 from __future__ import annotations
@@ -76,7 +79,9 @@ def figures(report: dict) -> str:
     return f"{f['capture']:.3f} / {f['hour']:.3f} / {f['ece']:.4f}"
 
 
-def rescore(root: Path, out: Path, world: str, seed: int | None, changes: dict[str, str]) -> None:
+def rescore(
+    root: Path, out: Path, world: str, seed: int | None, changes: dict[str, str], steps: tuple[str, ...]
+) -> None:
     """Copy one judged home, publish its last day again with ``changes``, judge both, print."""
     landing, source = root / world / "landing", root / world / f"home{seed_suffix(seed)}"
     d = last_export(source)
@@ -89,7 +94,7 @@ def rescore(root: Path, out: Path, world: str, seed: int | None, changes: dict[s
     shutil.copytree(source, home, symlinks=True)
     overrides = {} if seed is None else {"seed": seed}
     settings = settings_for(home, landing, 7, **overrides, **changes)  # the cadence: unused here
-    run_date(settings, d, landing, steps=("score", "publish"))
+    run_date(settings, d, landing, steps=steps)
     was, now = (judge.judge_run(landing, h, d, world, ceiling=False) for h in (source, home))
     gap = was["base"]["oracle"] - was["base"]["random"]  # the judge's capture denominator
     mean, se, moved = paired(rank1(landing, source, d), rank1(landing, home, d), gap)
@@ -109,6 +114,9 @@ def main() -> None:
     ap.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE", help="a setting changed (repeatable)"
     )
+    ap.add_argument(
+        "--steps", default="score,publish", help="the steps run again (e.g. features,score,publish)"
+    )
     a = ap.parse_args()
     changes = dict(item.split("=", 1) for item in a.set)
     runtime_env()
@@ -118,7 +126,7 @@ def main() -> None:
     seeds: list[int | None] = [int(s) for s in a.model_seeds.split(",")] if a.model_seeds else [None]
     for world in a.worlds.split(","):
         for seed in seeds:
-            rescore(a.root, a.out, world, seed, changes)
+            rescore(a.root, a.out, world, seed, changes, tuple(a.steps.split(",")))
 
 
 if __name__ == "__main__":
