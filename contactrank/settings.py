@@ -121,10 +121,13 @@ class Settings:
     # than 5 % on all four and about what none did, while keeping logged propensities for
     # evaluate-policy (docs/benchmarks.md)
     explore_share: float = 0.02
-    # who picks best_hour: "shape" (the person's habit shape picks the bucket, the profile where
-    # the shape knows nothing; ml/hours.py says why), "profile" (the habit profile alone) or
-    # "model" (the highest model output alone)
-    hour_choice: Literal["shape", "profile", "model"] = "profile"
+    # who picks best_hour: "shape" (the person's habit shape pooled with the habit profile picks
+    # the bucket, the profile alone where the shape knows nothing; ml/hours.py says why),
+    # "profile" (the habit profile alone) or "model" (the highest model output alone)
+    hour_choice: Literal["shape", "profile", "model"] = "shape"
+    # with "shape": the shape's weight against the profile's in the bucket choice, pooled on the
+    # log scale (1: the shape alone, 0: the profile's ratios alone; ml/hours.py says why both)
+    hour_shape_weight: float = 0.5
     # with "shape" or "profile": a bucket next to the best one rated at least this share of it
     # moves best_hour from the best bucket's middle to the hour next to it on that side (a value
     # above 1 never moves it; ml/hours.py says why)
@@ -165,6 +168,10 @@ class Settings:
         if not self.hour_lean_share > 0:
             raise ValueError(
                 f"setting 'hour_lean_share': {self.hour_lean_share!r} is invalid (must be above 0)"
+            )
+        if not 0 <= self.hour_shape_weight <= 1:
+            raise ValueError(
+                f"setting 'hour_shape_weight': {self.hour_shape_weight!r} is invalid (must lie in 0..1)"
             )
         if self.dask_workers < 1:
             raise ValueError(f"setting 'dask_workers': {self.dask_workers!r} is invalid (must be at least 1)")

@@ -2,13 +2,15 @@
 
 Three choices (``settings.hour_choice``):
 
-- ``shape`` (an option): the person's habit shape (``hour_shape_<bucket>``, the relative reach
+- ``shape`` (default): the person's habit shape (``hour_shape_<bucket>``, the relative reach
   rate of each bucket under the posterior over the levels x shapes of ``features.hour_shapes``)
-  picks the bucket, and the hour is the middle of that bucket's allowed hours (the earlier of
-  two). Where the habit profile's best bucket is one nobody was tried in (the shape has nothing
-  there), or the row has no shape, the profile picks, as below. The score is as below, with the
-  larger of the profile's lift and the shape's (``HourProfile.lift``).
-- ``profile`` (default): the person's habit profile (``f_p_hour_profile_<bucket>``, the expected reach rate
+  and habit profile (below), each as a ratio to its mean over the allowed hours, pooled on the
+  log scale (``pooled``, ``settings.hour_shape_weight``), pick the bucket; the hour is the
+  middle of that bucket's allowed hours (the earlier of two). Where the habit profile's best
+  bucket is one nobody was tried in (the shape has nothing there), or the row has no shape,
+  the profile picks, as below. The score is as below, with the larger of the profile's lift and
+  the shape's (``HourProfile.lift``).
+- ``profile``: the person's habit profile (``f_p_hour_profile_<bucket>``, the expected reach rate
   of each hour bucket under the posterior over the habit profiles fitted to everyone's bucket
   counts; docs/features.md) picks the bucket; the hour is the middle of that bucket's allowed
   hours. A preference alike at every allowed hour leaves the choice to the model. The score is
@@ -21,10 +23,11 @@ curve over hours realised less of the hour gain than one fixed hour for everyone
 handful of attempts and one or two answers in their history; a tree reads them through noisy
 per-bucket rates, and its curve's maximum lands on that noise. The profile posterior weighs the
 same counts against a few shapes learned from everyone, which is the estimate the trees lack.
-Why the shape before the profile: persons differ in how often they answer far more than in when,
+Why the shape with the profile: persons differ in how often they answer far more than in when,
 and the free profiles spend themselves on that level; where habits follow attributes (the young
 in the evening) the profile's best bucket followed the crowd. The shapes are learned across
-levels, so the person's few answers and their group's habit say when. Where nobody was tried in
+levels, so the person's few answers and their group's habit say when; but they are few and
+smooth, so alone they pick between two types' peaks (``pooled`` says more). Where nobody was tried in
 a bucket the shapes know nothing, while the profile still prefers that bucket for a person who
 rarely answers in the tried ones: that extrapolation is kept.
 Why the middle: the profile knows buckets, not hours, and within a bucket the model's curve was
@@ -125,6 +128,7 @@ class HourProfile:
         lean_share: float = np.inf,
         untried_after: int = 0,
         unseen_from_neighbours: bool = False,
+        shape_weight: float = 1.0,
     ):
         buckets = bucket_index(hour_of.astype("float64"))
         self.lean_share = lean_share  # settings.hour_lean_share; infinite: always the middle
@@ -145,6 +149,7 @@ class HourProfile:
                 inputs.person_reaches[:, buckets] == 0
             )
         self.shape = inputs.shape[:, buckets] if by_shape and inputs.shape is not None else None
+        self.shape_weight = shape_weight  # settings.hour_shape_weight
 
     @classmethod
     def of(cls, settings: Settings, inputs: HourInputs | None, hour_of: np.ndarray) -> HourProfile | None:
@@ -158,20 +163,26 @@ class HourProfile:
             lean_share=settings.hour_lean_share,
             untried_after=settings.hour_untried_after,
             unseen_from_neighbours=settings.hour_unseen_from_neighbours,
+            shape_weight=settings.hour_shape_weight,
         )
 
     def preference(self, allowed: np.ndarray) -> np.ndarray:
-        """(candidates x hours) what picks the bucket: the shape, where there is one and the
-        profile's best allowed bucket is one the shape knows (someone was tried in it); the
-        profile elsewhere. A bucket the shape does not know is never its pick. The profile's rates
-        are the extrapolated ones where there are."""
+        """(candidates x hours) what picks the bucket: the shape pooled with the profile
+        (``pooled``), where there is a shape and the profile's best allowed bucket is one the
+        shape knows (someone was tried in it); the profile elsewhere. A bucket the shape does not
+        know is never its pick. The profile's rates are the extrapolated ones where there are."""
         rate = self.rate if self.extrapolated is None else self.extrapolated
         if self.shape is None:
             return rate
         profile_top = np.where(allowed, rate, -np.inf).argmax(axis=1)
         known = np.isfinite(self.shape)
         by_shape = known[np.arange(len(known)), profile_top]
-        return np.where(by_shape[:, None], np.where(known, self.shape, -np.inf), rate)
+        shape = (
+            self.shape
+            if self.shape_weight == 1
+            else pooled(rate, self.shape, allowed & known, self.shape_weight)
+        )
+        return np.where(by_shape[:, None], np.where(known, shape, -np.inf), rate)
 
     def lift(self, raws: np.ndarray, cols: np.ndarray) -> np.ndarray:
         """The profile's rate at column ``cols`` of each row over its mean across the row's allowed
@@ -204,6 +215,27 @@ class HourProfile:
             known = allowed & np.isfinite(self.shape)
             shape_mean = np.where(known, self.shape, 0.0).sum(axis=1) / known.sum(axis=1)
             return np.fmax(lift, self.shape[rows, cols] / shape_mean)  # NaN (unknown): the profile's
+
+
+def pooled(rate: np.ndarray, shape: np.ndarray, over: np.ndarray, weight: float) -> np.ndarray:
+    """(candidates x hours) the profile's ``rate`` and the ``shape``, each over its mean across the
+    row's hours ``over``, pooled on the log scale: ratio_rate ** (1 - weight) * ratio_shape ** weight.
+
+    Why both: they are two estimates of how a person's reach varies over the day, wrong in
+    different ways. The profiles spend themselves on the level, so their best bucket follows the
+    crowd where habits differ (the midday of `default`'s midday types is almost never picked).
+    The shapes separate the level, but they are smooth and few, and the posterior mean of a
+    person torn between two of them can peak between their peaks, in a bucket that is nobody's
+    best (on `default` the afternoon, a fifth under the evening it replaced), or lean a toss-up
+    the wrong way. Pooled, a bucket wins where both rate it well. Alone, the shape raised
+    `default` and lowered the three other judged worlds; pooled at equal weights it kept most of
+    the gain and lost nothing beyond noise elsewhere (docs/benchmarks.md).
+    """
+    with np.errstate(invalid="ignore", divide="ignore"):
+        count = np.maximum(over.sum(axis=1, keepdims=True), 1)
+        rate_mean = np.where(over, rate, 0.0).sum(axis=1, keepdims=True) / count
+        shape_mean = np.where(over, shape, 0.0).sum(axis=1, keepdims=True) / count
+        return (rate / rate_mean) ** (1.0 - weight) * (shape / shape_mean) ** weight
 
 
 def _ratio_to_mean(rate: np.ndarray, allowed: np.ndarray, cols: np.ndarray) -> np.ndarray:

@@ -221,10 +221,36 @@ def test_where_the_profile_prefers_a_bucket_nobody_was_tried_in_the_profile_pick
     assert list(HOURS[best]) == [19, 9]
 
 
+def test_the_shape_pooled_with_the_profile_picks_a_bucket_both_rate_well():
+    # the profile (tried everywhere) rates the morning highest, the shape (a posterior torn
+    # between a midday and an evening type) the afternoon between them; pooled at equal weights
+    # the evening, which both rate well. Each alone picks its own.
+    curve = np.full(HOURS.size, 0.2)
+    person = inputs(
+        [{"morning": 0.30, "midday": 0.20, "afternoon": 0.18, "evening": 0.28}],
+        [{"morning": 2, "midday": 2, "afternoon": 2, "evening": 2}],
+        [{"morning": 0.8, "midday": 1.0, "afternoon": 1.3, "evening": 1.2}],
+    )
+
+    def hour(weight: float) -> int:
+        raws = np.full((1, HOURS.size), -np.inf)
+        profile = HourProfile(person, HOURS, by_shape=True, shape_weight=weight)
+        return int(HOURS[best_hours(stack(curve[None, :]), raws, blocks_of(1), profile)[0]])
+
+    assert hour(0.5) == 19
+    assert hour(1.0) == 16  # the shape alone: the afternoon's middle
+    assert hour(0.0) == 9  # the profile's ratios alone: the morning's
+    # the settings carry the weight, and it must lie in 0..1
+    assert HourProfile.of(Settings(hour_choice="shape"), person, HOURS).shape_weight == 0.5
+    with pytest.raises(ValueError, match="hour_shape_weight"):
+        Settings(hour_shape_weight=1.5)
+
+
 def test_the_setting_chooses():
     hi = inputs([{}], [{}])
     shaped = inputs([{}], [{}], [{}])
-    assert HourProfile.of(Settings(), shaped, HOURS).shape is None  # the default: the profile
+    assert HourProfile.of(Settings(), shaped, HOURS).shape is not None  # the default: shape and profile
+    assert HourProfile.of(Settings(hour_choice="profile"), shaped, HOURS).shape is None
     assert HourProfile.of(Settings(hour_choice="shape"), hi, HOURS).shape is None  # rows without a shape
     assert HourProfile.of(Settings(hour_choice="shape"), shaped, HOURS).shape is not None
     assert HourProfile.of(Settings(hour_choice="model"), hi, HOURS) is None
