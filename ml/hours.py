@@ -8,8 +8,8 @@ Three choices (``settings.hour_choice``):
   log scale (``pooled``, ``settings.hour_shape_weight``), pick the bucket; the hour is the
   middle of that bucket's allowed hours (the earlier of two). Where the habit profile's best
   bucket is one nobody was tried in (the shape has nothing there), or the row has no shape,
-  the profile picks, as below. The score is as below, with the larger of the profile's lift and
-  the shape's (``HourProfile.lift``).
+  the profile picks, as below. The score is as below (with ``hour_shape_weight`` 1, the shape
+  alone, the larger of the profile's lift and the shape's: ``HourProfile.lift``).
 - ``profile``: the person's habit profile (``f_p_hour_profile_<bucket>``, the expected reach rate
   of each hour bucket under the posterior over the habit profiles fitted to everyone's bucket
   counts; docs/features.md) picks the bucket; the hour is the middle of that bucket's allowed
@@ -186,16 +186,21 @@ class HourProfile:
 
     def lift(self, raws: np.ndarray, cols: np.ndarray) -> np.ndarray:
         """The profile's rate at column ``cols`` of each row over its mean across the row's allowed
-        hours, at most 1 where the person has no attempt in that hour's bucket; or the shape's
-        (its rate there over its mean across the allowed hours it knows) where that is larger.
+        hours, at most 1 where the person has no attempt in that hour's bucket; with the shape
+        alone picking (``shape_weight`` 1), the shape's (its rate there over its mean across the
+        allowed hours it knows) where that is larger.
 
-        Why the larger: the shape picks a bucket because it rates it; the profile's ratio there
-        reads the level as much as the hour, and falls below 1 at a bucket the person was tried
-        in less, which scored the better hour under the person's average. Why the shape's is not
-        capped: the profile's rate in a bucket the person was never tried in is the population's
-        guess, while the shape's is the person's own habit read from their answers elsewhere and
-        their group's. Either ratio alone under-promised the chosen hour on the judged worlds,
-        and so did the shape's capped (docs/benchmarks.md).
+        Why the profile's where the two are pooled: the training's file map is fitted on the
+        scores of tried hours; with the larger lift there it scaled every score down, the picks in
+        a bucket nobody was tried in too (office hours' ECE rose on every model seed judged), while
+        with the profile's the scores kept their calibration (docs/benchmarks.md).
+        Why the larger with the shape alone: the shape picks a bucket because it rates it; the
+        profile's ratio there reads the level as much as the hour, and falls below 1 at a bucket
+        the person was tried in less, which scored the better hour under the person's average. Why
+        the shape's is not capped: the profile's rate in a bucket the person was never tried in is
+        the population's guess, while the shape's is the person's own habit read from their
+        answers elsewhere and their group's. Either ratio alone under-promised the chosen hour on
+        the judged worlds, and so did the shape's capped (docs/benchmarks.md).
         At a bucket nobody was tried in, with the extrapolated rates: their ratio, not capped (the
         extrapolation is the person's own ratio to everyone in the nearest tried bucket; it
         over-promised at one judged scale and a cap under-promised at another: nobody's evening
@@ -210,7 +215,7 @@ class HourProfile:
         if self.extrapolated is not None:
             lift = np.where(self.unseen[rows, cols], _ratio_to_mean(self.extrapolated, allowed, cols), lift)
         with np.errstate(invalid="ignore", divide="ignore"):
-            if self.shape is None:
+            if self.shape is None or self.shape_weight < 1:
                 return lift
             known = allowed & np.isfinite(self.shape)
             shape_mean = np.where(known, self.shape, 0.0).sum(axis=1) / known.sum(axis=1)
@@ -226,10 +231,12 @@ def pooled(rate: np.ndarray, shape: np.ndarray, over: np.ndarray, weight: float)
     crowd where habits differ (the midday of `default`'s midday types is almost never picked).
     The shapes separate the level, but they are smooth and few, and the posterior mean of a
     person torn between two of them can peak between their peaks, in a bucket that is nobody's
-    best (on `default` the afternoon, a fifth under the evening it replaced), or lean a toss-up
-    the wrong way. Pooled, a bucket wins where both rate it well. Alone, the shape raised
-    `default` and lowered the three other judged worlds; pooled at equal weights it kept most of
-    the gain and lost nothing beyond noise elsewhere (docs/benchmarks.md).
+    best (on `default` the afternoon between midday and evening types), or lean a toss-up the
+    wrong way. Pooled, a bucket wins where both rate it well. Alone, the shape raised `default`
+    and lowered office hours; pooled at equal weights it raised `default`, habits and time zones
+    at the judged scale of 20,000 persons and left office hours as it was; on histories a
+    quarter that size, where the shapes learned differ from one world draw to the next, the
+    changes were mostly within noise (docs/benchmarks.md).
     """
     with np.errstate(invalid="ignore", divide="ignore"):
         count = np.maximum(over.sum(axis=1, keepdims=True), 1)

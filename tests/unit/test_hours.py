@@ -240,10 +240,19 @@ def test_the_shape_pooled_with_the_profile_picks_a_bucket_both_rate_well():
     assert hour(0.5) == 19
     assert hour(1.0) == 16  # the shape alone: the afternoon's middle
     assert hour(0.0) == 9  # the profile's ratios alone: the morning's
-    # the settings carry the weight, and it must lie in 0..1
-    assert HourProfile.of(Settings(hour_choice="shape"), person, HOURS).shape_weight == 0.5
-    with pytest.raises(ValueError, match="hour_shape_weight"):
-        Settings(hour_shape_weight=1.5)
+    # the pooled pick is scored by the profile's lift, the shape's alone by the larger of the two
+    raws = np.full((1, HOURS.size), -np.inf)
+    both = HourProfile(person, HOURS, by_shape=True, shape_weight=0.5)
+    best = best_hours(stack(curve[None, :]), raws, blocks_of(1), both)
+    rate, shape = both.rate[0], both.shape[0]
+    assert hour_scores(_Identity(), raws, best, both)[0] == pytest.approx(0.2 * rate[best[0]] / rate.mean())
+    alone = HourProfile(person, HOURS, by_shape=True, shape_weight=1.0)
+    # at 19h the profile's ratio is the larger; at the afternoon pick, the shape's
+    for col in (best[0], int(np.flatnonzero(HOURS == 16)[0])):
+        cols = np.array([col])
+        larger = max(shape[col] / shape.mean(), rate[col] / rate.mean())
+        assert hour_scores(_Identity(), raws, cols, alone)[0] == pytest.approx(0.2 * larger)
+        assert hour_scores(_Identity(), raws, cols, both)[0] == pytest.approx(0.2 * rate[col] / rate.mean())
 
 
 def test_the_setting_chooses():
