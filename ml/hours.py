@@ -2,7 +2,7 @@
 
 Three choices (``settings.hour_choice``):
 
-- ``shape`` (default): the person's habit shape (``hour_shape_<bucket>``, the relative reach
+- ``shape`` (an option): the person's habit shape (``hour_shape_<bucket>``, the relative reach
   rate of each bucket under the posterior over the levels x shapes of ``features.hour_shapes``)
   and habit profile (below), each as a ratio to its mean over the allowed hours, pooled on the
   log scale (``pooled``, ``settings.hour_shape_weight``), pick the bucket; the hour is the
@@ -10,7 +10,7 @@ Three choices (``settings.hour_choice``):
   bucket is one nobody was tried in (the shape has nothing there), or the row has no shape,
   the profile picks, as below. The score is as below (with ``hour_shape_weight`` 1, the shape
   alone, the larger of the profile's lift and the shape's: ``HourProfile.lift``).
-- ``profile``: the person's habit profile (``f_p_hour_profile_<bucket>``, the expected reach rate
+- ``profile`` (default): the person's habit profile (``f_p_hour_profile_<bucket>``, the expected reach rate
   of each hour bucket under the posterior over the habit profiles fitted to everyone's bucket
   counts; docs/features.md) picks the bucket; the hour is the middle of that bucket's allowed
   hours. A preference alike at every allowed hour leaves the choice to the model. The score is
@@ -236,7 +236,9 @@ def pooled(rate: np.ndarray, shape: np.ndarray, over: np.ndarray, weight: float)
     and lowered office hours; pooled at equal weights it raised `default`, habits and time zones
     at the judged scale of 20,000 persons and left office hours as it was; on histories a
     quarter that size, where the shapes learned differ from one world draw to the next, the
-    changes were mostly within noise (docs/benchmarks.md).
+    changes were mostly within noise. Not the default: where the file drives the dialer (the
+    closed loop of `default`), it realised less of the achievable lift than the profile alone,
+    at both sizes judged (docs/benchmarks.md).
     """
     with np.errstate(invalid="ignore", divide="ignore"):
         count = np.maximum(over.sum(axis=1, keepdims=True), 1)
