@@ -177,11 +177,7 @@ class HourProfile:
         profile_top = np.where(allowed, rate, -np.inf).argmax(axis=1)
         known = np.isfinite(self.shape)
         by_shape = known[np.arange(len(known)), profile_top]
-        shape = (
-            self.shape
-            if self.shape_weight == 1
-            else pooled(rate, self.shape, allowed & known, self.shape_weight)
-        )
+        shape = pooled(rate, self.shape, allowed & known, self.shape_weight)
         return np.where(by_shape[:, None], np.where(known, shape, -np.inf), rate)
 
     def lift(self, raws: np.ndarray, cols: np.ndarray) -> np.ndarray:
@@ -217,8 +213,7 @@ class HourProfile:
         with np.errstate(invalid="ignore", divide="ignore"):
             if self.shape is None or self.shape_weight < 1:
                 return lift
-            known = allowed & np.isfinite(self.shape)
-            shape_mean = np.where(known, self.shape, 0.0).sum(axis=1) / known.sum(axis=1)
+            shape_mean = _row_mean(self.shape, allowed & np.isfinite(self.shape))
             return np.fmax(lift, self.shape[rows, cols] / shape_mean)  # NaN (unknown): the profile's
 
 
@@ -228,29 +223,29 @@ def pooled(rate: np.ndarray, shape: np.ndarray, over: np.ndarray, weight: float)
 
     Why both: they are two estimates of how a person's reach varies over the day, wrong in
     different ways. The profiles spend themselves on the level, so their best bucket follows the
-    crowd where habits differ (the midday of `default`'s midday types is almost never picked).
-    The shapes separate the level, but they are smooth and few, and the posterior mean of a
-    person torn between two of them can peak between their peaks, in a bucket that is nobody's
-    best (on `default` the afternoon between midday and evening types), or lean a toss-up the
-    wrong way. Pooled, a bucket wins where both rate it well. Alone, the shape raised `default`
-    and lowered office hours; pooled at equal weights it raised `default`, habits and time zones
-    at the judged scale of 20,000 persons and left office hours as it was; on histories a
-    quarter that size, where the shapes learned differ from one world draw to the next, the
-    changes were mostly within noise. Not the default: where the file drives the dialer (the
-    closed loop of `default`), it realised less of the achievable lift than the profile alone,
-    at both sizes judged (docs/benchmarks.md).
+    crowd where habits differ. The shapes separate the level, but they are smooth and few, and
+    the posterior mean of a person torn between two of them can peak between their peaks, in a
+    bucket that is nobody's best, or lean a toss-up the wrong way. Pooled, a bucket wins where
+    both rate it well. At weight 1 it is the shape alone (over a constant per row: the same
+    choice). Why an option, not the default: it raised the judged capture, but where the file
+    drives the dialer it realised less of the achievable lift than the profile alone
+    (docs/benchmarks.md, "The habit shape pooled with the profile").
     """
     with np.errstate(invalid="ignore", divide="ignore"):
-        count = np.maximum(over.sum(axis=1, keepdims=True), 1)
-        rate_mean = np.where(over, rate, 0.0).sum(axis=1, keepdims=True) / count
-        shape_mean = np.where(over, shape, 0.0).sum(axis=1, keepdims=True) / count
-        return (rate / rate_mean) ** (1.0 - weight) * (shape / shape_mean) ** weight
+        rate_ratio = rate / _row_mean(rate, over)[:, None]
+        shape_ratio = shape / _row_mean(shape, over)[:, None]
+        return rate_ratio ** (1.0 - weight) * shape_ratio**weight
+
+
+def _row_mean(values: np.ndarray, over: np.ndarray) -> np.ndarray:
+    """Each row's mean of ``values`` across its columns ``over`` (0 with none)."""
+    return np.where(over, values, 0.0).sum(axis=1) / np.maximum(over.sum(axis=1), 1)
 
 
 def _ratio_to_mean(rate: np.ndarray, allowed: np.ndarray, cols: np.ndarray) -> np.ndarray:
     """Each row's ``rate`` at column ``cols`` over its mean across the row's allowed hours (1 where
     that mean is 0)."""
-    mean = np.where(allowed, rate, 0.0).sum(axis=1) / np.maximum(allowed.sum(axis=1), 1)
+    mean = _row_mean(rate, allowed)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.nan_to_num(rate[np.arange(len(rate)), cols] / mean, nan=1.0, posinf=1.0)
 
@@ -367,7 +362,7 @@ def raw_at(raws: np.ndarray, cols: np.ndarray) -> np.ndarray:
 def raw_level(raws: np.ndarray) -> np.ndarray:
     """Each candidate's output averaged over its allowed hours (0 with none): the score's level."""
     allowed = np.isfinite(raws)
-    return np.where(allowed, raws, 0.0).sum(axis=1) / np.maximum(allowed.sum(axis=1), 1)
+    return _row_mean(raws, allowed)
 
 
 def hour_scores(
