@@ -22,7 +22,9 @@ outcome luck (``features.simulate``'s closed-loop streams), tried in the order o
   out of the history it chooses.
 
 Reports, over the last ``--last`` days: attempts, reaches, reach per attempt, mean true p per
-attempt (``truth_attempts.parquet``), and reaches per called person-day.
+attempt (``truth_attempts.parquet``), and reaches per called person-day; for the pipeline's arms
+also the last file they followed judged against the truth (``last_file_*``: capture, hour share,
+ECE, mean score over true p at rank 1).
 """
 
 from __future__ import annotations
@@ -44,7 +46,8 @@ import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from judge_ceiling import ceiling_matrix, contact_book  # noqa: E402  (not a package)
+import judge  # noqa: E402  (not a package)
+from judge_ceiling import ceiling_matrix, contact_book  # noqa: E402
 from judge_worlds import LEARNING, PUBLISHING, settings_for  # noqa: E402
 
 from contactrank.features.simulate import (  # noqa: E402
@@ -156,6 +159,19 @@ def arm_figures(landing: Path, first: date) -> dict:
     }
 
 
+def last_file_figures(landing: Path, home: Path) -> dict:
+    """The last priority file the dialer followed, judged against the truth the simulator wrote at
+    the end (``judge.judge_run``, no ceiling): its capture, hour share, ECE and mean score over
+    true p at rank 1. Why: in the loop the model learns from the history its files chose, and a
+    file can rank well while its probabilities drift from the truth."""
+    dates = sorted(p.name.removeprefix("date=") for p in (home / "exports" / "priority").glob("date=*"))
+    if not dates or not (landing / "truth.parquet").is_file():
+        return {}
+    report = judge.judge_run(landing, home, date.fromisoformat(dates[-1]), ceiling=False)
+    figures = report["arms"]["contactrank"]
+    return {f"last_file_{k}": figures[k] for k in ("capture", "hour", "ece", "score_over_truth_rank1")}
+
+
 def run_arm(root: Path, arm: str, a: argparse.Namespace) -> dict:
     """One arm of the loop; returns its figures over the last days and its cost."""
     base = root / arm.replace(" ", "_")
@@ -182,6 +198,8 @@ def run_arm(root: Path, arm: str, a: argparse.Namespace) -> dict:
     pipeline_s = getattr(dialer, "seconds", 0.0)
     first = a.start + timedelta(days=a.warmup + a.days - a.last)
     fig = arm_figures(landing, first)
+    if isinstance(dialer, PipelineDialer):
+        fig.update(last_file_figures(landing, base / "home"))
     fig.update(
         arm=arm,
         closed_days=out["closed_loop"],
@@ -219,13 +237,13 @@ def main() -> None:
     )
     print(
         f"{'arm':24s} {'attempts':>8s} {'reaches':>7s} {'reach/att':>9s} {'true p':>7s} "
-        f"{'reach/called':>12s} {'invalid':>7s} {'wrong p':>7s} {'s':>6s}"
+        f"{'reach/called':>12s} {'invalid':>7s} {'wrong p':>7s} {'s':>6s} {'file ECE':>8s}"
     )
     for r in rows:
         print(
             f"{r['arm']:24s} {r['attempts']:8d} {r['reaches']:7d} {r['reach_per_attempt']:9.4f} "
             f"{r['true_p_per_attempt']:7.4f} {r['reaches_per_called']:12.4f} {r['invalid_share']:7.4f} "
-            f"{r['wrong_party_share']:7.4f} {r['seconds']:6.0f}"
+            f"{r['wrong_party_share']:7.4f} {r['seconds']:6.0f} {r.get('last_file_ece', float('nan')):8.4f}"
         )
     (root / "loop.json").write_text(json.dumps(rows, indent=1))
 
