@@ -142,6 +142,10 @@ class Settings:
     # population's guess for everyone) is scaled by the person's ratio to the population in the
     # nearest tried bucket (ml/hours.py says why)
     hour_unseen_from_neighbours: bool = True
+    # the habit profiles and shapes (and the population's hour rates) count the attempts of the
+    # person's own lines only: not an address that answered invalid or as someone else in the
+    # hour counts' window without reaching the person there (features/feature_state.py says why)
+    hour_habit_own_lines: bool = True
     explore_max_attempts: int = 2  # an address with at most this many attempts counts as untested
     # an untested address is explored only when its score is at least this share of the greedy
     # top's (0 explores every untested address; ml/explore.py says why)

@@ -17,6 +17,7 @@ from contactrank.features.feature_state import (
     DECAY_COLS,
     DOW_COLS,
     HALF_LIVES,
+    habit_count_sql,
     is_candidate_sql,
 )
 from contactrank.features.hour_profiles import fit_hour_profiles, profile_join_sql
@@ -26,6 +27,7 @@ from contactrank.settings import Settings
 CHANNELS_FOR_SHARES = ("voice", "sms", "email", "whatsapp")
 RECENT_RATE_WINDOWS = (7, 30)  # days of the population reach/conversion rates
 _EXACT = "::DECIMAL(38, 12)"  # exact sums: the result does not depend on thread scheduling
+HABIT_PREFIX = "habit_"  # the person totals' hour counts of their own lines (``_person_total_columns``)
 
 
 def shrunk_rate(num: str, den: str, prior: str, m: float) -> str:
@@ -85,12 +87,15 @@ def create_shared_rates(con, state: str, attrs: str, population: str, x: date, s
     )
     con.execute("DROP TABLE prior_inputs")
     # Integer sums: exact whatever the thread scheduling.
-    reach, attempts = ({b: f"sum({kind}_hour_{b})" for b in BUCKETS} for kind in ("reach", "attempt"))
+    own = settings.hour_habit_own_lines
+    reach, attempts = (
+        {b: habit_count_sql(f"{kind}_hour_{b}", own) for b in BUCKETS} for kind in ("reach", "attempt")
+    )
     rates = [f"({reach[b]} / nullif({attempts[b]}, 0))::DOUBLE AS rate_{b}" for b in BUCKETS]
     all_reach, all_attempts = " + ".join(reach.values()), " + ".join(attempts.values())
     rates.append(f"(({all_reach}) / nullif({all_attempts}, 0))::DOUBLE AS rate_all")
     create("population_hour_rates", f"SELECT {', '.join(rates)} FROM {state}")
-    fit_hour_profiles(con, state, attrs, shapes=settings.hour_choice == "shape")
+    fit_hour_profiles(con, state, attrs, shapes=settings.hour_choice == "shape", own_lines=own)
     window = f"date <= {X} AND date > {X} - {history.POPULATION_DAYS}"
     create("recent_population_window", f"SELECT * FROM {population} WHERE {window}")
     create("recent_rates_overall", f"SELECT {recent_rates()} FROM recent_population_window")
@@ -130,8 +135,10 @@ def load_shared_rates(con, folder: Path, prefix: str) -> None:
         con.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS SELECT * FROM {relation}")
 
 
-def _person_total_columns() -> list[str]:
-    """Per-person sums over all addresses of the person (the ``person_totals`` CTE)."""
+def _person_total_columns(own_lines: bool) -> list[str]:
+    """Per-person sums over all addresses of the person (the ``person_totals`` CTE); with
+    ``own_lines`` also ``habit_<kind>_hour_<bucket>``, the hour counts of the person's own lines
+    (``own_line_sql``) the habit profiles are looked up by."""
     cols = [f"sum({c})::INTEGER AS {c}" for c in COUNT_COLS]
     cols += [f"sum({c}{_EXACT})::DOUBLE AS {c}" for c in DECAY_COLS]
     cols += ["max(last_attempt) AS last_attempt", "max(last_reach) AS last_reach",
@@ -145,6 +152,12 @@ def _person_total_columns() -> list[str]:
         for c in CHANNELS_FOR_SHARES
     ]
     cols += [f"sum({k}_hour_{b})::INTEGER AS {k}_hour_{b}" for b in BUCKETS for k in ("attempt", "reach")]
+    if own_lines:
+        cols += [
+            f"{habit_count_sql(f'{k}_hour_{b}', True)}::INTEGER AS {HABIT_PREFIX}{k}_hour_{b}"
+            for b in BUCKETS
+            for k in ("attempt", "reach")
+        ]
     cols += ["max(first_seen) AS newest_first_seen"]
     return cols
 
@@ -239,16 +252,25 @@ def _person_and_population_columns(x: date, m: float) -> list[str]:
 
 
 def feature_rows_sql(
-    con, rows: str | None, passthrough: list[str], state: str, attrs: str, x: date, m: float
+    con,
+    rows: str | None,
+    passthrough: list[str],
+    state: str,
+    attrs: str,
+    x: date,
+    m: float,
+    own_lines: bool = False,
 ) -> str:
     """Feature rows for the relation ``rows`` (person_id, contact_id, channel, source, ...) at the end of x.
 
     ``rows`` only chooses which (person, contact, channel) to describe; ``None`` means the
     candidates of ``state`` itself (``is_candidate_sql``), which saves joining the state to itself.
     ``state`` must hold every state row of the persons of ``rows``; the shared rates come from
-    ``create_shared_rates``.
+    ``create_shared_rates``, whose habit profiles were fitted with the same ``own_lines``
+    (``settings.hour_habit_own_lines``).
     """
     described = "described" if rows is not None else "pair"  # the alias the described rows go by
+    counts = HABIT_PREFIX if own_lines else ""  # the person's counts the profiles are looked up by
     f = [f"{described}.{c}" for c in passthrough]
     f += [
         "coalesce(pair.last_outcome, 'none') AS last_outcome",
@@ -269,7 +291,8 @@ def feature_rows_sql(
     return f"""
 WITH state_rows AS NOT MATERIALIZED (SELECT * FROM {state}),  -- re-reading beats copying 80 columns
 {rows_cte}person_totals AS (
-  SELECT person_id, {", ".join(_person_total_columns())} FROM state_rows {only_described} GROUP BY person_id
+  SELECT person_id, {", ".join(_person_total_columns(own_lines))} FROM state_rows {only_described}
+  GROUP BY person_id
 ),
 profile_mix AS (
   SELECT {", ".join(f"sum(exp(log_weight) * rate_{b}) / sum(exp(log_weight)) AS rate_{b}" for b in BUCKETS)}
@@ -286,7 +309,7 @@ CROSS JOIN recent_rates_overall
 CROSS JOIN population_hour_rates
 CROSS JOIN profile_mix
 {f"LEFT JOIN {attrs} attrs ON attrs.person_id = {described}.person_id" if attrs else ""}
-LEFT JOIN profile_by_counts profiles ON {profile_join_sql(con, "profiles", "person", attrs, "attrs")}
+LEFT JOIN profile_by_counts profiles ON {profile_join_sql(con, "profiles", "person", attrs, "attrs", counts)}
 LEFT JOIN recent_rates_by_channel ON recent_rates_by_channel.channel = {described}.channel
 LEFT JOIN recent_rates_by_campaign ON recent_rates_by_campaign.campaign_id = person.last_campaign
 {"WHERE " + is_candidate_sql("pair") if rows is None else ""}

@@ -67,6 +67,28 @@ def candidates_sql(contacts_state: str) -> str:
   FROM {contacts_state})"""
 
 
+def own_line_sql() -> str:
+    """The state rows whose hour counts say when the person answers: an address that neither
+    answered invalid nor as someone else in the hour counts' window, or that reached the person
+    there.
+
+    Why: a dead or reassigned number fails at whatever hour it is tried. Counted into the person's
+    buckets, its failures lower the buckets it was tried in. Under a dialer that tries at random
+    hours that lowers every bucket alike; once the file chooses the hours, the person's live
+    number is tried in the chosen bucket while the dead ones' old failures stay in the others, and
+    the chosen bucket's lift over the person's average is overstated. In the closed loop that
+    over-promised the published score and kept the person in that bucket (docs/benchmarks.md).
+    """
+    w = HISTORY_WINDOW
+    return f"((invalid_{w}d = 0 AND wrong_party_{w}d = 0) OR reach_{w}d > 0)"
+
+
+def habit_count_sql(column: str, own_lines: bool) -> str:
+    """The sum of the state's ``column`` over a group's rows the habit fits count: every row, or
+    with ``own_lines`` those of ``own_line_sql``."""
+    return sum_if(column, own_line_sql()) if own_lines else f"sum({column})"
+
+
 def live_sql(cs_live: str, n_attempts: str) -> str:
     """A pair is live when contacts_state says it is active and consenting; an address only seen
     in attempts (never delivered as a contact) is live by default."""

@@ -21,6 +21,7 @@ from threadpoolctl import threadpool_limits
 
 from contactrank.features import sql
 from contactrank.features.daily_aggregates import BUCKETS
+from contactrank.features.feature_state import habit_count_sql
 from contactrank.features.hour_shapes import (
     LevelsShapes,
     binomial_loglik,
@@ -57,8 +58,10 @@ def prior_attributes(con, attrs: str) -> list[str]:
     return [name for name, n in zip(strings, counts, strict=True) if 1 <= n <= MAX_PRIOR_VALUES]
 
 
-def fit_hour_profiles(con, state: str, attrs: str = "", shapes: bool = True) -> None:
-    """Temp tables ``hour_profiles`` (k, log_weight, rate_<bucket>, ...), habit profiles fitted by EM;
+def fit_hour_profiles(con, state: str, attrs: str = "", shapes: bool = True, own_lines: bool = False) -> None:
+    """Temp tables ``hour_profiles`` (k, log_weight, rate_<bucket>, ...), habit profiles fitted by EM
+    on each person's bucket counts (with ``own_lines`` those of their own lines only,
+    ``feature_state.own_line_sql``);
     ``profile_attributes`` (position, name), the attributes the prior depends on; and
     ``profile_by_counts`` (attempt_<bucket>, reach_<bucket>, value_<position>..., profile_<bucket>,
     shape_<bucket>): the expected reach rate of each bucket under the posterior of each distinct
@@ -75,7 +78,9 @@ def fit_hour_profiles(con, state: str, attrs: str = "", shapes: bool = True) -> 
     """
     names = prior_attributes(con, attrs)
     per_person = ", ".join(
-        f"sum({k}_hour_{b})::INTEGER AS {k}_{b}" for b in BUCKETS for k in ("attempt", "reach")
+        f"{habit_count_sql(f'{k}_hour_{b}', own_lines)}::INTEGER AS {k}_{b}"
+        for b in BUCKETS
+        for k in ("attempt", "reach")
     )
     persons = f"(SELECT person_id, {per_person} FROM {state} GROUP BY person_id)"
     if names:
@@ -120,20 +125,25 @@ def fit_hour_profiles(con, state: str, attrs: str = "", shapes: bool = True) -> 
     con.execute("DROP TABLE IF EXISTS profile_counts_by_values")
 
 
-def profile_join_sql(con, profiles: str, person: str, attrs: str, attrs_alias: str) -> str:
+def profile_join_sql(
+    con, profiles: str, person: str, attrs: str, attrs_alias: str, counts_prefix: str = ""
+) -> str:
     """The condition that joins a person's row of ``profile_by_counts`` (as ``profiles``): the same
-    bucket counts (``person``: the person's totals) and the same value of every attribute of
-    ``profile_attributes`` (``attrs_alias``: the person's row of ``attrs``; NULL matches NULL)."""
+    bucket counts (``person``: the person's totals, whose ``<counts_prefix><kind>_hour_<bucket>``
+    the profiles were fitted on) and the same value of every attribute of ``profile_attributes``
+    (``attrs_alias``: the person's row of ``attrs``; NULL matches NULL)."""
     names = [
         row[0] for row in con.execute("SELECT name FROM profile_attributes ORDER BY position").fetchall()
     ]
     if not names:
         return " AND ".join(
-            f"{profiles}.{k}_{b} = {person}.{k}_hour_{b}" for b in BUCKETS for k in ("attempt", "reach")
+            f"{profiles}.{k}_{b} = {person}.{counts_prefix}{k}_hour_{b}"
+            for b in BUCKETS
+            for k in ("attempt", "reach")
         )
     # A person with no state row yet (attempted for the first time) has the zero counts' row of its values.
     same = [
-        f"{profiles}.{k}_{b} = coalesce({person}.{k}_hour_{b}, 0)"
+        f"{profiles}.{k}_{b} = coalesce({person}.{counts_prefix}{k}_hour_{b}, 0)"
         for b in BUCKETS
         for k in ("attempt", "reach")
     ]

@@ -11,6 +11,7 @@ import pytest
 
 from contactrank.features.build import build_features, load_features, load_training
 from contactrank.features.daily_aggregates import BUCKETS
+from contactrank.features.feature_state import habit_count_sql, own_line_sql
 from contactrank.features.hour_profiles import MAX_PRIOR_VALUES, fit_hour_profiles, profile_join_sql
 from contactrank.features.lake import write_partition
 from contactrank.features.schema import ATTEMPTS, CONTACTS_STATE
@@ -196,3 +197,58 @@ def test_attributes_without_any_state_row_still_give_every_value_a_row():
     assert [(value, attempts) for value, attempts, _ in rows] == [("old", 0), ("young", 0), (None, 0)]
     # no one to learn from: every value keeps everyone's prior
     assert rows[0][2] == pytest.approx(rows[2][2]) and rows[1][2] == pytest.approx(rows[2][2])
+
+
+def _state_with_lines() -> pd.DataFrame:
+    """``_state`` as one live line per person, and three evening persons answered on a live line in
+    the evening: ``twin_dead`` also has a dead number tried five times in the evening (each
+    ``invalid``), ``twin_gone`` a number that answered as someone else there, ``twin_clean`` none."""
+    rows = _state().assign(contact_id="a", invalid_365d=0, wrong_party_365d=0)
+    twins = []
+    for person in ("twin_clean", "twin_dead", "twin_gone"):
+        twins.append({"person_id": person, "contact_id": "a", **_counts((4, 0), (4, 3))})
+    twins.append({"person_id": "twin_dead", "contact_id": "b", **_counts((0, 0), (5, 0)), "invalid_365d": 5})
+    twins.append(
+        {"person_id": "twin_gone", "contact_id": "b", **_counts((0, 0), (5, 0)), "wrong_party_365d": 2}
+    )
+    out = pd.concat([rows, pd.DataFrame(twins)], ignore_index=True).fillna(0)
+    out["reach_365d"] = sum(out[f"reach_hour_{b}"] for b in BUCKETS)
+    return out
+
+
+def _twin_profiles(own_lines: bool) -> pd.DataFrame:
+    con = duckdb.connect()
+    con.register("state_df", _state_with_lines())
+    con.execute("CREATE TABLE state AS SELECT * FROM state_df")
+    fit_hour_profiles(con, "state", "", own_lines=own_lines)
+    prefix = "habit_"
+    totals = ", ".join(
+        f"{habit_count_sql(f'{k}_hour_{b}', own_lines)} AS {prefix}{k}_hour_{b}"
+        for b in BUCKETS
+        for k in ("attempt", "reach")
+    )
+    query = f"""SELECT person.person_id, {", ".join(f"profiles.profile_{b} AS {b}" for b in BUCKETS)}
+      FROM (SELECT person_id, {totals} FROM state GROUP BY person_id) person
+      LEFT JOIN profile_by_counts profiles ON {profile_join_sql(con, "profiles", "person", "", "", prefix)}
+      WHERE person.person_id LIKE 'twin%' ORDER BY person.person_id"""
+    return con.sql(query).df().set_index("person_id")
+
+
+def test_a_dead_or_reassigned_numbers_failures_do_not_count_in_the_habit():
+    # what a dead number says is that it is dead, not when the person answers
+    own = _twin_profiles(own_lines=True)
+    for twin in ("twin_dead", "twin_gone"):
+        assert own.loc[twin].tolist() == own.loc["twin_clean"].tolist()
+    every = _twin_profiles(own_lines=False)
+    for twin in ("twin_dead", "twin_gone"):
+        assert every.loc[twin, "evening"] < every.loc["twin_clean", "evening"]
+
+
+@pytest.mark.parametrize(
+    ("invalid", "wrong_party", "reach", "own"),
+    [(0, 0, 0, True), (2, 0, 0, False), (0, 1, 0, False), (0, 1, 3, True), (1, 0, 1, True)],
+)
+def test_a_number_that_reached_the_person_stays_theirs(invalid, wrong_party, reach, own):
+    # reassigned after answering: its answers are the person's habit (its later failures are few)
+    row = f"(SELECT {invalid} AS invalid_365d, {wrong_party} AS wrong_party_365d, {reach} AS reach_365d)"
+    assert duckdb.sql(f"SELECT {own_line_sql()} FROM {row}").fetchall() == [(own,)]
