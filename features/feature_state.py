@@ -76,8 +76,8 @@ def own_line_sql() -> str:
     buckets, its failures lower the buckets it was tried in. Under a dialer that tries at random
     hours that lowers every bucket alike; once the file chooses the hours, the person's live
     number is tried in the chosen bucket while the dead ones' old failures stay in the others, and
-    the chosen bucket's lift over the person's average is overstated. In the closed loop that
-    over-promised the published score and kept the person in that bucket (docs/benchmarks.md).
+    the chosen bucket's lift over the person's average is overstated: in the closed loop the
+    published score over-promised at rank 1 (docs/benchmarks.md).
     """
     w = HISTORY_WINDOW
     return f"((invalid_{w}d = 0 AND wrong_party_{w}d = 0) OR reach_{w}d > 0)"
