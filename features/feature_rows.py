@@ -259,7 +259,8 @@ def feature_rows_sql(
     attrs: str,
     x: date,
     m: float,
-    own_lines: bool = False,
+    *,
+    own_lines: bool,
 ) -> str:
     """Feature rows for the relation ``rows`` (person_id, contact_id, channel, source, ...) at the end of x.
 
@@ -267,7 +268,8 @@ def feature_rows_sql(
     candidates of ``state`` itself (``is_candidate_sql``), which saves joining the state to itself.
     ``state`` must hold every state row of the persons of ``rows``; the shared rates come from
     ``create_shared_rates``, whose habit profiles were fitted with the same ``own_lines``
-    (``settings.hour_habit_own_lines``).
+    (``settings.hour_habit_own_lines``; no default, so that the two cannot disagree unnoticed: the
+    profiles would be looked up by counts they were not fitted on, and most would not be found).
     """
     described = "described" if rows is not None else "pair"  # the alias the described rows go by
     counts = HABIT_PREFIX if own_lines else ""  # the person's counts the profiles are looked up by

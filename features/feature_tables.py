@@ -98,7 +98,7 @@ def write_features(
     with atomic_dir(partition_dir(settings, sharded(FEATURES, shard), d)) as stage:
         queries = [
             feature_rows_sql(con, None, keys, in_range(state, b), in_range(attrs, b) if attrs else "", d,
-                             settings.prior_strength, settings.hour_habit_own_lines)
+                             settings.prior_strength, own_lines=settings.hour_habit_own_lines)
             for b in person_ranges(con, state_dir / DATA_FILE)
         ]  # fmt: skip
         return stream_to_parquet(con, queries, stage / DATA_FILE)
@@ -150,7 +150,7 @@ def write_training(
         con.execute(f"CREATE OR REPLACE TEMP TABLE training_attrs AS SELECT * FROM {attrs} {attempted}")
     attrs_rel = "training_attrs" if attrs else ""
     query = feature_rows_sql(con, "training_rows", passthrough, "training_state", attrs_rel, x,
-                             settings.prior_strength, settings.hour_habit_own_lines)  # fmt: skip
+                             settings.prior_strength, own_lines=settings.hour_habit_own_lines)  # fmt: skip
     df = (
         con.sql(query).to_arrow_table().to_pandas().sort_values("attempt_id", ignore_index=True)
     )  # dates stay dates

@@ -253,12 +253,17 @@ def test_the_shape_pooled_with_the_profile_picks_a_bucket_both_rate_well():
         larger = max(shape[col] / shape.mean(), rate[col] / rate.mean())
         assert hour_scores(_Identity(), raws, cols, alone)[0] == pytest.approx(0.2 * larger)
         assert hour_scores(_Identity(), raws, cols, both)[0] == pytest.approx(0.2 * rate[col] / rate.mean())
+    # the settings carry the weight, and it must lie in 0..1
+    assert HourProfile.of(Settings(hour_choice="shape"), person, HOURS).shape_weight == 0.5
+    with pytest.raises(ValueError, match="hour_shape_weight"):
+        Settings(hour_shape_weight=1.5)
 
 
 def test_the_setting_chooses():
     hi = inputs([{}], [{}])
     shaped = inputs([{}], [{}], [{}])
     assert HourProfile.of(Settings(), shaped, HOURS).shape is None  # the default: the profile
+    assert HourProfile.of(Settings(hour_choice="profile"), shaped, HOURS).shape is None
     assert HourProfile.of(Settings(hour_choice="shape"), hi, HOURS).shape is None  # rows without a shape
     assert HourProfile.of(Settings(hour_choice="shape"), shaped, HOURS).shape is not None
     assert HourProfile.of(Settings(hour_choice="model"), hi, HOURS) is None
