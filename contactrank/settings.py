@@ -121,11 +121,10 @@ class Settings:
     # than 5 % on all four and about what none did, while keeping logged propensities for
     # evaluate-policy (docs/benchmarks.md)
     explore_share: float = 0.02
-    # who picks best_hour: "profile" (the habit profile), "shape" (the person's habit shape pooled
-    # with the habit profile, the profile alone where the shape knows nothing; an option: it
-    # raised the judged capture but lowered the closed loop's, ml/hours.py says why) or "model"
-    # (the highest model output alone)
-    hour_choice: Literal["shape", "profile", "model"] = "profile"
+    # who picks best_hour: "shape" (the person's habit shape pooled with the habit profile, the
+    # profile alone where the shape knows nothing), "profile" (the habit profile alone) or "model"
+    # (the highest model output alone); ml/hours.py says why
+    hour_choice: Literal["shape", "profile", "model"] = "shape"
     # with "shape": the shape's weight against the profile's in the bucket choice, pooled on the
     # log scale (1: the shape alone, 0: the profile's ratios alone; ml/hours.py says why both)
     hour_shape_weight: float = 0.5

@@ -2,7 +2,7 @@
 
 Three choices (``settings.hour_choice``):
 
-- ``shape`` (an option): the person's habit shape (``hour_shape_<bucket>``, the relative reach
+- ``shape`` (default): the person's habit shape (``hour_shape_<bucket>``, the relative reach
   rate of each bucket under the posterior over the levels x shapes of ``features.hour_shapes``)
   and habit profile (below), each as a ratio to its mean over the allowed hours, pooled on the
   log scale (``pooled``, ``settings.hour_shape_weight``), pick the bucket; the hour is the
@@ -10,7 +10,7 @@ Three choices (``settings.hour_choice``):
   bucket is one nobody was tried in (the shape has nothing there), or the row has no shape,
   the profile picks, as below. The score is as below (with ``hour_shape_weight`` 1, the shape
   alone, the larger of the profile's lift and the shape's: ``HourProfile.lift``).
-- ``profile`` (default): the person's habit profile (``f_p_hour_profile_<bucket>``, the expected reach rate
+- ``profile``: the person's habit profile (``f_p_hour_profile_<bucket>``, the expected reach rate
   of each hour bucket under the posterior over the habit profiles fitted to everyone's bucket
   counts; docs/features.md) picks the bucket; the hour is the middle of that bucket's allowed
   hours. A preference alike at every allowed hour leaves the choice to the model. The score is
@@ -227,9 +227,10 @@ def pooled(rate: np.ndarray, shape: np.ndarray, over: np.ndarray, weight: float)
     the posterior mean of a person torn between two of them can peak between their peaks, in a
     bucket that is nobody's best, or lean a toss-up the wrong way. Pooled, a bucket wins where
     both rate it well. At weight 1 it is the shape alone (over a constant per row: the same
-    choice). Why an option, not the default: it raised the judged capture, but where the file
-    drives the dialer it realised less of the achievable lift than the profile alone
-    (docs/benchmarks.md, "The habit shape pooled with the profile").
+    choice). Why the default: since the habit counts read the person's own lines, it raises the
+    judged capture where habits differ and keeps the closed loop's share of the achievable lift
+    within a seed's noise of the profile's (docs/benchmarks.md, "The habit shape pooled with the
+    profile" and the sections after it).
     """
     with np.errstate(invalid="ignore", divide="ignore"):
         rate_ratio = rate / _row_mean(rate, over)[:, None]

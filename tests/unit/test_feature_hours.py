@@ -157,3 +157,12 @@ def test_a_model_trained_with_the_earlier_tries_still_sees_them_at_zero():
     model.features, model.categories = ["f_hour", "f_tries_before_address"], {}
     prepared = model.prepare(pd.DataFrame({"f_hour": [9.0, 20.0]}))
     assert prepared["f_tries_before_address"].tolist() == [0.0, 0.0]
+
+
+def test_the_default_build_stores_the_habit_shape_that_picks_the_hour(lake):
+    # the default hour choice pools the shape with the profile, so the build must fit it
+    assert Settings().hour_choice == "shape"
+    f = load_features(lake, D0 + timedelta(days=3)).set_index("contact_id")
+    p1, p2 = f.loc["c1"], f.loc["c3"]
+    assert p1.hour_shape_morning > p1.hour_shape_evening  # p1 answers in the mornings
+    assert p2.hour_shape_evening > p2.hour_shape_morning  # p2 in the evenings

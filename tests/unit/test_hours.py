@@ -262,7 +262,7 @@ def test_the_shape_pooled_with_the_profile_picks_a_bucket_both_rate_well():
 def test_the_setting_chooses():
     hi = inputs([{}], [{}])
     shaped = inputs([{}], [{}], [{}])
-    assert HourProfile.of(Settings(), shaped, HOURS).shape is None  # the default: the profile
+    assert HourProfile.of(Settings(), shaped, HOURS).shape is not None  # the default: pooled
     assert HourProfile.of(Settings(hour_choice="profile"), shaped, HOURS).shape is None
     assert HourProfile.of(Settings(hour_choice="shape"), hi, HOURS).shape is None  # rows without a shape
     assert HourProfile.of(Settings(hour_choice="shape"), shaped, HOURS).shape is not None
