@@ -229,8 +229,8 @@ def pooled(rate: np.ndarray, shape: np.ndarray, over: np.ndarray, weight: float)
     both rate it well. At weight 1 it is the shape alone (over a constant per row: the same
     choice). Why the default: since the habit counts read the person's own lines, it raises the
     judged capture where habits differ and keeps the closed loop's share of the achievable lift
-    within a seed's noise of the profile's (docs/benchmarks.md, "The habit shape pooled with the
-    profile" and the sections after it).
+    within a seed's noise of the profile's (docs/benchmarks.md, "The pooled hour choice as the
+    default").
     """
     with np.errstate(invalid="ignore", divide="ignore"):
         rate_ratio = rate / _row_mean(rate, over)[:, None]
