@@ -17,6 +17,7 @@ from contactrank.features.feature_state import (
     DECAY_COLS,
     DOW_COLS,
     HALF_LIVES,
+    habit_count_columns,
     habit_count_sql,
     is_candidate_sql,
 )
@@ -27,7 +28,7 @@ from contactrank.settings import Settings
 CHANNELS_FOR_SHARES = ("voice", "sms", "email", "whatsapp")
 RECENT_RATE_WINDOWS = (7, 30)  # days of the population reach/conversion rates
 _EXACT = "::DECIMAL(38, 12)"  # exact sums: the result does not depend on thread scheduling
-HABIT_PREFIX = "habit_"  # the person totals' hour counts of their own lines (``_person_total_columns``)
+HABIT_PREFIX = "habit_"  # the person totals' hour counts the habit profiles are looked up by
 
 
 def shrunk_rate(num: str, den: str, prior: str, m: float) -> str:
@@ -136,9 +137,9 @@ def load_shared_rates(con, folder: Path, prefix: str) -> None:
 
 
 def _person_total_columns(own_lines: bool) -> list[str]:
-    """Per-person sums over all addresses of the person (the ``person_totals`` CTE); with
-    ``own_lines`` also ``habit_<kind>_hour_<bucket>``, the hour counts of the person's own lines
-    (``own_line_sql``) the habit profiles are looked up by."""
+    """Per-person sums over all addresses of the person (the ``person_totals`` CTE), and
+    ``habit_<kind>_hour_<bucket>``, the hour counts the habit profiles were fitted on and are looked
+    up by (with ``own_lines`` those of the person's own lines, ``own_line_sql``)."""
     cols = [f"sum({c})::INTEGER AS {c}" for c in COUNT_COLS]
     cols += [f"sum({c}{_EXACT})::DOUBLE AS {c}" for c in DECAY_COLS]
     cols += ["max(last_attempt) AS last_attempt", "max(last_reach) AS last_reach",
@@ -152,12 +153,7 @@ def _person_total_columns(own_lines: bool) -> list[str]:
         for c in CHANNELS_FOR_SHARES
     ]
     cols += [f"sum({k}_hour_{b})::INTEGER AS {k}_hour_{b}" for b in BUCKETS for k in ("attempt", "reach")]
-    if own_lines:
-        cols += [
-            f"{habit_count_sql(f'{k}_hour_{b}', True)}::INTEGER AS {HABIT_PREFIX}{k}_hour_{b}"
-            for b in BUCKETS
-            for k in ("attempt", "reach")
-        ]
+    cols += habit_count_columns(own_lines, HABIT_PREFIX + "{kind}_hour_{bucket}")
     cols += ["max(first_seen) AS newest_first_seen"]
     return cols
 
@@ -272,7 +268,6 @@ def feature_rows_sql(
     profiles would be looked up by counts they were not fitted on, and most would not be found).
     """
     described = "described" if rows is not None else "pair"  # the alias the described rows go by
-    counts = HABIT_PREFIX if own_lines else ""  # the person's counts the profiles are looked up by
     f = [f"{described}.{c}" for c in passthrough]
     f += [
         "coalesce(pair.last_outcome, 'none') AS last_outcome",
@@ -290,6 +285,7 @@ def feature_rows_sql(
             "LEFT JOIN state_rows pair\n"
             "  ON pair.person_id = described.person_id AND pair.contact_id = described.contact_id"
         )
+    profiles_on = profile_join_sql(con, "profiles", "person", attrs, "attrs", HABIT_PREFIX)
     return f"""
 WITH state_rows AS NOT MATERIALIZED (SELECT * FROM {state}),  -- re-reading beats copying 80 columns
 {rows_cte}person_totals AS (
@@ -311,7 +307,7 @@ CROSS JOIN recent_rates_overall
 CROSS JOIN population_hour_rates
 CROSS JOIN profile_mix
 {f"LEFT JOIN {attrs} attrs ON attrs.person_id = {described}.person_id" if attrs else ""}
-LEFT JOIN profile_by_counts profiles ON {profile_join_sql(con, "profiles", "person", attrs, "attrs", counts)}
+LEFT JOIN profile_by_counts profiles ON {profiles_on}
 LEFT JOIN recent_rates_by_channel ON recent_rates_by_channel.channel = {described}.channel
 LEFT JOIN recent_rates_by_campaign ON recent_rates_by_campaign.campaign_id = person.last_campaign
 {"WHERE " + is_candidate_sql("pair") if rows is None else ""}

@@ -89,6 +89,17 @@ def habit_count_sql(column: str, own_lines: bool) -> str:
     return sum_if(column, own_line_sql()) if own_lines else f"sum({column})"
 
 
+def habit_count_columns(own_lines: bool, name: str) -> list[str]:
+    """The hour counts the habit fits read, as columns of a per-person GROUP BY (``habit_count_sql``
+    of each of ``HOUR_COLS``, in its order), each named by ``name`` (a format string of ``kind`` and
+    ``bucket``)."""
+    return [
+        f"{habit_count_sql(f'{k}_hour_{b}', own_lines)}::INTEGER AS {name.format(kind=k, bucket=b)}"
+        for b in BUCKETS
+        for k in ("attempt", "reach")
+    ]
+
+
 def live_sql(cs_live: str, n_attempts: str) -> str:
     """A pair is live when contacts_state says it is active and consenting; an address only seen
     in attempts (never delivered as a contact) is live by default."""

@@ -21,7 +21,7 @@ from threadpoolctl import threadpool_limits
 
 from contactrank.features import sql
 from contactrank.features.daily_aggregates import BUCKETS
-from contactrank.features.feature_state import habit_count_sql
+from contactrank.features.feature_state import habit_count_columns
 from contactrank.features.hour_shapes import (
     LevelsShapes,
     binomial_loglik,
@@ -77,11 +77,7 @@ def fit_hour_profiles(con, state: str, attrs: str = "", shapes: bool = True, own
     close to one per person in a small population; counts and values repeat as it grows.
     """
     names = prior_attributes(con, attrs)
-    per_person = ", ".join(
-        f"{habit_count_sql(f'{k}_hour_{b}', own_lines)}::INTEGER AS {k}_{b}"
-        for b in BUCKETS
-        for k in ("attempt", "reach")
-    )
+    per_person = ", ".join(habit_count_columns(own_lines, "{kind}_{bucket}"))
     persons = f"(SELECT person_id, {per_person} FROM {state} GROUP BY person_id)"
     if names:
         values = "".join(

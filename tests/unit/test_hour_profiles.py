@@ -11,7 +11,8 @@ import pytest
 
 from contactrank.features.build import build_features, load_features, load_training
 from contactrank.features.daily_aggregates import BUCKETS
-from contactrank.features.feature_state import habit_count_sql, own_line_sql
+from contactrank.features.feature_rows import HABIT_PREFIX
+from contactrank.features.feature_state import habit_count_columns, own_line_sql
 from contactrank.features.hour_profiles import MAX_PRIOR_VALUES, fit_hour_profiles, profile_join_sql
 from contactrank.features.lake import write_partition
 from contactrank.features.schema import ATTEMPTS, CONTACTS_STATE
@@ -221,15 +222,11 @@ def _twin_profiles(own_lines: bool) -> pd.DataFrame:
     con.register("state_df", _state_with_lines())
     con.execute("CREATE TABLE state AS SELECT * FROM state_df")
     fit_hour_profiles(con, "state", "", own_lines=own_lines)
-    prefix = "habit_"
-    totals = ", ".join(
-        f"{habit_count_sql(f'{k}_hour_{b}', own_lines)} AS {prefix}{k}_hour_{b}"
-        for b in BUCKETS
-        for k in ("attempt", "reach")
-    )
+    totals = ", ".join(habit_count_columns(own_lines, HABIT_PREFIX + "{kind}_hour_{bucket}"))
+    profiles_on = profile_join_sql(con, "profiles", "person", "", "", HABIT_PREFIX)
     query = f"""SELECT person.person_id, {", ".join(f"profiles.profile_{b} AS {b}" for b in BUCKETS)}
       FROM (SELECT person_id, {totals} FROM state GROUP BY person_id) person
-      LEFT JOIN profile_by_counts profiles ON {profile_join_sql(con, "profiles", "person", "", "", prefix)}
+      LEFT JOIN profile_by_counts profiles ON {profiles_on}
       WHERE person.person_id LIKE 'twin%' ORDER BY person.person_id"""
     return con.sql(query).df().set_index("person_id")
 
