@@ -18,7 +18,8 @@ the difference is exact for the persons judged, and its error is the population'
 ``--set`` the copy's files are byte-identical to the originals: a check of the method.
 ``--steps features,score,publish`` builds the day's features again first, for a change that
 reaches them (the habit fits; the model reads the profiles, so a change to those is then judged
-on a model trained without it).
+on a model trained without it); ``--daily-days N`` with it builds the last N days' daily aggregates
+again first (a change to them, such as the population counts).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import logging
 import os
 import shutil
 import sys
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -80,9 +81,17 @@ def figures(report: dict) -> str:
 
 
 def rescore(
-    root: Path, out: Path, world: str, seed: int | None, changes: dict[str, str], steps: tuple[str, ...]
+    root: Path,
+    out: Path,
+    world: str,
+    seed: int | None,
+    changes: dict[str, str],
+    steps: tuple[str, ...],
+    daily_days: int = 0,
 ) -> None:
-    """Copy one judged home, publish its last day again with ``changes``, judge both, print."""
+    """Copy one judged home, publish its last day again with ``changes``, judge both, print.
+    ``daily_days``: the copy's daily aggregates of that many days up to the last are removed first,
+    so that its features step builds them again (a change to them)."""
     landing, source = root / world / "landing", root / world / f"home{seed_suffix(seed)}"
     d = last_export(source)
     (out / world).mkdir(parents=True, exist_ok=True)
@@ -92,6 +101,8 @@ def rescore(
     if home.exists():
         shutil.rmtree(home)
     shutil.copytree(source, home, symlinks=True)
+    for x in range(daily_days):
+        shutil.rmtree(home / "lake" / "daily_agg" / f"date={(d - timedelta(days=x)).isoformat()}", True)
     overrides = {} if seed is None else {"seed": seed}
     settings = settings_for(home, landing, 7, **overrides, **changes)  # the cadence: unused here
     run_date(settings, d, landing, steps=steps)
@@ -117,6 +128,12 @@ def main() -> None:
     ap.add_argument(
         "--steps", default="score,publish", help="the steps run again (e.g. features,score,publish)"
     )
+    ap.add_argument(
+        "--daily-days",
+        type=int,
+        default=0,
+        help="build this many days of daily aggregates again (with --steps features,...)",
+    )
     a = ap.parse_args()
     changes = dict(item.split("=", 1) for item in a.set)
     runtime_env()
@@ -126,7 +143,7 @@ def main() -> None:
     seeds: list[int | None] = [int(s) for s in a.model_seeds.split(",")] if a.model_seeds else [None]
     for world in a.worlds.split(","):
         for seed in seeds:
-            rescore(a.root, a.out, world, seed, changes, tuple(a.steps.split(",")))
+            rescore(a.root, a.out, world, seed, changes, tuple(a.steps.split(",")), a.daily_days)
 
 
 if __name__ == "__main__":

@@ -132,6 +132,11 @@ class Settings:
     # moves best_hour from the best bucket's middle to the hour next to it on that side (a value
     # above 1 never moves it; ml/hours.py says why)
     hour_lean_share: float = 0.9
+    # with "shape" or "profile": each bucket's rating is divided by its repeat ratio (the reach rate
+    # of all its tries over that of first tries of the day) to this power before the bucket is
+    # picked (0: not at all; 1: the whole measured ratio, which also holds who was tried again and
+    # cost the office-hours and time-zone worlds; docs/benchmarks.md; ml/hours.py says why)
+    hour_repeat_strength: float = 0.5
     # with "shape" or "profile": a person tried this often in the chosen bucket without a reach
     # there is recommended the best-rated allowed bucket they were never tried in, if any (0: never;
     # an option: it earned about a point in the closed loop and cost capture and office hours'
@@ -172,6 +177,10 @@ class Settings:
         if not self.hour_lean_share > 0:
             raise ValueError(
                 f"setting 'hour_lean_share': {self.hour_lean_share!r} is invalid (must be above 0)"
+            )
+        if not 0 <= self.hour_repeat_strength <= 1:
+            raise ValueError(
+                f"setting 'hour_repeat_strength': {self.hour_repeat_strength!r} is invalid (must lie in 0..1)"
             )
         if not 0 <= self.hour_shape_weight <= 1:
             raise ValueError(

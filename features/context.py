@@ -37,6 +37,9 @@ PROFILE_COLS = [f"f_p_hour_profile_{b}" for b in _NAMES]  # expected bucket rate
 # The person's expected habit shape per bucket (features.hour_shapes): read by the hour choice, not
 # by the model (no ``f_`` prefix); absent from features built before it.
 SHAPE_COLS = [f"hour_shape_{b}" for b in _NAMES]
+# Each bucket's repeat ratio (``feature_rows.repeat_ratio_sql``): read by the hour choice, not by the
+# model; absent from features built before it.
+REPEAT_COLS = [f"hour_repeat_{b}" for b in _NAMES]
 CONTEXT_INPUTS = [*PERSON_HOUR_COLS, *CONTACT_HOUR_COLS, *POPULATION_HOUR_COLS, *PROFILE_COLS]
 HOUR_FEATURES = [
     *(f"f_hour_{level}_{what}" for level in ("p", "c") for what in ("rate", "lift", "attempts")),
@@ -60,6 +63,11 @@ def bucket_index(hours: np.ndarray) -> np.ndarray:
 
 def _column(df: pd.DataFrame, name: str) -> np.ndarray:
     return pd.to_numeric(df[name], errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+
+
+def _optional(df: pd.DataFrame, names: list[str]) -> np.ndarray:
+    """(rows x len(names)) the columns ``names``, NaN where ``df`` lacks one."""
+    return np.column_stack([_column(df, c) if c in df.columns else np.full(len(df), np.nan) for c in names])
 
 
 def _counts(df: pd.DataFrame, prefix: str) -> tuple[np.ndarray, np.ndarray]:
@@ -89,6 +97,7 @@ class HourInputs:
     contact_reaches: np.ndarray
     profile: np.ndarray  # rows x buckets
     shape: np.ndarray | None = None  # rows x buckets, NaN where unknown
+    repeat: np.ndarray | None = None  # rows x buckets, NaN where unknown
 
     @classmethod
     def of(cls, df: pd.DataFrame) -> HourInputs | None:
@@ -101,9 +110,8 @@ class HourInputs:
             *_counts(df, "f_p"),
             *_counts(df, "f_c"),
             np.column_stack([_column(df, c) for c in PROFILE_COLS]),
-            np.column_stack(
-                [_column(df, c) if c in df.columns else np.full(len(df), np.nan) for c in SHAPE_COLS]
-            ),
+            _optional(df, SHAPE_COLS),
+            _optional(df, REPEAT_COLS),
         )
 
     def take(self, rows: np.ndarray) -> HourInputs:

@@ -2,7 +2,8 @@
 
 ``daily_agg/date=D`` holds ``part-0.parquet``, one row per (person, contact) attempted on D with its
 outcome counts, per-hour-bucket counts, last outcome/channel/campaign and the failure tail of the
-day, and ``population.parquet``, attempts/reaches/conversions per (campaign, channel) of D.
+day, and ``population.parquet``, attempts/reaches/conversions per (campaign, channel) of D (and
+per hour bucket, of every try and of first tries: ``population_sql``).
 """
 
 from __future__ import annotations
@@ -87,11 +88,27 @@ FROM ranked_attempts GROUP BY person_id, contact_id, date
 
 
 def population_sql(attempts: str) -> str:
-    """Attempts, reaches and conversions per (date, campaign, channel) of ``attempts``."""
+    """Attempts, reaches and conversions per (date, campaign, channel) of ``attempts``, and per hour
+    bucket the attempts and reaches of every try (``attempts_<bucket>``, ``reach_<bucket>``) and of
+    first tries, an address's first try of its day (``first_attempts_<bucket>``,
+    ``first_reach_<bucket>``): ``feature_rows.repeat_ratio_sql`` compares the two."""
+    buckets = ",\n  ".join(
+        f"{count_if(f'{first}bucket = {sql.quote_literal(b)}')} AS {prefix}attempts_{b},\n  "
+        f"{count_if(f'{first}bucket = {sql.quote_literal(b)} AND is_reach')} AS {prefix}reach_{b}"
+        for prefix, first in (("", ""), ("first_", "is_first AND "))
+        for b in BUCKETS
+    )
     return f"""
+WITH tries AS (
+  SELECT date, campaign_id, channel, outcome, {_bucket_case()} AS bucket, {KINDS["reach"]} AS is_reach,
+    row_number() OVER (PARTITION BY person_id, contact_id, date ORDER BY attempted_at, attempt_id) = 1
+      AS is_first
+  FROM {attempts}
+)
 SELECT date, campaign_id, channel, count(*)::INTEGER AS n,
-  {count_if(KINDS["reach"])} AS reach, {count_if(KINDS["conv"])} AS conv
-FROM {attempts} GROUP BY ALL"""
+  {count_if(KINDS["reach"])} AS reach, {count_if(KINDS["conv"])} AS conv,
+  {buckets}
+FROM tries GROUP BY ALL"""
 
 
 def attempts_of_day(path: Path | None, d: date) -> str:

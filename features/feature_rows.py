@@ -45,7 +45,8 @@ def create_shared_rates(con, state: str, attrs: str, population: str, x: date, s
     ``features.hour_profiles`` (with the habit shapes only when ``settings.hour_choice`` reads
     them). From the population counts ``population``: the reach and conversion rates of the last
     7/30 days, ``recent_rates_overall``, ``recent_rates_by_channel`` and
-    ``recent_rates_by_campaign``.
+    ``recent_rates_by_campaign``, and the repeat ratio of each hour bucket (``repeat_ratio_sql``)
+    beside the population's hour rates in ``population_hour_rates``.
     """
     m = settings.prior_strength
     X = sql.date_literal(x)
@@ -95,10 +96,14 @@ def create_shared_rates(con, state: str, attrs: str, population: str, x: date, s
     rates = [f"({reach[b]} / nullif({attempts[b]}, 0))::DOUBLE AS rate_{b}" for b in BUCKETS]
     all_reach, all_attempts = " + ".join(reach.values()), " + ".join(attempts.values())
     rates.append(f"(({all_reach}) / nullif({all_attempts}, 0))::DOUBLE AS rate_all")
-    create("population_hour_rates", f"SELECT {', '.join(rates)} FROM {state}")
-    fit_hour_profiles(con, state, attrs, shapes=settings.hour_choice == "shape", own_lines=own)
     window = f"date <= {X} AND date > {X} - {history.POPULATION_DAYS}"
     create("recent_population_window", f"SELECT * FROM {population} WHERE {window}")
+    create(
+        "population_hour_rates",
+        f"SELECT * FROM (SELECT {', '.join(rates)} FROM {state})"
+        f" CROSS JOIN (SELECT {repeat_ratio_sql()} FROM recent_population_window)",
+    )
+    fit_hour_profiles(con, state, attrs, shapes=settings.hour_choice == "shape", own_lines=own)
     create("recent_rates_overall", f"SELECT {recent_rates()} FROM recent_population_window")
     create(
         "recent_rates_by_channel",
@@ -109,6 +114,23 @@ def create_shared_rates(con, state: str, attrs: str, population: str, x: date, s
         "recent_rates_by_campaign",
         f"""SELECT campaign_id, {recent_rates()}
       FROM recent_population_window WHERE campaign_id IS NOT NULL GROUP BY campaign_id""",
+    )
+
+
+def repeat_ratio_sql() -> str:
+    """``repeat_<bucket>`` of the population counts (``daily_aggregates.population_sql``): the reach
+    rate of every try in the bucket over that of first tries there (NULL without both).
+
+    Why: a dialer tries again after a failure, later the same day, and a try that follows a
+    failure is answered less whatever the hour (the person is away that day, or screens the
+    number). The later buckets hold more of those tries, so their reach rates, and with them the
+    habit profiles and shapes fitted on the bucket counts, understate them against the morning.
+    Dividing a bucket's rate by this ratio undoes it (``ml.hours``, ``settings.hour_repeat_strength``).
+    """
+    return ", ".join(
+        f"(sum(reach_{b})::DOUBLE / nullif(sum(attempts_{b}), 0))"
+        f" / nullif(sum(first_reach_{b})::DOUBLE / nullif(sum(first_attempts_{b}), 0), 0) AS repeat_{b}"
+        for b in BUCKETS
     )
 
 
@@ -134,6 +156,9 @@ def load_shared_rates(con, folder: Path, prefix: str) -> None:
     for name in SHARED_RATE_TABLES:
         relation = sql.read_parquet(folder / f"{prefix}{name}.parquet", hive_partitioning="false")
         con.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS SELECT * FROM {relation}")
+    # rates saved before the repeat ratios existed have none: no correction from them
+    for b in BUCKETS:
+        con.execute(f"ALTER TABLE population_hour_rates ADD COLUMN IF NOT EXISTS repeat_{b} DOUBLE")
 
 
 def _person_total_columns(own_lines: bool) -> list[str]:
@@ -237,6 +262,7 @@ def _person_and_population_columns(x: date, m: float) -> list[str]:
         for b in BUCKETS
     ]
     f += [f"profiles.shape_{b}::FLOAT AS hour_shape_{b}" for b in BUCKETS]  # NULL: the profile decides
+    f += [f"population_hour_rates.repeat_{b}::FLOAT AS hour_repeat_{b}" for b in BUCKETS]  # NULL: none
     for w in RECENT_RATE_WINDOWS:
         f += [f"recent_rates_overall.reach_{w}d::FLOAT AS f_g_reach_rate_{w}d",
               f"recent_rates_overall.conv_{w}d::FLOAT AS f_g_conv_rate_{w}d",

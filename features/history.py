@@ -105,9 +105,14 @@ def daily_agg_of(settings: Settings, d: date) -> str:
 
 
 def recent_population(settings: Settings, x: date) -> str:
-    """The population counts of the POPULATION_DAYS days up to x."""
+    """The population counts of the POPULATION_DAYS days up to x, with every column of
+    ``EMPTY_POPULATION``: a file written before a column existed has it NULL."""
     since = x - timedelta(days=POPULATION_DAYS - 1)
-    return read_files(partition_files(settings, DAILY_AGG, x, since=since, name=POP_FILE), EMPTY_POPULATION)
+    files = partition_files(settings, DAILY_AGG, x, since=since, name=POP_FILE)
+    if not files:
+        return EMPTY_POPULATION
+    written = read_files(files, EMPTY_POPULATION, union_by_name="true")
+    return f"(SELECT * FROM {EMPTY_POPULATION} UNION ALL BY NAME SELECT * FROM {written})"
 
 
 def state_files(state_dir: Path) -> tuple[str, str]:

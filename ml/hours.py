@@ -47,6 +47,18 @@ Why a bucket nobody was tried in is read from the nearest tried one (``from_neig
 ``settings.hour_unseen_from_neighbours``): the profiles give it the population's rate for
 everyone, so it was the pick of everyone who answers less than the average, whatever their
 habit. Read so, it is the person's own ratio to everyone, and its lift is not capped.
+Why the repeat ratio (``settings.hour_repeat_strength``): the same retries lower the later
+buckets' rates in the counts the profiles and shapes are fitted on, so a person with little
+history was given the morning, the bucket with the fewest retries. Each bucket's rating is divided
+by its repeat ratio (the reach rate of all its tries over that of first tries of the day,
+``features.feature_rows.repeat_ratio_sql``) to a power before the bucket is picked. The ratio
+also holds who was tried again (a person already missed once that day), which the person's level
+already explains; half of it on the log scale did best on the judged worlds, the whole of it cost
+the office-hours and time-zone worlds. The lean reads the ratings as they were: over the
+ratios a later neighbour is rated closer, the hour leaned later more often, and where a world's
+morning type answers at the bucket's start that cost capture. The score keeps the profile's lift:
+the ratio moves the choice between buckets, not how much better the chosen one is than the
+person's average.
 Training fits one more map on the product (``ml.file_calibration``), applied last: the two factors
 were fitted on other questions, and their product stayed under the truth.
 docs/benchmarks.md has the figures.
@@ -129,6 +141,7 @@ class HourProfile:
         untried_after: int = 0,
         unseen_from_neighbours: bool = False,
         shape_weight: float = 1.0,
+        repeat_strength: float = 0.0,
     ):
         buckets = bucket_index(hour_of.astype("float64"))
         self.lean_share = lean_share  # settings.hour_lean_share; infinite: always the middle
@@ -150,6 +163,10 @@ class HourProfile:
             )
         self.shape = inputs.shape[:, buckets] if by_shape and inputs.shape is not None else None
         self.shape_weight = shape_weight  # settings.hour_shape_weight
+        # settings.hour_repeat_strength: what each hour's rating is divided by
+        self.repeat = None
+        if repeat_strength > 0 and inputs.repeat is not None:
+            self.repeat = _known_ratios(inputs.repeat)[:, buckets] ** repeat_strength
 
     @classmethod
     def of(cls, settings: Settings, inputs: HourInputs | None, hour_of: np.ndarray) -> HourProfile | None:
@@ -164,6 +181,7 @@ class HourProfile:
             untried_after=settings.hour_untried_after,
             unseen_from_neighbours=settings.hour_unseen_from_neighbours,
             shape_weight=settings.hour_shape_weight,
+            repeat_strength=settings.hour_repeat_strength,
         )
 
     def preference(self, allowed: np.ndarray) -> np.ndarray:
@@ -215,6 +233,17 @@ class HourProfile:
                 return lift
             shape_mean = _row_mean(self.shape, allowed & np.isfinite(self.shape))
             return np.fmax(lift, self.shape[rows, cols] / shape_mean)  # NaN (unknown): the profile's
+
+
+def _known_ratios(ratio: np.ndarray) -> np.ndarray:
+    """(rows x buckets) the repeat ratios, a bucket without one (nobody was tried there, or nobody
+    answered a first try) at the geometric mean of the row's others (1 with none). Why: a bucket
+    nobody was tried in is rated from the others (the population's rate over every bucket, or its
+    neighbours), so it carries their retries; left at 1, it lost to every tried bucket."""
+    known = np.isfinite(ratio) & (ratio > 0)
+    logs = np.where(known, np.log(np.where(known, ratio, 1.0)), 0.0)
+    mean = np.exp(logs.sum(axis=1) / np.maximum(known.sum(axis=1), 1))
+    return np.where(known, ratio, mean[:, None])
 
 
 def pooled(rate: np.ndarray, shape: np.ndarray, over: np.ndarray, weight: float) -> np.ndarray:
@@ -311,14 +340,21 @@ def _middle_of_best_bucket(raws: np.ndarray, profile: HourProfile) -> np.ndarray
     """A preference over the columns: the allowed hours of the bucket the profile rates highest,
     the one nearest the middle of them first; -inf elsewhere. Where the better of the neighbouring
     allowed buckets is rated at least ``profile.lean_share`` of it, the hour next to the middle on
-    that neighbour's side instead.
+    that neighbour's side instead. With ``profile.repeat`` the ratings over it pick the bucket,
+    and the ratings as they were decide the lean.
     A profile that rates every allowed hour alike says nothing (no hour in the data): the model's
     output decides there."""
     allowed = np.isfinite(raws)
     n_cols = raws.shape[1]
-    rate = _away_from_failing(np.where(allowed, profile.preference(allowed), -np.inf), allowed, profile)
-    best = rate.max(axis=1)
+    preference = np.where(allowed, profile.preference(allowed), -np.inf)
+    rate = _away_from_failing(preference, allowed, profile)
     top = _best_bucket(rate, allowed)
+    if profile.repeat is not None:  # not where the profile says nothing: the model decides there
+        says = ~(top == allowed).all(axis=1)
+        corrected = np.where(says[:, None], preference / profile.repeat, preference)
+        top = _best_bucket(_away_from_failing(corrected, allowed, profile), allowed)
+    # the lean reads the ratings as they were: the repeat ratio moves the choice of bucket only
+    best = np.where(top, rate, -np.inf).max(axis=1)
     cols = np.arange(n_cols)[None, :]
     first, last = np.where(top, cols, n_cols).min(axis=1), np.where(top, cols, -1).max(axis=1)
     rows = np.arange(len(raws))

@@ -166,3 +166,12 @@ def test_the_default_build_stores_the_habit_shape_that_picks_the_hour(lake):
     p1, p2 = f.loc["c1"], f.loc["c3"]
     assert p1.hour_shape_morning > p1.hour_shape_evening  # p1 answers in the mornings
     assert p2.hour_shape_evening > p2.hour_shape_morning  # p2 in the evenings
+
+
+def test_feature_rows_carry_each_buckets_repeat_ratio(lake):
+    # every morning try of the lake is its address's first of the day: ratio 1; in the evening two
+    # retries (one reached, one not) and two first tries (one reached): 2/4 over 1/2, 1 again;
+    # nobody was tried at midday: no ratio
+    f = load_features(lake, D0 + timedelta(days=3))
+    assert (f["hour_repeat_morning"] == 1.0).all() and (f["hour_repeat_evening"] == 1.0).all()
+    assert f["hour_repeat_midday"].isna().all()

@@ -387,3 +387,55 @@ def test_buckets_far_from_any_tried_one_read_the_nearest_tried_bucket():
     rates, scaled = from_neighbours(dataclasses.replace(hi, population_by_bucket=population))
     assert rates[0, :3] == pytest.approx([0.1, 0.1, 0.1])
     assert list(NAMES[i] for i in np.flatnonzero(scaled[0])) == ["morning", "midday", "afternoon"]
+
+
+def test_the_repeat_ratio_moves_the_bucket_a_retry_made_look_worse():
+    # the profile rates the morning a little above the evening; the evening's reach rate was
+    # lowered by retries (its rate over all tries is 0.8 of first tries'), the morning's hardly
+    repeat = np.array([[0.98, 0.95, 0.92, 0.8, 1.0]])
+    person = dataclasses.replace(
+        inputs(
+            [{"morning": 0.30, "midday": 0.2, "afternoon": 0.2, "evening": 0.285}],
+            [{"morning": 3, "midday": 2, "afternoon": 2, "evening": 3}],
+        ),
+        repeat=repeat,
+    )
+
+    def hour(strength: float, who=person) -> int:
+        raws = np.full((1, HOURS.size), -np.inf)
+        curve = 0.2 + 0.01 * np.exp(-((HOURS[None, :] - 15.0) ** 2) / 4)  # the model's own pick: 15h
+        profile = HourProfile(who, HOURS, lean_share=np.inf, repeat_strength=strength)
+        return int(HOURS[best_hours(stack(curve), raws, blocks_of(1), profile)[0]])
+
+    assert hour(0.0) == 9  # no correction: the morning
+    assert hour(0.5) == 19  # 0.285 / 0.8 ** 0.5 > 0.30 / 0.98 ** 0.5
+    # a bucket without a ratio (nobody tried there) takes the geometric mean of the others'
+    unknown = dataclasses.replace(person, repeat=np.array([[0.98, 0.95, 0.92, np.nan, 0.0]]))
+    evening = int(np.flatnonzero(HOURS == 19)[0])
+    filled = HourProfile(unknown, HOURS, repeat_strength=1.0).repeat[0]
+    assert filled[evening] == pytest.approx((0.98 * 0.95 * 0.92) ** (1 / 3))
+    assert hour(0.5, unknown) == 9
+    # a profile that says nothing leaves the hour to the model, whatever the ratios
+    flat = dataclasses.replace(inputs([{}], [{}]), repeat=repeat)
+    assert hour(0.5, flat) == 15
+    # the lean reads the ratings as they were: the midday at 0.89 of the morning does not move the
+    # hour off the morning's middle, though over the ratios it would be rated above 0.9 of it
+    near = dataclasses.replace(person, profile=np.array([[0.30, 0.267, 0.2, 0.2, 0.1]]))
+    raws = np.full((1, HOURS.size), -np.inf)
+    leaning = HourProfile(near, HOURS, lean_share=0.9, repeat_strength=0.5)
+    assert 0.267 / 0.95**0.5 >= 0.9 * 0.30 / 0.98**0.5
+    assert HOURS[best_hours(stack(np.full((1, HOURS.size), 0.2)), raws, blocks_of(1), leaning)[0]] == 9
+    # the score keeps the profile's lift
+    raws = np.full((1, HOURS.size), -np.inf)
+    fill_hours(stack(np.full((1, HOURS.size), 0.2)), raws, blocks_of(1))
+    corrected = HourProfile(person, HOURS, repeat_strength=0.5)
+    cols = np.array([int(np.flatnonzero(HOURS == 19)[0])])
+    rate = corrected.rate[0]
+    assert hour_scores(_Identity(), raws, cols, corrected)[0] == pytest.approx(
+        0.2 * rate[cols[0]] / rate.mean()
+    )
+    # the settings carry the strength, and it must lie in 0..1
+    assert HourProfile.of(Settings(), person, HOURS).repeat[0, 0] == pytest.approx(0.98**0.5)
+    assert HourProfile.of(Settings(hour_repeat_strength=0), person, HOURS).repeat is None
+    with pytest.raises(ValueError, match="hour_repeat_strength"):
+        Settings(hour_repeat_strength=1.5)
