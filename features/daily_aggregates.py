@@ -59,21 +59,33 @@ def _bucket_case() -> str:
     return f"CASE {whens} WHEN local_hour IS NOT NULL THEN 'night' END"
 
 
+def _ranked_attempts_sql(attempts: str) -> str:
+    """The attempts of ``attempts`` with their hour ``bucket``, ``is_reach`` and ``rn``, their place
+    in the address's day (1: its first try)."""
+    return f"""
+  SELECT person_id, contact_id, date, channel, outcome, campaign_id, attempted_at,
+    {_bucket_case()} AS bucket, {KINDS["reach"]} AS is_reach,
+    row_number() OVER (PARTITION BY person_id, contact_id, date ORDER BY attempted_at, attempt_id) AS rn
+  FROM {attempts}"""
+
+
+def _bucket_counts(prefix: str = "", only: str = "") -> str:
+    """Per hour bucket, the tries of ``ranked_attempts`` (those for which ``only`` holds, if given)
+    and their reaches, as ``<prefix>attempts_<bucket>``, ``<prefix>reach_<bucket>``."""
+    when = f"{only} AND " if only else ""
+    return ",\n  ".join(
+        f"{count_if(f'{when}bucket = {sql.quote_literal(b)}')} AS {prefix}attempts_{b},\n  "
+        f"{count_if(f'{when}bucket = {sql.quote_literal(b)} AND is_reach')} AS {prefix}reach_{b}"
+        for b in BUCKETS
+    )
+
+
 def daily_agg_sql(attempts: str) -> str:
     """Per (person, contact, date) aggregates of the attempts relation ``attempts`` (with a ``date``)."""
     # sum(CASE ...) rather than FILTER: DuckDB runs it much faster with many aggregates.
     kinds = ",\n  ".join(f"{count_if(pred)} AS {k}" for k, pred in KINDS.items())
-    buckets = ",\n  ".join(
-        f"{count_if(f'bucket = {sql.quote_literal(b)}')} AS attempts_{b},\n  "
-        f"{count_if(f'bucket = {sql.quote_literal(b)} AND is_reach')} AS reach_{b}"
-        for b in BUCKETS
-    )
     return f"""
-WITH ranked_attempts AS (
-  SELECT person_id, contact_id, date, channel, outcome, campaign_id, attempted_at,
-    {_bucket_case()} AS bucket, {KINDS["reach"]} AS is_reach,
-    row_number() OVER (PARTITION BY person_id, contact_id, date ORDER BY attempted_at, attempt_id) AS rn
-  FROM {attempts}
+WITH ranked_attempts AS ({_ranked_attempts_sql(attempts)}
 )
 SELECT person_id, contact_id, date,
   arg_max(channel, rn) AS channel,
@@ -81,7 +93,7 @@ SELECT person_id, contact_id, date,
   arg_max(attempted_at, rn) AS last_ts,
   arg_max_null(campaign_id, rn) AS last_campaign,
   {kinds},
-  {buckets},
+  {_bucket_counts()},
   (count(*) - coalesce(max(CASE WHEN is_reach THEN rn END), 0))::INTEGER AS tail_fail
 FROM ranked_attempts GROUP BY person_id, contact_id, date
 """
@@ -92,23 +104,14 @@ def population_sql(attempts: str) -> str:
     bucket the attempts and reaches of every try (``attempts_<bucket>``, ``reach_<bucket>``) and of
     first tries, an address's first try of its day (``first_attempts_<bucket>``,
     ``first_reach_<bucket>``): ``feature_rows.repeat_ratio_sql`` compares the two."""
-    buckets = ",\n  ".join(
-        f"{count_if(f'{first}bucket = {sql.quote_literal(b)}')} AS {prefix}attempts_{b},\n  "
-        f"{count_if(f'{first}bucket = {sql.quote_literal(b)} AND is_reach')} AS {prefix}reach_{b}"
-        for prefix, first in (("", ""), ("first_", "is_first AND "))
-        for b in BUCKETS
-    )
     return f"""
-WITH tries AS (
-  SELECT date, campaign_id, channel, outcome, {_bucket_case()} AS bucket, {KINDS["reach"]} AS is_reach,
-    row_number() OVER (PARTITION BY person_id, contact_id, date ORDER BY attempted_at, attempt_id) = 1
-      AS is_first
-  FROM {attempts}
+WITH ranked_attempts AS ({_ranked_attempts_sql(attempts)}
 )
 SELECT date, campaign_id, channel, count(*)::INTEGER AS n,
   {count_if(KINDS["reach"])} AS reach, {count_if(KINDS["conv"])} AS conv,
-  {buckets}
-FROM tries GROUP BY ALL"""
+  {_bucket_counts()},
+  {_bucket_counts("first_", "rn = 1")}
+FROM ranked_attempts GROUP BY date, campaign_id, channel"""
 
 
 def attempts_of_day(path: Path | None, d: date) -> str:
