@@ -40,6 +40,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import judge  # noqa: E402  (the bench folder is not a package)
 from judge_worlds import seed_suffix, settings_for  # noqa: E402
 
+from contactrank.features.history import DAILY_AGG  # noqa: E402
+from contactrank.features.lake import partition_dir  # noqa: E402
 from contactrank.pipeline import run_date  # noqa: E402
 from contactrank.settings import runtime_env  # noqa: E402
 
@@ -101,10 +103,10 @@ def rescore(
     if home.exists():
         shutil.rmtree(home)
     shutil.copytree(source, home, symlinks=True)
-    for x in range(daily_days):
-        shutil.rmtree(home / "lake" / "daily_agg" / f"date={(d - timedelta(days=x)).isoformat()}", True)
     overrides = {} if seed is None else {"seed": seed}
     settings = settings_for(home, landing, 7, **overrides, **changes)  # the cadence: unused here
+    for x in range(daily_days):  # the copy's lake is local: its partitions are folders
+        shutil.rmtree(partition_dir(settings, DAILY_AGG, d - timedelta(days=x)), ignore_errors=True)
     run_date(settings, d, landing, steps=steps)
     was, now = (judge.judge_run(landing, h, d, world, ceiling=False) for h in (source, home))
     gap = was["base"]["oracle"] - was["base"]["random"]  # the judge's capture denominator
