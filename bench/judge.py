@@ -12,7 +12,9 @@ rank-1 pick (address at ``best_hour``, in the person's own clock) for:
 - ``contactrank``: the published rank 1 at its ``best_hour``; ``contactrank greedy``: the
   highest ``score`` (rank 1 without exploration);
 - ``ceiling``: bench/judge_ceiling.py, a Bayesian estimator of the world's own structure fitted on
-  the same history (landing files up to D); its pick is the best posterior mean;
+  the same history (landing files up to D); its pick is the best posterior mean
+  (``--ceiling-told buckets``: told each attempt's hour bucket only, as the habit counts keep it;
+  ``buckets_no_fatigue``: nor the address's earlier tries);
 - ``oracle``: the best true p over the listed addresses and allowed hours.
 
 Columns: mean true p of the pick; ``capture`` of the random -> oracle gap; ``address``: capture
@@ -40,7 +42,7 @@ import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from judge_ceiling import ceiling_matrix  # noqa: E402  (the bench folder is not a package)
+from judge_ceiling import TOLD, ceiling_matrix  # noqa: E402  (the bench folder is not a package)
 
 HOURS = np.arange(8, 22)  # the pipeline's default allowed hours (settings.hours_start..hours_end)
 ARMS = ("random", "heuristic", "contactrank", "contactrank greedy", "ceiling", "oracle")
@@ -194,12 +196,14 @@ def judge_run(
     world: str | None = None,
     ceiling: bool = True,
     file_order: bool = False,
+    ceiling_told: str = "attempts",
 ) -> dict:
     """Judge the export of D of a simulated run (landing with truth, pipeline home); ``file_order``:
-    the ceiling reads the addresses' age order from the first contacts file (``ceiling_matrix``)."""
+    the ceiling reads the addresses' age order from the first contacts file, ``ceiling_told``: what
+    it reads of each attempt (``ceiling_matrix``)."""
     rows, p = load_candidates(landing, home, d)
     heur = heuristic_order(home, d, rows)
-    est = ceiling_matrix(landing, d, rows, HOURS, world, file_order) if ceiling else None
+    est = ceiling_matrix(landing, d, rows, HOURS, world, file_order, ceiling_told) if ceiling else None
     out = judge_frame(rows, p, heur, est)
     out.update(world=world or "default", date=d.isoformat(), valid_day=(d + timedelta(days=1)).isoformat())
     out["unmatched_rows"] = rows.attrs.get("unmatched", 0)
@@ -261,6 +265,17 @@ def print_table(r: dict) -> None:
         )
 
 
+def add_ceiling_told(ap: argparse.ArgumentParser) -> None:
+    """The ``--ceiling-told`` option, shared with bench/judge_worlds.py."""
+    ap.add_argument(
+        "--ceiling-told",
+        choices=TOLD,
+        default=TOLD[0],
+        help="what the ceiling reads of each attempt: everything, its hour bucket only, or that "
+        "without the address's earlier tries (where its edge over a bucket-count learner lies)",
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--landing", type=Path, required=True)
@@ -273,9 +288,10 @@ def main() -> None:
         action="store_true",
         help="let the ceiling read the addresses' age order from the first contacts file's rows",
     )
+    add_ceiling_told(ap)
     ap.add_argument("--json", type=Path, help="also write the figures here")
     a = ap.parse_args()
-    r = judge_run(a.landing, a.home, a.date, a.world, not a.no_ceiling, a.ceiling_file_order)
+    r = judge_run(a.landing, a.home, a.date, a.world, not a.no_ceiling, a.ceiling_file_order, a.ceiling_told)
     print_table(r)
     if a.json:
         a.json.write_text(json.dumps(r, indent=1, default=float))

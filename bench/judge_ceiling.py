@@ -28,6 +28,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 from scipy import sparse
 
+from contactrank.features.context import bucket_index
 from contactrank.features.schema import CHANNELS
 from contactrank.features.simulated_world import (
     AGE_BANDS,
@@ -43,6 +44,11 @@ CHUNK = 120  # persons per block (memory: attempts x K floats)
 _VALID, _DEAD, _REASSIGNED = 0, 1, 2
 _OFFSETS = {"America/Sao_Paulo": -3, "America/Manaus": -4, "America/Rio_Branco": -5, "America/Noronha": -2}
 _REACH = {"right_party", "converted", "opt_out"}
+# What the ceiling is told of each attempt (``ceiling_matrix``'s ``told``): everything the landing
+# files give; its hour only as the pipeline's hour bucket (redrawn uniformly inside it), which is
+# what the habit counts keep; the same and not the address's earlier tries that day or the day
+# before either. The two lesser ceilings say where its edge over a bucket-count learner lies.
+TOLD = ("attempts", "buckets", "buckets_no_fatigue")
 
 
 def _normalise(contact: pd.Series) -> pd.Series:
@@ -65,9 +71,13 @@ def _read(landing: Path, kind: str, d: date) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
-def _history(landing: Path, d: date) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+def _history(
+    landing: Path, d: date, told: str = "attempts"
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Persons (attributes, offset), addresses (channel, rank in the first book, enrichment) and
-    attempts (person, address, local hour, weekday, fatigue, outcome) up to D."""
+    attempts (person, address, local hour, weekday, fatigue, outcome) up to D, as ``told`` (``TOLD``)."""
+    if told not in TOLD:
+        raise ValueError(f"told must be one of {TOLD}: {told!r}")
     persons = _read(landing, "persons", d).drop_duplicates("person_id", keep="last").set_index("person_id")
     persons["offset"] = persons["timezone"].map(_OFFSETS) if "timezone" in persons else -3
     contacts = _contacts(landing, d)
@@ -92,7 +102,22 @@ def _history(landing: Path, d: date) -> tuple[pd.DataFrame, pd.DataFrame, pd.Dat
     days["day"] += 1
     att = att.merge(days.assign(tried_yesterday=True), on=["contact_id", "day"], how="left")
     att["tried_yesterday"] = att["tried_yesterday"].fillna(False).astype(bool)
+    if told != "attempts":
+        att["hour"] = hour_in_bucket(att["hour"].to_numpy(), np.random.default_rng(4321))
+    if told == "buckets_no_fatigue":
+        att["same_day"], att["tried_yesterday"] = 0, False
     return persons, book, enr, att
+
+
+def hour_in_bucket(hours: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Each local hour redrawn uniformly among the hours of its bucket (``features.context.bucket_index``)."""
+    of_hour = bucket_index(np.arange(24, dtype=np.float64))
+    bucket = bucket_index(hours.astype(np.float64))
+    out = np.asarray(hours).copy()
+    for b in np.unique(bucket):
+        members, rows = np.flatnonzero(of_hour == b), bucket == b
+        out[rows] = members[rng.integers(0, len(members), rows.sum())]
+    return out
 
 
 def _contacts(landing: Path, d: date) -> pd.DataFrame:
@@ -244,14 +269,21 @@ def _outcome_lik(outcome: np.ndarray, ch: np.ndarray, p: np.ndarray, st: np.ndar
 
 
 def ceiling_matrix(
-    landing: Path, d: date, rows: pd.DataFrame, hours: np.ndarray, world: str | None, file_order: bool = False
+    landing: Path,
+    d: date,
+    rows: pd.DataFrame,
+    hours: np.ndarray,
+    world: str | None,
+    file_order: bool = False,
+    told: str = "attempts",
 ) -> np.ndarray:
     """Posterior mean p(reach) of each row (person_id, contact_id, channel) at each hour of D+1.
 
     ``file_order``: read each address's age rank from its row's position in the first contacts
-    file, as the simulator writes it (a fact the contract does not give; ``positions_drawn``)."""
+    file, as the simulator writes it (a fact the contract does not give; ``positions_drawn``).
+    ``told``: what it reads of each attempt (``TOLD``)."""
     spec = WORLDS.get(world or "default", WorldSpec())
-    persons, book, enr, att = _history(landing, d)
+    persons, book, enr, att = _history(landing, d, told)
     rng = np.random.default_rng(12345)
     chan = {c: i for i, c in enumerate(CHANNELS)}
     dow_t = (d + timedelta(days=1)).weekday()

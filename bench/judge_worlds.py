@@ -32,7 +32,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
-from judge import judge_run, print_table, spread  # noqa: E402  (the bench folder is not a package)
+from judge import add_ceiling_told, judge_run, print_table, spread  # noqa: E402  (the bench folder is not a package)
 
 from contactrank.features.simulate import simulate  # noqa: E402
 from contactrank.pipeline import run_date  # noqa: E402
@@ -126,6 +126,7 @@ def main() -> None:
         action="store_true",
         help="let the ceiling read the addresses' age order from the first contacts file's rows",
     )
+    add_ceiling_told(ap)
     ap.add_argument(
         "--model-seeds",
         help="comma-separated settings.seed values: one pipeline run per seed on the same landing "
@@ -145,7 +146,9 @@ def main() -> None:
             if not a.judge_only:
                 print(json.dumps(run_world(a.root, name, a, seed, simulate_world=i == 0)), flush=True)
             home = base / f"home{seed_suffix(seed)}"
-            report = judge_run(base / "landing", home, end, name, not a.no_ceiling, a.ceiling_file_order)
+            report = judge_run(
+                base / "landing", home, end, name, not a.no_ceiling, a.ceiling_file_order, a.ceiling_told
+            )
             report["model_seed"] = seed
             print_table(report)
             (base / f"judge{seed_suffix(seed)}.json").write_text(json.dumps(report, indent=1, default=float))

@@ -110,3 +110,19 @@ def test_spread_over_model_seeds():
     assert s["ece"][0] == pytest.approx(0.02)
     assert "of_ceiling" not in s  # judged without the ceiling: no share of it
     assert np.isnan(judge.spread(reports[:1])["capture"][1])  # one run has no spread
+
+
+def test_the_ceiling_told_buckets_keeps_each_hour_in_its_bucket():
+    ceiling = bench_module("judge_ceiling")
+    from contactrank.features.context import bucket_index
+
+    hours = np.tile(np.arange(24), 200)
+    told = ceiling.hour_in_bucket(hours, np.random.default_rng(0))
+    assert (bucket_index(told.astype(float)) == bucket_index(hours.astype(float))).all()
+    morning = told[(hours >= 8) & (hours <= 11)]
+    assert set(morning) == {8, 9, 10, 11}  # redrawn over the whole bucket, not left in place
+    assert (told != hours).mean() > 0.5
+    again = ceiling.hour_in_bucket(hours, np.random.default_rng(0))
+    assert (again == told).all()
+    with pytest.raises(ValueError, match="told must be one of"):
+        ceiling._history(None, None, told="hours")
