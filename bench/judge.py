@@ -10,7 +10,8 @@ rank-1 pick (address at ``best_hour``, in the person's own clock) for:
 - ``heuristic``: "last success first, else the customer's own" (``f_c_days_since_reach`` then
   ``f_source == 'customer'`` of ``features/date=D``) at a uniform allowed hour;
 - ``contactrank``: the published rank 1 at its ``best_hour``; ``contactrank greedy``: the
-  highest ``score`` (rank 1 without exploration);
+  highest ``score`` (rank 1 without the address promotions of exploration; a row whose hour was
+  explored keeps that hour and its score, as the export does not carry the greedy ones);
 - ``ceiling``: bench/judge_ceiling.py, a Bayesian estimator of the world's own structure fitted on
   the same history (landing files up to D); its pick is the best posterior mean
   (``--ceiling-told buckets``: told each attempt's hour bucket only, as the habit counts keep it;
