@@ -46,8 +46,8 @@ _OFFSETS = {"America/Sao_Paulo": -3, "America/Manaus": -4, "America/Rio_Branco":
 _REACH = {"right_party", "converted", "opt_out"}
 # What the ceiling is told of each attempt (``ceiling_matrix``'s ``told``): everything the landing
 # files give; its hour only as the pipeline's hour bucket (redrawn uniformly inside it), which is
-# what the habit counts keep; the same and not the address's earlier tries that day or the day
-# before either. The two lesser ceilings say where its edge over a bucket-count learner lies.
+# what the habit counts keep; or that, without the address's earlier tries that day and the day
+# before. The two lesser ceilings say where its edge over a bucket-count learner lies.
 TOLD = ("attempts", "buckets", "buckets_no_fatigue")
 
 
@@ -115,8 +115,8 @@ def hour_in_bucket(hours: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     bucket = bucket_index(hours.astype(np.float64))
     out = np.asarray(hours).copy()
     for b in np.unique(bucket):
-        members, rows = np.flatnonzero(of_hour == b), bucket == b
-        out[rows] = members[rng.integers(0, len(members), rows.sum())]
+        members, in_bucket = np.flatnonzero(of_hour == b), bucket == b
+        out[in_bucket] = members[rng.integers(0, len(members), in_bucket.sum())]
     return out
 
 
