@@ -100,9 +100,7 @@ def rescore(
     if not (out / world / "landing").exists():
         (out / world / "landing").symlink_to(landing.resolve())
     home = out / world / f"home{seed_suffix(seed)}"
-    if home.exists():
-        shutil.rmtree(home)
-    shutil.copytree(source, home, symlinks=True)
+    copy_home(source, home)
     overrides = {} if seed is None else {"seed": seed}
     settings = settings_for(home, landing, 7, **overrides, **changes)  # the cadence: unused here
     for x in range(daily_days):  # the copy's lake is local: its partitions are folders
@@ -116,6 +114,30 @@ def rescore(
         f"paired capture {mean:+.4f} ± {se:.4f}, rank 1 moved for {moved:.1%} of persons",
         flush=True,
     )
+
+
+# The copy's run writes new partitions (features, scores, exports) beside the copied ones.
+ROOM_FOR_THE_RUN = 1.25
+
+
+def copy_home(source: Path, home: Path) -> None:
+    """Copy ``source`` to ``home`` (replacing it), after checking the disk has room for it and
+    for what the run writes.
+
+    Why: a full disk fails every later write, the shell's included, far from the cause, and a
+    sweep makes one copy of a whole home per world and seed."""
+    if home.exists():
+        shutil.rmtree(home)
+    need = ROOM_FOR_THE_RUN * sum(
+        p.stat().st_size for p in source.rglob("*") if p.is_file() and not p.is_symlink()
+    )
+    free = shutil.disk_usage(home.parent).free
+    if free < need:
+        raise SystemExit(
+            f"{home.parent}: {free / 1e9:.2f} GB free, copying {source} and running it needs about "
+            f"{need / 1e9:.2f} GB; free some space or give another --out"
+        )
+    shutil.copytree(source, home, symlinks=True)
 
 
 def main() -> None:

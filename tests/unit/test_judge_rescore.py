@@ -21,3 +21,21 @@ def test_the_paired_difference_counts_only_persons_both_files_list():
     assert mean == pytest.approx((0.1 / 0.5 + 0.0) / 2)
     assert se == pytest.approx(pd.Series([0.2, 0.0]).std(ddof=1) / 2**0.5)
     assert moved == 0.5
+
+
+def test_the_copy_stops_before_it_fills_the_disk(tmp_path, monkeypatch):
+    source = tmp_path / "home"
+    (source / "lake").mkdir(parents=True)
+    (source / "lake" / "part-0.parquet").write_bytes(b"x" * 1000)
+    (source / "landing").symlink_to(tmp_path)  # links are copied as links, not followed
+    out = tmp_path / "out"
+    out.mkdir()
+    rescore.copy_home(source, out / "home")
+    assert (out / "home" / "lake" / "part-0.parquet").read_bytes() == b"x" * 1000
+    assert (out / "home" / "landing").is_symlink()
+
+    usage = type("usage", (), {"free": 1100})()  # room for the copy, not for what the run writes
+    monkeypatch.setattr(rescore.shutil, "disk_usage", lambda path: usage)
+    with pytest.raises(SystemExit, match=r"GB free, copying .*home.* needs about"):
+        rescore.copy_home(source, out / "home")
+    assert not (out / "home").exists()  # the old copy is gone, no half copy is left
