@@ -128,6 +128,7 @@ def copy_home(source: Path, home: Path) -> None:
     sweep makes one copy of a whole home per world and seed."""
     if home.exists():
         shutil.rmtree(home)
+    home.parent.mkdir(parents=True, exist_ok=True)
     need = ROOM_FOR_THE_RUN * sum(
         p.stat().st_size for p in source.rglob("*") if p.is_file() and not p.is_symlink()
     )

@@ -23,7 +23,6 @@ shows in full where the lift is held to 1. docs/benchmarks.md has the figures.
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
 from datetime import date
 from pathlib import Path
@@ -35,6 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
 from judge import load_candidates, truth_at_best_hour  # noqa: E402  (the bench folder is not a package)
+from judge_rescore import copy_home  # noqa: E402
 from judge_worlds import settings_for  # noqa: E402
 
 import contactrank.ml.score as scoring  # noqa: E402
@@ -116,7 +116,7 @@ def main() -> None:
         for seed in (int(s) for s in a.model_seeds.split(",")):
             home = a.work / f"{world}-seed{seed}"
             if not home.exists():
-                shutil.copytree((a.root / world / f"home-seed{seed}").resolve(), home)
+                copy_home((a.root / world / f"home-seed{seed}").resolve(), home)
             figures = parts_of(a.root / world / "landing", home, a.date, seed, a.retrain_every)
             rows.append({"world": world, "seed": seed, **figures})
             print(rows[-1], flush=True)

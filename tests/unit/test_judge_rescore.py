@@ -28,8 +28,7 @@ def test_the_copy_stops_before_it_fills_the_disk(tmp_path, monkeypatch):
     (source / "lake").mkdir(parents=True)
     (source / "lake" / "part-0.parquet").write_bytes(b"x" * 1000)
     (source / "landing").symlink_to(tmp_path)  # links are copied as links, not followed
-    out = tmp_path / "out"
-    out.mkdir()
+    out = tmp_path / "out"  # not there yet: the copy makes it
     rescore.copy_home(source, out / "home")
     assert (out / "home" / "lake" / "part-0.parquet").read_bytes() == b"x" * 1000
     assert (out / "home" / "landing").is_symlink()
