@@ -15,7 +15,8 @@ rank-1 pick (address at ``best_hour``, in the person's own clock) for:
 - ``ceiling``: bench/judge_ceiling.py, a Bayesian estimator of the world's own structure fitted on
   the same history (landing files up to D); its pick is the best posterior mean
   (``--ceiling-told buckets``: told each attempt's hour bucket only, as the habit counts keep it;
-  ``buckets_no_fatigue``: nor the address's earlier tries);
+  ``buckets_no_fatigue``: nor the address's earlier tries; ``--ceiling-learns-habits CYCLES``:
+  not told the world's hour-habit types but fitting them on the history, bench/judge_ceiling_learned.py);
 - ``oracle``: the best true p over the listed addresses and allowed hours.
 
 Columns: mean true p of the pick; ``capture`` of the random -> oracle gap; ``address``: capture
@@ -43,9 +44,11 @@ import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from judge_ceiling import TOLD, ceiling_matrix  # noqa: E402  (the bench folder is not a package)
+from judge_ceiling import TOLD, WORLDS, WorldSpec, ceiling_matrix, told_habits  # noqa: E402  (the bench folder is not a package)
+from judge_ceiling_learned import describe, learn_habits  # noqa: E402
 
 HOURS = np.arange(8, 22)  # the pipeline's default allowed hours (settings.hours_start..hours_end)
+FIT_PERSONS = 4000  # persons the learned ceiling fits the habit types on: each EM step is a pass over them
 ARMS = ("random", "heuristic", "contactrank", "contactrank greedy", "ceiling", "oracle")
 
 
@@ -198,14 +201,27 @@ def judge_run(
     ceiling: bool = True,
     file_order: bool = False,
     ceiling_told: str = "attempts",
+    learn_cycles: int = 0,
+    fit_persons: int = FIT_PERSONS,
 ) -> dict:
     """Judge the export of D of a simulated run (landing with truth, pipeline home); ``file_order``:
     the ceiling reads the addresses' age order from the first contacts file, ``ceiling_told``: what
-    it reads of each attempt (``ceiling_matrix``)."""
+    it reads of each attempt (``ceiling_matrix``); ``learn_cycles`` > 0: the ceiling fits the
+    world's hour-habit types on the history of ``fit_persons`` of the file's persons instead of
+    being told them (``judge_ceiling_learned.learn_habits``)."""
     rows, p = load_candidates(landing, home, d)
     heur = heuristic_order(home, d, rows)
-    est = ceiling_matrix(landing, d, rows, HOURS, world, file_order, ceiling_told) if ceiling else None
+    habits = None
+    if ceiling and learn_cycles:
+        types = told_habits(WORLDS.get(world or "default", WorldSpec())).centres.size
+        habits = learn_habits(
+            landing, d, fit_sample(rows, fit_persons), world, types, learn_cycles, ceiling_told
+        )
+    est = (
+        ceiling_matrix(landing, d, rows, HOURS, world, file_order, ceiling_told, habits) if ceiling else None
+    )
     out = judge_frame(rows, p, heur, est)
+    out["ceiling_habits"] = "told" if habits is None else describe(habits)
     out.update(world=world or "default", date=d.isoformat(), valid_day=(d + timedelta(days=1)).isoformat())
     out["unmatched_rows"] = rows.attrs.get("unmatched", 0)
     out["has_timezone_column"] = "timezone" in rows.columns
@@ -215,6 +231,15 @@ def judge_run(
             ((rows["best_hour"] - off) % 24 == rows["best_hour_utc"]).mean()
         )
     return out
+
+
+def fit_sample(rows: pd.DataFrame, persons: int) -> pd.DataFrame:
+    """The rows of ``persons`` of the file's persons drawn at random (a fixed draw; all when fewer)."""
+    ids = rows["person_id"].unique()
+    if ids.size <= persons:
+        return rows
+    chosen = np.random.default_rng(0).choice(ids, persons, replace=False)
+    return rows[rows["person_id"].isin(chosen)].reset_index(drop=True)
 
 
 _UTC_OFFSETS = {
@@ -267,13 +292,27 @@ def print_table(r: dict) -> None:
 
 
 def add_ceiling_told(ap: argparse.ArgumentParser) -> None:
-    """The ``--ceiling-told`` option, shared with bench/judge_worlds.py."""
+    """The ``--ceiling-told`` and ``--ceiling-learns-habits`` options, shared with bench/judge_worlds.py."""
     ap.add_argument(
         "--ceiling-told",
         choices=TOLD,
         default=TOLD[0],
         help="what the ceiling reads of each attempt: everything, its hour bucket only, or that "
         "without the address's earlier tries (where its edge over a bucket-count learner lies)",
+    )
+    ap.add_argument(
+        "--ceiling-learns-habits",
+        type=int,
+        default=0,
+        metavar="CYCLES",
+        help="fit the world's hour-habit types on the history (CYCLES of accelerated EM, three "
+        "importance samples each) instead of telling the ceiling them",
+    )
+    ap.add_argument(
+        "--ceiling-fit-persons",
+        type=int,
+        default=FIT_PERSONS,
+        help="how many of the file's persons the habit types are fitted on (a fixed random draw)",
     )
 
 
@@ -292,7 +331,17 @@ def main() -> None:
     add_ceiling_told(ap)
     ap.add_argument("--json", type=Path, help="also write the figures here")
     a = ap.parse_args()
-    r = judge_run(a.landing, a.home, a.date, a.world, not a.no_ceiling, a.ceiling_file_order, a.ceiling_told)
+    r = judge_run(
+        a.landing,
+        a.home,
+        a.date,
+        a.world,
+        not a.no_ceiling,
+        a.ceiling_file_order,
+        a.ceiling_told,
+        a.ceiling_learns_habits,
+        a.ceiling_fit_persons,
+    )
     print_table(r)
     if a.json:
         a.json.write_text(json.dumps(r, indent=1, default=float))

@@ -20,6 +20,8 @@ per person).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -133,10 +135,35 @@ def contact_book(landing: Path, d: date) -> pd.DataFrame:
     return rows.drop_duplicates(["person_id", "contact_id"], keep="last").reset_index(drop=True)
 
 
+@dataclass(frozen=True)
+class HabitTypes:
+    """The hour-habit types a ceiling's prior draws from: per type its centre (local hour) and the
+    range of its amplitude, and per age band (``AGE_BANDS``) the types' shares, shape (4, types)."""
+
+    centres: np.ndarray
+    amp_low: np.ndarray
+    amp_high: np.ndarray
+    shares: np.ndarray
+
+
+def told_habits(spec: WorldSpec) -> HabitTypes:
+    """The world's own habit types, as the simulator draws them."""
+    if spec.hour_groups is None:
+        shares = np.array([[0.15, 0.2, 0.65], [0.3, 0.3, 0.4], [0.3, 0.3, 0.4], [0.6, 0.25, 0.15]])
+        return HabitTypes(np.array([9.5, 13.0, 19.0]), np.full(3, 0.8), np.full(3, 2.0), shares)
+    w = np.array([x[0] for x in spec.hour_groups], float)
+    return HabitTypes(
+        np.array([x[1] for x in spec.hour_groups], float),
+        np.array([x[2] for x in spec.hour_groups], float),
+        np.array([x[3] for x in spec.hour_groups], float),
+        np.tile(w / w.sum(), (len(AGE_BANDS), 1)),
+    )
+
+
 def _prior_persons(
-    rng, spec: WorldSpec, age: np.ndarray, region: np.ndarray, segment: np.ndarray, zbal: np.ndarray
+    rng, habits: HabitTypes, age: np.ndarray, region: np.ndarray, segment: np.ndarray, zbal: np.ndarray
 ) -> dict[str, np.ndarray]:
-    """K samples of each person's latent terms, shape (persons, K[, ...])."""
+    """K samples of each person's latent terms, shape (persons, K[, ...]); ``type`` is the habit type."""
     n = age.size
     g = GENERATOR
     resp = (
@@ -146,18 +173,8 @@ def _prior_persons(
     aff = rng.normal(0.0, 0.7, (n, K, 4)) + g["channel_base"]
     aff[:, :, 3] += np.where(age == 0, 0.5, np.where(age == 3, -0.5, 0.0))[:, None]
     aff[:, :, 0] += np.where(age == 3, 0.4, 0.0)[:, None]
-    if spec.hour_groups is None:
-        p_type = np.where(
-            age[:, None] == 0,
-            [0.15, 0.2, 0.65],
-            np.where(age[:, None] == 3, [0.6, 0.25, 0.15], [0.3, 0.3, 0.4]),
-        )
-        centres, lo, hi = np.array([9.5, 13.0, 19.0]), np.full(3, 0.8), np.full(3, 2.0)
-    else:
-        w = np.array([x[0] for x in spec.hour_groups], float)
-        p_type = np.broadcast_to(w / w.sum(), (n, w.size))
-        centres = np.array([x[1] for x in spec.hour_groups])
-        lo, hi = np.array([x[2] for x in spec.hour_groups]), np.array([x[3] for x in spec.hour_groups])
+    p_type = habits.shares[age]
+    centres, lo, hi = habits.centres, habits.amp_low, habits.amp_high
     u = rng.random((n, K))
     cum = np.cumsum(p_type, axis=1)
     ht = np.minimum((u[:, :, None] > cum[:, None, :]).sum(axis=2), centres.size - 1)
@@ -166,6 +183,7 @@ def _prior_persons(
     return {
         "resp": resp,
         "aff": aff,
+        "type": ht,
         "peak": centres[ht] + rng.normal(0.0, 1.0, (n, K)),
         "width": rng.uniform(1.5, 3.0, (n, K)),
         "amp": lo[ht] + rng.random((n, K)) * (hi[ht] - lo[ht]),
@@ -268,26 +286,42 @@ def _outcome_lik(outcome: np.ndarray, ch: np.ndarray, p: np.ndarray, st: np.ndar
     return np.where(st == _VALID, valid, np.where(st == _DEAD, dead, reas))
 
 
-def ceiling_matrix(
+@dataclass
+class Block:
+    """One block of persons' posterior: the latent samples, their normalised weights (persons, K),
+    the log of each person's history's likelihood under the prior (its mean over the samples),
+    the persons' age bands, and for the block's published rows (``rows_at``) their person, address
+    and channel indices into the samples."""
+
+    latent: dict[str, np.ndarray]
+    weights: np.ndarray
+    log_evidence: np.ndarray
+    age: np.ndarray
+    quality: np.ndarray
+    status: np.ndarray
+    rows_at: np.ndarray
+    row_person: np.ndarray
+    row_address: np.ndarray
+    row_channel: np.ndarray
+
+
+def posterior_blocks(
     landing: Path,
     d: date,
     rows: pd.DataFrame,
-    hours: np.ndarray,
     world: str | None,
     file_order: bool = False,
     told: str = "attempts",
-) -> np.ndarray:
-    """Posterior mean p(reach) of each row (person_id, contact_id, channel) at each hour of D+1.
+    habits: HabitTypes | None = None,
+) -> Iterator[Block]:
+    """The importance-sampled posterior of every person of ``rows``, ``CHUNK`` persons at a time.
 
-    ``file_order``: read each address's age rank from its row's position in the first contacts
-    file, as the simulator writes it (a fact the contract does not give; ``positions_drawn``).
-    ``told``: what it reads of each attempt (``TOLD``)."""
+    ``habits``: the habit types of the prior (None: the world's own, ``told_habits``)."""
     spec = WORLDS.get(world or "default", WorldSpec())
+    habits = habits or told_habits(spec)
     persons, book, enr, att = _history(landing, d, told)
     rng = np.random.default_rng(12345)
     chan = {c: i for i, c in enumerate(CHANNELS)}
-    dow_t = (d + timedelta(days=1)).weekday()
-    out = np.zeros((len(rows), hours.size))
     pids = rows["person_id"].unique()
     rank_of = book.set_index(["person_id", "contact_id"])["rank"]
     book_size = book.groupby("person_id").size()
@@ -297,10 +331,11 @@ def ceiling_matrix(
         block = pids[lo : lo + CHUNK]
         pindex = pd.Index(block)
         pr = persons.reindex(block)
+        age = pd.Index(AGE_BANDS).get_indexer(pr["age_band"])
         lat = _prior_persons(
             rng,
-            spec,
-            pd.Index(AGE_BANDS).get_indexer(pr["age_band"]),
+            habits,
+            age,
             pd.Index(REGIONS).get_indexer(pr["region"]),
             pd.Index(SEGMENTS).get_indexer(pr["segment"]),
             ((np.log(pr["balance"].astype(float)) - 7.0) / 1.2).to_numpy(),
@@ -345,14 +380,50 @@ def ceiling_matrix(
             ll = np.log(np.maximum(lik, 1e-300))
             m = sparse.csr_matrix((np.ones(len(a)), (pi, np.arange(len(a)))), shape=(block.size, len(a)))
             loglik = m @ ll
-        w = np.exp(loglik - loglik.max(axis=1, keepdims=True))
+        top = loglik.max(axis=1, keepdims=True)
+        w = np.exp(loglik - top)
+        evidence = top[:, 0] + np.log(w.mean(axis=1))
         w /= w.sum(axis=1, keepdims=True)
         ri = akeys.get_indexer(pd.MultiIndex.from_frame(rows.loc[rsel, ["person_id", "contact_id"]]))
         rpi = pindex.get_indexer(rows.loc[rsel, "person_id"])
-        rch = ach[ri]
+        yield Block(lat, w, evidence, age, q, st, rsel.to_numpy(), rpi, ri, ach[ri])
+
+
+def ceiling_matrix(
+    landing: Path,
+    d: date,
+    rows: pd.DataFrame,
+    hours: np.ndarray,
+    world: str | None,
+    file_order: bool = False,
+    told: str = "attempts",
+    habits: HabitTypes | None = None,
+) -> np.ndarray:
+    """Posterior mean p(reach) of each row (person_id, contact_id, channel) at each hour of D+1.
+
+    ``file_order``: read each address's age rank from its row's position in the first contacts
+    file, as the simulator writes it (a fact the contract does not give; ``positions_drawn``).
+    ``told``: what it reads of each attempt (``TOLD``); ``habits``: the habit types of its prior
+    (None: the world's own; ``judge_ceiling_learned`` fits them on the history instead)."""
+    dow_t = (d + timedelta(days=1)).weekday()
+    out = np.zeros((len(rows), hours.size))
+    for b in posterior_blocks(landing, d, rows, world, file_order, told, habits):
+        n = b.row_address.size
+        live = b.status[b.row_address] == _VALID
         for j, h in enumerate(hours):
             pj = 1 / (
-                1 + np.exp(-_logit(lat, rpi, q, ri, rch, np.full(ri.size, float(h)), np.full(ri.size, dow_t)))
+                1
+                + np.exp(
+                    -_logit(
+                        b.latent,
+                        b.row_person,
+                        b.quality,
+                        b.row_address,
+                        b.row_channel,
+                        np.full(n, float(h)),
+                        np.full(n, dow_t),
+                    )
+                )
             )
-            out[rsel, j] = (w[rpi] * pj * (st[ri] == _VALID)).sum(axis=1)
+            out[b.rows_at, j] = (b.weights[b.row_person] * pj * live).sum(axis=1)
     return out

@@ -147,11 +147,23 @@ def main() -> None:
                 print(json.dumps(run_world(a.root, name, a, seed, simulate_world=i == 0)), flush=True)
             home = base / f"home{seed_suffix(seed)}"
             report = judge_run(
-                base / "landing", home, end, name, not a.no_ceiling, a.ceiling_file_order, a.ceiling_told
+                base / "landing",
+                home,
+                end,
+                name,
+                not a.no_ceiling,
+                a.ceiling_file_order,
+                a.ceiling_told,
+                a.ceiling_learns_habits,
+                a.ceiling_fit_persons,
             )
             report["model_seed"] = seed
             print_table(report)
-            (base / f"judge{seed_suffix(seed)}.json").write_text(json.dumps(report, indent=1, default=float))
+            # a ceiling that learns the habit types is another judge of the same file: kept apart
+            learned = "-learned-habits" if a.ceiling_learns_habits and not a.no_ceiling else ""
+            (base / f"judge{seed_suffix(seed)}{learned}.json").write_text(
+                json.dumps(report, indent=1, default=float)
+            )
             reports.append(report)
         if len(reports) > 1:
             print_spread(name, seeds, reports)

@@ -126,3 +126,11 @@ def test_the_ceiling_told_buckets_keeps_each_hour_in_its_bucket():
     assert (again == told).all()
     with pytest.raises(ValueError, match="told must be one of"):
         ceiling._history(None, None, told="hours")
+
+
+def test_the_learned_ceiling_fits_on_a_fixed_draw_of_the_files_persons():
+    rows = pd.DataFrame({"person_id": np.repeat([f"p{i}" for i in range(50)], 2), "contact_id": range(100)})
+    assert judge.fit_sample(rows, 80) is rows  # fewer persons than asked: all of them
+    drawn = judge.fit_sample(rows, 10)
+    assert drawn["person_id"].nunique() == 10 and len(drawn) == 20  # every row of a drawn person
+    assert drawn.equals(judge.fit_sample(rows, 10))
