@@ -45,7 +45,7 @@ import pyarrow.parquet as pq
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from judge_ceiling import TOLD, WORLDS, WorldSpec, ceiling_matrix, told_habits  # noqa: E402  (the bench folder is not a package)
-from judge_ceiling_learned import describe, learn_habits  # noqa: E402
+from judge_ceiling_learned import as_json, describe, learn_habits  # noqa: E402
 
 HOURS = np.arange(8, 22)  # the pipeline's default allowed hours (settings.hours_start..hours_end)
 FIT_PERSONS = 4000  # persons the learned ceiling fits the habit types on: each EM step is a pass over them
@@ -221,7 +221,7 @@ def judge_run(
         ceiling_matrix(landing, d, rows, HOURS, world, file_order, ceiling_told, habits) if ceiling else None
     )
     out = judge_frame(rows, p, heur, est)
-    out["ceiling_habits"] = "told" if habits is None else describe(habits)
+    out["ceiling_habits"] = "told" if habits is None else {"fitted": describe(habits), **as_json(habits)}
     out.update(world=world or "default", date=d.isoformat(), valid_day=(d + timedelta(days=1)).isoformat())
     out["unmatched_rows"] = rows.attrs.get("unmatched", 0)
     out["has_timezone_column"] = "timezone" in rows.columns

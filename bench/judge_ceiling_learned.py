@@ -136,3 +136,13 @@ def describe(habits: HabitTypes) -> str:
         f"{c:.1f}h amp {lo:.2f}-{hi:.2f} share {s:.2f}"
         for c, lo, hi, s in zip(habits.centres, habits.amp_low, habits.amp_high, overall, strict=True)
     )
+
+
+def as_json(habits: HabitTypes) -> dict[str, list]:
+    """The fitted types as lists, for a report (centres, amplitude ranges, shares by age band)."""
+    return {
+        "centres": habits.centres.round(3).tolist(),
+        "amp_low": habits.amp_low.round(3).tolist(),
+        "amp_high": habits.amp_high.round(3).tolist(),
+        "shares_by_age_band": habits.shares.round(4).tolist(),
+    }

@@ -83,3 +83,5 @@ def test_a_learned_fit_starts_from_nothing_and_stays_in_its_domain(world):
     wild = learned._as_habits(np.r_[[9.0, 13.0, 19.0], [-1, 0.5, 3], [4, 0.2, 9], np.full(12, -0.5)], 3)
     assert (wild.amp_low >= 0).all() and (wild.amp_high <= learned.MAX_AMP).all()
     assert np.allclose(wild.shares, 1 / 3)
+    report = learned.as_json(fitted)
+    assert len(report["centres"]) == 3 and len(report["shares_by_age_band"]) == 4
