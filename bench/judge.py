@@ -203,19 +203,21 @@ def judge_run(
     ceiling_told: str = "attempts",
     learn_cycles: int = 0,
     fit_persons: int = FIT_PERSONS,
+    learn_starts: int = 1,
 ) -> dict:
     """Judge the export of D of a simulated run (landing with truth, pipeline home); ``file_order``:
     the ceiling reads the addresses' age order from the first contacts file, ``ceiling_told``: what
     it reads of each attempt (``ceiling_matrix``); ``learn_cycles`` > 0: the ceiling fits the
     world's hour-habit types on the history of ``fit_persons`` of the file's persons instead of
-    being told them (``judge_ceiling_learned.learn_habits``)."""
+    being told them, the likeliest fit of ``learn_starts`` starts (``judge_ceiling_learned.learn_habits``)."""
     rows, p = load_candidates(landing, home, d)
     heur = heuristic_order(home, d, rows)
     habits = None
     if ceiling and learn_cycles:
         types = told_habits(WORLDS.get(world or "default", WorldSpec())).centres.size
+        fit_rows = fit_sample(rows, fit_persons)
         habits = learn_habits(
-            landing, d, fit_sample(rows, fit_persons), world, types, learn_cycles, ceiling_told
+            landing, d, fit_rows, world, types, learn_cycles, ceiling_told, starts=learn_starts
         )
     est = (
         ceiling_matrix(landing, d, rows, HOURS, world, file_order, ceiling_told, habits) if ceiling else None
@@ -314,6 +316,13 @@ def add_ceiling_told(ap: argparse.ArgumentParser) -> None:
         default=FIT_PERSONS,
         help="how many of the file's persons the habit types are fitted on (a fixed random draw)",
     )
+    ap.add_argument(
+        "--ceiling-learn-starts",
+        type=int,
+        default=1,
+        help="generic starts of the habit fit (centres shifted by a share of their spacing); "
+        "the likeliest fit is kept",
+    )
 
 
 def main() -> None:
@@ -341,6 +350,7 @@ def main() -> None:
         a.ceiling_told,
         a.ceiling_learns_habits,
         a.ceiling_fit_persons,
+        a.ceiling_learn_starts,
     )
     print_table(r)
     if a.json:

@@ -36,12 +36,15 @@ SHARE_FLOOR = 1e-3  # a type the history empties keeps a trace, so its centre st
 MAX_AMP = 2.5  # a learned amplitude range stays inside [0, 2.5]
 
 
-def generic_habits(types: int, first_hour: float = 8.0, last_hour: float = 22.0) -> HabitTypes:
+def generic_habits(
+    types: int, offset: float = 0.5, first_hour: float = 8.0, last_hour: float = 22.0
+) -> HabitTypes:
     """``types`` habit types that say nothing of the world: centres evenly spread over the
-    calling day, amplitudes uniform in [0, ``MAX_AMP``], equal shares in every age band."""
+    calling day (``offset`` of a spacing after its start), amplitudes uniform in [0, ``MAX_AMP``],
+    equal shares in every age band."""
     step = (last_hour - first_hour) / types
     return HabitTypes(
-        first_hour + step * (np.arange(types) + 0.5),
+        first_hour + step * (np.arange(types) + offset),
         np.zeros(types),
         np.full(types, MAX_AMP),
         np.full((AGE_BANDS_COUNT, types), 1.0 / types),
@@ -105,14 +108,32 @@ def learn_habits(
     cycles: int = 30,
     told: str = "attempts",
     progress: Callable[[str], None] | None = None,
+    starts: int = 1,
 ) -> HabitTypes:
-    """The habit types fitted on the history of the persons of ``rows``, from
-    ``generic_habits(types)``, by ``cycles`` cycles of EM accelerated by SQUAREM (Varadhan and
-    Roland 2008: two EM steps, then a step along their difference, kept only when it does not
-    lower the likelihood). Plain EM moves a type's centre by a few hundredths of an hour per step
-    here, as a person's few tries say little of their type."""
+    """The habit types fitted on the history of the persons of ``rows`` by ``cycles`` cycles of
+    EM accelerated by SQUAREM (Varadhan and Roland 2008: two EM steps, then a step along their
+    difference, kept only when it does not lower the likelihood), from each of ``starts`` generic
+    starts (``generic_habits`` with its centres shifted by a fraction of their spacing); the
+    likeliest fit is kept. Plain EM moves a type's centre by a few hundredths of an hour per step
+    here, as a person's few tries say little of their type, and from one start it stops at a local
+    optimum."""
     say = progress or (lambda line: print(line, file=sys.stderr, flush=True))
-    habits = generic_habits(types)
+    best, best_loglik = None, -np.inf
+    for start in range(starts):
+        offset = 0.5 if starts == 1 else (start + 0.5) / starts
+        habits, loglik = _fit(landing, d, rows, world, generic_habits(types, offset), cycles, told, say)
+        say(f"habit EM start {start + 1}/{starts} (offset {offset:.2f}): mean log-likelihood {loglik:.5f}")
+        if loglik > best_loglik:
+            best, best_loglik = habits, loglik
+    assert best is not None
+    return best
+
+
+def _fit(
+    landing, d, rows, world, habits: HabitTypes, cycles: int, told: str, say
+) -> tuple[HabitTypes, float]:
+    """SQUAREM cycles from ``habits``; the fit and the mean log-likelihood under it."""
+    types = habits.centres.size
     for cycle in range(cycles):
         h1, _ = em_step(landing, d, rows, world, habits, told)
         h2, ll1 = em_step(landing, d, rows, world, h1, told)
@@ -126,7 +147,7 @@ def learn_habits(
             f"habit EM cycle {cycle + 1}/{cycles}: mean log-likelihood {max(ll1, ll3):.5f} "
             f"(step {-alpha:.1f}); {describe(habits)}"
         )
-    return habits
+    return habits, em_step(landing, d, rows, world, habits, told)[1]
 
 
 def describe(habits: HabitTypes) -> str:

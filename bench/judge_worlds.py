@@ -156,6 +156,7 @@ def main() -> None:
                 a.ceiling_told,
                 a.ceiling_learns_habits,
                 a.ceiling_fit_persons,
+                a.ceiling_learn_starts,
             )
             report["model_seed"] = seed
             print_table(report)

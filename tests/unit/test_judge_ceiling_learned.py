@@ -73,9 +73,19 @@ def test_a_learned_fit_starts_from_nothing_and_stays_in_its_domain(world):
     start = learned.generic_habits(3)
     assert np.allclose(start.centres, [10.0 + 1 / 3, 15.0, 19.0 + 2 / 3])
     assert np.allclose(start.shares, 1 / 3)
+    assert learned.generic_habits(3, offset=0.25).centres[0] == pytest.approx(8.0 + 14 / 3 * 0.25)
     lines: list[str] = []
-    fitted = learned.learn_habits(root, d, rows, "habits", 3, cycles=1, progress=lines.append)
-    assert len(lines) == 1 and "mean log-likelihood" in lines[0]
+    fitted = learned.learn_habits(root, d, rows, "habits", 3, cycles=1, progress=lines.append, starts=2)
+    # a cycle line per start, then each start's likelihood; the likeliest start is kept
+    assert [line.split(":")[0] for line in lines] == [
+        "habit EM cycle 1/1",
+        "habit EM start 1/2 (offset 0.25)",
+        "habit EM cycle 1/1",
+        "habit EM start 2/2 (offset 0.75)",
+    ]
+    start_ll = [float(line.rsplit(" ", 1)[1]) for line in lines[1::2]]
+    _, at_fitted = learned.em_step(root, d, rows, "habits", fitted)
+    assert at_fitted == pytest.approx(max(start_ll), abs=1e-5)  # as printed, to five decimals
     assert np.allclose(fitted.shares.sum(axis=1), 1.0) and (fitted.shares >= learned.SHARE_FLOOR).all()
     assert (fitted.amp_low >= 0).all() and (fitted.amp_high <= learned.MAX_AMP).all()
     assert (fitted.amp_low < fitted.amp_high).all()
