@@ -203,7 +203,7 @@ def judge_run(
     ceiling_told: str = "attempts",
     learn_cycles: int = 0,
     fit_persons: int = FIT_PERSONS,
-    learn_starts: int = 1,
+    learn_starts: int = 3,
 ) -> dict:
     """Judge the export of D of a simulated run (landing with truth, pipeline home); ``file_order``:
     the ceiling reads the addresses' age order from the first contacts file, ``ceiling_told``: what
@@ -319,7 +319,7 @@ def add_ceiling_told(ap: argparse.ArgumentParser) -> None:
     ap.add_argument(
         "--ceiling-learn-starts",
         type=int,
-        default=1,
+        default=3,  # one start stops at a local optimum on default
         help="generic starts of the habit fit (centres shifted by a share of their spacing); "
         "the likeliest fit is kept",
     )

@@ -149,8 +149,9 @@ class HabitTypes:
 def told_habits(spec: WorldSpec) -> HabitTypes:
     """The world's own habit types, as the simulator draws them."""
     if spec.hour_groups is None:
-        shares = np.array([[0.15, 0.2, 0.65], [0.3, 0.3, 0.4], [0.3, 0.3, 0.4], [0.6, 0.25, 0.15]])
-        return HabitTypes(np.array([9.5, 13.0, 19.0]), np.full(3, 0.8), np.full(3, 2.0), shares)
+        g, types = GENERATOR, GENERATOR["habit_centres"].size
+        low, high = g["habit_amp"]
+        return HabitTypes(g["habit_centres"], np.full(types, low), np.full(types, high), g["habit_shares"])
     w = np.array([x[0] for x in spec.hour_groups], float)
     return HabitTypes(
         np.array([x[1] for x in spec.hour_groups], float),

@@ -16,7 +16,8 @@ amplitude in [0, ``MAX_AMP``], equal shares. Each step draws its importance samp
 the current types, with the same seed, so the steps move the types and not the sample. (One
 sample re-weighted to other types would be cheaper, but with a few weighty samples per person
 its log-likelihood is biased against narrow types: it rated the world's own types below
-generic ones.) The figure it gives is the capture of an estimator that knows the form and
+generic ones.) From one start EM can stop at a local optimum, so the likeliest fit of several
+starts is kept. The figure it gives is the capture of an estimator that knows the form and
 learns the habits: what a learner of the habit types can reach from this history.
 """
 
@@ -31,7 +32,9 @@ import numpy as np
 import pandas as pd
 from judge_ceiling import HabitTypes, posterior_blocks  # the bench folder is not a package
 
-AGE_BANDS_COUNT = 4
+from contactrank.features.simulated_world import AGE_BANDS
+
+AGE_BANDS_COUNT = len(AGE_BANDS)
 SHARE_FLOOR = 1e-3  # a type the history empties keeps a trace, so its centre stays defined
 MAX_AMP = 2.5  # a learned amplitude range stays inside [0, 2.5]
 

@@ -50,6 +50,11 @@ _HOUR_WEIGHT = np.array([1.0, 0.7, 0.3, 0.8])  # how much the hour matters per c
 _COMEBACK_BOOST = 0.7  # a person's new number is their live one
 FATIGUE_SAME_DAY = -0.45
 FATIGUE_YESTERDAY = -0.2
+# Hour habits of the project's own world: morning / midday / evening types, the young lean to evenings.
+_HABIT_CENTRES = np.array([9.5, 13.0, 19.0])
+_HABIT_AMP = (0.8, 2.0)
+# the types' shares by age band (AGE_BANDS)
+_HABIT_SHARES = np.array([[0.15, 0.2, 0.65], [0.3, 0.3, 0.4], [0.3, 0.3, 0.4], [0.6, 0.25, 0.15]])
 
 # The generator's form, for estimators that are told it (the judge's history ceiling).
 GENERATOR = {
@@ -60,6 +65,9 @@ GENERATOR = {
     "segment_resp": _SEGMENT_RESP,
     "hour_weight": _HOUR_WEIGHT,
     "comeback_boost": _COMEBACK_BOOST,
+    "habit_centres": _HABIT_CENTRES,
+    "habit_amp": _HABIT_AMP,
+    "habit_shares": _HABIT_SHARES,
 }
 
 # Incumbent dialer biases.
@@ -207,13 +215,8 @@ class World:
         )
         groups = self.spec.hour_groups
         if groups is None:
-            # Hour habits: morning / midday / evening types, the young lean to evenings.
-            p_type = np.where(
-                self.age[:, None] == 0,
-                [0.15, 0.2, 0.65],
-                np.where(self.age[:, None] == 3, [0.6, 0.25, 0.15], [0.3, 0.3, 0.4]),
-            )
-            centres, amp_lo, amp_hi = np.array([9.5, 13.0, 19.0]), 0.8, 2.0
+            p_type = _HABIT_SHARES[self.age]
+            centres, (amp_lo, amp_hi) = _HABIT_CENTRES, _HABIT_AMP
         else:
             weights = np.array([g[0] for g in groups], float)
             p_type = np.broadcast_to(weights / weights.sum(), (n, len(groups)))
