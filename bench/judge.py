@@ -325,6 +325,18 @@ def add_ceiling_told(ap: argparse.ArgumentParser) -> None:
     )
 
 
+def ceiling_options(a: argparse.Namespace) -> dict:
+    """``judge_run``'s ceiling arguments from the options of ``add_ceiling_told`` and their neighbours."""
+    return {
+        "ceiling": not a.no_ceiling,
+        "file_order": a.ceiling_file_order,
+        "ceiling_told": a.ceiling_told,
+        "learn_cycles": a.ceiling_learns_habits,
+        "fit_persons": a.ceiling_fit_persons,
+        "learn_starts": a.ceiling_learn_starts,
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--landing", type=Path, required=True)
@@ -340,18 +352,7 @@ def main() -> None:
     add_ceiling_told(ap)
     ap.add_argument("--json", type=Path, help="also write the figures here")
     a = ap.parse_args()
-    r = judge_run(
-        a.landing,
-        a.home,
-        a.date,
-        a.world,
-        not a.no_ceiling,
-        a.ceiling_file_order,
-        a.ceiling_told,
-        a.ceiling_learns_habits,
-        a.ceiling_fit_persons,
-        a.ceiling_learn_starts,
-    )
+    r = judge_run(a.landing, a.home, a.date, a.world, **ceiling_options(a))
     print_table(r)
     if a.json:
         a.json.write_text(json.dumps(r, indent=1, default=float))

@@ -32,7 +32,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
-from judge import add_ceiling_told, judge_run, print_table, spread  # noqa: E402  (the bench folder is not a package)
+from judge import add_ceiling_told, ceiling_options, judge_run, print_table, spread  # noqa: E402  (the bench folder is not a package)
 
 from contactrank.features.simulate import simulate  # noqa: E402
 from contactrank.pipeline import run_date  # noqa: E402
@@ -146,18 +146,7 @@ def main() -> None:
             if not a.judge_only:
                 print(json.dumps(run_world(a.root, name, a, seed, simulate_world=i == 0)), flush=True)
             home = base / f"home{seed_suffix(seed)}"
-            report = judge_run(
-                base / "landing",
-                home,
-                end,
-                name,
-                not a.no_ceiling,
-                a.ceiling_file_order,
-                a.ceiling_told,
-                a.ceiling_learns_habits,
-                a.ceiling_fit_persons,
-                a.ceiling_learn_starts,
-            )
+            report = judge_run(base / "landing", home, end, name, **ceiling_options(a))
             report["model_seed"] = seed
             print_table(report)
             # a ceiling that learns the habit types is another judge of the same file: kept apart
