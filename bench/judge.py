@@ -44,7 +44,7 @@ import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from judge_ceiling import TOLD, WORLDS, WorldSpec, ceiling_matrix, told_habits  # noqa: E402  (the bench folder is not a package)
+from judge_ceiling import TOLD, ceiling_matrix, told_habits, world_spec  # noqa: E402  (the bench folder is not a package)
 from judge_ceiling_learned import as_json, describe, learn_habits  # noqa: E402
 
 HOURS = np.arange(8, 22)  # the pipeline's default allowed hours (settings.hours_start..hours_end)
@@ -214,7 +214,7 @@ def judge_run(
     heur = heuristic_order(home, d, rows)
     habits = None
     if ceiling and learn_cycles:
-        types = told_habits(WORLDS.get(world or "default", WorldSpec())).centres.size
+        types = told_habits(world_spec(world)).centres.size
         fit_rows = fit_sample(rows, fit_persons)
         habits = learn_habits(
             landing, d, fit_rows, world, types, learn_cycles, ceiling_told, starts=learn_starts

@@ -146,6 +146,11 @@ class HabitTypes:
     shares: np.ndarray
 
 
+def world_spec(world: str | None) -> WorldSpec:
+    """The simulator preset a landing was made with (None: the project's own world)."""
+    return WORLDS.get(world or "default", WorldSpec())
+
+
 def told_habits(spec: WorldSpec) -> HabitTypes:
     """The world's own habit types, as the simulator draws them."""
     if spec.hour_groups is None:
@@ -318,7 +323,7 @@ def posterior_blocks(
     """The importance-sampled posterior of every person of ``rows``, ``CHUNK`` persons at a time.
 
     ``habits``: the habit types of the prior (None: the world's own, ``told_habits``)."""
-    spec = WORLDS.get(world or "default", WorldSpec())
+    spec = world_spec(world)
     habits = habits or told_habits(spec)
     persons, book, enr, att = _history(landing, d, told)
     rng = np.random.default_rng(12345)
