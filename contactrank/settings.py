@@ -122,9 +122,13 @@ class Settings:
     # evaluate-policy (docs/benchmarks.md)
     explore_share: float = 0.02
     # who picks best_hour: "shape" (the person's habit shape pooled with the habit profile, the
-    # profile alone where the shape knows nothing), "profile" (the habit profile alone) or "model"
-    # (the highest model output alone); ml/hours.py says why
-    hour_choice: Literal["shape", "profile", "model"] = "shape"
+    # profile alone where the shape knows nothing), "curve" (the person's hour curve, read from
+    # every try under a response curve, features/hour_curves.py; "shape" for a person without
+    # one; the settings below then shape only the fallback and the score), "profile" (the habit
+    # profile alone) or "model" (the highest model output alone); ml/hours.py says why. "curve"
+    # chose better hours on every judged world but its daily fit costs far more than the
+    # buckets' (docs/benchmarks.md, "Personal hour curves"): an option for now
+    hour_choice: Literal["shape", "curve", "profile", "model"] = "shape"
     # with "shape": the shape's weight against the profile's in the bucket choice, pooled on the
     # log scale (1: the shape alone, 0: the profile's ratios alone; ml/hours.py says why both)
     hour_shape_weight: float = 0.5

@@ -40,6 +40,9 @@ SHAPE_COLS = [f"hour_shape_{b}" for b in _NAMES]
 # Each bucket's repeat ratio (``feature_rows.repeat_ratio_sql``): read by the hour choice, not by the
 # model; absent from features built before it.
 REPEAT_COLS = [f"hour_repeat_{b}" for b in _NAMES]
+# The person's expected reach at each local hour (features.person_curves): read by the "curve" hour
+# choice, not by the model; absent unless the features were built for it.
+CURVE_COLS = [f"hour_curve_{h}" for h in range(24)]
 CONTEXT_INPUTS = [*PERSON_HOUR_COLS, *CONTACT_HOUR_COLS, *POPULATION_HOUR_COLS, *PROFILE_COLS]
 HOUR_FEATURES = [
     *(f"f_hour_{level}_{what}" for level in ("p", "c") for what in ("rate", "lift", "attempts")),
@@ -98,6 +101,7 @@ class HourInputs:
     profile: np.ndarray  # rows x buckets
     shape: np.ndarray | None = None  # rows x buckets, NaN where unknown
     repeat: np.ndarray | None = None  # rows x buckets, NaN where unknown
+    curve: np.ndarray | None = None  # rows x 24 local hours; None: no row has one
 
     @classmethod
     def of(cls, df: pd.DataFrame) -> HourInputs | None:
@@ -112,6 +116,7 @@ class HourInputs:
             np.column_stack([_column(df, c) for c in PROFILE_COLS]),
             _optional(df, SHAPE_COLS),
             _optional(df, REPEAT_COLS),
+            _optional(df, CURVE_COLS) if CURVE_COLS[0] in df.columns else None,
         )
 
     def take(self, rows: np.ndarray) -> HourInputs:

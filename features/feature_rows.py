@@ -23,6 +23,7 @@ from contactrank.features.feature_state import (
 )
 from contactrank.features.hour_profiles import fit_hour_profiles, profile_join_sql
 from contactrank.features.person_attributes import attribute_features_sql
+from contactrank.features.person_curves import CURVE_COLUMNS, create_person_curves
 from contactrank.settings import Settings
 
 CHANNELS_FOR_SHARES = ("voice", "sms", "email", "whatsapp")
@@ -36,7 +37,9 @@ def shrunk_rate(num: str, den: str, prior: str, m: float) -> str:
     return f"(({num}) + {m!r} * ({prior})) / nullif(({den}) + {m!r}, 0)"
 
 
-def create_shared_rates(con, state: str, attrs: str, population: str, x: date, settings: Settings) -> None:
+def create_shared_rates(
+    con, state: str, attrs: str, population: str, x: date, settings: Settings, curves: bool = True
+) -> None:
     """Temp tables of the rates every feature row of ``x`` shares, computed once per build.
 
     From the state ``state``, the decayed reach rate as a prior: ``prior_overall``,
@@ -46,7 +49,9 @@ def create_shared_rates(con, state: str, attrs: str, population: str, x: date, s
     them). From the population counts ``population``: the reach and conversion rates of the last
     7/30 days, ``recent_rates_overall``, ``recent_rates_by_channel`` and
     ``recent_rates_by_campaign``, and the repeat ratio of each hour bucket (``repeat_ratio_sql``)
-    beside the population's hour rates in ``population_hour_rates``.
+    beside the population's hour rates in ``population_hour_rates``. With ``curves`` and the
+    "curve" hour choice, each person's hour curve (``features.person_curves``) in
+    ``person_hour_curves``; otherwise that table is empty.
     """
     m = settings.prior_strength
     X = sql.date_literal(x)
@@ -103,7 +108,9 @@ def create_shared_rates(con, state: str, attrs: str, population: str, x: date, s
         f"SELECT * FROM (SELECT {', '.join(rates)} FROM {state})"
         f" CROSS JOIN (SELECT {repeat_ratio_sql()} FROM recent_population_window)",
     )
-    fit_hour_profiles(con, state, attrs, shapes=settings.hour_choice == "shape", own_lines=own)
+    fit_hour_profiles(con, state, attrs, shapes=settings.hour_choice in ("shape", "curve"), own_lines=own)
+    # the hour curves: for the feature rows of the "curve" hour choice (``curves``), not training's
+    create_person_curves(con, settings, x, state, attrs, fit=curves and settings.hour_choice == "curve")
     create("recent_rates_overall", f"SELECT {recent_rates()} FROM recent_population_window")
     create(
         "recent_rates_by_channel",
@@ -139,7 +146,7 @@ def repeat_ratio_sql() -> str:
 SHARED_RATE_TABLES = (
     "prior_overall", "prior_by_channel", "prior_by_channel_source", "population_hour_rates", "hour_profiles",
     "profile_by_counts", "profile_attributes", "recent_rates_overall", "recent_rates_by_channel",
-    "recent_rates_by_campaign",
+    "recent_rates_by_campaign", "person_hour_curves",
 )  # fmt: skip
 
 
@@ -283,6 +290,7 @@ def feature_rows_sql(
     m: float,
     *,
     own_lines: bool,
+    curves: bool = False,
 ) -> str:
     """Feature rows for the relation ``rows`` (person_id, contact_id, channel, source, ...) at the end of x.
 
@@ -292,6 +300,8 @@ def feature_rows_sql(
     ``create_shared_rates``, whose habit profiles were fitted with the same ``own_lines``
     (``settings.hour_habit_own_lines``; no default, so that the two cannot disagree unnoticed: the
     profiles would be looked up by counts they were not fitted on, and most would not be found).
+    With ``curves``, each row carries its person's hour curve (``hour_curve_<hour>``, NULL for a
+    person without one: ``features.person_curves``).
     """
     described = "described" if rows is not None else "pair"  # the alias the described rows go by
     f = [f"{described}.{c}" for c in passthrough]
@@ -301,6 +311,8 @@ def feature_rows_sql(
     ]
     f += _contact_feature_columns(described, x, m)
     f += _person_and_population_columns(x, m)
+    if curves:  # read by the hour choice, not by the model (no ``f_`` prefix)
+        f += [f"curves.{c}::FLOAT AS hour_{c}" for c in CURVE_COLUMNS]
     if rows is None:
         rows_cte, only_described, from_rows = "", "", "FROM state_rows pair"
     else:
@@ -336,6 +348,7 @@ CROSS JOIN profile_mix
 LEFT JOIN profile_by_counts profiles ON {profiles_on}
 LEFT JOIN recent_rates_by_channel ON recent_rates_by_channel.channel = {described}.channel
 LEFT JOIN recent_rates_by_campaign ON recent_rates_by_campaign.campaign_id = person.last_campaign
+{f"LEFT JOIN person_hour_curves curves ON curves.person_id = {described}.person_id" if curves else ""}
 {"WHERE " + is_candidate_sql("pair") if rows is None else ""}
 """
 

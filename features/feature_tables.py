@@ -98,7 +98,8 @@ def write_features(
     with atomic_dir(partition_dir(settings, sharded(FEATURES, shard), d)) as stage:
         queries = [
             feature_rows_sql(con, None, keys, in_range(state, b), in_range(attrs, b) if attrs else "", d,
-                             settings.prior_strength, own_lines=settings.hour_habit_own_lines)
+                             settings.prior_strength, own_lines=settings.hour_habit_own_lines,
+                             curves=settings.hour_choice == "curve")
             for b in person_ranges(con, state_dir / DATA_FILE)
         ]  # fmt: skip
         return stream_to_parquet(con, queries, stage / DATA_FILE)
@@ -136,7 +137,9 @@ def write_training(
     passthrough = ["attempt_id", "person_id", "contact_id", "channel", "date", "campaign_id", "label_reach",
                    "label_conversion", "local_hour"]  # fmt: skip
     if shared is None:
-        create_shared_rates(con, state, attrs, history.recent_population(settings, x), x, settings)
+        create_shared_rates(
+            con, state, attrs, history.recent_population(settings, x), x, settings, curves=False
+        )
     else:
         load_shared_rates(con, *shared)
     attempts = training_rows_sql(settings, d)

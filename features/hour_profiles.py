@@ -213,7 +213,7 @@ def _posterior_by_values(
         c: pa.concat_arrays([seen[c].combine_chunks(), pa.array([v[i] for v in extra], pa.string())])
         for i, c in enumerate(value_cols)
     }
-    codes, sizes = _value_codes(list(values.values()))
+    codes, sizes = value_codes(list(values.values()))
     vector_att, vector_reach = vectors[:, : len(BUCKETS)], vectors[:, len(BUCKETS) :]
     by_value = _weights_by_value(
         binomial_loglik(vector_att, vector_reach, rate), vector_of_row, codes, n, log_weight, sizes
@@ -228,7 +228,7 @@ def _posterior_by_values(
     return _posterior_table(att, reach, values, expected, shape)
 
 
-def _value_codes(columns: list[pa.Array]) -> tuple[np.ndarray, list[int]]:
+def value_codes(columns: list[pa.Array]) -> tuple[np.ndarray, list[int]]:
     """(rows x attributes) index of each row's value among the attribute's sorted values (-1: none),
     and the number of values of each attribute."""
     codes, sizes = np.full((len(columns[0]), len(columns)), -1, dtype=np.int64), []

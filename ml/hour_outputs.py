@@ -55,7 +55,7 @@ def read_hours(
     raws = np.full((len(df), len(hours)), -np.inf)
     blocks, total = hour_blocks(hours, allowed)
     inputs = HourInputs.of(df)
-    profile = HourProfile.of(settings, inputs, hour_of)
+    profile = HourProfile.of(settings, inputs, hour_of, shift)
     context_of: dict[int, tuple[list[int], np.ndarray]] = {}
     if blocks:
         raw, context_of = raw_by_hour(model, predictor, base, inputs, blocks, total, day)

@@ -1,6 +1,6 @@
 """The best hour of each candidate and the score at it, from the model's outputs at every allowed hour.
 
-Three choices (``settings.hour_choice``):
+Four choices (``settings.hour_choice``):
 
 - ``shape`` (default): the person's habit shape (``hour_shape_<bucket>``, the relative reach
   rate of each bucket under the posterior over the levels x shapes of ``features.hour_shapes``)
@@ -10,6 +10,11 @@ Three choices (``settings.hour_choice``):
   bucket is one nobody was tried in (the shape has nothing there), or the row has no shape,
   the profile picks, as below. The score is as below (with ``hour_shape_weight`` 1, the shape
   alone, the larger of the profile's lift and the shape's: ``HourProfile.lift``).
+- ``curve``: the person's hour curve (``hour_curve_<hour>``, ``features.hour_curves``: the expected
+  reach at each local hour under the posterior over a grid of response curves, read from every
+  try) picks the allowed hour where it is highest, in the person's own clock; a person without
+  one keeps the ``shape`` choice. Scored as ``shape``: the curve moves the hour, not the
+  calibrated number, so the training's file map is the same.
 - ``profile``: the person's habit profile (``f_p_hour_profile_<bucket>``, the expected reach rate
   of each hour bucket under the posterior over the habit profiles fitted to everyone's bucket
   counts; docs/features.md) picks the bucket; the hour is the middle of that bucket's allowed
@@ -65,6 +70,8 @@ docs/benchmarks.md has the figures.
 """
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -142,6 +149,7 @@ class HourProfile:
         unseen_from_neighbours: bool = False,
         shape_weight: float = 1.0,
         repeat_strength: float = 0.0,
+        shift: np.ndarray | None = None,
     ):
         buckets = bucket_index(hour_of.astype("float64"))
         self.lean_share = lean_share  # settings.hour_lean_share; infinite: always the middle
@@ -167,21 +175,37 @@ class HourProfile:
         self.repeat = None
         if repeat_strength > 0 and inputs.repeat is not None:
             self.repeat = _known_ratios(inputs.repeat)[:, buckets] ** repeat_strength
+        # settings.hour_choice "curve": each person's curve at each column's hour in their own clock
+        # (``shift`` hours ahead of the recorded one); None: the bucket choice for everyone
+        self.curve = None
+        if inputs.curve is not None:
+            own = (hour_of[None, :] + (0 if shift is None else shift[:, None])) % 24
+            self.curve = np.take_along_axis(inputs.curve, own.astype(np.int64), axis=1)
 
     @classmethod
-    def of(cls, settings: Settings, inputs: HourInputs | None, hour_of: np.ndarray) -> HourProfile | None:
-        """The profile when the settings choose hours by it (or by the shape) and the candidates carry it."""
-        if settings.hour_choice not in ("shape", "profile") or inputs is None:
+    def of(
+        cls,
+        settings: Settings,
+        inputs: HourInputs | None,
+        hour_of: np.ndarray,
+        shift: np.ndarray | None = None,
+    ) -> HourProfile | None:
+        """The profile when the settings choose hours by it (or by the shape or the curve) and the
+        candidates carry it; ``shift``: each row's own clock ahead of the recorded one."""
+        if settings.hour_choice not in ("shape", "curve", "profile") or inputs is None:
             return None
+        if settings.hour_choice != "curve":
+            inputs = replace(inputs, curve=None)
         return cls(
             inputs,
             hour_of,
-            by_shape=settings.hour_choice == "shape",
+            by_shape=settings.hour_choice in ("shape", "curve"),
             lean_share=settings.hour_lean_share,
             untried_after=settings.hour_untried_after,
             unseen_from_neighbours=settings.hour_unseen_from_neighbours,
             shape_weight=settings.hour_shape_weight,
             repeat_strength=settings.hour_repeat_strength,
+            shift=shift,
         )
 
     def preference(self, allowed: np.ndarray) -> np.ndarray:
@@ -333,6 +357,10 @@ def choose_hours(raws: np.ndarray, profile: HourProfile | None) -> np.ndarray:
     choice = raws
     if profile is not None:
         choice = _middle_of_best_bucket(raws, profile)
+        if profile.curve is not None:  # the curve's best allowed hour, where the person has one
+            has_curve = np.isfinite(profile.curve).all(axis=1)
+            by_curve = np.where(np.isfinite(raws), profile.curve, -np.inf)
+            choice = np.where(has_curve[:, None], by_curve, choice)
     return choice.argmax(axis=1)  # first maximum: the earliest hour wins a tie
 
 

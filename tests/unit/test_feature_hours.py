@@ -39,7 +39,15 @@ CANDIDATES = [("p1", "c1", 0), ("p1", "c2", 1), ("p2", "c3", 0)]  # person, cont
 
 @pytest.fixture(scope="module")
 def lake(tmp_path_factory):
-    settings = Settings(home=tmp_path_factory.mktemp("hours") / "home")
+    return _build(Settings(home=tmp_path_factory.mktemp("hours") / "home"))
+
+
+@pytest.fixture(scope="module")
+def curve_lake(tmp_path_factory):
+    return _build(Settings(home=tmp_path_factory.mktemp("curves") / "home", hour_choice="curve"))
+
+
+def _build(settings: Settings) -> Settings:
     for day in range(4):
         rows = ATTEMPTS_BY_DAY.get(day, [])
         table = pa.Table.from_pylist(rows, schema=ATTEMPTS) if rows else ATTEMPTS.empty_table()
@@ -175,3 +183,17 @@ def test_feature_rows_carry_each_buckets_repeat_ratio(lake):
     f = load_features(lake, D0 + timedelta(days=3))
     assert (f["hour_repeat_morning"] == 1.0).all() and (f["hour_repeat_evening"] == 1.0).all()
     assert f["hour_repeat_midday"].isna().all()
+
+
+def test_the_curve_choice_stores_each_persons_hour_curve(lake, curve_lake):
+    from contactrank.features.context import CURVE_COLS
+
+    f = load_features(curve_lake, D0 + timedelta(days=3)).set_index("contact_id")
+    curves = f[CURVE_COLS].to_numpy()
+    assert np.isfinite(curves).all() and ((curves > 0) & (curves < 1)).all()
+    day = slice(8, 22)
+    assert curves[f.index.get_loc("c1"), day].argmax() + 8 <= 12  # p1 answers in the mornings
+    assert curves[f.index.get_loc("c3"), day].argmax() + 8 >= 17  # p2 in the evenings
+    np.testing.assert_array_equal(curves[f.index.get_loc("c1")], curves[f.index.get_loc("c2")])  # per person
+    # the other choices do not fit the curves, and their rows do not carry them
+    assert not set(CURVE_COLS) & set(load_features(lake, D0 + timedelta(days=3)).columns)

@@ -439,3 +439,30 @@ def test_the_repeat_ratio_moves_the_bucket_a_retry_made_look_worse():
     assert HourProfile.of(Settings(hour_repeat_strength=0), person, HOURS).repeat is None
     with pytest.raises(ValueError, match="hour_repeat_strength"):
         Settings(hour_repeat_strength=1.5)
+
+
+def test_the_curve_picks_the_persons_best_allowed_hour_in_their_own_clock():
+    """``hour_choice`` "curve": the hour where the person's curve is highest among the allowed ones,
+    read in the person's own clock; a person without a curve keeps the bucket choice."""
+    flat = 0.2 + 0.1 * np.exp(-((HOURS - 19.0) ** 2) / 4)  # the model peaks at 19h for everyone
+    own = 0.1 + 0.2 * np.exp(-((np.arange(24) - 14.0) ** 2) / 8)  # the person's curve peaks at 14h
+    hi = dataclasses.replace(
+        inputs([{"evening": 0.5}] * 3, [{"evening": 2}] * 3),
+        curve=np.vstack([own, own, np.full(24, np.nan)]),
+    )
+    settings = Settings(hour_choice="curve")
+    shift = np.array([0, 2, 0])  # the second person's clock is 2 h ahead of the recorded one
+    profile = HourProfile.of(settings, hi, HOURS, shift)
+    raws = np.full((3, HOURS.size), -np.inf)
+    hours = HOURS[best_hours(stack(np.vstack([flat] * 3)), raws, blocks_of(3), profile)]
+    assert list(hours) == [14, 12, 19]  # 12h recorded is 14h for the second; the third: the evening
+    assert HourProfile.of(Settings(), hi, HOURS).curve is None  # the other choices ignore the curve
+    # only the allowed hours compete: with 14h not allowed, the next best
+    raws = np.full((1, HOURS.size), -np.inf)
+    allowed = HOURS != 14
+    rows = np.arange(1)
+    columns = np.flatnonzero(allowed)
+    blocks = [(int(j), int(HOURS[j]), rows, k) for k, j in enumerate(columns)]
+    one = HourProfile.of(settings, hi.take(np.array([0])), HOURS)
+    best = best_hours(np.asarray(flat[allowed]), raws, blocks, one)
+    assert HOURS[best[0]] in (13, 15)

@@ -77,6 +77,8 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "contactrank.features.feature_*",
             "contactrank.features.hour_profiles",
             "contactrank.features.hour_shapes",
+            "contactrank.features.hour_curves",
+            "contactrank.features.person_curves",
             "contactrank.features.person_attributes",
         ),
     ),

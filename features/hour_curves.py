@@ -1,0 +1,229 @@
+"""Personal hour curves: how each person's reach varies over the day, read from every try of theirs
+under a response curve and shrunk toward habit types learned from everyone.
+
+A try's log-odds of a reach is the person's level, plus its channel's and a same-day retry's
+offsets (everyone's), plus the person's hour habit: a bump of some amplitude and width around
+some peak hour, centred so that it averages zero over the daytime hours. Nobody's level, peak,
+width or amplitude is estimated alone: each person has a posterior over a grid of them (the
+components), under a prior learned by EM from everyone's tries (``fit_curve_prior``); where a
+string attribute of the person says something about the habit (the young in the evening), the
+prior follows its values, as the habit profiles' does (``features.hour_profiles``).
+
+Why a curve and not the buckets' counts: a person has a handful of tries, at scattered hours, on
+several addresses and channels. Counted into four buckets they say little, and a bucket's middle
+is rarely the person's best hour. Read under one smooth curve, every try says something about
+the neighbouring hours too, a miss as well as an answer, and the chosen hour can lie anywhere.
+The level is a nuisance here: the model says how reachable an address is; the curve says when.
+
+Why a grid and EM rather than a fitted model per person: a person's few tries do not identify a
+peak, a width and an amplitude, so a point estimate lands on noise; the posterior mean over the
+grid averages over what the tries leave open, and the prior learned from everyone supplies the
+rest. Both are cheap: the tries reduce to counts per channel, local hour and retry, so the
+likelihood of every person under every component is two sparse products.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sparse
+from scipy.optimize import minimize_scalar
+
+from contactrank.features.schema import CHANNELS
+
+HOURS = 24
+DAYTIME = np.arange(8, 22)  # the hours over which a bump is centred: its average there is zero
+PEAKS = np.arange(6.0, 23.01, 0.5)  # a habit peaking just outside the day still rises toward its edge
+AMPLITUDES = np.array([0.2, 0.7, 1.2, 1.7, 2.2])  # log-odds from the peak to far away
+WIDTHS = np.array([1.5, 2.25, 3.0])  # hours (standard deviation of the bump)
+LEVELS = np.linspace(-4.5, 1.5, 13)  # log-odds around everyone's
+_ROUNDS = 300
+_PRIOR_ROUNDS = 50
+_RETRY_ROUNDS = (30, 100)  # rounds before which the retry offset is fitted again
+PRIOR_PSEUDO_PERSONS = 50.0  # as the habit profiles' prior by attribute value
+# Bins of a try: channel (the known ones, then any other) x local hour x first try of the day or not.
+_CHANNELS = len(CHANNELS) + 1
+BINS = _CHANNELS * HOURS * 2
+
+
+def bumps() -> np.ndarray:
+    """(components of the habit x 24) the habit's log-odds at each hour, one row per (peak,
+    amplitude, width), each row averaging zero over ``DAYTIME``."""
+    peak, amp, width = (a.ravel() for a in np.meshgrid(PEAKS, AMPLITUDES, WIDTHS, indexing="ij"))
+    hours = np.arange(HOURS)
+    curve = amp[:, None] * np.exp(-((hours[None] - peak[:, None]) ** 2) / (2 * width[:, None] ** 2))
+    return curve - curve[:, DAYTIME].mean(axis=1, keepdims=True)
+
+
+def try_bins(channel: np.ndarray, hour: np.ndarray, retry: np.ndarray) -> np.ndarray:
+    """The bin of each try: ``channel`` (a code in ``CHANNELS``, -1 for any other), local ``hour``
+    (0-23) and ``retry`` (not the address's first try of its day)."""
+    ch = np.where(channel < 0, _CHANNELS - 1, channel)
+    return (ch * HOURS + hour) * 2 + retry.astype(np.int64)
+
+
+@dataclass
+class CurveFit:
+    """Everyone's offsets and the prior over the components (levels x habits)."""
+
+    base: float  # everyone's log-odds of a reach
+    channel_offset: np.ndarray  # per channel of ``try_bins``
+    retry_offset: float
+    level_weight: np.ndarray  # LEVELS
+    habit_weight: np.ndarray  # habits (rows of ``bumps``)
+    habit_by_value: list[np.ndarray]  # per attribute: (values x habits) weights
+
+    def bin_logits(self) -> np.ndarray:
+        """(BINS x levels x habits) the log-odds of a try in each bin under each component."""
+        b = np.arange(BINS)
+        ch, hour, retry = b // (2 * HOURS), (b // 2) % HOURS, b % 2
+        offset = self.base + self.channel_offset[ch] + self.retry_offset * retry
+        return offset[:, None, None] + LEVELS[None, :, None] + bumps().T[hour][:, None, :]
+
+
+def offsets(tries: np.ndarray, reaches: np.ndarray) -> tuple[float, np.ndarray, float]:
+    """Everyone's log-odds, each channel's offset from it and a retry's, from the counts per bin
+    (``tries``, ``reaches``: BINS); a channel nobody was tried on has none."""
+
+    def logit(k: float, n: float) -> float:
+        q = (k + 0.5) / (n + 1.0)
+        return float(np.log(q / (1 - q)))
+
+    by_bin = (tries.reshape(_CHANNELS, HOURS, 2), reaches.reshape(_CHANNELS, HOURS, 2))
+    base = logit(reaches.sum(), tries.sum())
+    channel = np.array([logit(by_bin[1][c].sum(), by_bin[0][c].sum()) - base for c in range(_CHANNELS)])
+    channel[by_bin[0].sum(axis=(1, 2)) == 0] = 0.0
+    retry = logit(by_bin[1][..., 1].sum(), by_bin[0][..., 1].sum()) - logit(
+        by_bin[1][..., 0].sum(), by_bin[0][..., 0].sum()
+    )
+    return base, channel, retry if by_bin[0][..., 1].sum() and by_bin[0][..., 0].sum() else 0.0
+
+
+def log_likelihood(fit: CurveFit, tries: sparse.csr_matrix, reaches: sparse.csr_matrix) -> np.ndarray:
+    """(persons x levels x habits) each person's log-likelihood of their tries under each component
+    (``tries``, ``reaches``: persons x BINS)."""
+    logits = fit.bin_logits().reshape(BINS, -1)
+    answered, missed = -np.logaddexp(0.0, -logits), -np.logaddexp(0.0, logits)
+    ll = reaches @ answered + (tries - reaches) @ missed
+    return np.asarray(ll, dtype=np.float32).reshape(tries.shape[0], len(LEVELS), -1)
+
+
+def _likelihoods(ll: np.ndarray) -> np.ndarray:
+    """exp(ll) scaled per person to a maximum of 1 (the posterior does not see the scale)."""
+    return np.exp(ll - ll.max(axis=(1, 2), keepdims=True))
+
+
+def fit_curve_prior(
+    tries: sparse.csr_matrix, reaches: sparse.csr_matrix, codes: np.ndarray, sizes: list[int]
+) -> CurveFit:
+    """Everyone's offsets, then by EM the level and habit weights, then per attribute (``codes``:
+    persons x attributes, the index of each person's value, -1 for none; ``sizes``: the values of
+    each) the habit weights of each value, each attribute alone (``hour_profiles._weights_by_value``
+    says why), shrunk toward everyone's by PRIOR_PSEUDO_PERSONS. From a flat start: deterministic."""
+    n_habits = len(PEAKS) * len(AMPLITUDES) * len(WIDTHS)
+    base, channel, retry = offsets(
+        np.asarray(tries.sum(axis=0)).ravel(), np.asarray(reaches.sum(axis=0)).ravel()
+    )
+    fit = CurveFit(base, channel, retry, np.full(len(LEVELS), 1 / len(LEVELS)),
+                   np.full(n_habits, 1 / n_habits), [])  # fmt: skip
+    if tries.shape[0] == 0 or tries.sum() == 0:
+        fit.habit_by_value = [np.tile(fit.habit_weight, (size, 1)) for size in sizes]
+        return fit
+    like = _levels_first(log_likelihood(fit, tries, reaches))
+    for round_ in range(_ROUNDS):
+        if round_ in _RETRY_ROUNDS:
+            fit.retry_offset = _retry_offset(fit, like, tries, reaches)
+            like = _levels_first(log_likelihood(fit, tries, reaches))
+        by_habit = _by_habit(fit, like)
+        evidence = by_habit @ fit.habit_weight
+        share = (fit.habit_weight[None, :] / evidence[:, None]).astype(np.float32)
+        fit.level_weight = fit.level_weight * (like.reshape(len(LEVELS), -1) @ share.ravel())
+        fit.level_weight /= fit.level_weight.sum()
+        fit.habit_weight = fit.habit_weight * (by_habit / evidence[:, None]).sum(axis=0)
+        fit.habit_weight /= fit.habit_weight.sum()
+    by_habit = _by_habit(fit, like).astype(np.float64)
+    fit.habit_by_value = [_weights_of_values(by_habit, codes[:, a], size, fit.habit_weight)
+                          for a, size in enumerate(sizes)]  # fmt: skip
+    return fit
+
+
+def _levels_first(ll: np.ndarray) -> np.ndarray:
+    """(levels x persons x habits) the likelihoods of ``ll`` (persons x levels x habits), each
+    person's scaled to a maximum of 1 (the posterior does not see the scale): levels first, so
+    that summing them out and weighing them are products over contiguous rows."""
+    return np.ascontiguousarray(_likelihoods(ll).transpose(1, 0, 2))
+
+
+def _by_habit(fit: CurveFit, like: np.ndarray) -> np.ndarray:
+    """(persons x habits) the levels-first likelihoods ``like`` with the levels summed out."""
+    weights = fit.level_weight.astype(np.float32)
+    return (weights @ like.reshape(len(LEVELS), -1)).reshape(like.shape[1:])
+
+
+def _retry_offset(
+    fit: CurveFit, like: np.ndarray, tries: sparse.csr_matrix, reaches: sparse.csr_matrix
+) -> float:
+    """The retry offset that maximises the expected log-likelihood of the retries under the
+    persons' posteriors (a generalised M-step; ``like``: levels first).
+
+    Why not everyone's ratio (``offsets``): a dialer tries again after a miss, so the retried
+    are the persons who answer less; their ratio holds that too. Under each person's own level
+    the offset is the retry's alone."""
+    retry_bins = np.arange(BINS) % 2 == 1
+    t, r = tries[:, retry_bins], reaches[:, retry_bins]
+    keep = np.flatnonzero(np.asarray(t.sum(axis=1)).ravel() > 0)
+    t, r = t[keep], r[keep]
+    post = like[:, keep, :] * fit.level_weight[:, None, None].astype(np.float32)
+    post *= fit.habit_weight[None, None, :].astype(np.float32)
+    post = (post / post.sum(axis=(0, 2), keepdims=True)).transpose(1, 0, 2).reshape(len(keep), -1)
+    logits = fit.bin_logits().reshape(BINS, -1)[retry_bins] - fit.retry_offset
+
+    def loss(offset: float) -> float:
+        x = logits + offset
+        ll = r @ -np.logaddexp(0.0, -x) + (t - r) @ -np.logaddexp(0.0, x)
+        return -float((np.asarray(ll) * post).sum())
+
+    return float(minimize_scalar(loss, bounds=(-2.0, 1.0), method="bounded", options={"xatol": 0.02}).x)
+
+
+def _weights_of_values(by_habit: np.ndarray, code: np.ndarray, size: int, weight: np.ndarray) -> np.ndarray:
+    """(values x habits) the habit weights of each value of one attribute: EM with the
+    likelihoods ``by_habit`` (persons x habits, the levels summed out) fixed."""
+    known = code >= 0
+    like, code = by_habit[known], code[known]
+    persons = np.bincount(code, minlength=size).astype(np.float64)
+    out = np.tile(weight, (size, 1))
+    member = sparse.csr_matrix((np.ones(len(code)), (code, np.arange(len(code)))), shape=(size, len(code)))
+    for _ in range(_PRIOR_ROUNDS):
+        post = like * out[code]
+        post /= post.sum(axis=1, keepdims=True)
+        sums = member @ post
+        out = (sums + PRIOR_PSEUDO_PERSONS * weight) / (persons + PRIOR_PSEUDO_PERSONS)[:, None]
+    return out
+
+
+def habit_prior(fit: CurveFit, codes: np.ndarray) -> np.ndarray:
+    """(persons x habits) each person's prior over the habits: everyone's weights, moved by each
+    attribute value they hold (naive Bayes, as ``hour_profiles._log_prior``)."""
+    log_prior = np.tile(np.log(np.maximum(fit.habit_weight, 1e-300)), (len(codes), 1))
+    for a, by_value in enumerate(fit.habit_by_value):
+        known = codes[:, a] >= 0
+        log_prior[known] += np.log(np.maximum(by_value[codes[known, a]], 1e-300)) - np.log(
+            np.maximum(fit.habit_weight, 1e-300)
+        )
+    prior = np.exp(log_prior - log_prior.max(axis=1, keepdims=True))
+    return prior / prior.sum(axis=1, keepdims=True)
+
+
+def expected_curves(
+    fit: CurveFit, tries: sparse.csr_matrix, reaches: sparse.csr_matrix, codes: np.ndarray
+) -> np.ndarray:
+    """(persons x 24) each person's expected reach at each local hour on an average channel, first
+    try of the day, under their posterior over the components."""
+    like = _likelihoods(log_likelihood(fit, tries, reaches))
+    post = like * fit.level_weight[None, :, None].astype(np.float32) * habit_prior(fit, codes)[:, None, :]
+    post /= post.sum(axis=(1, 2), keepdims=True)
+    logits = fit.base + LEVELS[:, None, None] + bumps()[None]  # levels x habits x 24
+    p = 1.0 / (1.0 + np.exp(-logits))
+    return post.reshape(len(post), -1) @ p.reshape(-1, HOURS)
