@@ -12,7 +12,9 @@ from __future__ import annotations
 from datetime import date, timedelta
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import scipy.sparse as sparse
 
 from contactrank.features import history, sql
@@ -79,13 +81,12 @@ def create_person_curves(con, settings: Settings, d: date, state: str, attrs: st
         values = con.sql(f"SELECT person_id, {picked} FROM {attrs}").to_arrow_table()
     else:
         values = pa.table({"person_id": pa.array([], pa.string())})
-    ids = [table["person_id"].to_numpy(zero_copy_only=False).astype(object) for table in (counts, values)]
-    persons = np.unique(np.concatenate(ids))
+    ids = [table["person_id"].to_numpy(zero_copy_only=False) for table in (counts, values)]
+    persons = pd.Index(np.unique(np.concatenate(ids).astype(object)))
     if not len(persons):
         return
-    index = {p: i for i, p in enumerate(persons)}
-    row = np.fromiter((index[p] for p in counts["person_id"].to_pylist()), np.int64, len(counts))
-    channel = np.array([CHANNELS.index(c) if c in CHANNELS else -1 for c in counts["channel"].to_pylist()])
+    row = persons.get_indexer(ids[0])
+    channel = pc.index_in(counts["channel"], value_set=pa.array(CHANNELS)).fill_null(-1).to_numpy()
     bins = try_bins(channel, counts["hour"].to_numpy(), counts["retry"].to_numpy(zero_copy_only=False))
     shape = (len(persons), BINS)
     tries = sparse.csr_matrix((counts["tries"].to_numpy(), (row, bins)), shape=shape)
@@ -93,7 +94,7 @@ def create_person_curves(con, settings: Settings, d: date, state: str, attrs: st
     codes = np.full((len(persons), len(names)), -1, dtype=np.int64)
     sizes: list[int] = []
     if names:
-        value_rows = np.fromiter((index[p] for p in values["person_id"].to_pylist()), np.int64, len(values))
+        value_rows = persons.get_indexer(ids[1])
         found, sizes = value_codes([values[f"value_{i}"].combine_chunks() for i in range(len(names))])
         codes[value_rows] = found
     tried = np.flatnonzero(np.asarray(tries.sum(axis=1)).ravel() > 0)
@@ -105,7 +106,7 @@ def create_person_curves(con, settings: Settings, d: date, state: str, attrs: st
         expected_curves(prior, tries[lo : lo + _CHUNK], reaches[lo : lo + _CHUNK], codes[lo : lo + _CHUNK])
         for lo in range(0, len(persons), _CHUNK)
     ]).astype(np.float32)  # fmt: skip
-    table = pa.table({"person_id": pa.array(persons.tolist(), pa.string()),
+    table = pa.table({"person_id": pa.array(persons.to_numpy(), pa.string()),
                       **{c: curves[:, h] for h, c in enumerate(CURVE_COLUMNS)}})  # fmt: skip
     con.register("person_hour_curves_arrow", table)
     con.execute("CREATE OR REPLACE TEMP TABLE person_hour_curves AS SELECT * FROM person_hour_curves_arrow")
