@@ -35,10 +35,11 @@ from contactrank.errors import ContactrankError, NotReady
 from contactrank.features import history
 from contactrank.features.daily_aggregates import build_daily_aggs
 from contactrank.features.feature_chunks import parquet_rows
-from contactrank.features.feature_rows import create_shared_rates, save_shared_rates
+from contactrank.features.feature_rows import save_shared_rates
 from contactrank.features.feature_shards import END_OF_DAY, SHARED_RATES, build_all_shards, day_before_rates
 from contactrank.features.feature_tables import (
     FeatureError,
+    create_day_rates,
     daily_aggs_to_build,
     no_attempts,
     register_empty_relations,
@@ -160,7 +161,7 @@ def _write_rows_and_rates(settings: Settings, con, d: date, with_rows: bool) -> 
         else:
             state, attrs = history.state_files(state_dir)
             population = history.recent_population(settings, d)
-            create_shared_rates(con, state, attrs, population, d, settings)
+            create_day_rates(settings, con, state, attrs, population, d)
         save_shared_rates(con, stage, END_OF_DAY)
     return written
 

@@ -23,7 +23,7 @@ from contactrank.features.feature_state import (
 )
 from contactrank.features.hour_profiles import fit_hour_profiles, profile_join_sql
 from contactrank.features.person_attributes import attribute_features_sql
-from contactrank.features.person_curves import CURVE_COLUMNS, create_person_curves
+from contactrank.features.person_curves import CURVE_COLUMNS
 from contactrank.settings import Settings
 
 CHANNELS_FOR_SHARES = ("voice", "sms", "email", "whatsapp")
@@ -37,9 +37,7 @@ def shrunk_rate(num: str, den: str, prior: str, m: float) -> str:
     return f"(({num}) + {m!r} * ({prior})) / nullif(({den}) + {m!r}, 0)"
 
 
-def create_shared_rates(
-    con, state: str, attrs: str, population: str, x: date, settings: Settings, curves: bool = True
-) -> None:
+def create_shared_rates(con, state: str, attrs: str, population: str, x: date, settings: Settings) -> None:
     """Temp tables of the rates every feature row of ``x`` shares, computed once per build.
 
     From the state ``state``, the decayed reach rate as a prior: ``prior_overall``,
@@ -49,9 +47,7 @@ def create_shared_rates(
     them). From the population counts ``population``: the reach and conversion rates of the last
     7/30 days, ``recent_rates_overall``, ``recent_rates_by_channel`` and
     ``recent_rates_by_campaign``, and the repeat ratio of each hour bucket (``repeat_ratio_sql``)
-    beside the population's hour rates in ``population_hour_rates``. With ``curves`` and the
-    "curve" hour choice, each person's hour curve (``features.person_curves``) in
-    ``person_hour_curves``; otherwise that table is empty.
+    beside the population's hour rates in ``population_hour_rates``.
     """
     m = settings.prior_strength
     X = sql.date_literal(x)
@@ -109,8 +105,6 @@ def create_shared_rates(
         f" CROSS JOIN (SELECT {repeat_ratio_sql()} FROM recent_population_window)",
     )
     fit_hour_profiles(con, state, attrs, shapes=settings.hour_choice in ("shape", "curve"), own_lines=own)
-    # the hour curves: for the feature rows of the "curve" hour choice (``curves``), not training's
-    create_person_curves(con, settings, x, state, attrs, fit=curves and settings.hour_choice == "curve")
     create("recent_rates_overall", f"SELECT {recent_rates()} FROM recent_population_window")
     create(
         "recent_rates_by_channel",
@@ -141,8 +135,9 @@ def repeat_ratio_sql() -> str:
     )
 
 
-# The temp tables of ``create_shared_rates`` that feature rows read: what a sharded build computes
-# once (``save_shared_rates``) and every shard loads (``load_shared_rates``).
+# The temp tables of ``create_shared_rates`` (and ``feature_tables.create_day_rates``'s hour curves)
+# that feature rows read: what a sharded build computes once (``save_shared_rates``) and every
+# shard loads (``load_shared_rates``).
 SHARED_RATE_TABLES = (
     "prior_overall", "prior_by_channel", "prior_by_channel_source", "population_hour_rates", "hour_profiles",
     "profile_by_counts", "profile_attributes", "recent_rates_overall", "recent_rates_by_channel",

@@ -32,10 +32,11 @@ from contactrank.errors import ContactrankError, NotReady
 from contactrank.features import history
 from contactrank.features.daily_aggregates import build_daily_aggs
 from contactrank.features.feature_chunks import parquet_rows
-from contactrank.features.feature_rows import SHARED_RATE_TABLES, create_shared_rates, save_shared_rates
+from contactrank.features.feature_rows import SHARED_RATE_TABLES, save_shared_rates
 from contactrank.features.feature_tables import (
     FeatureError,
     SharedRates,
+    create_day_rates,
     daily_aggs_to_build,
     register_empty_relations,
     write_features,
@@ -147,7 +148,7 @@ def build_shared_rates(settings: Settings, d: date) -> dict[str, Any]:
                     _state_relations(settings, x),
                     history.recent_population(settings, x),
                 )
-                create_shared_rates(con, state, attrs, population, x, settings)
+                create_day_rates(settings, con, state, attrs, population, x)
                 save_shared_rates(con, stage, prefix)
         return {"date": d.isoformat(), "days": [x.isoformat() for x, _ in days]}
 

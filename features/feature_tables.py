@@ -33,6 +33,7 @@ from contactrank.features.feature_state import write_state
 from contactrank.features.history import FEATURES, TRAINING
 from contactrank.features.lake import DATA_FILE, atomic_dir, partition_dates, partition_dir, write_partition
 from contactrank.features.person_attributes import write_person_attributes
+from contactrank.features.person_curves import create_person_curves
 from contactrank.features.schema import ATTEMPTS, CONTACTS_STATE
 from contactrank.settings import Settings
 from contactrank.shards import Shard, sharded
@@ -79,6 +80,15 @@ def write_state_and_attributes(
     return mode
 
 
+def create_day_rates(settings: Settings, con, state: str, attrs: str, population: str, x: date) -> None:
+    """The shared rates the feature rows of ``x`` read (``feature_rows.create_shared_rates``) and,
+    for the "curve" hour choice, every person's hour curve (``features.person_curves``; an empty
+    table for the other choices). Training's rows read the rates only: the curves are not fitted
+    for them."""
+    create_shared_rates(con, state, attrs, population, x, settings)
+    create_person_curves(con, settings, x, state, attrs, fit=settings.hour_choice == "curve")
+
+
 def write_features(
     settings: Settings,
     con,
@@ -91,7 +101,7 @@ def write_features(
     (``state_dir``: every person's, or ``shard``'s with the ``shared`` rates of all persons)."""
     state, attrs = history.state_files(state_dir)
     if shared is None:
-        create_shared_rates(con, state, attrs, history.recent_population(settings, d), d, settings)
+        create_day_rates(settings, con, state, attrs, history.recent_population(settings, d), d)
     else:
         load_shared_rates(con, *shared)
     keys = ["person_id", "contact_id", "channel"]
@@ -137,9 +147,7 @@ def write_training(
     passthrough = ["attempt_id", "person_id", "contact_id", "channel", "date", "campaign_id", "label_reach",
                    "label_conversion", "local_hour"]  # fmt: skip
     if shared is None:
-        create_shared_rates(
-            con, state, attrs, history.recent_population(settings, x), x, settings, curves=False
-        )
+        create_shared_rates(con, state, attrs, history.recent_population(settings, x), x, settings)
     else:
         load_shared_rates(con, *shared)
     attempts = training_rows_sql(settings, d)
