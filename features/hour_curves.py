@@ -30,6 +30,7 @@ import numpy as np
 import scipy.sparse as sparse
 from scipy.optimize import minimize_scalar
 
+from contactrank.features.hour_profiles import log_prior
 from contactrank.features.schema import CHANNELS
 
 HOURS = 24
@@ -207,14 +208,11 @@ def _weights_of_values(by_habit: np.ndarray, code: np.ndarray, size: int, weight
 
 def habit_prior(fit: CurveFit, codes: np.ndarray) -> np.ndarray:
     """(persons x habits) each person's prior over the habits: everyone's weights, moved by each
-    attribute value they hold (naive Bayes, as ``hour_profiles._log_prior``)."""
-    log_prior = np.tile(np.log(np.maximum(fit.habit_weight, 1e-300)), (len(codes), 1))
-    for a, by_value in enumerate(fit.habit_by_value):
-        known = codes[:, a] >= 0
-        log_prior[known] += np.log(np.maximum(by_value[codes[known, a]], 1e-300)) - np.log(
-            np.maximum(fit.habit_weight, 1e-300)
-        )
-    prior = np.exp(log_prior - log_prior.max(axis=1, keepdims=True))
+    attribute value they hold (naive Bayes, ``hour_profiles.log_prior``; a weight EM emptied is
+    floored, so that its log stays finite)."""
+    by_value = [np.maximum(weights, 1e-300) for weights in fit.habit_by_value]
+    logs = log_prior(codes, np.log(np.maximum(fit.habit_weight, 1e-300)), by_value)
+    prior = np.exp(logs - logs.max(axis=1, keepdims=True))
     return prior / prior.sum(axis=1, keepdims=True)
 
 

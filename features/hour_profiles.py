@@ -218,13 +218,13 @@ def _posterior_by_values(
     by_value = _weights_by_value(
         binomial_loglik(vector_att, vector_reach, rate), vector_of_row, codes, n, log_weight, sizes
     )
-    expected = _posterior_rates(att, reach, rate, _log_prior(codes, log_weight, by_value))
+    expected = _posterior_rates(att, reach, rate, log_prior(codes, log_weight, by_value))
     shape = None
     if shapes is not None:
         by_value = _weights_by_value(
             shapes.loglik(vector_att, vector_reach), vector_of_row, codes, n, shapes.log_weight, sizes
         )
-        shape = shapes.expected_shape(att, reach, _log_prior(codes, shapes.log_weight, by_value))
+        shape = shapes.expected_shape(att, reach, log_prior(codes, shapes.log_weight, by_value))
     return _posterior_table(att, reach, values, expected, shape)
 
 
@@ -239,7 +239,7 @@ def value_codes(columns: list[pa.Array]) -> tuple[np.ndarray, list[int]]:
     return codes, sizes
 
 
-def _log_prior(codes: np.ndarray, log_weight: np.ndarray, by_value: list[np.ndarray]) -> np.ndarray:
+def log_prior(codes: np.ndarray, log_weight: np.ndarray, by_value: list[np.ndarray]) -> np.ndarray:
     """(rows x profiles) log prior of each row: everyone's weights, moved by each value it holds."""
     out = np.tile(log_weight, (len(codes), 1))
     for a, weights in enumerate(by_value):
