@@ -107,9 +107,11 @@ def log_likelihood(fit: CurveFit, tries: sparse.csr_matrix, reaches: sparse.csr_
     """(persons x levels x habits) each person's log-likelihood of their tries under each component
     (``tries``, ``reaches``: persons x BINS)."""
     logits = fit.bin_logits().reshape(BINS, -1)
-    answered, missed = -np.logaddexp(0.0, -logits), -np.logaddexp(0.0, logits)
+    answered = (-np.logaddexp(0.0, -logits)).astype(np.float32)
+    missed = (-np.logaddexp(0.0, logits)).astype(np.float32)
+    tries, reaches = tries.astype(np.float32), reaches.astype(np.float32)
     ll = reaches @ answered + (tries - reaches) @ missed
-    return np.asarray(ll, dtype=np.float32).reshape(tries.shape[0], len(LEVELS), -1)
+    return np.asarray(ll).reshape(tries.shape[0], len(LEVELS), -1)
 
 
 def _likelihoods(ll: np.ndarray) -> np.ndarray:
@@ -138,14 +140,16 @@ def fit_curve_prior(
         if round_ in _RETRY_ROUNDS:
             fit.retry_offset = _retry_offset(fit, like, tries, reaches)
             like = _levels_first(log_likelihood(fit, tries, reaches))
+        # one EM step, both weights from the old ones, as two passes over ``like``
+        habit_weight = fit.habit_weight.astype(np.float32)
+        by_level = (like.reshape(-1, like.shape[2]) @ habit_weight).reshape(len(LEVELS), -1)
         by_habit = _by_habit(fit, like)
-        evidence = by_habit @ fit.habit_weight
-        share = (fit.habit_weight[None, :] / evidence[:, None]).astype(np.float32)
-        fit.level_weight = fit.level_weight * (like.reshape(len(LEVELS), -1) @ share.ravel())
+        inverse = 1.0 / (fit.level_weight.astype(np.float32) @ by_level)
+        fit.level_weight = fit.level_weight * (by_level @ inverse)
         fit.level_weight /= fit.level_weight.sum()
-        fit.habit_weight = fit.habit_weight * (by_habit / evidence[:, None]).sum(axis=0)
+        fit.habit_weight = fit.habit_weight * (inverse @ by_habit)
         fit.habit_weight /= fit.habit_weight.sum()
-    by_habit = _by_habit(fit, like).astype(np.float64)
+    by_habit = _by_habit(fit, like)
     fit.habit_by_value = [_weights_of_values(by_habit, codes[:, a], size, fit.habit_weight)
                           for a, size in enumerate(sizes)]  # fmt: skip
     return fit
@@ -176,16 +180,18 @@ def _retry_offset(
     retry_bins = np.arange(BINS) % 2 == 1
     t, r = tries[:, retry_bins], reaches[:, retry_bins]
     keep = np.flatnonzero(np.asarray(t.sum(axis=1)).ravel() > 0)
-    t, r = t[keep], r[keep]
+    t, r = t[keep].astype(np.float32), r[keep].astype(np.float32)
     post = like[:, keep, :] * fit.level_weight[:, None, None].astype(np.float32)
     post *= fit.habit_weight[None, None, :].astype(np.float32)
     post = (post / post.sum(axis=(0, 2), keepdims=True)).transpose(1, 0, 2).reshape(len(keep), -1)
     logits = fit.bin_logits().reshape(BINS, -1)[retry_bins] - fit.retry_offset
+    # the expected reaches and misses in each retry bin under each component, summed over the
+    # persons once: the loss is then a sum over bins x components, whatever the offset
+    answered, missed = (np.asarray(m.T @ post, dtype=np.float64) for m in (r, t - r))
 
     def loss(offset: float) -> float:
         x = logits + offset
-        ll = r @ -np.logaddexp(0.0, -x) + (t - r) @ -np.logaddexp(0.0, x)
-        return -float((np.asarray(ll) * post).sum())
+        return float((answered * np.logaddexp(0.0, -x) + missed * np.logaddexp(0.0, x)).sum())
 
     return float(minimize_scalar(loss, bounds=(-2.0, 1.0), method="bounded", options={"xatol": 0.02}).x)
 
@@ -196,14 +202,16 @@ def _weights_of_values(by_habit: np.ndarray, code: np.ndarray, size: int, weight
     known = code >= 0
     like, code = by_habit[known], code[known]
     persons = np.bincount(code, minlength=size).astype(np.float64)
-    out = np.tile(weight, (size, 1))
-    member = sparse.csr_matrix((np.ones(len(code)), (code, np.arange(len(code)))), shape=(size, len(code)))
+    out = np.tile(weight, (size, 1)).astype(np.float32)
+    ones = np.ones(len(code), dtype=np.float32)
+    member = sparse.csr_matrix((ones, (code, np.arange(len(code)))), shape=(size, len(code)))
     for _ in range(_PRIOR_ROUNDS):
         post = like * out[code]
         post /= post.sum(axis=1, keepdims=True)
         sums = member @ post
         out = (sums + PRIOR_PSEUDO_PERSONS * weight) / (persons + PRIOR_PSEUDO_PERSONS)[:, None]
-    return out
+        out = out.astype(np.float32)
+    return out.astype(np.float64)
 
 
 def habit_prior(fit: CurveFit, codes: np.ndarray) -> np.ndarray:
@@ -222,8 +230,11 @@ def expected_curves(
     """(persons x 24) each person's expected reach at each local hour on an average channel, first
     try of the day, under their posterior over the components."""
     like = _likelihoods(log_likelihood(fit, tries, reaches))
-    post = like * fit.level_weight[None, :, None].astype(np.float32) * habit_prior(fit, codes)[:, None, :]
-    post /= post.sum(axis=(1, 2), keepdims=True)
+    # in single precision, as the likelihoods: a weight floored at its smallest normal number
+    tiny = np.finfo(np.float32).tiny
+    like *= np.maximum(fit.level_weight, tiny).astype(np.float32)[None, :, None]
+    like *= np.maximum(habit_prior(fit, codes), tiny).astype(np.float32)[:, None, :]
     logits = fit.base + LEVELS[:, None, None] + bumps()[None]  # levels x habits x 24
-    p = 1.0 / (1.0 + np.exp(-logits))
-    return post.reshape(len(post), -1) @ p.reshape(-1, HOURS)
+    p = (1.0 / (1.0 + np.exp(-logits))).astype(np.float32)
+    post = like.reshape(len(like), -1)
+    return (post @ p.reshape(-1, HOURS)) / post.sum(axis=1, keepdims=True)
