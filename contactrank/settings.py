@@ -129,6 +129,9 @@ class Settings:
     # chose better hours on every judged world but its daily fit costs far more than the
     # buckets' (docs/benchmarks.md, "Personal hour curves"): an option for now
     hour_choice: Literal["shape", "curve", "profile", "model"] = "shape"
+    # with "curve": the prior a day's curves are read under is the newest one fitted in the last
+    # this many days (1: every day its own), stored in the lake (features/curve_priors.py says why)
+    hour_curve_refit_days: int = 1
     # with "shape": the shape's weight against the profile's in the bucket choice, pooled on the
     # log scale (1: the shape alone, 0: the profile's ratios alone; ml/hours.py says why both)
     hour_shape_weight: float = 0.5
@@ -174,6 +177,11 @@ class Settings:
         for name in ("shards", "shard_workers"):
             if getattr(self, name) < 1:
                 raise ValueError(f"setting {name!r}: {getattr(self, name)!r} is invalid (must be at least 1)")
+        if self.hour_curve_refit_days < 1:
+            raise ValueError(
+                f"setting 'hour_curve_refit_days': {self.hour_curve_refit_days!r} is invalid"
+                " (must be at least 1)"
+            )
         if self.hour_untried_after < 0:
             raise ValueError(
                 f"setting 'hour_untried_after': {self.hour_untried_after!r} is invalid (must be at least 0)"

@@ -1,6 +1,7 @@
 """The personal hour curves of a day's features (``features.hour_curves``): the tries of the habit
 window read from the lake, the prior fitted on everyone's (a sample of persons past
-``FIT_PERSONS``), and each person's expected curve, as the temp table ``person_hour_curves``
+``FIT_PERSONS``; or an earlier day's, ``features.curve_priors``), and each person's expected curve,
+as the temp table ``person_hour_curves``
 (person_id, curve_0 ... curve_23: the expected reach at each local hour).
 
 Only the ``curve`` hour choice reads them (``settings.hour_choice``); for the others the table is
@@ -18,10 +19,17 @@ import pyarrow.compute as pc
 import scipy.sparse as sparse
 
 from contactrank.features import history, sql
+from contactrank.features.curve_priors import (
+    StoredPrior,
+    codes_in,
+    newest_prior,
+    store_prior,
+    vocabularies_of,
+)
 from contactrank.features.daily_aggregates import KINDS
 from contactrank.features.feature_state import HISTORY_WINDOW, own_line_sql
 from contactrank.features.hour_curves import BINS, HOURS, expected_curves, fit_curve_prior, try_bins
-from contactrank.features.hour_profiles import prior_attributes, value_codes
+from contactrank.features.hour_profiles import prior_attributes
 from contactrank.features.schema import CHANNELS
 from contactrank.settings import Settings
 
@@ -63,6 +71,16 @@ def window_attempts(settings: Settings, d: date) -> str:
     )
 
 
+def _fit_prior(tries: sparse.csr_matrix, reaches: sparse.csr_matrix, codes: np.ndarray, sizes: list[int]):
+    """``fit_curve_prior`` on the persons with tries, a fixed draw of ``FIT_PERSONS`` of them past
+    that many: the same fit for the same inputs."""
+    tried = np.flatnonzero(np.asarray(tries.sum(axis=1)).ravel() > 0)
+    sample = tried
+    if len(tried) > FIT_PERSONS:
+        sample = np.sort(np.random.default_rng(0).choice(tried, FIT_PERSONS, replace=False))
+    return fit_curve_prior(tries[sample], reaches[sample], codes[sample], sizes)
+
+
 def create_person_curves(con, settings: Settings, d: date, state: str, attrs: str, fit: bool) -> None:
     """The temp table ``person_hour_curves`` of every person with a try in the window or a row of
     ``attrs``; empty unless ``fit``."""
@@ -91,17 +109,17 @@ def create_person_curves(con, settings: Settings, d: date, state: str, attrs: st
     shape = (len(persons), BINS)
     tries = sparse.csr_matrix((counts["tries"].to_numpy(), (row, bins)), shape=shape)
     reaches = sparse.csr_matrix((counts["reaches"].to_numpy(), (row, bins)), shape=shape)
+    columns = [values[f"value_{i}"].combine_chunks() for i in range(len(names))]
+    stored = newest_prior(settings, d)
+    vocabularies = stored.vocabularies if stored else vocabularies_of(names, columns)
     codes = np.full((len(persons), len(names)), -1, dtype=np.int64)
-    sizes: list[int] = []
     if names:
-        value_rows = persons.get_indexer(ids[1])
-        found, sizes = value_codes([values[f"value_{i}"].combine_chunks() for i in range(len(names))])
-        codes[value_rows] = found
-    tried = np.flatnonzero(np.asarray(tries.sum(axis=1)).ravel() > 0)
-    sample = tried
-    if len(tried) > FIT_PERSONS:  # a fixed draw of the persons with tries: the same fit for the same day
-        sample = np.sort(np.random.default_rng(0).choice(tried, FIT_PERSONS, replace=False))
-    prior = fit_curve_prior(tries[sample], reaches[sample], codes[sample], sizes)
+        codes[persons.get_indexer(ids[1])] = codes_in(vocabularies, names, columns)
+    if stored:
+        prior = stored.for_attributes(names)
+    else:
+        prior = _fit_prior(tries, reaches, codes, [len(vocabularies[n]) for n in names])
+        store_prior(settings, d, StoredPrior(prior, vocabularies))
     curves = np.vstack([
         expected_curves(prior, tries[lo : lo + _CHUNK], reaches[lo : lo + _CHUNK], codes[lo : lo + _CHUNK])
         for lo in range(0, len(persons), _CHUNK)

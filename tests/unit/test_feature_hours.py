@@ -197,3 +197,30 @@ def test_the_curve_choice_stores_each_persons_hour_curve(lake, curve_lake):
     np.testing.assert_array_equal(curves[f.index.get_loc("c1")], curves[f.index.get_loc("c2")])  # per person
     # the other choices do not fit the curves, and their rows do not carry them
     assert not set(CURVE_COLS) & set(load_features(lake, D0 + timedelta(days=3)).columns)
+
+
+def test_a_prior_refitted_weekly_is_fitted_once_and_read_by_the_days_after_it(
+    curve_lake, tmp_path, monkeypatch
+):
+    from contactrank.features import person_curves
+    from contactrank.features.curve_priors import CURVE_PRIOR
+    from contactrank.features.lake import partition_dates
+
+    fits = []
+    real_fit = person_curves.fit_curve_prior
+    monkeypatch.setattr(
+        person_curves, "fit_curve_prior", lambda *a: fits.append(a[0].shape[0]) or real_fit(*a)
+    )
+    weekly = _build(Settings(home=tmp_path / "home", hour_choice="curve", hour_curve_refit_days=7))
+    assert len(fits) == 1 and partition_dates(weekly, CURVE_PRIOR) == [D0]
+    assert partition_dates(curve_lake, CURVE_PRIOR) == []  # every day its own: nothing stored
+    last = D0 + timedelta(days=3)
+    built = load_features(weekly, last).sort_values("contact_id", ignore_index=True)
+    build_features(weekly, last)  # built again: the same prior, the same curves
+    pd.testing.assert_frame_equal(
+        load_features(weekly, last).sort_values("contact_id", ignore_index=True), built
+    )
+    assert len(fits) == 1
+    # the day of the prior is built again on what it holds now: fitted again, not read
+    build_features(weekly, D0)
+    assert len(fits) == 2

@@ -78,6 +78,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "contactrank.features.hour_profiles",
             "contactrank.features.hour_shapes",
             "contactrank.features.hour_curves",
+            "contactrank.features.curve_priors",
             "contactrank.features.person_curves",
             "contactrank.features.person_attributes",
         ),
