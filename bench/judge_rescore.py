@@ -19,7 +19,9 @@ the difference is exact for the persons judged, and its error is the population'
 ``--steps features,score,publish`` builds the day's features again first, for a change that
 reaches them (the habit fits; the model reads the profiles, so a change to those is then judged
 on a model trained without it); ``--daily-days N`` with it builds the last N days' daily aggregates
-again first (a change to them, such as the population counts).
+again first (a change to them, such as the population counts); ``--features-days-before K`` builds
+the features of the day K days before the last first, with the same changes (with
+``--set hour_curve_refit_days=7``: the last day reads the hour-curve prior fitted K days before).
 """
 
 from __future__ import annotations
@@ -90,6 +92,7 @@ def rescore(
     changes: dict[str, str],
     steps: tuple[str, ...],
     daily_days: int = 0,
+    days_before: tuple[int, ...] = (),
 ) -> None:
     """Copy one judged home, publish its last day again with ``changes``, judge both, print.
     ``daily_days``: the copy's daily aggregates of that many days up to the last are removed first,
@@ -105,6 +108,8 @@ def rescore(
     settings = settings_for(home, landing, 7, **overrides, **changes)  # the cadence: unused here
     for x in range(daily_days):  # the copy's lake is local: its partitions are folders
         shutil.rmtree(partition_dir(settings, DAILY_AGG, d - timedelta(days=x)), ignore_errors=True)
+    for k in sorted(days_before, reverse=True):
+        run_date(settings, d - timedelta(days=k), landing, steps=("features",))
     run_date(settings, d, landing, steps=steps)
     was, now = (judge.judge_run(landing, h, d, world, ceiling=False) for h in (source, home))
     gap = was["base"]["oracle"] - was["base"]["random"]  # the judge's capture denominator
@@ -159,7 +164,13 @@ def main() -> None:
         default=0,
         help="build this many days of daily aggregates again (with --steps features,...)",
     )
+    ap.add_argument(
+        "--features-days-before",
+        default="",
+        help="comma-separated K: build the features of the day K days before the last first",
+    )
     a = ap.parse_args()
+    before = tuple(int(k) for k in a.features_days_before.split(",") if k)
     changes = dict(item.split("=", 1) for item in a.set)
     runtime_env()
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -168,7 +179,7 @@ def main() -> None:
     seeds: list[int | None] = [int(s) for s in a.model_seeds.split(",")] if a.model_seeds else [None]
     for world in a.worlds.split(","):
         for seed in seeds:
-            rescore(a.root, a.out, world, seed, changes, tuple(a.steps.split(",")), a.daily_days)
+            rescore(a.root, a.out, world, seed, changes, tuple(a.steps.split(",")), a.daily_days, before)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ Layout (under ``settings.lake``)::
     features/date=D/part-0.parquet          feature state at the end of D, one row per candidate
     training/date=D/part-0.parquet          the attempts of D joined with the features of D-1
     scores/date=D/part-0.parquet            ranked, scored candidates of D (before publishing)
+    curve_prior/date=D/part-0.parquet       the hour curves' prior fitted on D (features.curve_priors)
     <kind>/shard=K-of-N/date=D/...          the same, for one shard of persons (``shards`` > 1)
 
 The lake is a local folder or an object store (``settings.lake_uri``, see ``contactrank.storage``).
