@@ -110,13 +110,18 @@ def log_likelihood(fit: CurveFit, tries: sparse.csr_matrix, reaches: sparse.csr_
     answered = (-np.logaddexp(0.0, -logits)).astype(np.float32)
     missed = (-np.logaddexp(0.0, logits)).astype(np.float32)
     tries, reaches = tries.astype(np.float32), reaches.astype(np.float32)
-    ll = reaches @ answered + (tries - reaches) @ missed
-    return np.asarray(ll).reshape(tries.shape[0], len(LEVELS), -1)
+    # summed in place: each (persons x components) array is a fresh allocation the kernel zeroes,
+    # which cost as much as the products themselves
+    ll = np.asarray(reaches @ answered)
+    ll += (tries - reaches) @ missed
+    return ll.reshape(tries.shape[0], len(LEVELS), -1)
 
 
 def _likelihoods(ll: np.ndarray) -> np.ndarray:
-    """exp(ll) scaled per person to a maximum of 1 (the posterior does not see the scale)."""
-    return np.exp(ll - ll.max(axis=(1, 2), keepdims=True))
+    """exp(ll) scaled per person to a maximum of 1 (the posterior does not see the scale), in
+    place of ``ll``."""
+    ll -= ll.max(axis=(1, 2), keepdims=True)
+    return np.exp(ll, out=ll)
 
 
 def fit_curve_prior(
@@ -136,6 +141,7 @@ def fit_curve_prior(
         fit.habit_by_value = [np.tile(fit.habit_weight, (size, 1)) for size in sizes]
         return fit
     like = _levels_first(log_likelihood(fit, tries, reaches))
+    by_habit = np.empty(like.shape[1:], dtype=np.float32)  # one buffer for every round's
     for round_ in range(_ROUNDS):
         if round_ in _RETRY_ROUNDS:
             fit.retry_offset = _retry_offset(fit, like, tries, reaches)
@@ -143,7 +149,7 @@ def fit_curve_prior(
         # one EM step, both weights from the old ones, as two passes over ``like``
         habit_weight = fit.habit_weight.astype(np.float32)
         by_level = (like.reshape(-1, like.shape[2]) @ habit_weight).reshape(len(LEVELS), -1)
-        by_habit = _by_habit(fit, like)
+        _by_habit(fit, like, out=by_habit)
         inverse = 1.0 / (fit.level_weight.astype(np.float32) @ by_level)
         fit.level_weight = fit.level_weight * (by_level @ inverse)
         fit.level_weight /= fit.level_weight.sum()
@@ -162,10 +168,12 @@ def _levels_first(ll: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(_likelihoods(ll).transpose(1, 0, 2))
 
 
-def _by_habit(fit: CurveFit, like: np.ndarray) -> np.ndarray:
-    """(persons x habits) the levels-first likelihoods ``like`` with the levels summed out."""
+def _by_habit(fit: CurveFit, like: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """(persons x habits) the levels-first likelihoods ``like`` with the levels summed out (into
+    ``out`` if given)."""
     weights = fit.level_weight.astype(np.float32)
-    return (weights @ like.reshape(len(LEVELS), -1)).reshape(like.shape[1:])
+    flat = None if out is None else out.reshape(-1)
+    return np.matmul(weights, like.reshape(len(LEVELS), -1), out=flat).reshape(like.shape[1:])
 
 
 def _retry_offset(
