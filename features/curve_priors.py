@@ -48,8 +48,8 @@ class StoredPrior:
     vocabularies: dict[str, list[str]]
 
     def for_attributes(self, names: list[str]) -> CurveFit:
-        """The fit with ``habit_by_value`` in the order of ``names`` (everyone's weights for each
-        value of an attribute the prior does not follow: it has no value there anyway)."""
+        """The fit with ``habit_by_value`` in the order of ``names`` (no rows for an attribute the
+        prior does not follow: ``codes_in`` gives none of its values a code)."""
         by_name = dict(zip(self.vocabularies, self.fit.habit_by_value, strict=True))
         by_value = [by_name.get(n, np.empty((0, len(self.fit.habit_weight)))) for n in names]
         return CurveFit(self.fit.base, self.fit.channel_offset, self.fit.retry_offset,

@@ -28,7 +28,7 @@ from contactrank.features.curve_priors import (
 )
 from contactrank.features.daily_aggregates import KINDS
 from contactrank.features.feature_state import HISTORY_WINDOW, own_line_sql
-from contactrank.features.hour_curves import BINS, HOURS, expected_curves, fit_curve_prior, try_bins
+from contactrank.features.hour_curves import BINS, HOURS, CurveFit, expected_curves, fit_curve_prior, try_bins
 from contactrank.features.hour_profiles import prior_attributes
 from contactrank.features.schema import CHANNELS
 from contactrank.settings import Settings
@@ -71,7 +71,9 @@ def window_attempts(settings: Settings, d: date) -> str:
     )
 
 
-def _fit_prior(tries: sparse.csr_matrix, reaches: sparse.csr_matrix, codes: np.ndarray, sizes: list[int]):
+def _fit_prior(
+    tries: sparse.csr_matrix, reaches: sparse.csr_matrix, codes: np.ndarray, sizes: list[int]
+) -> CurveFit:
     """``fit_curve_prior`` on the persons with tries, a fixed draw of ``FIT_PERSONS`` of them past
     that many: the same fit for the same inputs."""
     tried = np.flatnonzero(np.asarray(tries.sum(axis=1)).ravel() > 0)
