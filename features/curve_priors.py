@@ -30,6 +30,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from contactrank.features.hour_curves import LEVELS, PEAKS, CurveFit, bumps
+from contactrank.features.hour_profiles import values_of
 from contactrank.features.lake import partition_dates, read_partition, write_partition
 from contactrank.settings import Settings
 
@@ -68,7 +69,7 @@ def codes_in(vocabularies: dict[str, list[str]], names: list[str], columns: list
 
 def vocabularies_of(names: list[str], columns: list[pa.Array]) -> dict[str, list[str]]:
     """Per attribute, its sorted distinct values (as ``hour_profiles.value_codes`` indexes them)."""
-    return {n: sorted(pc.unique(c).drop_null().to_pylist()) for n, c in zip(names, columns, strict=True)}
+    return {n: values_of(c) for n, c in zip(names, columns, strict=True)}
 
 
 def _key(settings: Settings) -> str:

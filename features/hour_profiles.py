@@ -228,12 +228,17 @@ def _posterior_by_values(
     return _posterior_table(att, reach, values, expected, shape)
 
 
+def values_of(column: pa.Array) -> list[str]:
+    """An attribute's sorted distinct values: the order ``value_codes`` indexes them in."""
+    return sorted(pc.unique(column).drop_null().to_pylist())
+
+
 def value_codes(columns: list[pa.Array]) -> tuple[np.ndarray, list[int]]:
     """(rows x attributes) index of each row's value among the attribute's sorted values (-1: none),
     and the number of values of each attribute."""
     codes, sizes = np.full((len(columns[0]), len(columns)), -1, dtype=np.int64), []
     for a, column in enumerate(columns):
-        vocabulary = pa.array(sorted(pc.unique(column).drop_null().to_pylist()), pa.string())
+        vocabulary = pa.array(values_of(column), pa.string())
         codes[:, a] = pc.index_in(column, value_set=vocabulary).fill_null(-1).to_numpy()
         sizes.append(len(vocabulary))
     return codes, sizes
