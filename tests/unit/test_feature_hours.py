@@ -39,12 +39,13 @@ CANDIDATES = [("p1", "c1", 0), ("p1", "c2", 1), ("p2", "c3", 0)]  # person, cont
 
 @pytest.fixture(scope="module")
 def lake(tmp_path_factory):
-    return _build(Settings(home=tmp_path_factory.mktemp("hours") / "home"))
+    return _build(Settings(home=tmp_path_factory.mktemp("hours") / "home", hour_choice="shape"))
 
 
 @pytest.fixture(scope="module")
 def curve_lake(tmp_path_factory):
-    return _build(Settings(home=tmp_path_factory.mktemp("curves") / "home", hour_choice="curve"))
+    home = tmp_path_factory.mktemp("curves") / "home"
+    return _build(Settings(home=home, hour_choice="curve", hour_curve_refit_days=1))
 
 
 def _build(settings: Settings) -> Settings:
@@ -167,10 +168,11 @@ def test_a_model_trained_with_the_earlier_tries_still_sees_them_at_zero():
     assert prepared["f_tries_before_address"].tolist() == [0.0, 0.0]
 
 
-def test_the_default_build_stores_the_habit_shape_that_picks_the_hour(lake):
-    # the default hour choice pools the shape with the profile, so the build must fit it
-    assert Settings().hour_choice == "shape"
-    f = load_features(lake, D0 + timedelta(days=3)).set_index("contact_id")
+def test_the_default_build_stores_the_habit_shape_that_picks_the_hour(curve_lake):
+    # the default hour choice reads the person's curve, and the shape pooled with the profile for
+    # a person without one, so the build must fit the shape too
+    assert Settings().hour_choice == "curve"
+    f = load_features(curve_lake, D0 + timedelta(days=3)).set_index("contact_id")
     p1, p2 = f.loc["c1"], f.loc["c3"]
     assert p1.hour_shape_morning > p1.hour_shape_evening  # p1 answers in the mornings
     assert p2.hour_shape_evening > p2.hour_shape_morning  # p2 in the evenings

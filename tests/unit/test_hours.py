@@ -456,7 +456,7 @@ def test_the_curve_picks_the_persons_best_allowed_hour_in_their_own_clock():
     raws = np.full((3, HOURS.size), -np.inf)
     hours = HOURS[best_hours(stack(np.vstack([flat] * 3)), raws, blocks_of(3), profile)]
     assert list(hours) == [14, 12, 19]  # 12h recorded is 14h for the second; the third: the evening
-    assert HourProfile.of(Settings(), hi, HOURS).curve is None  # the other choices ignore the curve
+    assert HourProfile.of(Settings(hour_choice="shape"), hi, HOURS).curve is None  # the others ignore it
     # only the allowed hours compete: with 14h not allowed, the next best
     raws = np.full((1, HOURS.size), -np.inf)
     allowed = HOURS != 14
