@@ -68,3 +68,39 @@ def test_bins_are_distinct_per_channel_hour_and_retry():
 
 def test_bumps_average_zero_over_the_day():
     np.testing.assert_allclose(hc.bumps()[:, hc.DAYTIME].mean(axis=1), 0.0, atol=1e-12)
+
+
+def test_the_fit_and_the_curves_do_not_depend_on_the_blocks_of_persons(monkeypatch):
+    """The likelihoods are read in blocks of persons (one buffer, cache-sized blocks for the EM):
+    blocks of a few persons give the same prior and curves as one block of everyone."""
+    peaks = np.r_[np.full(40, 10.0), np.full(40, 19.0)]
+    tries, reaches = simulated_tries(peaks, 12, seed=3)
+    codes = np.r_[np.zeros(40), np.ones(40)].astype(np.int64)[:, None]
+    monkeypatch.setattr(hc, "_EM_BLOCK", 1000)
+    monkeypatch.setattr(hc, "_BLOCK", 1000)
+    whole = hc.fit_curve_prior(tries, reaches, codes, [2])
+    curves = hc.expected_curves(whole, tries, reaches, codes)
+    monkeypatch.setattr(hc, "_EM_BLOCK", 7)
+    monkeypatch.setattr(hc, "_BLOCK", 9)
+    blocked = hc.fit_curve_prior(tries, reaches, codes, [2])
+    np.testing.assert_allclose(blocked.habit_weight, whole.habit_weight, rtol=1e-3, atol=1e-9)
+    np.testing.assert_allclose(blocked.level_weight, whole.level_weight, rtol=1e-3, atol=1e-9)
+    np.testing.assert_allclose(blocked.habit_by_value[0], whole.habit_by_value[0], rtol=1e-3, atol=1e-9)
+    np.testing.assert_allclose(hc.expected_curves(whole, tries, reaches, codes), curves, rtol=1e-5)
+
+
+def test_each_persons_habit_prior_is_their_attribute_values_naive_bayes():
+    """The prior is computed once per combination of values; each person gets the one the values
+    they hold give, a person without a value everyone's weights."""
+    rng = np.random.default_rng(4)
+    habits = len(hc.bumps())
+    by_value = [rng.dirichlet(np.ones(habits), 3), rng.dirichlet(np.ones(habits), 2)]
+    weight = rng.dirichlet(np.ones(habits))
+    fit = hc.CurveFit(0.0, np.zeros(6), 0.0, np.full(len(hc.LEVELS), 1 / len(hc.LEVELS)), weight, by_value)
+    codes = np.array([[0, 1], [2, -1], [0, 1], [-1, -1]])
+    prior = hc.habit_prior(fit, codes)
+    expected = np.log(weight) + np.log(by_value[0][0] / weight) + np.log(by_value[1][1] / weight)
+    np.testing.assert_allclose(prior[0], np.exp(expected) / np.exp(expected).sum())
+    np.testing.assert_array_equal(prior[0], prior[2])
+    np.testing.assert_allclose(prior[3], weight)
+    np.testing.assert_allclose(prior.sum(axis=1), 1.0)
