@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sparse
 from scipy.optimize import minimize_scalar
+from threadpoolctl import threadpool_limits
 
 from contactrank.features.hour_profiles import log_prior
 from contactrank.features.schema import CHANNELS
@@ -170,14 +171,17 @@ def fit_curve_prior(
         fit.habit_by_value = [np.tile(fit.habit_weight, (size, 1)) for size in sizes]
         return fit
     like = _levels_first(fit, tries, reaches)
-    for round_ in range(_ROUNDS):
-        if round_ in _RETRY_ROUNDS:
-            fit.retry_offset = _retry_offset(fit, like, tries, reaches)
-            like = _levels_first(fit, tries, reaches)
-        _em_round(fit, like)
-    by_habit = _by_habit(fit, like)
-    fit.habit_by_value = [_weights_of_values(by_habit, codes[:, a], size, fit.habit_weight)
-                          for a, size in enumerate(sizes)]  # fmt: skip
+    # A round's products are over one block of persons: BLAS threads only wait on each other
+    # there, and on a busy machine the wait cost several times the products (docs/benchmarks.md).
+    with threadpool_limits(limits=1, user_api="blas"):
+        for round_ in range(_ROUNDS):
+            if round_ in _RETRY_ROUNDS:
+                fit.retry_offset = _retry_offset(fit, like, tries, reaches)
+                like = _levels_first(fit, tries, reaches)
+            _em_round(fit, like)
+        by_habit = _by_habit(fit, like)
+        fit.habit_by_value = [_weights_of_values(by_habit, codes[:, a], size, fit.habit_weight)
+                              for a, size in enumerate(sizes)]  # fmt: skip
     return fit
 
 

@@ -78,6 +78,9 @@ def assert_same(a: pd.DataFrame, b: pd.DataFrame, rtol: float = 1e-6) -> None:
 
 @pytest.mark.slow
 def test_chain_equals_full_rebuild(settings, tmp_path, monkeypatch):
+    # every day fits its own curve prior: a weekly one is fitted on the day the chain first reached
+    # in its week and read after it, a fresh home's on the rebuilt day (test_curve_priors)
+    settings = settings.replace(hour_curve_refit_days=1)
     _write_history(settings)
     modes = [build_features(settings, _day(n))["mode"] for n in CHAIN]
     assert modes == ["direct"] + ["incremental"] * (len(CHAIN) - 1)
@@ -119,6 +122,7 @@ def test_stale_state_is_detected_and_recomputed(settings, tmp_path):
     """A past day re-delivered with more attempts, without rebuilding the days after it: subtracting
     its new aggregates from the old state would leave negative windows; the build notices and
     recomputes the state directly, which equals a full rebuild."""
+    settings = settings.replace(hour_curve_refit_days=1)  # as in test_chain_equals_full_rebuild
     _write_history(settings)
     for n in CHAIN[:8]:  # up to day 402
         build_features(settings, _day(n))

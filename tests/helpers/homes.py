@@ -14,6 +14,8 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from contactrank import storage
 from contactrank.features import lake
 from contactrank.settings import Settings, load_settings
@@ -92,6 +94,9 @@ def table_digest(path: storage.Location) -> str:
     df = df.drop(
         columns=[c for c in df.columns if c in VOLATILE_KEYS or c.startswith("_model_run")], errors="ignore"
     )
+    for column in df.columns:  # list cells (a stored prior's weights) sort and print as tuples
+        if df[column].dtype == object and any(isinstance(v, (list, np.ndarray)) for v in df[column]):
+            df[column] = df[column].map(lambda v: tuple(v) if isinstance(v, (list, np.ndarray)) else v)
     df = df.sort_values(list(df.columns)).reset_index(drop=True) if len(df) else df
     return hashlib.sha256(df.to_csv(index=False).encode()).hexdigest()
 
