@@ -53,7 +53,7 @@ PRIOR_PSEUDO_PERSONS = 50.0  # as the habit profiles' prior by attribute value
 # Bins of a try: channel (the known ones, then any other) x local hour x first try of the day or not.
 _CHANNELS = len(CHANNELS) + 1
 BINS = _CHANNELS * HOURS * 2
-_EM_BLOCK = 256  # persons per block of the EM's likelihoods (about 7 MB: it stays in the cache)
+_EM_BLOCK = 256  # persons per block of the EM's likelihoods (a few MB: it stays in the cache)
 _BLOCK = 2048  # persons per block of a day's posteriors
 
 
