@@ -126,13 +126,14 @@ class Settings:
     # every try under a response curve, features/hour_curves.py; "shape" for a person without
     # one; the settings below then shape only the fallback and the score), "profile" (the habit
     # profile alone) or "model" (the highest model output alone); ml/hours.py says why. "curve"
-    # chose better hours on every judged world, by far where the habits do not follow the
-    # attributes (docs/benchmarks.md, "Personal hour curves")
-    hour_choice: Literal["shape", "curve", "profile", "model"] = "curve"
+    # chose better hours on every judged world, but the demo with it runs at its ten minutes
+    # (docs/benchmarks.md, "The hour curve at a fifth of the cost"): an option for now
+    hour_choice: Literal["shape", "curve", "profile", "model"] = "shape"
     # with "curve": the prior a day's curves are read under is the newest one fitted in the last
     # this many days (1: every day its own), stored in the lake (features/curve_priors.py says
-    # why); a prior six days old chose the same hours in the judged files as a fresh one
-    hour_curve_refit_days: int = 7
+    # why); a prior six days old chose the same hours in the judged files as a fresh one, but a
+    # fresh home's rebuild then fits its own prior and differs from the chain's
+    hour_curve_refit_days: int = 1
     # with "shape": the shape's weight against the profile's in the bucket choice, pooled on the
     # log scale (1: the shape alone, 0: the profile's ratios alone; ml/hours.py says why both)
     hour_shape_weight: float = 0.5

@@ -168,10 +168,12 @@ def test_a_model_trained_with_the_earlier_tries_still_sees_them_at_zero():
     assert prepared["f_tries_before_address"].tolist() == [0.0, 0.0]
 
 
-def test_the_default_build_stores_the_habit_shape_that_picks_the_hour(curve_lake):
-    # the default hour choice reads the person's curve, and the shape pooled with the profile for
-    # a person without one, so the build must fit the shape too
-    assert Settings().hour_choice == "curve"
+def test_the_default_build_stores_the_habit_shape_that_picks_the_hour(lake, curve_lake):
+    # the default hour choice pools the shape with the profile, so the build must fit it; the curve
+    # choice falls back to it for a person without a curve, so its build fits it too
+    assert Settings().hour_choice == "shape"
+    f = load_features(lake, D0 + timedelta(days=3)).set_index("contact_id")
+    assert f.loc["c1"].hour_shape_morning > f.loc["c1"].hour_shape_evening
     f = load_features(curve_lake, D0 + timedelta(days=3)).set_index("contact_id")
     p1, p2 = f.loc["c1"], f.loc["c3"]
     assert p1.hour_shape_morning > p1.hour_shape_evening  # p1 answers in the mornings
