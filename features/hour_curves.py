@@ -110,11 +110,6 @@ def offsets(tries: np.ndarray, reaches: np.ndarray) -> tuple[float, np.ndarray, 
     return base, channel, retry if by_bin[0][..., 1].sum() and by_bin[0][..., 0].sum() else 0.0
 
 
-def tried_bins(tries: sparse.csr_matrix) -> np.ndarray:
-    """The bins anyone of ``tries`` (persons x BINS) was tried in."""
-    return np.flatnonzero(np.asarray(tries.sum(axis=0)).ravel() > 0)
-
-
 def _log_probs(fit: CurveFit, bins: np.ndarray) -> np.ndarray:
     """(2 x bins, components) the log-probability of a reach, then of a miss, of a try in each of
     ``bins`` under each component."""
@@ -125,7 +120,8 @@ def _log_probs(fit: CurveFit, bins: np.ndarray) -> np.ndarray:
 def _outcomes(tries: sparse.csr_matrix, reaches: sparse.csr_matrix, bins: np.ndarray) -> np.ndarray:
     """(persons x 2 x bins) each person's reaches, then misses, in ``bins``: dense, so that the
     likelihoods are one product over the bins anyone was tried in, which the BLAS runs on every
-    core, several times faster than the sparse product over every bin."""
+    core, several times faster than the sparse product over every bin. Built a block of persons
+    at a time: it holds about a kilobyte a person."""
     return np.hstack([reaches[:, bins].toarray(), (tries - reaches)[:, bins].toarray()]).astype(np.float32)
 
 
@@ -137,13 +133,14 @@ def likelihood_blocks(
     scaled to a maximum of 1 (the posterior does not see the scale). Every block is written into
     the same buffer: a fresh (persons x components) array each time is memory the kernel zeroes
     page by page, which cost as much as the products."""
-    bins = tried_bins(tries)
-    log_probs, outcomes = _log_probs(fit, bins), _outcomes(tries, reaches, bins)
+    bins = np.flatnonzero(np.asarray(tries.sum(axis=0)).ravel() > 0)  # anyone was tried in
+    log_probs = _log_probs(fit, bins)
     n = tries.shape[0]
     buffer = np.empty((min(n, block), log_probs.shape[1]), dtype=np.float32)
     for lo in range(0, n, block):
         rows = slice(lo, min(n, lo + block))
-        ll = np.matmul(outcomes[rows], log_probs, out=buffer[: rows.stop - lo])
+        outcomes = _outcomes(tries[rows], reaches[rows], bins)
+        ll = np.matmul(outcomes, log_probs, out=buffer[: rows.stop - lo])
         yield rows, _likelihoods(ll.reshape(len(ll), len(LEVELS), -1))
 
 
@@ -283,12 +280,6 @@ def habit_priors(fit: CurveFit, codes: np.ndarray) -> tuple[np.ndarray, np.ndarr
     logs = log_prior(combinations, np.log(np.maximum(fit.habit_weight, 1e-300)), by_value)
     prior = np.exp(logs - logs.max(axis=1, keepdims=True))
     return prior / prior.sum(axis=1, keepdims=True), combination.reshape(-1)
-
-
-def habit_prior(fit: CurveFit, codes: np.ndarray) -> np.ndarray:
-    """(persons x habits) each person's prior over the habits (``habit_priors``)."""
-    prior, combination = habit_priors(fit, codes)
-    return prior[combination]
 
 
 def expected_curves(

@@ -37,7 +37,6 @@ CURVE_COLUMNS = [f"curve_{h}" for h in range(HOURS)]
 # Persons whose tries fit the prior: the EM holds (persons x components) in memory, and beyond a
 # few ten thousand persons the weights of a few hundred habits no longer move.
 FIT_PERSONS = 20_000
-_CHUNK = 20_000  # persons per posterior block (memory: about 30 kB each)
 
 
 def tries_sql(attempts: str, state: str, own_lines: bool) -> str:
@@ -122,10 +121,7 @@ def create_person_curves(con, settings: Settings, d: date, state: str, attrs: st
     else:
         prior = _fit_prior(tries, reaches, codes, [len(vocabularies[n]) for n in names])
         store_prior(settings, d, StoredPrior(prior, vocabularies))
-    curves = np.vstack([
-        expected_curves(prior, tries[lo : lo + _CHUNK], reaches[lo : lo + _CHUNK], codes[lo : lo + _CHUNK])
-        for lo in range(0, len(persons), _CHUNK)
-    ]).astype(np.float32)  # fmt: skip
+    curves = expected_curves(prior, tries, reaches, codes)  # float32, a block of persons at a time
     table = pa.table({"person_id": pa.array(persons.to_numpy(), pa.string()),
                       **{c: curves[:, h] for h, c in enumerate(CURVE_COLUMNS)}})  # fmt: skip
     con.register("person_hour_curves_arrow", table)

@@ -98,7 +98,9 @@ def test_each_persons_habit_prior_is_their_attribute_values_naive_bayes():
     weight = rng.dirichlet(np.ones(habits))
     fit = hc.CurveFit(0.0, np.zeros(6), 0.0, np.full(len(hc.LEVELS), 1 / len(hc.LEVELS)), weight, by_value)
     codes = np.array([[0, 1], [2, -1], [0, 1], [-1, -1]])
-    prior = hc.habit_prior(fit, codes)
+    combinations, combination = hc.habit_priors(fit, codes)
+    prior = combinations[combination]
+    assert len(combinations) == 3  # one prior per distinct combination of values
     expected = np.log(weight) + np.log(by_value[0][0] / weight) + np.log(by_value[1][1] / weight)
     np.testing.assert_allclose(prior[0], np.exp(expected) / np.exp(expected).sum())
     np.testing.assert_array_equal(prior[0], prior[2])
